@@ -1,0 +1,82 @@
+"""App factory. Long-lived resources (engine, MQTT link, WebSocket hub) live in the
+lifespan, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotp import __version__
+from iotp.api.routes import devices, system
+from iotp.api.state import ApiState
+from iotp.db.engine import make_engine
+from iotp.settings import Settings
+
+LANDING = """<!doctype html><html><head><title>IoT Platform</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:3em auto">
+<h1>IoT Platform</h1><p>The API is running. The dashboard is not built yet
+(<code>make web</code>). Meanwhile: <a href="/docs">API docs</a>,
+<a href="/api/devices">devices</a>, <a href="/api/stats">stats</a>.</p></body></html>"""
+
+
+def web_dist() -> Path | None:
+    for candidate in (
+        Path(__file__).resolve().parents[3] / "web" / "dist",
+        Path(__file__).resolve().parents[1] / "_web",
+    ):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    mqtt_default: str = "mqtt://127.0.0.1:1883",
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        db = engine or make_engine(settings.effective_database_url)
+        state = ApiState(settings, db, mqtt_default)
+        app.state.iotp = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+            if own_engine:
+                await db.dispose()
+
+    app = FastAPI(
+        title="IoT Platform API",
+        version=__version__,
+        lifespan=lifespan,
+        description="Devices, telemetry, live events. Device protocol: docs/protocol.md.",
+    )
+    app.include_router(system.router)
+    app.include_router(devices.router)
+
+    @app.websocket("/api/ws")
+    async def websocket(ws: WebSocket) -> None:
+        """Live events. Send {"action": "subscribe", "events": [...], "devices": ["*"]}."""
+        state: ApiState = ws.app.state.iotp
+        await state.hub.serve(ws)
+
+    dist = web_dist()
+    if dist is not None:
+        app.mount("/", StaticFiles(directory=dist, html=True), name="web")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        async def landing() -> HTMLResponse:
+            return HTMLResponse(LANDING)
+
+    return app

@@ -1,0 +1,245 @@
+"""Devices, their latest values, history and events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from iotp.api.deps import SessionDep
+from iotp.api.schemas import (
+    BucketPoint,
+    DeviceEventPublic,
+    DeviceEventsPublic,
+    DevicePublic,
+    DevicesPublic,
+    DeviceUpdate,
+    LatestPublic,
+    LatestValue,
+    Point,
+    TelemetryPublic,
+    iso,
+)
+from iotp.protocol.payloads import NAME_RE
+from iotp.services import devices as device_service
+from iotp.services import telemetry
+from iotp.services.errors import NotFoundError
+
+router = APIRouter(prefix="/api/devices", tags=["devices"])
+
+MAX_RAW_POINTS = 100_000
+MIN_BUCKET_SECONDS = 1.0
+
+
+def _parse_time(value: str | None, default: float, name: str) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"{name} must be an ISO 8601 time or epoch seconds, got {value!r}",
+        ) from None
+    if parsed.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must include a time zone (e.g. Z)"
+        )
+    return parsed.timestamp()
+
+
+async def _device_or_404(session: SessionDep, device_id: str) -> None:
+    try:
+        await device_service.get(session, device_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.get("", response_model=DevicesPublic)
+async def list_devices(
+    session: SessionDep,
+    status_: Annotated[
+        Literal["online", "offline", "unknown"] | None, Query(alias="status")
+    ] = None,
+    type_: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=128, description="search name or id")] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DevicesPublic:
+    devices, total = await device_service.list_devices(
+        session, status=status_, type_=type_, search=q, tag=tag, limit=limit, offset=offset
+    )
+    return DevicesPublic(data=[DevicePublic.of(d) for d in devices], count=total)
+
+
+@router.get("/{device_id}", response_model=DevicePublic)
+async def get_device(session: SessionDep, device_id: str) -> DevicePublic:
+    try:
+        return DevicePublic.of(await device_service.get(session, device_id))
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+@router.patch("/{device_id}", response_model=DevicePublic)
+async def update_device(session: SessionDep, device_id: str, body: DeviceUpdate) -> DevicePublic:
+    if body.tags is not None:
+        for tag in body.tags:
+            if NAME_RE.match(tag) is None:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_ENTITY,
+                    f"tag {tag!r} must match {NAME_RE.pattern}",
+                )
+    try:
+        device = await device_service.update_device(
+            session, device_id=device_id, name=body.name, notes=body.notes, tags=body.tags
+        )
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    await session.commit()
+    return DevicePublic.of(device)
+
+
+@router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_device(session: SessionDep, device_id: str) -> Response:
+    try:
+        await device_service.delete_device(session, device_id=device_id)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{device_id}/latest", response_model=LatestPublic)
+async def latest(session: SessionDep, device_id: str) -> LatestPublic:
+    await _device_or_404(session, device_id)
+    values = await telemetry.latest_values(await session.connection(), device_id=device_id)
+    return LatestPublic(
+        device_id=device_id,
+        metrics={k: LatestValue(value=v["value"], ts=iso(v["ts"])) for k, v in values.items()},  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/{device_id}/telemetry",
+    response_model=TelemetryPublic,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def history(
+    session: SessionDep,
+    device_id: str,
+    metric: Annotated[
+        list[str] | None, Query(description="metric name; repeat for several; default all")
+    ] = None,
+    since: Annotated[str | None, Query(description="ISO 8601 or epoch s; default 1 h ago")] = None,
+    until: Annotated[str | None, Query(description="ISO 8601 or epoch s; default now")] = None,
+    bucket: Annotated[
+        str | None,
+        Query(description="omit for raw points; seconds, or 'auto' for <= 1000 buckets"),
+    ] = None,
+    format_: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> TelemetryPublic | Response:
+    await _device_or_404(session, device_id)
+    now = time.time()
+    until_ts = _parse_time(until, now, "until")
+    since_ts = _parse_time(since, until_ts - 3600, "since")
+    if since_ts >= until_ts:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+    bucket_s: float | None
+    if bucket is None or bucket == "":
+        bucket_s = None
+    elif bucket == "auto":
+        bucket_s = telemetry.auto_bucket(since_ts, until_ts)
+    else:
+        try:
+            bucket_s = float(bucket)
+        except ValueError:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, "bucket must be seconds or 'auto'"
+            ) from None
+        if not bucket_s >= MIN_BUCKET_SECONDS or bucket_s != bucket_s or bucket_s > 365 * 86400:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, "bucket must be 1 s .. 365 days"
+            )
+    conn = await session.connection()
+    names = metric or await telemetry.metric_names(conn, device_id=device_id)
+    for name in names:
+        if NAME_RE.match(name) is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                f"metric {name!r} must match {NAME_RE.pattern}",
+            )
+    series: dict[str, list[Point] | list[BucketPoint]] = {}
+    raw: dict[str, list[dict[str, float | int]]] = {}
+    for name in names:
+        rows = await telemetry.query_series(
+            conn,
+            device_id=device_id,
+            metric=name,
+            since=since_ts,
+            until=until_ts,
+            bucket=bucket_s,
+            limit=MAX_RAW_POINTS,
+        )
+        raw[name] = rows
+        if bucket_s is None:
+            series[name] = [Point(ts=iso(r["ts"]), value=r["value"]) for r in rows]  # type: ignore[arg-type]
+        else:
+            series[name] = [
+                BucketPoint(
+                    ts=iso(r["ts"]), avg=r["avg"], min=r["min"], max=r["max"], count=int(r["count"])
+                )  # type: ignore[arg-type]
+                for r in rows
+            ]
+    if format_ == "csv":
+        return _csv(device_id, raw, bucketed=bucket_s is not None)
+    return TelemetryPublic(
+        device_id=device_id,
+        since=iso(since_ts),  # type: ignore[arg-type]
+        until=iso(until_ts),  # type: ignore[arg-type]
+        bucket_seconds=bucket_s,
+        series=series,
+    )
+
+
+def _csv(
+    device_id: str, raw: dict[str, list[dict[str, float | int]]], *, bucketed: bool
+) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    cols = ["avg", "min", "max", "count"] if bucketed else ["value"]
+    writer.writerow(["device_id", "metric", "time", *cols])
+    for name, rows in raw.items():
+        for r in rows:
+            when = iso(float(r["ts"]))
+            writer.writerow(
+                [device_id, name, when.isoformat() if when else "", *(r[c] for c in cols)]
+            )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{device_id}.csv"'},
+    )
+
+
+@router.get("/{device_id}/events", response_model=DeviceEventsPublic)
+async def events(
+    session: SessionDep,
+    device_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(description="ISO 8601 or epoch s")] = None,
+) -> DeviceEventsPublic:
+    await _device_or_404(session, device_id)
+    before_ts = _parse_time(before, 0, "before") if before else None
+    rows = await device_service.list_events(
+        session, device_id=device_id, limit=limit, before=before_ts
+    )
+    return DeviceEventsPublic(data=[DeviceEventPublic.of(e) for e in rows], count=len(rows))

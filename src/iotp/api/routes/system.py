@@ -1,0 +1,55 @@
+"""Health and statistics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+
+from iotp.api.deps import SessionDep, StateDep
+from iotp.api.schemas import HealthPublic, StatsPublic
+from iotp.services import devices as device_service
+from iotp.services import stats as stats_service
+
+router = APIRouter(prefix="/api", tags=["system"])
+
+
+@router.get("/health", response_model=HealthPublic, responses={503: {"model": HealthPublic}})
+async def health(state: StateDep, session: SessionDep, response: Response) -> HealthPublic:
+    detail: dict[str, str] = {}
+    workers = 0
+    try:
+        await session.execute(text("SELECT 1"))
+        database = "ok"
+        rows = await stats_service.load(session)
+        workers = stats_service.aggregate(rows, time.time())["workers"]
+    except Exception as exc:  # noqa: BLE001 - health reports any database failure
+        database = "error"
+        detail["database"] = f"{type(exc).__name__}: {exc}"[:300]
+    mqtt = "ok" if state.link.is_connected else "disconnected"
+    healthy = database == "ok" and mqtt == "ok"
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return HealthPublic(
+        status="ok" if healthy else "degraded",
+        database=database,  # type: ignore[arg-type]
+        mqtt=mqtt,  # type: ignore[arg-type]
+        workers=workers,
+        detail=detail,
+    )
+
+
+@router.get("/stats", response_model=StatsPublic)
+async def stats(state: StateDep, session: SessionDep) -> StatsPublic:
+    by_status = await device_service.count_by_status(session)
+    agg = stats_service.aggregate(await stats_service.load(session), time.time())
+    # This process's own WebSocket clients count now, not at its last stats write.
+    agg["websocket_clients"] = max(agg["websocket_clients"], len(state.hub.clients))
+    return StatsPublic(
+        devices_total=sum(by_status.values()),
+        devices_online=by_status.get("online", 0),
+        devices_offline=by_status.get("offline", 0),
+        uptime_seconds=round(time.time() - state.started_at, 1),
+        **agg,
+    )

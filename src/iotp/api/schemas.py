@@ -1,0 +1,141 @@
+"""API schemas, as a family per resource (ORM tables live in iotp.db.models)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from iotp.db.models import Device, DeviceEventRow
+
+
+def iso(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    type: str | None
+    capabilities: list[str]
+    firmware_version: str | None
+    protocol: int
+    ip: str | None
+    rssi: int | None
+    report_interval: float | None
+    status: Literal["online", "offline", "unknown"]
+    status_changed_at: datetime | None
+    first_seen: datetime
+    last_seen: datetime | None
+    notes: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    reported_state: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, d: Device) -> DevicePublic:
+        return cls(
+            id=d.id,
+            name=d.name,
+            type=d.type,
+            capabilities=d.capabilities or [],
+            firmware_version=d.firmware_version,
+            protocol=d.protocol,
+            ip=d.ip,
+            rssi=d.rssi,
+            report_interval=d.report_interval,
+            status=d.status,  # type: ignore[arg-type]
+            status_changed_at=iso(d.status_changed_at),
+            first_seen=iso(d.first_seen),  # type: ignore[arg-type]
+            last_seen=iso(d.last_seen),
+            notes=d.notes or "",
+            tags=d.tags or [],
+            metadata=d.meta or {},
+            reported_state=d.reported_state,
+        )
+
+
+class DevicesPublic(BaseModel):
+    data: list[DevicePublic]
+    count: int
+
+
+class DeviceUpdate(BaseModel):
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    notes: str | None = Field(default=None, max_length=4000)
+    tags: list[str] | None = Field(default=None, max_length=32)
+
+    model_config = {"extra": "forbid"}
+
+
+class LatestValue(BaseModel):
+    value: float
+    ts: datetime
+
+
+class LatestPublic(BaseModel):
+    device_id: str
+    metrics: dict[str, LatestValue]
+
+
+class Point(BaseModel):
+    ts: datetime
+    value: float
+
+
+class BucketPoint(BaseModel):
+    ts: datetime
+    avg: float
+    min: float
+    max: float
+    count: int
+
+
+class TelemetryPublic(BaseModel):
+    device_id: str
+    since: datetime
+    until: datetime
+    bucket_seconds: float | None = Field(description="null: raw points; else the bucket width")
+    series: dict[str, list[Point] | list[BucketPoint]]
+
+
+class DeviceEventPublic(BaseModel):
+    id: int
+    device_id: str
+    ts: datetime
+    type: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: DeviceEventRow) -> DeviceEventPublic:
+        return cls(id=e.id, device_id=e.device_id, ts=iso(e.ts), type=e.type, data=e.data or {})  # type: ignore[arg-type]
+
+
+class DeviceEventsPublic(BaseModel):
+    data: list[DeviceEventPublic]
+    count: int
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: Literal["ok", "error"]
+    mqtt: Literal["ok", "disconnected"]
+    workers: int
+    detail: dict[str, str] = Field(default_factory=dict)
+
+
+class StatsPublic(BaseModel):
+    devices_total: int
+    devices_online: int
+    devices_offline: int
+    messages_received: int
+    messages_stored: int
+    messages_duplicate: int
+    messages_rejected: int
+    rejected_by_reason: dict[str, int]
+    ingest_rate: float = Field(description="messages stored per second, all live workers")
+    websocket_clients: int
+    workers: int
+    api_instances: int
+    uptime_seconds: float

@@ -1,0 +1,114 @@
+"""Long-lived resources of one API process, created in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from iotp.api.hub import Hub
+from iotp.mqtt import MqttLink
+from iotp.protocol import Kind, RejectedMessage, parse_topic
+from iotp.protocol.payloads import parse_data
+from iotp.protocol.topics import TopicError, subscription
+from iotp.services import stats as stats_service
+from iotp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DATA_SUBSCRIPTION = subscription(Kind.DATA)
+
+
+class ApiState:
+    def __init__(self, settings: Settings, engine: AsyncEngine, mqtt_default: str) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.started_at = time.time()
+        self.component_id = f"api:{uuid.uuid4().hex[:12]}"
+        self.hub = Hub(settings.ws_client_queue, on_interest_change=self._sync_subscriptions)
+        self.events_prefix = settings.events_topic_prefix
+        self.link = MqttLink(
+            settings.mqtt(mqtt_default),
+            client_id=f"iotp-{self.component_id.replace(':', '-')}",
+            subscriptions=[(f"{self.events_prefix}/#", 1)],
+            handler=self._on_message,
+            clean_session=True,
+            ack_after_handler=False,
+        )
+        self._data_subscribed = False
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._connect(), name="api-mqtt"))
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="api-stats"))
+
+    async def _connect(self) -> None:
+        await self.link.connect()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.link.close()
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    def _sync_subscriptions(self) -> None:
+        """Take the raw data stream from the broker only while some client wants it."""
+        want = "device_data" in self.hub.wanted_events()
+        if want and not self._data_subscribed:
+            self.link.subscribe(DATA_SUBSCRIPTION, qos=0)
+            self._data_subscribed = True
+        elif not want and self._data_subscribed:
+            self.link.unsubscribe(DATA_SUBSCRIPTION)
+            self._data_subscribed = False
+
+    async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if topic.startswith(self.events_prefix):
+            parts = topic.split("/")
+            if len(parts) >= 2:
+                self.hub.broadcast(parts[-2], parts[-1], payload.decode())
+            return
+        try:
+            device_id, kind = parse_topic(topic)
+            if kind is not Kind.DATA:
+                return
+            msg = parse_data(payload)
+        except (TopicError, RejectedMessage):
+            return  # the worker counts and logs rejections
+        event = {
+            "type": "device_data",
+            "device_id": device_id,
+            "ts": msg.ts,
+            "payload": {"metrics": msg.metrics, "attributes": msg.attributes, "seq": msg.seq},
+        }
+        self.hub.broadcast("device_data", device_id, orjson.dumps(event).decode())
+
+    async def _stats_loop(self) -> None:
+        while True:
+            try:
+                async with self.sessions.begin() as session:
+                    await stats_service.publish(
+                        session,
+                        component_id=self.component_id,
+                        kind="api",
+                        started_at=self.started_at,
+                        data={
+                            "ws_clients": len(self.hub.clients),
+                            "ws_dropped": self.hub.dropped_total,
+                            "mqtt_connected": self.link.is_connected,
+                        },
+                    )
+            except Exception as exc:  # noqa: BLE001 - stats must not stop the API
+                log.warning("writing API stats failed: %s", exc)
+            await asyncio.sleep(self.settings.stats_flush_seconds)

@@ -1,0 +1,1 @@
+"""The embedded MQTT broker (amqtt) for zero-set-up runs."""

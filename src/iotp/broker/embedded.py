@@ -1,0 +1,45 @@
+"""amqtt inside `iotp serve`. Production points IOTP_MQTT_URL at Mosquitto or RabbitMQ
+instead; nothing else in the platform knows which broker it talks to."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from amqtt.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class BrokerHandle(Protocol):
+    url: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class EmbeddedBroker:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        self.url = f"mqtt://{connect_host}:{port}"
+        config: dict[str, Any] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            # Quiet: no $SYS topics, no per-packet logging.
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+        self._broker = Broker(config)
+        # amqtt logs every connection at INFO; keep the platform's log readable.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    async def start(self) -> None:
+        await self._broker.start()
+        log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        await self._broker.shutdown()

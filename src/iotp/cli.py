@@ -1,0 +1,145 @@
+"""`iotp`: one command line for every component."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from iotp import logs
+from iotp.services.errors import ConfigurationError
+from iotp.settings import Settings, get_settings
+
+app = typer.Typer(no_args_is_help=True, help="IoT Platform: devices, telemetry, control.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    settings = get_settings()
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    logs.setup(settings.log_level, settings.log_json)
+    return settings
+
+
+def _run(coro: object) -> None:
+    try:
+        try:
+            import uvloop
+
+            uvloop.run(coro)  # type: ignore[arg-type]
+        except ImportError:
+            asyncio.run(coro)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+def _explicit(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="HTTP bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    mqtt_port: Annotated[int, typer.Option(help="embedded broker port")] = 1883,
+    mqtt_host: Annotated[str, typer.Option(help="embedded broker bind address")] = "0.0.0.0",
+    data_dir: Annotated[Path, typer.Option(help="where the SQLite file lives")] = Path("./data"),
+    demo: Annotated[int, typer.Option(help="run N simulated devices")] = 0,
+    demo_interval: Annotated[float, typer.Option(help="seconds between demo reports")] = 2.0,
+) -> None:
+    """Broker + worker + API + dashboard in one process, on embedded defaults."""
+    from iotp.runtime import ServeOptions
+    from iotp.runtime import serve as run_serve
+
+    settings = _settings(data_dir)
+    opts = ServeOptions(
+        host=host,
+        port=port,
+        port_explicit=_explicit(ctx, "port"),
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        mqtt_port_explicit=_explicit(ctx, "mqtt_port"),
+        demo=demo,
+        demo_interval=demo_interval,
+    )
+    _run(run_serve(settings, opts))
+
+
+@app.command()
+def worker() -> None:
+    """The MQTT ingest worker (IOTP_MQTT_URL, IOTP_DATABASE_URL)."""
+    from iotp.runtime import run_worker
+
+    _run(run_worker(_settings()))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+) -> None:
+    """The REST + WebSocket API (IOTP_MQTT_URL, IOTP_DATABASE_URL)."""
+    from iotp.runtime import run_api
+
+    _run(run_api(_settings(), host, port))
+
+
+@app.command()
+def broker(
+    host: Annotated[str, typer.Option()] = "0.0.0.0",
+    port: Annotated[int, typer.Option()] = 1883,
+) -> None:
+    """Only the embedded MQTT broker (amqtt)."""
+    from iotp.runtime import run_broker
+
+    _settings()
+    _run(run_broker(host, port))
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option(help="number of simulated devices")] = 10,
+    broker_url: Annotated[str, typer.Option("--broker", help="mqtt://host:port")] = (
+        "mqtt://127.0.0.1:1883"
+    ),
+    interval: Annotated[float, typer.Option(help="seconds between reports")] = 2.0,
+    seed: Annotated[int | None, typer.Option(help="random seed (device ids, physics)")] = None,
+) -> None:
+    """Run N devices with the real firmware logic on simulated hardware."""
+    from iotp.simulator import run_simulation
+
+    _settings()
+    _run(run_simulation(devices=devices, broker_url=broker_url, interval=interval, seed=seed))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the migrations (IOTP_DATABASE_URL, or the SQLite file in IOTP_DATA_DIR)."""
+    from iotp.db import migrate
+    from iotp.db.engine import make_engine
+
+    settings = _settings()
+
+    async def go() -> None:
+        if not settings.database_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.effective_database_url)
+        await migrate.upgrade(engine, revision)
+        print(f"database at {await migrate.current_revision(engine)}")
+        await engine.dispose()
+
+    _run(go())
+
+
+if __name__ == "__main__":
+    app()

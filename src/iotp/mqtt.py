@@ -1,0 +1,130 @@
+"""The platform's MQTT connection (worker and API): gmqtt, chosen by measurement
+(bench/RESULTS.md), wrapped so the rest of the code never touches it directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv311
+
+from iotp.settings import MqttUrl
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INTERVAL_SECONDS = 1.0
+RECONNECT_INTERVAL_MAX_SECONDS = 10.0
+KEEPALIVE_SECONDS = 30
+
+MessageHandler = Callable[[str, bytes, int, bool], Awaitable[None]]
+
+
+class MqttLink:
+    """One client connection with an explicit reconnect loop.
+
+    ``handler`` is awaited for each message; with ``ack_after_handler`` a QoS 1
+    message's PUBACK is sent only when the handler has returned (e.g. once the data is
+    stored), so a crash before then makes the broker redeliver it.
+    """
+
+    def __init__(
+        self,
+        url: MqttUrl,
+        *,
+        client_id: str,
+        subscriptions: Sequence[tuple[str, int]],
+        handler: MessageHandler,
+        clean_session: bool = False,
+        ack_after_handler: bool = True,
+    ) -> None:
+        self.url = url
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self._handler = handler
+        self.connected = asyncio.Event()
+        self._client: Any = gmqtt.Client(
+            client_id,
+            clean_session=clean_session,
+            optimistic_acknowledgement=not ack_after_handler,
+        )
+        self._client.set_config(
+            {"reconnect_retries": -1, "reconnect_delay": RECONNECT_INTERVAL_SECONDS}
+        )
+        if url.username:
+            self._client.set_auth_credentials(url.username, url.password)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._closing = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
+        log.info("MQTT connected to %s as %s", self.url, self.client_id)
+        for topic, qos in self.subscriptions:
+            client.subscribe(topic, qos=qos)
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self.connected.clear()
+        if not self._closing:
+            log.warning("MQTT connection to %s lost; reconnecting", self.url)
+
+    async def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        retain = bool(properties.get("retain", 0)) if isinstance(properties, dict) else False
+        await self._handler(topic, payload, qos, retain)
+        return 0
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        if (topic, qos) not in self.subscriptions:
+            self.subscriptions.append((topic, qos))
+        if self.is_connected:
+            self._client.subscribe(topic, qos=qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.subscriptions = [s for s in self.subscriptions if s[0] != topic]
+        if self.is_connected:
+            self._client.unsubscribe(topic)
+
+    async def connect(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, retrying with capped backoff until it works or ``stop`` is set."""
+        delay = RECONNECT_INTERVAL_SECONDS
+        while True:
+            try:
+                await self._client.connect(
+                    self.url.host,
+                    self.url.port,
+                    ssl=self.url.tls,
+                    keepalive=KEEPALIVE_SECONDS,
+                    version=MQTTv311,
+                )
+                return
+            except (TimeoutError, OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                log.warning("MQTT connect to %s failed (%s); retry in %.0f s", self.url, exc, delay)
+            if stop is not None:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    raise asyncio.CancelledError
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_INTERVAL_MAX_SECONDS)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            await self._client.disconnect()
+        except Exception:
+            log.debug("MQTT disconnect failed", exc_info=True)
+        self.connected.clear()

@@ -1,0 +1,192 @@
+"""Device registry: registration from the protocol, queries and edits for the API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from iotp.db.models import Device, DeviceEventRow
+from iotp.protocol import DeviceInfo
+from iotp.services import telemetry
+from iotp.services.errors import NotFoundError
+
+
+def default_name(device_id: str) -> str:
+    return f"ESP32-{device_id[-6:]}"
+
+
+def info_fields(info: DeviceInfo) -> dict[str, Any]:
+    """Columns that an ``info`` message sets (only what the device actually sent)."""
+    sent = info.model_fields_set
+    fields: dict[str, Any] = {"protocol": info.protocol}
+    if "type" in sent:
+        fields["type"] = info.type
+    if "firmware" in sent:
+        fields["firmware_version"] = info.firmware
+    if "capabilities" in sent:
+        fields["capabilities"] = list(info.capabilities)
+    if "ip" in sent:
+        fields["ip"] = info.ip
+    if "rssi" in sent:
+        fields["rssi"] = info.rssi
+    if "interval" in sent:
+        fields["report_interval"] = info.interval
+    extra = info.extra
+    if extra:
+        fields["meta"] = extra
+    return fields
+
+
+async def register(
+    session: AsyncSession, *, device_id: str, now: float, info: DeviceInfo | None = None
+) -> Device | None:
+    """Create the device if it does not exist. Returns the new row, or None if it existed."""
+    existing = await session.get(Device, device_id)
+    if existing is not None:
+        return None
+    name = info.name if info is not None and info.name else default_name(device_id)
+    device = Device(
+        id=device_id,
+        name=name,
+        capabilities=[],
+        tags=[],
+        meta={},
+        notes="",
+        status="unknown",
+        first_seen=now,
+        last_seen=now,
+        protocol=1,
+    )
+    if info is not None:
+        for key, value in info_fields(info).items():
+            setattr(device, key, value)
+    session.add(device)
+    session.add(DeviceEventRow(device_id=device_id, ts=now, type="registered", data={}))
+    await session.flush()
+    return device
+
+
+async def apply_info(session: AsyncSession, *, device_id: str, info: DeviceInfo) -> None:
+    await session.execute(update(Device).where(Device.id == device_id).values(**info_fields(info)))
+
+
+async def set_status(
+    session: AsyncSession, *, device_id: str, status: str, reason: str, now: float, old: str
+) -> None:
+    await session.execute(
+        update(Device).where(Device.id == device_id).values(status=status, status_changed_at=now)
+    )
+    session.add(
+        DeviceEventRow(
+            device_id=device_id,
+            ts=now,
+            type="status",
+            data={"status": status, "previous": old, "reason": reason},
+        )
+    )
+
+
+async def set_reported_state(
+    session: AsyncSession, *, device_id: str, state: dict[str, Any]
+) -> None:
+    await session.execute(update(Device).where(Device.id == device_id).values(reported_state=state))
+
+
+async def add_event(
+    session: AsyncSession, *, device_id: str, ts: float, type_: str, data: dict[str, Any]
+) -> None:
+    session.add(DeviceEventRow(device_id=device_id, ts=ts, type=type_, data=data))
+
+
+async def touch_last_seen(session: AsyncSession, seen: Sequence[tuple[str, float]]) -> None:
+    if not seen:
+        return
+    await session.execute(
+        update(Device),
+        [{"id": device_id, "last_seen": ts} for device_id, ts in seen],
+    )
+
+
+async def get(session: AsyncSession, device_id: str) -> Device:
+    device = await session.get(Device, device_id)
+    if device is None:
+        raise NotFoundError("device", device_id)
+    return device
+
+
+async def list_devices(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    type_: str | None = None,
+    search: str | None = None,
+    tag: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[Device], int]:
+    query = select(Device)
+    if status:
+        query = query.where(Device.status == status)
+    if type_:
+        query = query.where(Device.type == type_)
+    if search:
+        like = f"%{search.lower()}%"
+        query = query.where(
+            or_(func.lower(Device.name).like(like), func.lower(Device.id).like(like))
+        )
+    devices = list((await session.scalars(query.order_by(Device.first_seen, Device.id))).all())
+    if tag:
+        # Tags are a small JSON list; filtering in Python keeps SQLite and PostgreSQL alike.
+        devices = [d for d in devices if tag in (d.tags or [])]
+    total = len(devices)
+    end = None if limit is None else offset + limit
+    return devices[offset:end], total
+
+
+async def update_device(
+    session: AsyncSession,
+    *,
+    device_id: str,
+    name: str | None = None,
+    notes: str | None = None,
+    tags: list[str] | None = None,
+) -> Device:
+    device = await get(session, device_id)
+    if name is not None:
+        device.name = name
+    if notes is not None:
+        device.notes = notes
+    if tags is not None:
+        device.tags = sorted(set(tags))
+    await session.flush()
+    return device
+
+
+async def delete_device(session: AsyncSession, *, device_id: str) -> None:
+    await get(session, device_id)
+    await session.execute(delete(DeviceEventRow).where(DeviceEventRow.device_id == device_id))
+    await telemetry.delete_device_telemetry(await session.connection(), device_id)
+    await session.execute(delete(Device).where(Device.id == device_id))
+
+
+async def list_events(
+    session: AsyncSession, *, device_id: str, limit: int = 100, before: float | None = None
+) -> list[DeviceEventRow]:
+    query = select(DeviceEventRow).where(DeviceEventRow.device_id == device_id)
+    if before is not None:
+        query = query.where(DeviceEventRow.ts < before)
+    query = query.order_by(DeviceEventRow.ts.desc(), DeviceEventRow.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Device.status, func.count()).group_by(Device.status))
+    return {status: int(n) for status, n in rows.all()}
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,80 @@
+"""Counters shared across processes through the component_stats table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from iotp.db.models import ComponentStats
+
+LIVE_WINDOW_SECONDS = 15.0
+
+
+async def publish(
+    session: AsyncSession, *, component_id: str, kind: str, started_at: float, data: dict[str, Any]
+) -> None:
+    now = time.time()
+    values = {
+        "component_id": component_id,
+        "kind": kind,
+        "started_at": started_at,
+        "updated_at": now,
+        "data": data,
+    }
+    dialect = session.bind.dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = pg_insert(ComponentStats).values(**values)
+    else:
+        stmt = sqlite_insert(ComponentStats).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["component_id"],
+        set_={"kind": kind, "started_at": started_at, "updated_at": now, "data": data},
+    )
+    await session.execute(stmt)
+
+
+async def load(session: AsyncSession) -> list[ComponentStats]:
+    return list((await session.scalars(select(ComponentStats))).all())
+
+
+def aggregate(rows: list[ComponentStats], now: float) -> dict[str, Any]:
+    """Counters are totals over every component ever run (they persist per component
+    id); rates and connection counts only from components alive right now."""
+    received = stored = duplicates = rejected = 0
+    by_reason: dict[str, int] = {}
+    rate = 0.0
+    ws_clients = 0
+    workers_live = apis_live = 0
+    for row in rows:
+        data = row.data or {}
+        live = now - row.updated_at <= LIVE_WINDOW_SECONDS
+        if row.kind == "worker":
+            received += int(data.get("received", 0))
+            stored += int(data.get("stored", 0))
+            duplicates += int(data.get("duplicates", 0))
+            for reason, n in (data.get("rejected") or {}).items():
+                by_reason[reason] = by_reason.get(reason, 0) + int(n)
+            if live:
+                workers_live += 1
+                rate += float(data.get("rate", 0.0))
+        elif row.kind == "api" and live:
+            apis_live += 1
+            ws_clients += int(data.get("ws_clients", 0))
+    rejected = sum(by_reason.values())
+    return {
+        "messages_received": received,
+        "messages_stored": stored,
+        "messages_duplicate": duplicates,
+        "messages_rejected": rejected,
+        "rejected_by_reason": by_reason,
+        "ingest_rate": round(rate, 1),
+        "websocket_clients": ws_clients,
+        "workers": workers_live,
+        "api_instances": apis_live,
+    }

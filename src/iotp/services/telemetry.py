@@ -1,0 +1,134 @@
+"""Telemetry storage: the batched, idempotent write path and the history queries."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# (device_id, ts, seq, metrics_json, attributes_json | None)
+Row = tuple[str, float, int, str, str | None]
+
+_PG_INSERT = (
+    "INSERT INTO telemetry (device_id, ts, seq, metrics, attributes) "
+    "SELECT d, t, s, m::jsonb, a::jsonb FROM unnest($1::text[], $2::float8[], $3::int8[], "
+    "$4::text[], $5::text[]) AS u(d, t, s, m, a) ON CONFLICT DO NOTHING"
+)
+_SQLITE_INSERT = (
+    "INSERT OR IGNORE INTO telemetry (device_id, ts, seq, metrics, attributes) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_METRIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def make_row(
+    device_id: str, ts: float, seq: int, metrics: dict[str, float], attributes: Any
+) -> Row:
+    attrs = orjson.dumps(attributes).decode() if attributes else None
+    return (device_id, ts, seq, orjson.dumps(metrics).decode(), attrs)
+
+
+async def insert_rows(engine: AsyncEngine, rows: Sequence[Row]) -> int:
+    """Insert a batch in one transaction; returns how many rows were new (the rest
+    were redeliveries already stored)."""
+    if not rows:
+        return 0
+    async with engine.begin() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if engine.dialect.name == "postgresql":
+            cols = list(zip(*rows, strict=True))
+            status: str = await driver.execute(_PG_INSERT, *cols)
+            return int(status.rsplit(" ", 1)[1])
+        before: int = driver.total_changes
+        await driver.executemany(_SQLITE_INSERT, rows)
+        after: int = driver.total_changes
+        return after - before
+
+
+def _metric_expr(dialect: str, metric: str) -> str:
+    # Names are validated against the protocol's pattern before they reach SQL.
+    if _METRIC_RE.match(metric) is None:
+        raise ValueError(f"bad metric name {metric!r}")
+    if dialect == "postgresql":
+        return f"(metrics->>'{metric}')::float8"
+    return f"json_extract(metrics, '$.\"{metric}\"')"
+
+
+async def query_series(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    since: float,
+    until: float,
+    bucket: float | None,
+    limit: int = 100_000,
+) -> list[dict[str, float | int]]:
+    dialect = conn.dialect.name
+    expr = _metric_expr(dialect, metric)
+    params: dict[str, Any] = {"d": device_id, "s": since, "u": until, "lim": limit}
+    if bucket is None:
+        sql = (
+            f"SELECT ts, {expr} AS v FROM telemetry WHERE device_id = :d AND ts >= :s "
+            f"AND ts < :u AND {expr} IS NOT NULL ORDER BY ts LIMIT :lim"
+        )
+        result = await conn.execute(text(sql), params)
+        return [{"ts": r[0], "value": r[1]} for r in result]
+    params["b"] = bucket
+    if dialect == "postgresql":
+        bucket_expr = "floor(ts / :b) * :b"
+    else:
+        # SQLite has no floor() before 3.35 builds with math functions; ts is positive.
+        bucket_expr = "CAST(ts / :b AS INTEGER) * :b"
+    sql = (
+        f"SELECT {bucket_expr} AS bts, avg({expr}), min({expr}), max({expr}), count({expr}) "
+        f"FROM telemetry WHERE device_id = :d AND ts >= :s AND ts < :u AND {expr} IS NOT NULL "
+        f"GROUP BY bts ORDER BY bts LIMIT :lim"
+    )
+    result = await conn.execute(text(sql), params)
+    return [
+        {"ts": float(r[0]), "avg": r[1], "min": r[2], "max": r[3], "count": int(r[4])}
+        for r in result
+    ]
+
+
+async def latest_values(
+    conn: AsyncConnection, *, device_id: str, scan: int = 200
+) -> dict[str, dict[str, float]]:
+    """Latest value of each metric: walks the device's newest rows (index-only range)."""
+    result = await conn.execute(
+        text("SELECT ts, metrics FROM telemetry WHERE device_id = :d ORDER BY ts DESC LIMIT :n"),
+        {"d": device_id, "n": scan},
+    )
+    latest: dict[str, dict[str, float]] = {}
+    for ts, metrics in result:
+        values = orjson.loads(metrics) if isinstance(metrics, str | bytes) else metrics
+        for name, value in values.items():
+            if name not in latest:
+                latest[name] = {"value": value, "ts": ts}
+    return latest
+
+
+async def metric_names(conn: AsyncConnection, *, device_id: str, scan: int = 200) -> list[str]:
+    return sorted(await latest_values(conn, device_id=device_id, scan=scan))
+
+
+def auto_bucket(since: float, until: float, max_points: int = 1000) -> float | None:
+    """Raw points for short ranges; otherwise a round bucket giving <= max_points."""
+    span = max(until - since, 1.0)
+    if span <= 3600:
+        return None
+    for step in (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400):
+        if span / step <= max_points:
+            return float(step)
+    return float(math.ceil(span / max_points))
+
+
+async def delete_device_telemetry(conn: AsyncConnection, device_id: str) -> None:
+    await conn.execute(text("DELETE FROM telemetry WHERE device_id = :d"), {"d": device_id})

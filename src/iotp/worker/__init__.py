@@ -1,0 +1,1 @@
+"""MQTT ingestion: validate, register, batch, store, track presence, emit events."""

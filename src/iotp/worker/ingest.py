@@ -1,0 +1,334 @@
+"""The ingest pipeline, independent of the MQTT client so tests can inject messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from iotp.db.models import Device
+from iotp.protocol import Kind, RejectedMessage, parse_topic
+from iotp.protocol import payloads as p
+from iotp.protocol.topics import TopicError
+from iotp.services import devices as device_service
+from iotp.services import telemetry
+from iotp.settings import Settings
+from iotp.worker.batcher import TelemetryBatcher
+from iotp.worker.presence import Presence, PresenceTracker, Transition
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, str, dict[str, Any], float], None]  # (type, device_id, payload, ts)
+Job = Callable[[AsyncSession], Awaitable[None]]
+
+
+class IngestCounters:
+    def __init__(self) -> None:
+        self.received = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.ts_replaced = 0
+        self.batches = 0
+        self.last_batch_rows = 0
+        self.last_batch_seconds = 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": dict(self.rejected),
+            "ts_replaced": self.ts_replaced,
+            "batches": self.batches,
+            "last_batch_rows": self.last_batch_rows,
+            "last_batch_ms": round(self.last_batch_seconds * 1000, 2),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        self.received = int(data.get("received", 0))
+        self.stored = int(data.get("stored", 0))
+        self.duplicates = int(data.get("duplicates", 0))
+        self.rejected = Counter({k: int(v) for k, v in (data.get("rejected") or {}).items()})
+        self.ts_replaced = int(data.get("ts_replaced", 0))
+        self.batches = int(data.get("batches", 0))
+
+
+class RejectLog:
+    """Logs a rejection reason at most once per interval, with how many were suppressed."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def log(self, reason: str, topic: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e9) >= self.interval:
+            extra = self._suppressed.pop(reason, 0)
+            more = f" (+{extra} more since last report)" if extra else ""
+            log.warning("rejected message on %r: %s %s%s", topic[:200], reason, detail[:200], more)
+            self._last[reason] = now
+        else:
+            self._suppressed[reason] += 1
+
+
+class Ingestor:
+    """Handles every inbound device message. ``handle`` returns once the message's
+    effect is durably stored, which is when its QoS 1 PUBACK may be sent."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        settings: Settings,
+        publish: Publish,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.publish = publish
+        self.counters = IngestCounters()
+        self.presence = PresenceTracker(
+            missed_reports=settings.offline_missed_reports,
+            min_timeout=settings.offline_min_seconds,
+        )
+        self.batcher = TelemetryBatcher(
+            self._store_rows,
+            max_rows=settings.batch_max_rows,
+            max_delay=settings.batch_max_delay_ms / 1000,
+            retry_max=settings.store_retry_max_seconds,
+            on_stored=self._on_stored,
+        )
+        self.reject_log = RejectLog(settings.reject_log_interval_seconds)
+        self.known: set[str] = set()
+        self._registering: dict[str, asyncio.Future[None]] = {}
+        self._info_seen: dict[str, bytes] = {}
+        self._dirty_seen: dict[str, float] = {}
+        self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[None]]] = asyncio.Queue()
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Warm the caches from the database (after a restart)."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                Device.__table__.select().with_only_columns(
+                    Device.id, Device.status, Device.last_seen, Device.report_interval
+                )
+            )
+            for device_id, status, last_seen, interval in rows:
+                self.known.add(device_id)
+                self.presence.load(
+                    device_id,
+                    Presence(status) if status in Presence._value2member_map_ else Presence.UNKNOWN,
+                    last_seen or 0.0,
+                    interval or self.settings.default_report_interval,
+                )
+
+    async def run_jobs(self) -> None:
+        """The control-plane writer: registrations, info, state, presence, events, in order."""
+        while True:
+            job, done = await self._jobs.get()
+            delay = 0.05
+            while True:
+                try:
+                    async with self.sessions.begin() as session:
+                        await job(session)
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried; never dropped
+                    log.warning("control write failed (%s: %s); retrying", type(exc).__name__, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.store_retry_max_seconds)
+            if not done.done():
+                done.set_result(None)
+
+    def _submit(self, job: Job) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put_nowait((job, done))
+        return done
+
+    async def drain(self) -> None:
+        """Wait until every job queued so far has been written."""
+        await self._submit(_noop)
+
+    # ---- the hot path --------------------------------------------------------------
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        now = time.time()
+        self.counters.received += 1
+        try:
+            device_id, kind = parse_topic(topic)
+            if kind is Kind.DATA:
+                msg = p.parse_data(payload, now)
+                if msg.ts_replaced:
+                    self.counters.ts_replaced += 1
+                if device_id not in self.known:
+                    await self._register(device_id, now)
+                self._seen(device_id, now)
+                row = telemetry.make_row(device_id, msg.ts, msg.seq, msg.metrics, msg.attributes)
+                await self.batcher.add(row)
+                return
+            if kind is Kind.STATUS:
+                await self._on_status(device_id, p.parse_status(payload) == "online", now)
+            elif kind is Kind.INFO:
+                await self._on_info(device_id, payload, now)
+            elif kind is Kind.STATE:
+                await self._on_state(device_id, p.parse_state(payload), now)
+            elif kind is Kind.EVENTS:
+                await self._on_device_event(device_id, p.parse_event(payload), now)
+            elif kind is Kind.ACK:
+                await self._on_ack(device_id, p.parse_ack(payload), now)
+            else:
+                raise RejectedMessage("bad_topic", "devices do not publish commands")
+        except (RejectedMessage, TopicError) as exc:
+            self.counters.rejected[exc.reason] += 1
+            self.reject_log.log(exc.reason, topic, str(exc))
+
+    def _on_stored(self, rows: int, inserted: int, seconds: float) -> None:
+        self.counters.stored += inserted
+        self.counters.duplicates += rows - inserted
+        self.counters.batches += 1
+        self.counters.last_batch_rows = rows
+        self.counters.last_batch_seconds = seconds
+
+    async def _store_rows(self, rows: list[telemetry.Row]) -> int:
+        return await telemetry.insert_rows(self.engine, rows)
+
+    # ---- presence ----------------------------------------------------------------
+
+    def _seen(self, device_id: str, now: float) -> None:
+        self._dirty_seen[device_id] = now
+        transition = self.presence.seen(device_id, now)
+        if transition is not None:
+            self._record_transition(transition)
+
+    def _record_transition(self, t: Transition) -> asyncio.Future[None]:
+        async def job(session: AsyncSession) -> None:
+            await device_service.set_status(
+                session,
+                device_id=t.device_id,
+                status=t.new.value,
+                reason=t.reason.value,
+                now=t.ts,
+                old=t.old.value,
+            )
+
+        done = self._submit(job)
+        self.publish(
+            "device_status",
+            t.device_id,
+            {"status": t.new.value, "previous": t.old.value, "reason": t.reason.value},
+            t.ts,
+        )
+        return done
+
+    def expire(self, now: float | None = None) -> list[Transition]:
+        transitions = self.presence.expire(time.time() if now is None else now)
+        for t in transitions:
+            self._record_transition(t)
+        return transitions
+
+    def take_dirty_seen(self) -> list[tuple[str, float]]:
+        seen = [(d, ts) for d, ts in self._dirty_seen.items() if d in self.known]
+        for d, _ in seen:
+            del self._dirty_seen[d]
+        return seen
+
+    # ---- registration and control-plane messages -----------------------------------
+
+    async def _register(self, device_id: str, now: float, info: p.DeviceInfo | None = None) -> None:
+        pending = self._registering.get(device_id)
+        if pending is not None:
+            await pending
+            return
+
+        async def job(session: AsyncSession) -> None:
+            device = await device_service.register(session, device_id=device_id, now=now, info=info)
+            if device is not None:
+                self.publish(
+                    "device_registered",
+                    device_id,
+                    {"name": device.name, "type": device.type, "capabilities": device.capabilities},
+                    now,
+                )
+
+        done = self._submit(job)
+        self._registering[device_id] = done
+        try:
+            await done
+            self.known.add(device_id)
+        finally:
+            self._registering.pop(device_id, None)
+
+    async def _touch(self, device_id: str, now: float) -> None:
+        """Register the device if new, then note it is alive."""
+        if device_id not in self.known:
+            await self._register(device_id, now)
+        self._seen(device_id, now)
+
+    async def _on_status(self, device_id: str, online: bool, now: float) -> None:
+        if device_id not in self.known:
+            if not online:
+                return  # an offline status for a device we never saw: nothing to record
+            await self._register(device_id, now)
+        transition = self.presence.reported(device_id, online, now)
+        if online:
+            self._dirty_seen[device_id] = now
+        if transition is not None:
+            await self._record_transition(transition)
+
+    async def _on_info(self, device_id: str, payload: bytes, now: float) -> None:
+        info = p.parse_info(payload)
+        if info.interval:
+            self.presence.set_interval(device_id, info.interval)
+        if device_id not in self.known:
+            await self._register(device_id, now, info)
+            self._info_seen[device_id] = payload
+            self._seen(device_id, now)
+            return
+        self._seen(device_id, now)
+        if self._info_seen.get(device_id) == payload:
+            return
+
+        async def job(session: AsyncSession) -> None:
+            await device_service.apply_info(session, device_id=device_id, info=info)
+
+        await self._submit(job)
+        self._info_seen[device_id] = payload
+        self.publish("device_updated", device_id, info.model_dump(exclude_none=True), now)
+
+    async def _on_state(self, device_id: str, state: dict[str, Any], now: float) -> None:
+        await self._touch(device_id, now)
+
+        async def job(session: AsyncSession) -> None:
+            await device_service.set_reported_state(session, device_id=device_id, state=state)
+
+        await self._submit(job)
+        self.publish("device_state", device_id, state, now)
+
+    async def _on_device_event(self, device_id: str, event: p.DeviceEvent, now: float) -> None:
+        await self._touch(device_id, now)
+        data = {"event": event.event, "level": event.level, **event.data}
+        ts = event.ts or now
+
+        async def job(session: AsyncSession) -> None:
+            await device_service.add_event(
+                session, device_id=device_id, ts=ts, type_="device_event", data=data
+            )
+
+        await self._submit(job)
+        self.publish("device_event", device_id, data, ts)
+
+    async def _on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
+        await self._touch(device_id, now)
+        self.publish("command_ack", device_id, ack.model_dump(), now)
+
+
+async def _noop(_session: AsyncSession) -> None:
+    return None

@@ -1,0 +1,154 @@
+"""`iotp worker`: the MQTT ingest service and its background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotp.db.models import ComponentStats
+from iotp.mqtt import MqttLink
+from iotp.protocol.topics import INBOUND_KINDS, subscription
+from iotp.services import devices as device_service
+from iotp.services import stats as stats_service
+from iotp.settings import Settings
+from iotp.worker.events import encode_event, event_topic
+from iotp.worker.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+PRESENCE_SWEEP_SECONDS = 1.0
+LAST_SEEN_FLUSH_SECONDS = 2.0
+RATE_SMOOTHING = 0.5
+
+
+class Worker:
+    def __init__(self, settings: Settings, engine: AsyncEngine, mqtt_default: str) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.component_id = f"worker:{settings.mqtt_client_id}"
+        self.started_at = time.time()
+        url = settings.mqtt(mqtt_default)
+        self.link = MqttLink(
+            url,
+            client_id=settings.mqtt_client_id,
+            subscriptions=[(subscription(k, settings.mqtt_share_group), 1) for k in INBOUND_KINDS],
+            handler=self._on_message,
+            clean_session=False,
+            ack_after_handler=True,
+        )
+        self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._rate = 0.0
+        self._last_stored = 0
+        self._last_rate_at = time.monotonic()
+        self.ready = asyncio.Event()
+
+    def _publish_event(
+        self, event_type: str, device_id: str, payload: dict[str, Any], ts: float
+    ) -> None:
+        topic = event_topic(self.settings.events_topic_prefix, event_type, device_id)
+        self.link.publish(topic, encode_event(event_type, device_id, payload, ts), qos=1)
+
+    async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        await self.ingestor.handle(topic, payload)
+
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        async with self.ingestor.sessions() as session:
+            row = await session.get(ComponentStats, self.component_id)
+            if row is not None:
+                self.ingestor.counters.restore(row.data or {})
+        self._last_stored = self.ingestor.counters.stored
+        await self.ingestor.load()
+        self._tasks = [
+            asyncio.create_task(self.ingestor.batcher.run(), name="batcher"),
+            asyncio.create_task(self.ingestor.run_jobs(), name="control-writer"),
+            asyncio.create_task(self._presence_loop(), name="presence"),
+            asyncio.create_task(self._stats_loop(), name="stats"),
+            asyncio.create_task(self._last_seen_loop(), name="last-seen"),
+        ]
+        await self.link.connect(stop)
+        self.ready.set()
+        log.info("worker %s subscribed to device topics on %s", self.component_id, self.link.url)
+
+    async def stop(self) -> None:
+        """Graceful: stop taking messages, flush what is pending, write final stats."""
+        await self.link.close()
+        self.ingestor.batcher.stop()
+        batcher = self._tasks[0] if self._tasks else None
+        if batcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(batcher, 30)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ingestor.drain(), 10)
+            await self._flush_last_seen()
+            await self._flush_stats()
+        for task in self._tasks[1:]:
+            task.cancel()
+        for task in self._tasks[1:]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_SWEEP_SECONDS)
+            self.ingestor.expire()
+
+    async def _last_seen_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_SEEN_FLUSH_SECONDS)
+            await self._flush_last_seen()
+
+    async def _flush_last_seen(self) -> None:
+        seen = self.ingestor.take_dirty_seen()
+        if seen:
+            async with self.ingestor.sessions.begin() as session:
+                await device_service.touch_last_seen(session, seen)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_flush_seconds)
+            try:
+                await self._flush_stats()
+            except Exception as exc:  # noqa: BLE001 - stats must never stop the worker
+                log.warning("writing worker stats failed: %s", exc)
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        counters = self.ingestor.counters
+        elapsed = max(now - self._last_rate_at, 1e-6)
+        instant = (counters.stored - self._last_stored) / elapsed
+        self._rate = (
+            instant
+            if self._rate == 0
+            else (RATE_SMOOTHING * instant + (1 - RATE_SMOOTHING) * self._rate)
+        )
+        self._last_stored = counters.stored
+        self._last_rate_at = now
+        data = counters.snapshot()
+        data.update(
+            rate=round(self._rate, 2),
+            pending_rows=self.ingestor.batcher.pending_rows,
+            storage_failing_since=self.ingestor.batcher.failing_since,
+            mqtt_connected=self.link.is_connected,
+            devices_tracked=len(self.ingestor.presence.devices),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        return data
+
+    async def _flush_stats(self) -> None:
+        async with self.ingestor.sessions.begin() as session:
+            await stats_service.publish(
+                session,
+                component_id=self.component_id,
+                kind="worker",
+                started_at=self.started_at,
+                data=self.stats(),
+            )

@@ -93,7 +93,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         ws="websockets-sansio",
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None
     _install_stop_signals(stop)
     api_task = asyncio.create_task(server.serve(), name="api")
 
@@ -101,7 +101,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     if opts.demo > 0:
         sim_task = asyncio.create_task(_run_demo(mqtt_default, opts, stop), name="demo")
 
-    while not server.started and not api_task.done():
+    while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
     if api_task.done():
         await api_task  # re-raises the startup error

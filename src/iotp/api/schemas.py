@@ -45,9 +45,9 @@ class DevicePublic(BaseModel):
             ip=d.ip,
             rssi=d.rssi,
             report_interval=d.report_interval,
-            status=d.status,  # type: ignore[arg-type]
+            status=d.status,
             status_changed_at=iso(d.status_changed_at),
-            first_seen=iso(d.first_seen),  # type: ignore[arg-type]
+            first_seen=iso(d.first_seen),
             last_seen=iso(d.last_seen),
             notes=d.notes or "",
             tags=d.tags or [],
@@ -109,7 +109,7 @@ class DeviceEventPublic(BaseModel):
 
     @classmethod
     def of(cls, e: DeviceEventRow) -> DeviceEventPublic:
-        return cls(id=e.id, device_id=e.device_id, ts=iso(e.ts), type=e.type, data=e.data or {})  # type: ignore[arg-type]
+        return cls(id=e.id, device_id=e.device_id, ts=iso(e.ts), type=e.type, data=e.data or {})
 
 
 class DeviceEventsPublic(BaseModel):

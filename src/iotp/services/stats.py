@@ -26,7 +26,7 @@ async def publish(
         "updated_at": now,
         "data": data,
     }
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     stmt: Any
     if dialect == "postgresql":
         stmt = pg_insert(ComponentStats).values(**values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -72,10 +73,8 @@ class TelemetryBatcher:
             wait = batch.first_at + self.max_delay - time.monotonic()
             if wait > 0 and not self._stopping and len(batch.rows) < self.max_rows:
                 self._full.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), wait)
-                except TimeoutError:
-                    pass
             self._current = _Batch()
             await self._flush(batch)
 

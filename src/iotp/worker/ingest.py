@@ -184,11 +184,13 @@ class Ingestor:
                 await self._on_device_event(device_id, p.parse_event(payload), now)
             elif kind is Kind.ACK:
                 await self._on_ack(device_id, p.parse_ack(payload), now)
-            else:
-                raise RejectedMessage("bad_topic", "devices do not publish commands")
+            # Kind.COMMANDS is the platform's own outbound topic: not subscribed to.
         except (RejectedMessage, TopicError) as exc:
-            self.counters.rejected[exc.reason] += 1
-            self.reject_log.log(exc.reason, topic, str(exc))
+            self.reject(exc.reason, topic, str(exc))
+
+    def reject(self, reason: str, topic: str, detail: str) -> None:
+        self.counters.rejected[reason] += 1
+        self.reject_log.log(reason, topic, detail)
 
     def _on_stored(self, rows: int, inserted: int, seconds: float) -> None:
         self.counters.stored += inserted

@@ -124,7 +124,7 @@ async def latest(session: SessionDep, device_id: str) -> LatestPublic:
     values = await telemetry.latest_values(await session.connection(), device_id=device_id)
     return LatestPublic(
         device_id=device_id,
-        metrics={k: LatestValue(value=v["value"], ts=iso(v["ts"])) for k, v in values.items()},  # type: ignore[arg-type]
+        metrics={k: LatestValue(value=v["value"], ts=iso(v["ts"])) for k, v in values.items()},
     )
 
 
@@ -191,20 +191,20 @@ async def history(
         )
         raw[name] = rows
         if bucket_s is None:
-            series[name] = [Point(ts=iso(r["ts"]), value=r["value"]) for r in rows]  # type: ignore[arg-type]
+            series[name] = [Point(ts=iso(r["ts"]), value=r["value"]) for r in rows]
         else:
             series[name] = [
                 BucketPoint(
                     ts=iso(r["ts"]), avg=r["avg"], min=r["min"], max=r["max"], count=int(r["count"])
-                )  # type: ignore[arg-type]
+                )
                 for r in rows
             ]
     if format_ == "csv":
         return _csv(device_id, raw, bucketed=bucket_s is not None)
     return TelemetryPublic(
         device_id=device_id,
-        since=iso(since_ts),  # type: ignore[arg-type]
-        until=iso(until_ts),  # type: ignore[arg-type]
+        since=iso(since_ts),
+        until=iso(until_ts),
         bucket_seconds=bucket_s,
         series=series,
     )

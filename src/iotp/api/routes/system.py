@@ -33,8 +33,8 @@ async def health(state: StateDep, session: SessionDep, response: Response) -> He
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return HealthPublic(
         status="ok" if healthy else "degraded",
-        database=database,  # type: ignore[arg-type]
-        mqtt=mqtt,  # type: ignore[arg-type]
+        database=database,
+        mqtt=mqtt,
         workers=workers,
         detail=detail,
     )

@@ -1,0 +1,294 @@
+"""Shared test helpers: real services (Mosquitto, PostgreSQL), a running platform stack,
+and an MQTT client for publishing like a device."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import gmqtt
+import httpx
+import pytest
+import uvicorn
+from gmqtt.mqtt.constants import MQTTv311
+
+from iotp.api.app import create_app
+from iotp.broker.embedded import EmbeddedBroker
+from iotp.db import migrate
+from iotp.db.engine import make_engine
+from iotp.netutil import free_port
+from iotp.settings import Settings
+from iotp.worker.service import Worker
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_DSN = os.environ.get("IOTP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def need(ok: bool, what: str) -> None:
+    """A missing service skips locally but fails under CI=true."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"required service unavailable in CI: {what}")
+    pytest.skip(f"service unavailable: {what}")
+
+
+# ---- Mosquitto --------------------------------------------------------------------
+
+
+@dataclass
+class MosquittoServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = _spawn_mosquitto(self.conf)
+        _wait_port(self.port)
+
+
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence {persist}
+persistence_location {dir}/
+max_queued_messages 1000000
+max_inflight_messages 0
+max_keepalive 120
+log_dest none
+"""
+
+
+def _spawn_mosquitto(conf: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def start_mosquitto(persist: bool = False) -> MosquittoServer:
+    need(os.path.exists(MOSQUITTO), "mosquitto binary")
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="iotp-mosq-"))
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        MOSQUITTO_CONF.format(port=port, persist="true" if persist else "false", dir=workdir)
+    )
+    server = MosquittoServer(port, _spawn_mosquitto(conf), conf)
+    _wait_port(port)
+    return server
+
+
+# ---- PostgreSQL -------------------------------------------------------------------
+
+
+async def create_pg_database() -> str:
+    name = f"iotp_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        need(False, f"PostgreSQL at {PG_ADMIN_DSN} ({exc})")
+        raise
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# ---- MQTT client for tests ---------------------------------------------------------
+
+
+class MqttTestClient:
+    """Publishes and receives like a device or an observer."""
+
+    def __init__(self, url: str, client_id: str | None = None, will: Any = None) -> None:
+        self.url = url
+        self.client = gmqtt.Client(client_id or f"test-{uuid.uuid4().hex[:8]}", will_message=will)
+        self.client.set_config({"reconnect_retries": 0})
+        self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.client.on_message = self._on_message
+
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        self.messages.put_nowait((topic, payload))
+        return 0
+
+    async def connect(self) -> MqttTestClient:
+        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
+        await self.client.connect(host, int(port), version=MQTTv311, keepalive=30)
+        return self
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.client.subscribe(topic, qos=qos)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.disconnect()
+
+
+# ---- A running platform -----------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """Broker + worker + API on real parts, as `iotp serve` composes them."""
+
+    kind: str
+    settings: Settings
+    mqtt_url: str
+    api_url: str
+    worker: Worker
+    http: httpx.AsyncClient
+    cleanup: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def device(self, client_id: str | None = None) -> MqttTestClient:
+        client = await MqttTestClient(self.mqtt_url, client_id).connect()
+        self.cleanup.append(client.close)
+        return client
+
+    async def wait_for(
+        self, probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+    ) -> Any:
+        """Poll an async probe until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = await probe()
+            if last:
+                return last
+            await asyncio.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.http.get(path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+
+@contextlib.asynccontextmanager
+async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Stack]:
+    """kind: 'embedded-sqlite' or 'mosquitto-postgres'."""
+    cleanup: list[Callable[[], Any]] = []
+    broker: EmbeddedBroker | None = None
+    mosq: MosquittoServer | None = None
+    pg_url: str | None = None
+    if kind == "embedded-sqlite":
+        broker = EmbeddedBroker("127.0.0.1", free_port())
+        await broker.start()
+        mqtt_url = broker.url
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}"
+    elif kind == "mosquitto-postgres":
+        mosq = start_mosquitto()
+        mqtt_url = mosq.url
+        pg_url = await create_pg_database()
+        db_url = pg_url
+    else:
+        raise ValueError(kind)
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": db_url,
+        "mqtt_url": mqtt_url,
+        "mqtt_client_id": f"iotp-worker-{uuid.uuid4().hex[:6]}",
+        "batch_max_delay_ms": 20,
+        "stats_flush_seconds": 0.2,
+        "offline_min_seconds": 1.0,
+        "reject_log_interval_seconds": 0,
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    engine = make_engine(settings.effective_database_url)
+    await migrate.upgrade(engine)
+    worker = Worker(settings, engine, mqtt_url)
+    await worker.start()
+    app = create_app(settings, engine=engine, mqtt_default=mqtt_url)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    api_task = asyncio.create_task(server.serve())
+    while not server.started:
+        if api_task.done():
+            await api_task
+        await asyncio.sleep(0.02)
+    api_url = f"http://127.0.0.1:{port}"
+    http = httpx.AsyncClient(base_url=api_url, timeout=10)
+    stack = Stack(kind, settings, mqtt_url, api_url, worker, http, cleanup)
+    # The API's own MQTT link must be up before tests rely on live events.
+    await stack.wait_for(lambda: _health_ok(http))
+    try:
+        yield stack
+    finally:
+        for fn in reversed(stack.cleanup):
+            with contextlib.suppress(Exception):
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
+        await http.aclose()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await api_task
+        await worker.stop()
+        await engine.dispose()
+        if broker is not None:
+            await broker.stop()
+        if mosq is not None:
+            mosq.stop()
+        if pg_url is not None:
+            await drop_pg_database(pg_url)
+
+
+async def _health_ok(http: httpx.AsyncClient) -> bool:
+    response = await http.get("/api/health")
+    return response.status_code == 200

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -76,3 +86,105 @@ class ComponentStats(Base):
     started_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+# ---- device control (issue 4): commands, shadow, firmware, rollouts ------------------
+
+
+class CommandRow(Base):
+    """One command and its lifecycle (iotp.services.commands.CommandStatus)."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index("ix_commands_device_created", "device_id", "created_at"),
+        Index("ix_commands_status_deadline", "status", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    timeout: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    # A queued command not sent by then expires (created_at + ttl).
+    expires_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float)
+    # A sent command not finally acked by then times out (sent_at + timeout).
+    deadline: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JsonType, default=list)
+    rollout_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class DeviceShadow(Base):
+    """Desired state per device; the reported half is devices.reported_state."""
+
+    __tablename__ = "device_shadows"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    desired: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[float] = mapped_column(Float)
+    # Reconciliation rounds for the current version; capped so a device that cannot
+    # reach the desired state is not sent commands forever.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class FirmwareRow(Base):
+    __tablename__ = "firmware"
+    __table_args__ = (UniqueConstraint("version", "device_type", name="uq_firmware_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    # "" = any device type
+    device_type: Mapped[str] = mapped_column(String(64), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # No foreign key: a finished rollout keeps its record after its firmware is deleted.
+    firmware_id: Mapped[int] = mapped_column(Integer, index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    download_url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    selector: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    rate_per_minute: Mapped[float] = mapped_column(Float)
+    failure_threshold: Mapped[float] = mapped_column(Float)
+    timeout: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    # Pacing: the earliest time the next device may be started.
+    next_start_at: Mapped[float] = mapped_column(Float)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RolloutDevice(Base):
+    __tablename__ = "rollout_devices"
+    __table_args__ = (Index("ix_rollout_devices_status", "rollout_id", "status"),)
+
+    rollout_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    command_id: Mapped[str | None] = mapped_column(String(36))
+    stage: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[float] = mapped_column(Float)

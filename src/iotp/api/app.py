@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp import __version__
-from iotp.api.routes import devices, system
+from iotp.api.routes import devices, info, system
 from iotp.api.state import ApiState
 from iotp.db.engine import make_engine
 from iotp.settings import Settings
@@ -63,6 +63,7 @@ def create_app(
     )
     app.include_router(system.router)
     app.include_router(devices.router)
+    app.include_router(info.router)
 
     @app.websocket("/api/ws")
     async def websocket(ws: WebSocket) -> None:

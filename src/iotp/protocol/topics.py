@@ -20,15 +20,6 @@ class Kind(StrEnum):
     ACK = "ack"
 
 
-# What the platform subscribes to (device -> platform).
-INBOUND_KINDS: tuple[Kind, ...] = (
-    Kind.DATA,
-    Kind.STATUS,
-    Kind.INFO,
-    Kind.STATE,
-    Kind.EVENTS,
-    Kind.ACK,
-)
 _KINDS = {k.value: k for k in Kind}
 
 
@@ -49,6 +40,12 @@ def command_topic(device_id: str) -> str:
 
 def subscription(kind: Kind, share_group: str = "") -> str:
     topic = f"{TOPIC_ROOT}/+/{kind.value}"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def inbound_subscription(share_group: str = "") -> str:
+    """Everything under devices/: unknown topics must reach the worker to be counted."""
+    topic = f"{TOPIC_ROOT}/#"
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from iotp.services.telemetry import Row
@@ -43,6 +44,7 @@ class TelemetryBatcher:
         self.retry_max = retry_max
         self._on_stored = on_stored
         self._current = _Batch()
+        self._sealed: deque[_Batch] = deque()
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
@@ -57,24 +59,30 @@ class TelemetryBatcher:
         batch.rows.append(row)
         self.pending_rows += 1
         if len(batch.rows) >= self.max_rows:
+            self._sealed.append(batch)
+            self._current = _Batch()
             self._full.set()
         return batch.done
 
     async def run(self) -> None:
         """Flush loop; returns after ``stop()`` once everything pending is stored."""
         while True:
-            if not self._current.rows:
+            if self._sealed:
+                await self._flush(self._sealed.popleft())
+                continue
+            batch = self._current
+            if not batch.rows:
                 if self._stopping:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._current
             wait = batch.first_at + self.max_delay - time.monotonic()
-            if wait > 0 and not self._stopping and len(batch.rows) < self.max_rows:
+            if wait > 0 and not self._stopping:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), wait)
+                continue  # re-check: the batch may have been sealed meanwhile
             self._current = _Batch()
             await self._flush(batch)
 

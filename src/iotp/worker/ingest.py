@@ -161,9 +161,11 @@ class Ingestor:
 
     async def handle(self, topic: str, payload: bytes) -> None:
         now = time.time()
-        self.counters.received += 1
         try:
             device_id, kind = parse_topic(topic)
+            if kind is Kind.COMMANDS:
+                return
+            self.counters.received += 1
             if kind is Kind.DATA:
                 msg = p.parse_data(payload, now)
                 if msg.ts_replaced:
@@ -184,8 +186,11 @@ class Ingestor:
                 await self._on_device_event(device_id, p.parse_event(payload), now)
             elif kind is Kind.ACK:
                 await self._on_ack(device_id, p.parse_ack(payload), now)
-            # Kind.COMMANDS is the platform's own outbound topic: not subscribed to.
-        except (RejectedMessage, TopicError) as exc:
+            # Kind.COMMANDS is the platform's own outbound topic: seen, not counted.
+        except RejectedMessage as exc:
+            self.reject(exc.reason, topic, str(exc))
+        except TopicError as exc:
+            self.counters.received += 1
             self.reject(exc.reason, topic, str(exc))
 
     def reject(self, reason: str, topic: str, detail: str) -> None:

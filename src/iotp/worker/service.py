@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.db.models import ComponentStats
 from iotp.mqtt import MqttLink
-from iotp.protocol.topics import INBOUND_KINDS, subscription
+from iotp.protocol.topics import inbound_subscription
 from iotp.services import devices as device_service
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
@@ -38,7 +38,7 @@ class Worker:
         self.link = MqttLink(
             url,
             client_id=settings.mqtt_client_id,
-            subscriptions=[(subscription(k, settings.mqtt_share_group), 1) for k in INBOUND_KINDS],
+            subscriptions=[(inbound_subscription(settings.mqtt_share_group), 1)],
             handler=self._on_message,
             clean_session=False,
             ack_after_handler=True,

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import orjson
-import pytest
 import websockets
 
 from tests.support import Stack

@@ -46,7 +46,8 @@ def test_topic_templates() -> None:
 
 def test_data_numeric_fields_become_metrics_others_attributes() -> None:
     msg = p.parse_data(
-        b'{"temperature": 23.4, "gas": 87, "ok": true, "mode": "auto", "ts": 1799999999.5, "seq": 7}',
+        b'{"temperature": 23.4, "gas": 87, "ok": true, "mode": "auto",'
+        b' "ts": 1799999999.5, "seq": 7}',
         NOW,
     )
     assert msg.metrics == {"temperature": 23.4, "gas": 87.0}

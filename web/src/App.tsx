@@ -1,0 +1,82 @@
+import { lazy, Suspense, useEffect } from "react";
+import { App as AntApp, ConfigProvider, Spin, theme } from "antd";
+import { Navigate, Route, Routes } from "react-router-dom";
+import { setErrorReporter } from "./api/errors";
+import { useTheme } from "./hooks/useTheme";
+import { Shell } from "./components/Shell";
+import { AuthGate } from "./components/AuthGate";
+import { OverviewPage } from "./pages/overview/OverviewPage";
+import { Placeholder } from "./pages/placeholder/Placeholder";
+
+// Charts (Recharts) load only with the device page, keeping the first load small.
+const DeviceDetailPage = lazy(() => import("./pages/device/DeviceDetailPage"));
+const FirmwarePage = lazy(() => import("./pages/firmware/FirmwarePage"));
+// The device table (virtual Table, Select, Modal) and the login form load on demand too.
+const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
+const LoginPage = lazy(() => import("./pages/login/LoginPage"));
+
+function ErrorReporter() {
+  const { notification } = AntApp.useApp();
+  useEffect(() => {
+    setErrorReporter((error) =>
+      notification.error({
+        key: `api:${error.status}:${error.detail}`,
+        message: error.status ? `Request failed (${error.status})` : "Platform unreachable",
+        description: error.detail,
+        placement: "bottomRight",
+      }),
+    );
+  }, [notification]);
+  return null;
+}
+
+export function App() {
+  const [mode, setMode] = useTheme();
+  const loading = <Spin size="large" style={{ display: "block", margin: "20vh auto" }} />;
+  return (
+    <ConfigProvider
+      theme={{
+        algorithm: mode === "dark" ? theme.darkAlgorithm : theme.defaultAlgorithm,
+        token: { colorPrimary: "#1668dc" },
+      }}
+    >
+      <AntApp>
+        <ErrorReporter />
+        <Routes>
+          <Route path="/login" element={<Suspense fallback={loading}><LoginPage /></Suspense>} />
+          <Route
+            element={
+              <AuthGate>
+                <Shell mode={mode} onMode={setMode} />
+              </AuthGate>
+            }
+          >
+            <Route index element={<OverviewPage />} />
+            <Route path="devices" element={<Suspense fallback={loading}><DevicesPage /></Suspense>} />
+            <Route
+              path="devices/:id"
+              element={
+                <Suspense fallback={loading}>
+                  <DeviceDetailPage />
+                </Suspense>
+              }
+            />
+            <Route
+              path="firmware"
+              element={
+                <Suspense fallback={loading}>
+                  <FirmwarePage />
+                </Suspense>
+              }
+            />
+            <Route path="automations" element={<Placeholder area="Automations" issue="automations" />} />
+            <Route path="alerts" element={<Placeholder area="Alerts" issue="alerts" />} />
+            <Route path="webhooks" element={<Placeholder area="Webhooks" issue="webhooks" />} />
+            <Route path="users" element={<Placeholder area="Users" issue="users and API keys (issue 5)" />} />
+            <Route path="*" element={<Navigate to="/" replace />} />
+          </Route>
+        </Routes>
+      </AntApp>
+    </ConfigProvider>
+  );
+}

@@ -1,0 +1,157 @@
+import { useEffect, useState } from "react";
+import { Badge, Button, Drawer, Grid, Layout, Menu, Space, Switch, Tooltip, Typography } from "antd";
+import {
+  AlertOutlined,
+  ApiOutlined,
+  CloudUploadOutlined,
+  DashboardOutlined,
+  LogoutOutlined,
+  MenuOutlined,
+  MoonOutlined,
+  PartitionOutlined,
+  SunOutlined,
+  TeamOutlined,
+  ThunderboltOutlined,
+  UnorderedListOutlined,
+} from "@ant-design/icons";
+import { Link, Outlet, useLocation, useNavigate } from "react-router-dom";
+import type { ThemeMode } from "../hooks/useTheme";
+import { useConnectionState } from "../hooks/useLive";
+import { useUser } from "../hooks/useAuth";
+import { logout } from "../api/auth";
+import { Notifier } from "./Notifier";
+import { startActivity } from "../live/activity";
+
+const { Header, Sider, Content } = Layout;
+
+const items = [
+  { key: "/", icon: <DashboardOutlined />, label: <Link to="/">Overview</Link> },
+  { key: "/devices", icon: <UnorderedListOutlined />, label: <Link to="/devices">Devices</Link> },
+  { key: "/firmware", icon: <CloudUploadOutlined />, label: <Link to="/firmware">Firmware</Link> },
+  { type: "divider" as const },
+  {
+    key: "/automations",
+    icon: <ThunderboltOutlined />,
+    label: <Link to="/automations">Automations</Link>,
+  },
+  { key: "/alerts", icon: <AlertOutlined />, label: <Link to="/alerts">Alerts</Link> },
+  { key: "/webhooks", icon: <PartitionOutlined />, label: <Link to="/webhooks">Webhooks</Link> },
+  { key: "/users", icon: <TeamOutlined />, label: <Link to="/users">Users</Link> },
+];
+
+function selectedKey(path: string): string {
+  if (path === "/") return "/";
+  const first = "/" + (path.split("/")[1] ?? "");
+  return first;
+}
+
+export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode) => void }) {
+  const screens = Grid.useBreakpoint();
+  const phone = !screens.md;
+  const [drawer, setDrawer] = useState(false);
+  const location = useLocation();
+  const navigate = useNavigate();
+  const connection = useConnectionState();
+  const user = useUser();
+  useEffect(() => startActivity(), []);
+  const menu = (
+    <Menu
+      mode="inline"
+      theme={mode}
+      selectedKeys={[selectedKey(location.pathname)]}
+      items={items}
+      onClick={() => setDrawer(false)}
+      aria-label="Main navigation"
+    />
+  );
+  const live =
+    connection === "open" ? (
+      <Badge status="success" text="live" />
+    ) : connection === "connecting" ? (
+      <Badge status="processing" text="connecting" />
+    ) : (
+      <Badge status="error" text="reconnecting" />
+    );
+
+  return (
+    <Layout style={{ minHeight: "100vh" }}>
+      {!phone && (
+        <Sider theme={mode} width={200} breakpoint="lg" collapsible>
+          <Brand />
+          {menu}
+        </Sider>
+      )}
+      <Drawer
+        open={phone && drawer}
+        onClose={() => setDrawer(false)}
+        placement="left"
+        width={240}
+        title="IoT Platform"
+        styles={{ body: { padding: 0 } }}
+      >
+        {menu}
+      </Drawer>
+      <Layout>
+        <Header
+          style={{
+            display: "flex",
+            alignItems: "center",
+            gap: 12,
+            padding: "0 16px",
+            background: "transparent",
+            borderBottom: "1px solid rgba(128,128,128,0.2)",
+          }}
+        >
+          {phone && (
+            <Button
+              icon={<MenuOutlined />}
+              aria-label="Open navigation"
+              onClick={() => setDrawer(true)}
+            />
+          )}
+          <div style={{ flex: 1 }} />
+          <span data-testid="connection">{live}</span>
+          <Tooltip title={mode === "dark" ? "Light mode" : "Dark mode"}>
+            <Switch
+              aria-label="Dark mode"
+              checked={mode === "dark"}
+              onChange={(dark) => onMode(dark ? "dark" : "light")}
+              checkedChildren={<MoonOutlined />}
+              unCheckedChildren={<SunOutlined />}
+            />
+          </Tooltip>
+          {user && (
+            <Space size={4}>
+              <Typography.Text type="secondary" data-testid="user">
+                {user.open ? "open mode" : `${user.username} (${user.role})`}
+              </Typography.Text>
+              {!user.open && (
+                <Button
+                  type="text"
+                  icon={<LogoutOutlined />}
+                  aria-label="Log out"
+                  onClick={() => {
+                    logout();
+                    navigate("/login");
+                  }}
+                />
+              )}
+            </Space>
+          )}
+        </Header>
+        <Content style={{ padding: phone ? 8 : 24, minWidth: 0 }}>
+          <Outlet />
+        </Content>
+      </Layout>
+      <Notifier />
+    </Layout>
+  );
+}
+
+function Brand() {
+  return (
+    <div style={{ padding: "16px 20px", fontWeight: 600, whiteSpace: "nowrap", overflow: "hidden" }}>
+      <ApiOutlined /> IoT Platform
+    </div>
+  );
+}

@@ -1,0 +1,170 @@
+// The device list, kept current by live events. Updates land in a Map at any rate;
+// React hears about them at most every RENDER_INTERVAL_MS, so 1,000 devices reporting
+// every 2 s cost a few renders per second, not 500.
+import { useEffect, useSyncExternalStore } from "react";
+import { api, unwrap, type components } from "../api/client";
+import { live, type DataPayload, type LiveEvent } from "./socket";
+import { throttle } from "./throttle";
+
+export type Device = components["schemas"]["DevicePublic"];
+export interface DeviceRow extends Device {
+  latest: Record<string, number>;
+}
+
+export const RENDER_INTERVAL_MS = 500;
+
+type Status = "idle" | "loading" | "ready" | "error";
+
+export class DeviceStore {
+  private byId = new Map<string, DeviceRow>();
+  private snapshot: DeviceRow[] = [];
+  private listeners = new Set<() => void>();
+  private users = 0;
+  private unsubscribe: (() => void) | null = null;
+  private refetching = new Set<string>();
+  status: Status = "idle";
+  error: string | null = null;
+  private readonly notify: ReturnType<typeof throttle>;
+
+  constructor(
+    private readonly load: () => Promise<Device[]>,
+    private readonly loadOne: (id: string) => Promise<Device | null>,
+    private readonly socket = live,
+    interval = RENDER_INTERVAL_MS,
+  ) {
+    this.notify = throttle(() => this.publish(), interval);
+  }
+
+  getSnapshot = (): DeviceRow[] => this.snapshot;
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  get(id: string): DeviceRow | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Reference-counted: the first user loads and goes live; the last one stops. */
+  acquire(): () => void {
+    this.users += 1;
+    if (this.users === 1) {
+      this.unsubscribe = this.socket.subscribe(
+        ["device_registered", "device_updated", "device_status", "device_data", "device_state"],
+        ["*"],
+        (e) => this.apply(e),
+      );
+      void this.reload();
+    }
+    return () => {
+      this.users -= 1;
+      if (this.users === 0) {
+        this.unsubscribe?.();
+        this.unsubscribe = null;
+      }
+    };
+  }
+
+  async reload(): Promise<void> {
+    this.status = this.snapshot.length ? this.status : "loading";
+    this.notify();
+    try {
+      const devices = await this.load();
+      const next = new Map<string, DeviceRow>();
+      for (const d of devices) next.set(d.id, { ...d, latest: this.byId.get(d.id)?.latest ?? {} });
+      this.byId = next;
+      this.status = "ready";
+      this.error = null;
+    } catch (exc) {
+      this.status = "error";
+      this.error = String(exc);
+    }
+    this.publish();
+  }
+
+  /** Local edit (rename, tags, delete) without waiting for the server to tell us. */
+  put(device: Device): void {
+    this.byId.set(device.id, { ...device, latest: this.byId.get(device.id)?.latest ?? {} });
+    this.notify();
+  }
+
+  remove(id: string): void {
+    this.byId.delete(id);
+    this.notify();
+  }
+
+  apply(event: LiveEvent): void {
+    const iso = new Date(event.ts * 1000).toISOString();
+    const row = this.byId.get(event.device_id);
+    switch (event.type) {
+      case "device_registered":
+      case "device_updated":
+        this.refetch(event.device_id);
+        break;
+      case "device_status": {
+        const status = (event.payload as { status?: string }).status;
+        if (row && (status === "online" || status === "offline")) {
+          this.byId.set(row.id, { ...row, status, status_changed_at: iso });
+        } else if (!row) this.refetch(event.device_id);
+        break;
+      }
+      case "device_data": {
+        if (!row) {
+          this.refetch(event.device_id);
+          break;
+        }
+        const { metrics } = event.payload as unknown as DataPayload;
+        this.byId.set(row.id, {
+          ...row,
+          status: "online",
+          last_seen: iso,
+          latest: { ...row.latest, ...metrics },
+        });
+        break;
+      }
+      case "device_state":
+        if (row) this.byId.set(row.id, { ...row, reported_state: event.payload, last_seen: iso });
+        break;
+      default:
+        return;
+    }
+    this.notify();
+  }
+
+  private refetch(id: string): void {
+    if (this.refetching.has(id)) return;
+    this.refetching.add(id);
+    this.loadOne(id)
+      .then((device) => {
+        if (device) this.put(device);
+      })
+      .catch(() => undefined)
+      .finally(() => this.refetching.delete(id));
+  }
+
+  private publish(): void {
+    this.notify.cancel();
+    this.snapshot = [...this.byId.values()];
+    for (const l of this.listeners) l();
+  }
+}
+
+export const devices = new DeviceStore(
+  async () => (await unwrap(api.GET("/api/devices"))).data,
+  async (id) =>
+    unwrap(api.GET("/api/devices/{device_id}", { params: { path: { device_id: id } } }), {
+      quiet: true,
+    }).catch(() => null),
+);
+
+/** All devices, live. */
+export function useDevices(store: DeviceStore = devices): {
+  rows: DeviceRow[];
+  status: Status;
+  error: string | null;
+} {
+  useEffect(() => store.acquire(), [store]);
+  const rows = useSyncExternalStore(store.subscribe, store.getSnapshot);
+  return { rows, status: store.status, error: store.error };
+}

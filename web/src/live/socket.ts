@@ -1,0 +1,207 @@
+// One WebSocket for the whole app. Pages register interests ({events, devices}) and
+// handlers; the socket subscribes to the union, resubscribes after every reconnect,
+// and reconnects with capped exponential backoff.
+import { getTokens, refreshTokens } from "../api/auth";
+
+export type EventType =
+  | "device_data"
+  | "device_status"
+  | "device_registered"
+  | "device_updated"
+  | "device_state"
+  | "device_event"
+  | "command_ack"
+  | "command_update";
+
+export interface LiveEvent<P = Record<string, unknown>> {
+  type: EventType;
+  device_id: string;
+  ts: number;
+  payload: P;
+}
+
+export interface DataPayload {
+  metrics: Record<string, number>;
+  attributes: Record<string, unknown>;
+  seq: number | null;
+}
+
+export type ConnectionState = "connecting" | "open" | "closed";
+
+interface Interest {
+  events: EventType[];
+  devices: string[]; // "*" for all
+  handler: (event: LiveEvent) => void;
+}
+
+export const RECONNECT_MIN_MS = 500;
+export const RECONNECT_MAX_MS = 10_000;
+export const PING_INTERVAL_MS = 25_000;
+
+type SocketFactory = (url: string) => WebSocket;
+
+export class LiveSocket {
+  private ws: WebSocket | null = null;
+  private interests = new Set<Interest>();
+  private sent = { events: new Set<string>(), devices: new Set<string>() };
+  private attempt = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private pinger: ReturnType<typeof setInterval> | null = null;
+  private stateListeners = new Set<(s: ConnectionState) => void>();
+  state: ConnectionState = "closed";
+  dropped = 0;
+  private stopped = true;
+
+  constructor(
+    private readonly url: () => string,
+    private readonly factory: SocketFactory = (u) => new WebSocket(u),
+  ) {}
+
+  /** Register an interest; returns the function that removes it. */
+  subscribe(
+    events: EventType[],
+    devices: string[],
+    handler: (event: LiveEvent) => void,
+  ): () => void {
+    const interest: Interest = { events, devices, handler };
+    this.interests.add(interest);
+    if (this.stopped) this.start();
+    else this.sync();
+    return () => {
+      this.interests.delete(interest);
+      this.sync();
+    };
+  }
+
+  onState(listener: (s: ConnectionState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.connect();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.ws?.close();
+    this.ws = null;
+    this.setState("closed");
+  }
+
+  /** Reconnect now (e.g. after login, when the token changed). */
+  restart(): void {
+    this.ws?.close();
+  }
+
+  private setState(state: ConnectionState): void {
+    this.state = state;
+    for (const l of this.stateListeners) l(state);
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    this.setState("connecting");
+    const ws = this.factory(this.url());
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.sent = { events: new Set(), devices: new Set() };
+      this.setState("open");
+      this.sync();
+      this.pinger = setInterval(() => this.send({ action: "ping" }), PING_INTERVAL_MS);
+    };
+    ws.onmessage = (message) => this.dispatch(String(message.data));
+    ws.onclose = (close) => {
+      if (this.pinger) clearInterval(this.pinger);
+      this.pinger = null;
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.setState("closed");
+      if (this.stopped) return;
+      // 4401/1008: the server refused our token; refresh it before reconnecting.
+      const authProblem = close.code === 4401 || close.code === 1008;
+      const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);
+      this.attempt += 1;
+      const jittered = delay / 2 + Math.random() * (delay / 2);
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        if (authProblem) void refreshTokens().finally(() => this.connect());
+        else this.connect();
+      }, jittered);
+    };
+  }
+
+  private dispatch(text: string): void {
+    let message: { type?: string; device_id?: string; count?: number };
+    try {
+      message = JSON.parse(text) as typeof message;
+    } catch {
+      return;
+    }
+    if (message.type === "dropped") {
+      this.dropped = message.count ?? this.dropped;
+      return;
+    }
+    if (!message.device_id) return; // subscribed / pong / error
+    const event = message as LiveEvent;
+    for (const interest of this.interests) {
+      if (
+        interest.events.includes(event.type) &&
+        (interest.devices.includes("*") || interest.devices.includes(event.device_id))
+      ) {
+        try {
+          interest.handler(event);
+        } catch (exc) {
+          console.error("live event handler failed", exc);
+        }
+      }
+    }
+  }
+
+  /** Make the server-side subscription equal to the union of all interests. */
+  private sync(): void {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    const events = new Set<string>();
+    const devices = new Set<string>();
+    for (const i of this.interests) {
+      i.events.forEach((e) => events.add(e));
+      i.devices.forEach((d) => devices.add(d));
+    }
+    const removedEvents = [...this.sent.events].filter((e) => !events.has(e));
+    const removedDevices = [...this.sent.devices].filter((d) => !devices.has(d));
+    if (removedEvents.length || removedDevices.length) {
+      // The hub removes events for all devices, and devices for all events (but keeps
+      // "*" when the list is exactly ["*"]): reset, then subscribe to exactly what is
+      // wanted. The extra name makes the list never exactly ["*"].
+      this.send({
+        action: "unsubscribe",
+        events: [...this.sent.events],
+        devices: [...this.sent.devices, "~reset"],
+      });
+      this.sent = { events: new Set(), devices: new Set() };
+    }
+    const addEvents = [...events].filter((e) => !this.sent.events.has(e));
+    const addDevices = [...devices].filter((d) => !this.sent.devices.has(d));
+    if (events.size && devices.size && (addEvents.length || addDevices.length)) {
+      this.send({ action: "subscribe", events: [...events], devices: [...devices] });
+      this.sent = { events, devices };
+    }
+  }
+
+  private send(message: object): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+}
+
+export function liveUrl(): string {
+  const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
+  const token = getTokens()?.access;
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${proto}//${window.location.host}/api/ws${query}`;
+}
+
+export const live = new LiveSocket(liveUrl);

@@ -1,0 +1,43 @@
+// History with server-side downsampling (bucket=auto): average line in a min..max band.
+import { Area, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+
+export interface BandPoint {
+  t: number;
+  avg: number;
+  range: [number, number];
+}
+
+type Bucket = { ts: string; avg: number; min: number; max: number };
+type Raw = { ts: string; value: number };
+
+export function toBand(points: (Bucket | Raw)[]): BandPoint[] {
+  return points.map((p) =>
+    "avg" in p
+      ? { t: Date.parse(p.ts), avg: p.avg, range: [p.min, p.max] }
+      : { t: Date.parse(p.ts), avg: p.value, range: [p.value, p.value] },
+  );
+}
+
+function tickFormat(spanMs: number) {
+  return (t: number) => {
+    const d = new Date(t);
+    return spanMs > 2 * 86400_000 ? d.toLocaleDateString() : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  };
+}
+
+export function HistoryChart({ data, name, height = 260 }: { data: BandPoint[]; name: string; height?: number }) {
+  const span = data.length > 1 ? data[data.length - 1]!.t - data[0]!.t : 0;
+  return (
+    <div style={{ height }} data-testid="history-chart" data-points={data.length} data-first-t={data[0]?.t ?? ""}>
+      <ResponsiveContainer width="100%" height="100%">
+        <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
+          <XAxis dataKey="t" type="number" scale="time" domain={["dataMin", "dataMax"]} tickFormatter={tickFormat(span)} minTickGap={50} tick={{ fontSize: 11 }} />
+          <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} />
+          <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleString()} />
+          <Area dataKey="range" name={`${name} min–max`} stroke="none" fill="#1668dc" fillOpacity={0.2} isAnimationActive={false} />
+          <Line dataKey="avg" name={`${name} avg`} stroke="#1668dc" dot={false} isAnimationActive={false} strokeWidth={2} />
+        </ComposedChart>
+      </ResponsiveContainer>
+    </div>
+  );
+}

@@ -1,0 +1,321 @@
+import { useCallback, useEffect, useState } from "react";
+import {
+  App,
+  Button,
+  Card,
+  Form,
+  Input,
+  InputNumber,
+  Modal,
+  Popconfirm,
+  Progress,
+  Radio,
+  Result,
+  Select,
+  Skeleton,
+  Space,
+  Table,
+  Tag,
+  Typography,
+  Upload,
+} from "antd";
+import { UploadOutlined } from "@ant-design/icons";
+import { useUser } from "../../hooks/useAuth";
+import { canControl } from "../../api/auth";
+import { useDevices } from "../../live/devices";
+import { RelativeTime } from "../../components/RelativeTime";
+import {
+  deleteFirmware,
+  getRollout,
+  listFirmware,
+  listRollouts,
+  rolloutAction,
+  rolloutProgress,
+  startRollout,
+  uploadFirmware,
+  type Firmware,
+  type Rollout,
+} from "./service";
+
+export const ROLLOUT_POLL_MS = 2000;
+
+export default function FirmwarePage() {
+  const [firmware, setFirmware] = useState<Firmware[] | null | undefined>(undefined);
+  const [rollouts, setRollouts] = useState<Rollout[]>([]);
+  const [expanded, setExpanded] = useState<Record<string, Rollout>>({});
+  const control = canControl(useUser());
+
+  const refresh = useCallback(async () => {
+    const list = await listFirmware().catch(() => undefined);
+    setFirmware(list);
+    if (list) setRollouts(await listRollouts().catch(() => []));
+  }, []);
+  useEffect(() => {
+    void refresh();
+  }, [refresh]);
+  // Live progress: poll while a rollout runs.
+  useEffect(() => {
+    if (!rollouts.some((r) => r.status === "running")) return undefined;
+    const timer = setInterval(() => {
+      void listRollouts().then(setRollouts).catch(() => undefined);
+      for (const id of Object.keys(expanded)) void getRollout(id).then((r) => setExpanded((e) => ({ ...e, [id]: r })));
+    }, ROLLOUT_POLL_MS);
+    return () => clearInterval(timer);
+  }, [rollouts, expanded]);
+
+  if (firmware === undefined) return <Skeleton active />;
+  if (firmware === null) {
+    return (
+      <Result
+        status="info"
+        title="Firmware updates are not available on this server yet"
+        subTitle="This platform version has no firmware API (POST /api/firmware, /api/rollouts). This page works as soon as it does."
+        data-testid="firmware-missing"
+      />
+    );
+  }
+  return (
+    <div>
+      <Typography.Title level={2}>Firmware</Typography.Title>
+      <Card title="Bundles" extra={control && <UploadForm onDone={refresh} />} style={{ marginBottom: 16 }}>
+        <Table
+          size="small"
+          rowKey="id"
+          dataSource={firmware}
+          pagination={false}
+          scroll={{ x: 600 }}
+          locale={{ emptyText: "No firmware uploaded yet." }}
+          columns={[
+            { title: "Version", dataIndex: "version" },
+            { title: "Size", dataIndex: "size", render: (s: number) => `${(s / 1024).toFixed(1)} KiB` },
+            { title: "SHA-256", dataIndex: "sha256", render: (h: string) => <code title={h}>{h.slice(0, 12)}…</code> },
+            { title: "Notes", dataIndex: "notes" },
+            { title: "Uploaded", dataIndex: "created_at", render: (t: string) => <RelativeTime iso={t} /> },
+            ...(control
+              ? [
+                  {
+                    title: "",
+                    key: "actions",
+                    render: (_: unknown, f: Firmware) => (
+                      <Space>
+                        <RolloutForm firmware={f} onDone={refresh} />
+                        <Popconfirm title={`Delete ${f.version}?`} onConfirm={() => deleteFirmware(f.id).then(refresh)}>
+                          <Button danger size="small">
+                            Delete
+                          </Button>
+                        </Popconfirm>
+                      </Space>
+                    ),
+                  },
+                ]
+              : []),
+          ]}
+        />
+      </Card>
+      <Card title="Rollouts">
+        <Table
+          size="small"
+          rowKey="id"
+          dataSource={rollouts}
+          pagination={false}
+          scroll={{ x: 600 }}
+          locale={{ emptyText: "No rollouts yet." }}
+          expandable={{
+            onExpand: (open, r) => {
+              if (open) void getRollout(r.id).then((full) => setExpanded((e) => ({ ...e, [r.id]: full })));
+            },
+            expandedRowRender: (r) => <RolloutDevices rollout={expanded[r.id]} />,
+          }}
+          columns={[
+            { title: "Version", dataIndex: "version" },
+            { title: "Status", dataIndex: "status", render: (s: string) => <Tag>{s}</Tag> },
+            {
+              title: "Progress",
+              key: "progress",
+              render: (_, r) => {
+                const p = rolloutProgress(r.counts);
+                return (
+                  <Progress
+                    percent={p.total ? Math.round((p.done / p.total) * 100) : 0}
+                    success={{ percent: p.total ? Math.round(((p.done - p.failed) / p.total) * 100) : 0 }}
+                    status={p.failed ? "exception" : r.status === "running" ? "active" : "normal"}
+                    format={() => `${p.done}/${p.total}`}
+                    size="small"
+                  />
+                );
+              },
+            },
+            { title: "Started", dataIndex: "created_at", render: (t: string) => <RelativeTime iso={t} /> },
+            ...(control
+              ? [
+                  {
+                    title: "",
+                    key: "actions",
+                    render: (_: unknown, r: Rollout) => (
+                      <Space>
+                        {r.status === "running" && <Button size="small" onClick={() => rolloutAction(r.id, "pause").then(refresh)}>Pause</Button>}
+                        {r.status === "paused" && <Button size="small" onClick={() => rolloutAction(r.id, "resume").then(refresh)}>Resume</Button>}
+                        {(r.status === "running" || r.status === "paused") && (
+                          <Popconfirm title="Cancel this rollout?" onConfirm={() => rolloutAction(r.id, "cancel").then(refresh)}>
+                            <Button size="small" danger>
+                              Cancel
+                            </Button>
+                          </Popconfirm>
+                        )}
+                      </Space>
+                    ),
+                  },
+                ]
+              : []),
+          ]}
+        />
+      </Card>
+    </div>
+  );
+}
+
+function RolloutDevices({ rollout }: { rollout: Rollout | undefined }) {
+  if (!rollout) return <Skeleton active />;
+  return (
+    <Table
+      size="small"
+      rowKey="device_id"
+      dataSource={rollout.devices ?? []}
+      pagination={{ pageSize: 20, hideOnSinglePage: true }}
+      columns={[
+        { title: "Device", dataIndex: "device_id" },
+        { title: "Status", dataIndex: "status", render: (s: string) => <Tag>{s}</Tag> },
+        { title: "Progress", dataIndex: "percent", render: (p: number | null) => (p === null || p === undefined ? "" : <Progress percent={p} size="small" />) },
+        { title: "Error", dataIndex: "error" },
+      ]}
+    />
+  );
+}
+
+function UploadForm({ onDone }: { onDone: () => void }) {
+  const [open, setOpen] = useState(false);
+  const [file, setFile] = useState<File | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [form] = Form.useForm<{ version: string; notes: string }>();
+  return (
+    <>
+      <Button type="primary" icon={<UploadOutlined />} onClick={() => setOpen(true)}>
+        Upload
+      </Button>
+      <Modal
+        open={open}
+        title="Upload firmware bundle"
+        okText="Upload"
+        confirmLoading={busy}
+        onCancel={() => setOpen(false)}
+        onOk={() => form.submit()}
+      >
+        <Form
+          form={form}
+          layout="vertical"
+          onFinish={async (v) => {
+            if (!file) return;
+            setBusy(true);
+            try {
+              await uploadFirmware(file, v.version, v.notes ?? "");
+              setOpen(false);
+              form.resetFields();
+              setFile(null);
+              onDone();
+            } catch {
+              /* reported centrally */
+            } finally {
+              setBusy(false);
+            }
+          }}
+        >
+          <Form.Item label="Bundle" required>
+            <Upload
+              beforeUpload={(f) => {
+                setFile(f);
+                return false;
+              }}
+              maxCount={1}
+              onRemove={() => setFile(null)}
+            >
+              <Button icon={<UploadOutlined />}>Choose file</Button>
+            </Upload>
+          </Form.Item>
+          <Form.Item name="version" label="Version" rules={[{ required: true }]}>
+            <Input placeholder="1.2.0" />
+          </Form.Item>
+          <Form.Item name="notes" label="Notes">
+            <Input.TextArea rows={2} />
+          </Form.Item>
+        </Form>
+      </Modal>
+    </>
+  );
+}
+
+function RolloutForm({ firmware, onDone }: { firmware: Firmware; onDone: () => void }) {
+  const [open, setOpen] = useState(false);
+  const { rows } = useDevices();
+  const { message } = App.useApp();
+  const [form] = Form.useForm();
+  const target = Form.useWatch("target", form) as string | undefined;
+  const types = [...new Set(rows.map((d) => d.type).filter(Boolean))] as string[];
+  const tags = [...new Set(rows.flatMap((d) => d.tags))];
+  return (
+    <>
+      <Button size="small" onClick={() => setOpen(true)}>
+        Roll out
+      </Button>
+      <Modal open={open} title={`Roll out ${firmware.version}`} okText="Start" onCancel={() => setOpen(false)} onOk={() => form.submit()}>
+        <Form
+          form={form}
+          layout="vertical"
+          initialValues={{ target: "devices", rate_per_minute: 10, failure_threshold: 0.2 }}
+          onFinish={async (v: Record<string, unknown>) => {
+            try {
+              await startRollout({
+                firmware_id: firmware.id,
+                rate_per_minute: v.rate_per_minute as number,
+                failure_threshold: v.failure_threshold as number,
+                ...(v.target === "devices" ? { device_ids: v.device_ids as string[] } : {}),
+                ...(v.target === "type" ? { device_type: v.device_type as string } : {}),
+                ...(v.target === "tag" ? { tag: v.tag as string } : {}),
+                ...(v.target === "all" ? { all: true } : {}),
+              });
+              message.success("Rollout started");
+              setOpen(false);
+              onDone();
+            } catch {
+              /* reported centrally */
+            }
+          }}
+        >
+          <Form.Item name="target" label="Target">
+            <Radio.Group options={["devices", "type", "tag", "all"]} optionType="button" />
+          </Form.Item>
+          {target === "devices" && (
+            <Form.Item name="device_ids" label="Devices" rules={[{ required: true }]}>
+              <Select mode="multiple" options={rows.map((d) => ({ value: d.id, label: `${d.name} (${d.id})` }))} />
+            </Form.Item>
+          )}
+          {target === "type" && (
+            <Form.Item name="device_type" label="Device type" rules={[{ required: true }]}>
+              <Select options={types.map((t) => ({ value: t, label: t }))} />
+            </Form.Item>
+          )}
+          {target === "tag" && (
+            <Form.Item name="tag" label="Tag" rules={[{ required: true }]}>
+              <Select options={tags.map((t) => ({ value: t, label: t }))} />
+            </Form.Item>
+          )}
+          <Form.Item name="rate_per_minute" label="Devices per minute">
+            <InputNumber min={1} />
+          </Form.Item>
+          <Form.Item name="failure_threshold" label="Pause when this share fails">
+            <InputNumber min={0} max={1} step={0.05} />
+          </Form.Item>
+        </Form>
+      </Modal>
+    </>
+  );
+}

@@ -189,6 +189,13 @@ class Stack:
     worker: Worker
     http: httpx.AsyncClient
     cleanup: list[Callable[[], Any]] = field(default_factory=list)
+    # security: the admin's access token; Stack.http sends it (see login_admin below)
+    token: str = ""
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL, with the token browsers must pass as a query parameter."""
+        return self.api_url.replace("http", "ws", 1) + f"/api/ws?token={self.token}"
 
     async def device(self, client_id: str | None = None) -> MqttTestClient:
         client = await MqttTestClient(self.mqtt_url, client_id).connect()
@@ -243,6 +250,7 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
         "offline_min_seconds": 1.0,
         "reject_log_interval_seconds": 0,
     }
+    values["admin_password"] = TEST_ADMIN_PASSWORD  # security: API auth is always on
     values.update(overrides)
     settings = Settings(**values)
     engine = make_engine(settings.effective_database_url)
@@ -267,6 +275,7 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
     stack = Stack(kind, settings, mqtt_url, api_url, worker, http, cleanup)
     # The API's own MQTT link must be up before tests rely on live events.
     await stack.wait_for(lambda: _health_ok(http))
+    await login_admin(stack)  # security
     try:
         yield stack
     finally:
@@ -292,3 +301,21 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
 async def _health_ok(http: httpx.AsyncClient) -> bool:
     response = await http.get("/api/health")
     return response.status_code == 200
+
+
+# ---- security: every API route needs a token --------------------------------------
+
+TEST_ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+async def login(http: httpx.AsyncClient, username: str, password: str) -> str:
+    response = await http.post("/api/auth/token", data={"username": username, "password": password})
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def login_admin(stack: Stack) -> None:
+    """Sign Stack.http in as the first-start admin, so tests call the API as before."""
+    stack.token = await login(stack.http, "admin", TEST_ADMIN_PASSWORD)
+    stack.http.headers["Authorization"] = f"Bearer {stack.token}"

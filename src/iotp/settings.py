@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,10 +61,53 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # ---- security (docs/security.md) ----------------------------------------------
+    # Secure mode: devices need credentials (topic ACLs in the broker), secrets required.
+    secure: bool = False
+    # Signs API tokens and derives the platform's own MQTT password. Empty in open mode:
+    # generated once and kept in data_dir/secret_key. Required in secure mode.
+    secret_key: SecretStr = SecretStr("")
+    # Password of the user `admin` created on first start (empty: generated, printed once).
+    admin_password: SecretStr = SecretStr("")
+    access_token_minutes: float = Field(default=30, gt=0)
+    refresh_token_days: float = Field(default=7, gt=0)
+    # Fleet provisioning secret: unknown devices connect with it to ask for credentials.
+    provisioning_secret: SecretStr = SecretStr("")
+    auto_approve: bool = False
+    # MQTT account of the platform's own services (worker, API) in secure mode.
+    mqtt_service_user: str = "iotp"
+    # How often brokers pick up credential changes (revocations disconnect within this).
+    credentials_poll_seconds: float = Field(default=2.0, gt=0)
+    # Messages per second per device (token bucket; burst = 5 s worth). None: off in open
+    # mode, 20/s in secure mode; 0 = off.
+    device_rate_limit: float | None = Field(default=None, ge=0)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=300, gt=0)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_origins: list[str] = []
+    # TLS: the embedded broker adds an MQTTS listener and the API serves HTTPS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    mqtt_tls_port: int = Field(default=8883, ge=1, le=65535)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets(self) -> Settings:
+        if self.secure:
+            from iotp.services.auth import check_secure_settings
+
+            check_secure_settings(self)
+        return self
+
+    @property
+    def effective_device_rate_limit(self) -> float:
+        if self.device_rate_limit is None:
+            return 20.0 if self.secure else 0.0
+        return self.device_rate_limit
 
     @property
     def effective_database_url(self) -> str:
@@ -76,7 +121,17 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'iotp.db').resolve()}"
 
     def mqtt(self, default: str = "mqtt://127.0.0.1:1883") -> MqttUrl:
-        return MqttUrl(self.mqtt_url or default)
+        url = MqttUrl(self.mqtt_url or default)
+        if self.secure and not url.username:  # security: the platform's own MQTT account
+            url.username = self.mqtt_service_user
+            url.password = self.mqtt_service_password
+        return url
+
+    @property
+    def mqtt_service_password(self) -> str:
+        """Derived from secret_key, so every process that shares the key agrees on it."""
+        key = self.secret_key.get_secret_value().encode()
+        return hmac.new(key, b"iotp-mqtt-service", hashlib.sha256).hexdigest()
 
 
 @lru_cache

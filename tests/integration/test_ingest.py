@@ -15,8 +15,7 @@ DEV = "A4CF12B3C4D5"
 
 
 async def _ws(stack: Stack, events: list[str], devices: list[str]) -> Any:
-    url = stack.api_url.replace("http", "ws", 1) + "/api/ws"
-    ws = await websockets.connect(url)
+    ws = await websockets.connect(stack.ws_url)
     await ws.send(
         orjson.dumps({"action": "subscribe", "events": events, "devices": devices}).decode()
     )

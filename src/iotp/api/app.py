@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, WebSocket
+from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp import __version__
-from iotp.api.routes import devices, info, system
+from iotp.api import security
+from iotp.api.routes import apikeys, auth, credentials, devices, info, system, users
 from iotp.api.state import ApiState
 from iotp.db.engine import make_engine
 from iotp.settings import Settings
@@ -47,6 +48,7 @@ def create_app(
         db = engine or make_engine(settings.effective_database_url)
         state = ApiState(settings, db, mqtt_default)
         app.state.iotp = state
+        await security.startup(app, state)  # security: signing key, first admin
         await state.start()
         try:
             yield
@@ -60,7 +62,12 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Devices, telemetry, live events. Device protocol: docs/protocol.md.",
+        # security: every route needs a token unless listed in security.PUBLIC_PATHS
+        dependencies=[Depends(security.authorize)],
     )
+    security.install(app, settings)
+    for router in (auth.router, users.router, apikeys.router, credentials.router):
+        app.include_router(router)
     app.include_router(system.router)
     app.include_router(devices.router)
     app.include_router(info.router)

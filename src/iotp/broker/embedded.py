@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from amqtt.broker import Broker
 
+from iotp.broker.auth import DeviceAuthority, TlsListener, secure_config
+
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +22,14 @@ class BrokerHandle(Protocol):
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        authority: DeviceAuthority | None = None,
+        tls: TlsListener | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -32,14 +41,23 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
         }
+        # security (docs/security.md): secure mode and TLS
+        self.authority = authority
+        self.tls_url = secure_config(config, host, authority, tls)
         self._broker = Broker(config)
+        if authority is not None:
+            authority.broker = self._broker
         # amqtt logs every connection at INFO; keep the platform's log readable.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
     async def start(self) -> None:
         await self._broker.start()
+        if self.authority is not None:
+            self.authority.start()
         log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
+        if self.authority is not None:
+            await self.authority.stop()
         await self._broker.shutdown()

@@ -1,0 +1,324 @@
+"""API authentication and authorization, applied centrally.
+
+``authorize`` is a dependency of the whole app (``FastAPI(dependencies=...)``), so every
+route, including routes added later in any router, needs a token unless its path is in
+``PUBLIC_PATHS``. The role a route needs comes from ``required_role``: reads need a
+viewer, changes an operator, and user, API-key and device-credential management an
+admin. A route may declare its own role with ``openapi_extra={ROLE_KEY: "admin"}``
+(or ``"public"``; the authorization matrix test then asks for the allow-list to be
+updated on purpose). A GET with a valid ``exp`` + ``sig`` (services.auth.sign_path)
+needs no token: that is how devices download OTA bundles.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, WebSocketException, status
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from iotp.services import users as user_service
+from iotp.services.auth import (
+    AuthError,
+    LoginThrottle,
+    Role,
+    authenticate_api_key,
+    decode_token,
+    looks_like_api_key,
+    resolve_secret_key,
+    verify_signed_path,
+)
+from iotp.services.errors import ConfigurationError, InvalidRequestError, NotFoundError
+from iotp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/token", "/api/auth/refresh"})
+# Any signed-in principal, whatever the method (own profile, own password).
+SELF_SERVICE_PATHS = frozenset({"/api/auth/me", "/api/auth/password"})
+ADMIN_PATH = re.compile(r"^/api/(users|api-keys|credentials)(/|$)")  # concrete paths
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ROLE_KEY = "x-iotp-role"
+PUBLIC = "public"
+# Routes that enforce a (larger) body limit of their own: firmware uploads.
+BODY_LIMIT_EXEMPT = frozenset({("POST", "/api/firmware")})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (by token) or an API key."""
+
+    kind: str  # "user" | "api_key"
+    id: int
+    name: str
+    role: Role
+
+
+class SecurityContext:
+    """Per-app security state, created in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.secret_key = resolve_secret_key(settings)
+        self.login_throttle = LoginThrottle(
+            settings.login_max_failures, settings.login_window_seconds
+        )
+
+
+def required_role(path: str, method: str, declared: str | None = None) -> Role | None:
+    """None: public. ``declared`` is a route's own ROLE_KEY, if any."""
+    if path in PUBLIC_PATHS:
+        return None
+    if declared == PUBLIC:
+        return None
+    if declared is not None:
+        return Role(declared)
+    if path in SELF_SERVICE_PATHS:
+        return Role.VIEWER
+    if ADMIN_PATH.match(path):
+        return Role.ADMIN
+    if method == "WEBSOCKET" or method in READ_METHODS:
+        return Role.VIEWER
+    return Role.OPERATOR
+
+
+def get_route_path(scope: Scope) -> str:
+    """The path the router matches on (without a proxy's root_path), as Starlette does."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
+def declared_role(route: object) -> str | None:
+    extra = getattr(route, "openapi_extra", None) or {}
+    declared = extra.get(ROLE_KEY)
+    return declared if isinstance(declared, str) else None
+
+
+def _token_from(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    api_key = conn.headers.get("x-api-key")
+    if api_key:
+        return api_key.strip()
+    if conn.scope["type"] == "websocket":  # browsers cannot set headers on a WebSocket
+        return conn.query_params.get("token") or None
+    return None
+
+
+async def _resolve(conn: HTTPConnection, token: str) -> Principal:
+    from iotp.api.state import ApiState
+
+    api: ApiState = conn.app.state.iotp
+    sec: SecurityContext = conn.app.state.security
+    async with api.sessions() as session:
+        if looks_like_api_key(token):
+            key = await authenticate_api_key(session, token)
+            return Principal("api_key", key.id, f"key:{key.prefix}", Role(key.role))
+        claims = decode_token(token, key=sec.secret_key, expected_type="access")
+        try:
+            user = await user_service.get(session, int(claims["sub"]))
+        except (NotFoundError, ValueError):
+            raise AuthError("unknown user") from None
+        if user.disabled or claims.get("ver") != user.token_version:
+            raise AuthError("token revoked")
+        return Principal("user", user.id, user.username, Role(user.role))
+
+
+def _deny(conn: HTTPConnection, code: int, detail: str) -> Exception:
+    if conn.scope["type"] == "websocket":
+        return WebSocketException(status.WS_1008_POLICY_VIOLATION, detail)
+    headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
+    return HTTPException(code, detail, headers=headers)
+
+
+async def authorize(conn: HTTPConnection) -> Principal | None:
+    """The app-wide dependency: authenticate, then check the route's role."""
+    method = "WEBSOCKET" if conn.scope["type"] == "websocket" else conn.scope["method"]
+    # The concrete path the router matched (templates lose include-time prefixes).
+    path = get_route_path(conn.scope)
+    needed = required_role(path, method, declared_role(conn.scope.get("route")))
+    if needed is None:
+        return None
+    if method == "GET" and "sig" in conn.query_params:
+        sec: SecurityContext = conn.app.state.security
+        q = conn.query_params
+        if verify_signed_path(path, q.get("exp"), q.get("sig"), key=sec.secret_key):
+            return None  # a signed URL (OTA downloads by devices): this path only, until exp
+        raise _deny(conn, status.HTTP_401_UNAUTHORIZED, "invalid or expired signature")
+    token = _token_from(conn)
+    if token is None:
+        raise _deny(conn, status.HTTP_401_UNAUTHORIZED, "not authenticated")
+    try:
+        principal = await _resolve(conn, token)
+    except AuthError as exc:
+        raise _deny(conn, status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+    if not principal.role.allows(needed):
+        raise _deny(conn, status.HTTP_403_FORBIDDEN, f"needs the {needed.value} role")
+    conn.state.principal = principal
+    return principal
+
+
+def get_principal(conn: HTTPConnection) -> Principal:
+    principal: Principal | None = getattr(conn.state, "principal", None)
+    if principal is None:  # only on public routes, which must not ask for one
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+# ---- HTTP hardening middleware ---------------------------------------------------------
+
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+# The dashboard is self-contained; Swagger UI (/docs) loads its assets from a CDN.
+CSP = (
+    b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    b"connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'self'; "
+    b"form-action 'self'; object-src 'none'"
+)
+CSP_EXEMPT = ("/docs", "/redoc")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class HardeningMiddleware:
+    """Security headers on every response, and a request body size limit (413)."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, hsts: bool) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        extra = list(SECURITY_HEADERS)
+        if not path.startswith(CSP_EXEMPT):
+            extra.append((b"content-security-policy", CSP))
+        if self.hsts:
+            extra.append((b"strict-transport-security", b"max-age=31536000"))
+
+        exempt = (scope.get("method"), path) in BODY_LIMIT_EXEMPT
+        max_body = 1 << 62 if exempt else self.max_body
+        length = _content_length(scope)
+        if length is not None and length > max_body:
+            await _send_413(send, extra)
+            return
+        received = 0
+        too_large = started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_body:
+                    too_large = True
+                    raise _TooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            # Frameworks may turn the receive error into their own 400: answer 413.
+            if too_large and not started:
+                if message["type"] == "http.response.start":
+                    started = True
+                    await _send_413(send, extra)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await _send_413(send, extra)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_413(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    body = b'{"detail":"request body too large"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install(app: Any, settings: Settings) -> None:
+    """Middleware for app: CORS (from IOTP_CORS_ORIGINS) and hardening."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            allow_credentials=False,
+        )
+    app.add_middleware(
+        HardeningMiddleware,
+        max_body=settings.max_request_bytes,
+        hsts=settings.tls_cert_file is not None,
+    )
+
+
+async def startup(app: Any, state: Any) -> None:
+    """In the API lifespan: the signing key, and on first start the `admin` user (its
+    password from IOTP_ADMIN_PASSWORD, or generated and printed once)."""
+    settings: Settings = state.settings
+    app.state.security = SecurityContext(settings)
+    async with state.sessions() as session:
+        try:
+            generated = await user_service.ensure_admin(
+                session, password=settings.admin_password.get_secret_value()
+            )
+        except InvalidRequestError as exc:
+            raise ConfigurationError(f"IOTP_ADMIN_PASSWORD: {exc}") from None
+    if generated:
+        line = f"Created user 'admin' with password: {generated}"
+        hint = "(shown once: change it with `iotp user set-password admin`)"
+        bar = "*" * (max(len(line), len(hint)) + 4)
+        print(f"\n{bar}\n  {line}\n  {hint}\n{bar}\n", flush=True)
+        log.warning("created user 'admin' with a generated password (printed on stdout)")

@@ -1,0 +1,270 @@
+"""Secure mode in the embedded amqtt broker: who may connect, and to which topics.
+
+Accounts (the same rules are generated for Mosquitto in iotp.broker.mosquitto):
+
+- the platform's services: username ``settings.mqtt_service_user``, password derived
+  from the secret key; every topic.
+- a device: username = client id = its node id, password = its secret (approved
+  credentials in the database). Publishes only ``devices/{id}/<kind>`` (not
+  ``commands``), subscribes and receives only ``devices/{id}/commands``. Its last will
+  must be one of its own topics too (amqtt sends wills without a topic check).
+- provisioning: username ``provision`` with the fleet secret; client id = the node id
+  asking; only ``provision/{id}/request`` and ``provision/{id}/response``.
+
+Credential changes (revocation, rotation) are polled from the database every
+``credentials_poll_seconds``; sessions whose credentials went away are disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
+from iotp.db.auth_models import DeviceCredential
+from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind
+from iotp.services import credentials as cred_service
+from iotp.services.auth import verify_mqtt_secret
+from iotp.services.credentials import RESERVED_USERNAMES, CredentialStatus
+from iotp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class AccountKind(Enum):
+    SERVICE = "service"
+    DEVICE = "device"
+    PROVISION = "provision"
+
+
+def account_kind(username: str | None, service_user: str) -> AccountKind | None:
+    if not username:
+        return None
+    if username == service_user:
+        return AccountKind.SERVICE
+    if username == PROVISION_USER:
+        return AccountKind.PROVISION
+    if DEVICE_ID_RE.match(username) and username not in RESERVED_USERNAMES:
+        return AccountKind.DEVICE
+    return None
+
+
+def topic_allowed(
+    kind: AccountKind, username: str, client_id: str, topic: str, action: Action
+) -> bool:
+    """The ACL, as one pure function (tests/unit/test_security_acl.py)."""
+    if kind is AccountKind.SERVICE:
+        return True
+    if kind is AccountKind.PROVISION:
+        if DEVICE_ID_RE.match(client_id) is None:
+            return False
+        if action is Action.PUBLISH:
+            return topic == f"{PROVISION_ROOT}/{client_id}/request"
+        return topic == f"{PROVISION_ROOT}/{client_id}/response"
+    own = f"{TOPIC_ROOT}/{username}/"
+    if action is Action.PUBLISH:
+        if not topic.startswith(own):
+            return False
+        rest = topic[len(own) :]
+        return rest != Kind.COMMANDS.value and rest != "" and "/" not in rest
+    return topic == own + Kind.COMMANDS.value
+
+
+@dataclass
+class _Login:
+    username: str
+    secret_hash: str | None
+
+
+class DeviceAuthority:
+    """The broker's view of accounts, shared by the two amqtt plugins below."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.service_user = settings.mqtt_service_user
+        self.service_password = settings.mqtt_service_password
+        self.fleet_secret = settings.provisioning_secret.get_secret_value()
+        self.broker: Any = None  # amqtt Broker, set by EmbeddedBroker
+        self._logins: dict[str, _Login] = {}  # client id -> what it logged in with
+        self._version: tuple[int, float] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.refused = 0
+        self.kicked = 0
+
+    # ---- connect ------------------------------------------------------------------
+
+    async def authenticate(self, session: Session) -> bool:
+        username = session.username
+        password = session.password or ""
+        client_id = session.client_id or ""
+        kind = account_kind(username, self.service_user)
+        ok = False
+        secret_hash: str | None = None
+        if kind is AccountKind.SERVICE:
+            ok = hmac.compare_digest(password.encode(), self.service_password.encode())
+        elif kind is AccountKind.PROVISION:
+            ok = (
+                bool(self.fleet_secret)
+                and hmac.compare_digest(password.encode(), self.fleet_secret.encode())
+                and DEVICE_ID_RE.match(client_id) is not None
+                and client_id not in RESERVED_USERNAMES
+                # An approved or revoked device's client id cannot be taken over
+                # (connecting with it would disconnect the real device).
+                and await self._status(client_id) in (None, CredentialStatus.PENDING)
+            )
+        elif kind is AccountKind.DEVICE and username == client_id:
+            secret_hash = await self._approved_hash(client_id)
+            ok = secret_hash is not None and verify_mqtt_secret(password, secret_hash)
+        if ok and kind is not None and session.will_flag and session.will_topic:
+            ok = topic_allowed(kind, username or "", client_id, session.will_topic, Action.PUBLISH)
+        if not ok:
+            self.refused += 1
+            log.info("MQTT login refused: client %r user %r", client_id[:64], (username or "")[:64])
+            return False
+        self._logins[client_id] = _Login(username or "", secret_hash)
+        return True
+
+    async def _status(self, device_id: str) -> CredentialStatus | None:
+        async with self.sessions() as s:
+            row = await s.get(DeviceCredential, device_id)
+            return None if row is None else CredentialStatus(row.status)
+
+    async def _approved_hash(self, device_id: str) -> str | None:
+        async with self.sessions() as s:
+            row = await s.get(DeviceCredential, device_id)
+            if row is None or row.status != CredentialStatus.APPROVED.value:
+                return None
+            return row.secret_hash
+
+    # ---- topics ---------------------------------------------------------------------
+
+    def allowed(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
+        if session is None or topic is None or action is None:
+            return False
+        kind = account_kind(session.username, self.service_user)
+        if kind is None:
+            return False
+        return topic_allowed(kind, session.username or "", session.client_id or "", topic, action)
+
+    # ---- revocation ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="mqtt-credentials")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except Exception as exc:  # noqa: BLE001 - keep enforcing with what we have
+                log.warning("reading device credentials failed: %s", exc)
+            await asyncio.sleep(self.settings.credentials_poll_seconds)
+
+    async def sync(self) -> int:
+        """Disconnect devices whose credentials were revoked or rotated. Returns how many."""
+        async with self.sessions() as s:
+            version = await cred_service.version(s)
+            if version == self._version:
+                return 0
+            snap = await cred_service.snapshot(s)
+        self._version = version
+        sessions: dict[str, Any] = getattr(self.broker, "_sessions", {}) if self.broker else {}
+        kicked = 0
+        for client_id, login in list(self._logins.items()):
+            entry = sessions.get(client_id)
+            if entry is None or entry[0].transitions.state != "connected":
+                self._logins.pop(client_id, None)
+                continue
+            kind = account_kind(login.username, self.service_user)
+            if kind is AccountKind.DEVICE:
+                stale = snap.approved.get(login.username) != login.secret_hash
+            else:
+                stale = False  # provisioning clients leave by themselves once answered
+            if stale:
+                self._logins.pop(client_id, None)
+                log.info("disconnecting %s: credentials changed", client_id)
+                with contextlib.suppress(Exception):
+                    await entry[1].handle_connection_closed()
+                kicked += 1
+        self.kicked += kicked
+        return kicked
+
+
+@dataclass
+class _Config:
+    authority: Any = None
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """amqtt auth plugin; config: ``{"authority": DeviceAuthority}``."""
+
+    Config = _Config
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        authority: DeviceAuthority = self.context.config.authority
+        return await authority.authenticate(session)
+
+
+class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """amqtt topic plugin; config: ``{"authority": DeviceAuthority}``."""
+
+    Config = _Config
+
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool | None:
+        authority: DeviceAuthority = self.context.config.authority
+        return authority.allowed(session, topic, action)
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    cert_file: str
+    key_file: str
+    port: int
+
+
+def secure_config(
+    config: dict[str, Any],
+    host: str,
+    authority: DeviceAuthority | None,
+    tls: TlsListener | None,
+) -> str | None:
+    """Adjust an amqtt broker config for secure mode and TLS. Returns the mqtts:// URL
+    when a TLS listener was added."""
+    if authority is not None:
+        config["plugins"] = {
+            f"{__name__}.DeviceAuthPlugin": {"authority": authority},
+            f"{__name__}.DeviceTopicPlugin": {"authority": authority},
+        }
+    if tls is None:
+        return None
+    config["listeners"]["tls"] = {
+        "type": "tcp",
+        "bind": f"{host}:{tls.port}",
+        "ssl": True,
+        "certfile": tls.cert_file,
+        "keyfile": tls.key_file,
+    }
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"mqtts://{connect_host}:{tls.port}"

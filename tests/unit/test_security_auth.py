@@ -1,0 +1,176 @@
+"""Security primitives without services: hashes, tokens, throttling, policy, ACL."""
+
+from __future__ import annotations
+
+import pytest
+from amqtt.contexts import Action
+from pydantic import ValidationError
+
+from iotp.api.security import required_role
+from iotp.broker.auth import AccountKind, account_kind, topic_allowed
+from iotp.db.auth_models import User
+from iotp.services import auth
+from iotp.services.auth import Role
+from iotp.settings import Settings
+
+# Written by `mosquitto_passwd -b pw dev1 secret123` (Mosquitto 2.0).
+MOSQUITTO_LINE = (
+    "dev1:$7$101$jXqksQDATgFsjPni$4OUhXg/3VgQklu16MdB6B90fuL9QZPCNlza80QV92vibaj3slBh8o"
+    "GcnbjRgPWC1JMpdr21QyyF4REgeWfWp/g=="
+)
+STRONG = "k" * 40
+
+
+def test_mqtt_secret_hash_is_mosquitto_compatible() -> None:
+    stored = MOSQUITTO_LINE.split(":", 1)[1]
+    assert auth.verify_mqtt_secret("secret123", stored)
+    assert not auth.verify_mqtt_secret("secret124", stored)
+    ours = auth.hash_mqtt_secret("s3cret-value")
+    assert ours.startswith("$7$")
+    assert auth.verify_mqtt_secret("s3cret-value", ours)
+    assert not auth.verify_mqtt_secret("other", ours)
+    assert not auth.verify_mqtt_secret("x", None)
+    assert not auth.verify_mqtt_secret("x", "$6$garbage")
+
+
+def test_passwords_are_argon2() -> None:
+    h = auth.hash_password("correct horse")
+    assert h.startswith("$argon2id$")
+    assert auth.verify_password("correct horse", h)
+    assert not auth.verify_password("wrong", h)
+    assert not auth.verify_password("x", None)
+    assert not auth.verify_password("x", "not-a-hash")
+
+
+def _user() -> User:
+    return User(id=7, username="u", password_hash="", role="operator", token_version=3)
+
+
+def test_tokens_expire_and_carry_type() -> None:
+    pair = auth.issue_tokens(_user(), key=STRONG, access_minutes=1, refresh_days=1, now=1000)
+    with pytest.raises(auth.AuthError):  # expired long ago
+        auth.decode_token(pair.access_token, key=STRONG, expected_type="access")
+    pair = auth.issue_tokens(_user(), key=STRONG, access_minutes=1, refresh_days=1)
+    claims = auth.decode_token(pair.access_token, key=STRONG, expected_type="access")
+    assert claims["sub"] == "7"
+    assert claims["role"] == "operator"
+    assert claims["ver"] == 3
+    with pytest.raises(auth.AuthError):
+        auth.decode_token(pair.access_token, key=STRONG, expected_type="refresh")
+    with pytest.raises(auth.AuthError):
+        auth.decode_token(pair.access_token, key="another-key" * 4, expected_type="access")
+    with pytest.raises(auth.AuthError):
+        auth.decode_token("garbage", key=STRONG, expected_type="access")
+
+
+def test_login_throttle_window() -> None:
+    t = auth.LoginThrottle(max_failures=3, window_seconds=60)
+    keys = ["ip:1.2.3.4", "user:admin"]
+    for i in range(3):
+        assert t.retry_after(keys, now=100 + i) == 0
+        t.failed(keys, now=100 + i)
+    assert t.retry_after(keys, now=103) == pytest.approx(57)
+    assert t.retry_after(["ip:5.6.7.8", "user:bob"], now=103) == 0
+    assert t.retry_after(keys, now=161) == 0  # the window moved on
+    t.failed(keys, now=170)
+    t.succeeded(["user:admin"])
+    assert t.retry_after(["user:admin"], now=171) == 0
+
+
+def test_signed_paths() -> None:
+    url = auth.sign_path("/api/firmware/3/download", key=STRONG, ttl_seconds=60, now=1000)
+    path, query = url.split("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    ok = auth.verify_signed_path(path, params["exp"], params["sig"], key=STRONG, now=1030)
+    assert ok
+    assert not auth.verify_signed_path(path, params["exp"], params["sig"], key=STRONG, now=1061)
+    other = "/api/firmware/4/download"
+    assert not auth.verify_signed_path(other, params["exp"], params["sig"], key=STRONG, now=1030)
+    assert not auth.verify_signed_path(path, "9999", params["sig"], key=STRONG, now=1030)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"secret_key": "changeme"},
+        {"secret_key": "short"},
+        {"secret_key": STRONG, "provisioning_secret": "secret"},
+        {"secret_key": STRONG, "admin_password": "admin"},
+    ],
+)
+def test_secure_mode_refuses_weak_secrets(values: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="secure mode refuses"):
+        Settings(secure=True, **values)  # type: ignore[arg-type]
+
+
+def test_secure_mode_with_strong_secrets_and_open_mode_defaults() -> None:
+    s = Settings(secure=True, secret_key=STRONG, provisioning_secret="p" * 20)  # type: ignore[arg-type]
+    assert s.effective_device_rate_limit == 20.0
+    url = s.mqtt("mqtt://broker:1883")
+    assert url.username == "iotp"
+    assert url.password == s.mqtt_service_password
+    assert "***" in str(url)
+    open_mode = Settings()
+    assert open_mode.effective_device_rate_limit == 0.0
+    assert open_mode.mqtt("mqtt://broker:1883").username is None
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "role"),
+    [
+        ("/api/health", "GET", None),
+        ("/api/auth/token", "POST", None),
+        ("/api/auth/me", "GET", Role.VIEWER),
+        ("/api/auth/password", "POST", Role.VIEWER),
+        ("/api/devices", "GET", Role.VIEWER),
+        ("/api/devices/X/commands", "POST", Role.OPERATOR),
+        ("/api/anything-new", "DELETE", Role.OPERATOR),
+        ("/api/ws", "WEBSOCKET", Role.VIEWER),
+        ("/api/users", "GET", Role.ADMIN),
+        ("/api/users/1", "PATCH", Role.ADMIN),
+        ("/api/api-keys", "POST", Role.ADMIN),
+        ("/api/credentials/X/approve", "POST", Role.ADMIN),
+        ("/api/usersfoo", "GET", Role.VIEWER),
+    ],
+)
+def test_role_rules(path: str, method: str, role: Role | None) -> None:
+    assert required_role(path, method) == role
+
+
+def test_declared_roles() -> None:
+    assert required_role("/api/x", "GET", "admin") is Role.ADMIN
+    assert required_role("/api/x", "GET", "public") is None
+
+
+def test_topic_acl() -> None:
+    dev = AccountKind.DEVICE
+    assert account_kind("A1", "iotp") is dev
+    assert account_kind("iotp", "iotp") is AccountKind.SERVICE
+    assert account_kind("provision", "iotp") is AccountKind.PROVISION
+    assert account_kind("bad/id", "iotp") is None
+    assert account_kind(None, "iotp") is None
+    pub, sub, rcv = Action.PUBLISH, Action.SUBSCRIBE, Action.RECEIVE
+    for kind in ("data", "status", "info", "state", "events", "ack"):
+        assert topic_allowed(dev, "A1", "A1", f"devices/A1/{kind}", pub)
+    for topic in (
+        "devices/B2/data",
+        "devices/A1/commands",
+        "devices/A1",
+        "devices/A1/",
+        "devices/A1/data/x",
+        "iotp/events/x",
+        "provision/A1/request",
+    ):
+        assert not topic_allowed(dev, "A1", "A1", topic, pub), topic
+    assert topic_allowed(dev, "A1", "A1", "devices/A1/commands", sub)
+    assert topic_allowed(dev, "A1", "A1", "devices/A1/commands", rcv)
+    for topic in ("devices/+/commands", "devices/#", "#", "devices/B2/commands", "devices/A1/+"):
+        assert not topic_allowed(dev, "A1", "A1", topic, sub), topic
+    prov = AccountKind.PROVISION
+    assert topic_allowed(prov, "provision", "A1", "provision/A1/request", pub)
+    assert not topic_allowed(prov, "provision", "A1", "provision/B2/request", pub)
+    assert not topic_allowed(prov, "provision", "A1", "devices/A1/data", pub)
+    assert topic_allowed(prov, "provision", "A1", "provision/A1/response", sub)
+    assert not topic_allowed(prov, "provision", "A1", "provision/+/response", sub)
+    assert topic_allowed(AccountKind.SERVICE, "iotp", "w", "devices/+/data", sub)

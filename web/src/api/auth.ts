@@ -1,7 +1,7 @@
-// Tokens (issue 5 contract): POST /api/auth/token with the OAuth2 password flow gives
-// {access_token, refresh_token, token_type}; the same endpoint with
-// grant_type=refresh_token refreshes. Without a token the server may be in open mode
-// (no auth): then everything works without one and the user acts as admin.
+// Tokens: POST /api/auth/token (OAuth2 password flow) gives {access_token,
+// refresh_token, token_type, expires_in}; POST /api/auth/refresh {refresh_token} gives a
+// new pair. A server that needs no login (no 401 without a token) is "open": the user
+// then acts as admin.
 
 export type Role = "admin" | "operator" | "viewer";
 export interface Tokens {
@@ -73,22 +73,24 @@ export function jwtClaims(token: string): Record<string, unknown> {
   }
 }
 
-export function userFromToken(token: string): User {
+/** Seconds until the token expires (Infinity when it does not say). */
+export function expiresIn(token: string, nowMs = Date.now()): number {
+  const exp = jwtClaims(token).exp;
+  return typeof exp === "number" ? exp - nowMs / 1000 : Infinity;
+}
+
+export function userFromToken(token: string, name?: string): User {
   const claims = jwtClaims(token);
   const role = claims.role;
   return {
-    username: typeof claims.sub === "string" ? claims.sub : "user",
+    username: name ?? (typeof claims.name === "string" ? claims.name : "user"),
     role: role === "admin" || role === "operator" || role === "viewer" ? role : "viewer",
     open: false,
   };
 }
 
-async function tokenRequest(form: Record<string, string>): Promise<Tokens> {
-  const response = await fetch("/api/auth/token", {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(form),
-  });
+async function tokenRequest(path: string, init: RequestInit): Promise<Tokens> {
+  const response = await fetch(path, { method: "POST", ...init });
   if (!response.ok) {
     let detail = response.status === 404 ? "login is not available on this server" : "";
     try {
@@ -104,9 +106,12 @@ async function tokenRequest(form: Record<string, string>): Promise<Tokens> {
 }
 
 export async function login(username: string, password: string): Promise<User> {
-  const next = await tokenRequest({ grant_type: "password", username, password });
+  const next = await tokenRequest("/api/auth/token", {
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "password", username, password }),
+  });
   setTokens(next);
-  const u = userFromToken(next.access);
+  const u = userFromToken(next.access, username);
   setUser(u);
   return u;
 }
@@ -122,7 +127,10 @@ let refreshing: Promise<boolean> | null = null;
 export function refreshTokens(): Promise<boolean> {
   const current = tokens;
   if (!current?.refresh) return Promise.resolve(false);
-  refreshing ??= tokenRequest({ grant_type: "refresh_token", refresh_token: current.refresh })
+  refreshing ??= tokenRequest("/api/auth/refresh", {
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ refresh_token: current.refresh }),
+  })
     .then((next) => {
       setTokens({ access: next.access, refresh: next.refresh ?? current.refresh });
       return true;
@@ -132,6 +140,13 @@ export function refreshTokens(): Promise<boolean> {
       refreshing = null;
     });
   return refreshing;
+}
+
+/** Refresh ahead of time when the access token is about to expire. */
+export async function freshToken(marginSeconds = 30): Promise<string | undefined> {
+  const current = tokens;
+  if (current && expiresIn(current.access) < marginSeconds) await refreshTokens();
+  return tokens?.access;
 }
 
 /** Called when the server says 401 and refreshing did not help. */

@@ -5,14 +5,13 @@ import createClient from "openapi-fetch";
 import type { paths } from "./schema.gen";
 import { getTokens, refreshTokens, sessionExpired } from "./auth";
 import { ApiError, detailOf, reportApiError } from "./errors";
-import { PENDING_PATHS } from "./pending.gen";
 
 export type { components, paths } from "./schema.gen";
 
 export async function authFetch(input: Request): Promise<Response> {
   const retry = input.clone();
   const response = await fetch(withToken(input));
-  if (response.status !== 401 || new URL(input.url).pathname === "/api/auth/token") {
+  if (response.status !== 401 || new URL(input.url).pathname.startsWith("/api/auth/")) {
     return response;
   }
   if (getTokens()?.refresh && (await refreshTokens())) {
@@ -74,7 +73,3 @@ function isQuiet(options: UnwrapOptions, error: ApiError): boolean {
 
 /** Quiet for endpoints that may not exist on this server yet. */
 export const quietIfMissing = { quiet: (e: ApiError) => e.routeMissing };
-
-export function isPending(path: string): boolean {
-  return PENDING_PATHS.includes(path);
-}

@@ -4,6 +4,238 @@
  */
 
 export interface paths {
+    "/api/auth/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Login
+         * @description OAuth2 password flow: form fields `username`, `password`.
+         */
+        post: operations["login_api_auth_token_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Refresh
+         * @description A new token pair for a valid refresh token (invalid after a password change).
+         */
+        post: operations["refresh_api_auth_refresh_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Me */
+        get: operations["me_api_auth_me_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change Password
+         * @description Change your own password; signs you out everywhere else.
+         */
+        post: operations["change_password_api_auth_password_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Users */
+        get: operations["list_users_api_users_get"];
+        put?: never;
+        /** Create User */
+        post: operations["create_user_api_users_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get User */
+        get: operations["get_user_api_users__user_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete User */
+        delete: operations["delete_user_api_users__user_id__delete"];
+        options?: never;
+        head?: never;
+        /** Update User */
+        patch: operations["update_user_api_users__user_id__patch"];
+        trace?: never;
+    };
+    "/api/api-keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Keys */
+        get: operations["list_keys_api_api_keys_get"];
+        put?: never;
+        /** Create Key */
+        post: operations["create_key_api_api_keys_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/api-keys/{key_id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Revoke Key */
+        post: operations["revoke_key_api_api_keys__key_id__revoke_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/credentials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Credentials */
+        get: operations["list_credentials_api_credentials_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/credentials/{device_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Credentials */
+        get: operations["get_credentials_api_credentials__device_id__get"];
+        put?: never;
+        /**
+         * Issue Credentials
+         * @description Create or rotate: a new password, shown once; the old one stops working and a
+         *     device connected with it is disconnected.
+         */
+        post: operations["issue_credentials_api_credentials__device_id__post"];
+        /**
+         * Delete Credentials
+         * @description Forget the credentials (a revoked device may then provision again).
+         */
+        delete: operations["delete_credentials_api_credentials__device_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/credentials/{device_id}/approve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approve
+         * @description Approve a pending device: it may now connect with the secret it asked with.
+         */
+        post: operations["approve_api_credentials__device_id__approve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/credentials/{device_id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke
+         * @description Revoke: the device is disconnected and refused (also from provisioning).
+         */
+        post: operations["revoke_api_credentials__device_id__revoke_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/health": {
         parameters: {
             query?: never;
@@ -142,78 +374,33 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/auth/token": {
+    "/api/devices/{device_id}/commands": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** Device Commands */
+        get: operations["device_commands_api_devices__device_id__commands_get"];
         put?: never;
-        /** Login (OAuth2 password flow) or refresh (grant_type=refresh_token) */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/x-www-form-urlencoded": {
-                        grant_type?: string;
-                        username?: string;
-                        password?: string;
-                        refresh_token?: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["Token"];
-                    };
-                };
-            };
-        };
+        /** Send Command */
+        post: operations["send_command_api_devices__device_id__commands_post"];
         delete?: never;
         options?: never;
         head?: never;
         patch?: never;
         trace?: never;
     };
-    "/api/auth/me": {
+    "/api/commands/stats": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["UserMe"];
-                    };
-                };
-            };
-        };
+        /** Command Stats */
+        get: operations["command_stats_api_commands_stats_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -222,68 +409,20 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/devices/{device_id}/commands": {
+    "/api/commands/bulk": {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                device_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: {
-                    limit?: number;
-                };
-                header?: never;
-                path: {
-                    device_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CommandsPublic"];
-                    };
-                };
-            };
-        };
+        get?: never;
         put?: never;
-        post: {
-            parameters: {
-                query?: {
-                    wait?: boolean;
-                };
-                header?: never;
-                path: {
-                    device_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["CommandCreate"];
-                };
-            };
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CommandPublic"];
-                    };
-                };
-            };
-        };
+        /**
+         * Bulk Command
+         * @description One command to every device the selector matches; a result per device.
+         */
+        post: operations["bulk_command_api_commands_bulk_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -294,55 +433,18 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                command_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    command_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CommandPublic"];
-                    };
-                };
-            };
-        };
+        /** Get Command */
+        get: operations["get_command_api_commands__command_id__get"];
         put?: never;
         post?: never;
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    command_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description cancelled */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-            };
-        };
+        /**
+         * Cancel Command
+         * @description Cancel a queued command (409 once it has been sent or has finished).
+         */
+        delete: operations["cancel_command_api_commands__command_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -352,66 +454,25 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                device_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    device_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ShadowPublic"];
-                    };
-                };
-            };
-        };
-        put?: never;
+        /** Get Shadow */
+        get: operations["get_shadow_api_devices__device_id__shadow_get"];
+        /**
+         * Replace Desired
+         * @description Replace the desired state; the platform sends the commands that close the delta.
+         */
+        put: operations["replace_desired_api_devices__device_id__shadow_put"];
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
-        patch: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    device_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
-                };
-            };
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["ShadowPublic"];
-                    };
-                };
-            };
-        };
+        /**
+         * Patch Desired
+         * @description Merge into the desired state (JSON merge patch: null removes a key).
+         */
+        patch: operations["patch_desired_api_devices__device_id__shadow_patch"];
         trace?: never;
     };
     "/api/firmware": {
@@ -421,56 +482,14 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["FirmwaresPublic"];
-                    };
-                };
-            };
-        };
+        /** List Firmware */
+        get: operations["list_firmware_api_firmware_get"];
         put?: never;
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "multipart/form-data": {
-                        /** Format: binary */
-                        file: string;
-                        version: string;
-                        notes?: string;
-                    };
-                };
-            };
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["FirmwarePublic"];
-                    };
-                };
-            };
-        };
+        /**
+         * Upload Firmware
+         * @description The bundle is the raw request body; the SHA-256 is computed here.
+         */
+        post: operations["upload_firmware_api_firmware_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -481,34 +500,38 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                firmware_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** Get Firmware */
+        get: operations["get_firmware_api_firmware__firmware_id__get"];
         put?: never;
         post?: never;
-        delete: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    firmware_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description deleted */
-                204: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content?: never;
-                };
-            };
+        /**
+         * Delete Firmware
+         * @description Delete a firmware no active rollout uses (409 otherwise).
+         */
+        delete: operations["delete_firmware_api_firmware__firmware_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/firmware/{firmware_id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
         };
+        /**
+         * Download Firmware
+         * @description The bundle; supports ``Range: bytes=...`` so a device can resume a download.
+         */
+        get: operations["download_firmware_api_firmware__firmware_id__download_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -521,51 +544,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutsPublic"];
-                    };
-                };
-            };
-        };
+        /** List Rollouts */
+        get: operations["list_rollouts_api_rollouts_get"];
         put?: never;
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path?: never;
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["RolloutCreate"];
-                };
-            };
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutPublic"];
-                    };
-                };
-            };
-        };
+        /** Create Rollout */
+        post: operations["create_rollout_api_rollouts_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -576,33 +559,14 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                rollout_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
-        get: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    rollout_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutPublic"];
-                    };
-                };
-            };
-        };
+        /**
+         * Get Rollout
+         * @description The rollout with every device's status (filter with device_status).
+         */
+        get: operations["get_rollout_api_rollouts__rollout_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -615,35 +579,13 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                rollout_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
         get?: never;
         put?: never;
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    rollout_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutPublic"];
-                    };
-                };
-            };
-        };
+        /** Pause Rollout */
+        post: operations["pause_rollout_api_rollouts__rollout_id__pause_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -654,35 +596,16 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                rollout_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
         get?: never;
         put?: never;
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    rollout_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutPublic"];
-                    };
-                };
-            };
-        };
+        /**
+         * Resume Rollout
+         * @description Resume; the failure threshold then counts failures from now on.
+         */
+        post: operations["resume_rollout_api_rollouts__rollout_id__resume_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -693,35 +616,53 @@ export interface paths {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                rollout_id: string;
-            };
+            path?: never;
             cookie?: never;
         };
         get?: never;
         put?: never;
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    rollout_id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description OK */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["RolloutPublic"];
-                    };
-                };
-            };
+        /**
+         * Cancel Rollout
+         * @description Stop starting devices; devices already updating are still tracked to the end.
+         */
+        post: operations["cancel_rollout_api_rollouts__rollout_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
         };
+        /** List Tags */
+        get: operations["list_tags_api_tags_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tags/{tag}/devices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Edit Tag
+         * @description Add the tag to ``add`` devices and remove it from ``remove`` devices.
+         */
+        post: operations["edit_tag_api_tags__tag__devices_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -732,6 +673,81 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** ApiKeyCreate */
+        ApiKeyCreate: {
+            /** Name */
+            name: string;
+            /** @default viewer */
+            role?: components["schemas"]["Role"];
+        };
+        /** ApiKeyCreated */
+        ApiKeyCreated: {
+            /** Id */
+            id: number;
+            /** Prefix */
+            prefix: string;
+            /** Name */
+            name: string;
+            role: components["schemas"]["Role"];
+            /** Created At */
+            created_at: string | null;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            /**
+             * Key
+             * @description the key itself: shown only in this response
+             */
+            key: string;
+        };
+        /** ApiKeyPublic */
+        ApiKeyPublic: {
+            /** Id */
+            id: number;
+            /** Prefix */
+            prefix: string;
+            /** Name */
+            name: string;
+            role: components["schemas"]["Role"];
+            /** Created At */
+            created_at: string | null;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+        };
+        /** ApiKeysPublic */
+        ApiKeysPublic: {
+            /** Data */
+            data: components["schemas"]["ApiKeyPublic"][];
+            /** Count */
+            count: number;
+        };
+        /** Body_login_api_auth_token_post */
+        Body_login_api_auth_token_post: {
+            /** Grant Type */
+            grant_type?: string | null;
+            /** Username */
+            username: string;
+            /**
+             * Password
+             * Format: password
+             */
+            password: string;
+            /**
+             * Scope
+             * @default
+             */
+            scope?: string;
+            /** Client Id */
+            client_id?: string | null;
+            /**
+             * Client Secret
+             * Format: password
+             */
+            client_secret?: string | null;
+        };
         /** BucketPoint */
         BucketPoint: {
             /**
@@ -745,6 +761,215 @@ export interface components {
             min: number;
             /** Max */
             max: number;
+            /** Count */
+            count: number;
+        };
+        /** BulkCommandCreate */
+        BulkCommandCreate: {
+            /**
+             * Command
+             * @example relay
+             */
+            command: string;
+            /**
+             * Params
+             * @example {
+             *       "name": "light",
+             *       "state": "on"
+             *     }
+             */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Timeout
+             * @description seconds from sending to the final ack before the command times out
+             * @default 10
+             */
+            timeout?: number;
+            /**
+             * Ttl
+             * @description seconds a command waits for an offline device before it expires
+             * @default 60
+             */
+            ttl?: number;
+            selector: components["schemas"]["SelectorIn"];
+        };
+        /** BulkPublic */
+        BulkPublic: {
+            /** Data */
+            data: components["schemas"]["BulkResult"][];
+            /** Count */
+            count: number;
+            /** Created */
+            created: number;
+            /** Rejected */
+            rejected: number;
+            /** By Status */
+            by_status: {
+                [key: string]: number;
+            };
+        };
+        /** BulkResult */
+        BulkResult: {
+            /** Device Id */
+            device_id: string;
+            /** Ok */
+            ok: boolean;
+            command?: components["schemas"]["CommandPublic"] | null;
+            /** Error */
+            error?: string | null;
+        };
+        /** CommandCreate */
+        CommandCreate: {
+            /**
+             * Command
+             * @example relay
+             */
+            command: string;
+            /**
+             * Params
+             * @example {
+             *       "name": "light",
+             *       "state": "on"
+             *     }
+             */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Timeout
+             * @description seconds from sending to the final ack before the command times out
+             * @default 10
+             */
+            timeout?: number;
+            /**
+             * Ttl
+             * @description seconds a command waits for an offline device before it expires
+             * @default 60
+             */
+            ttl?: number;
+        };
+        /** CommandPublic */
+        CommandPublic: {
+            /** Id */
+            id: string;
+            /** Device Id */
+            device_id: string;
+            /** Command */
+            command: string;
+            /** Params */
+            params: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["CommandStatus"];
+            /** Source */
+            source: string;
+            /** Timeout */
+            timeout: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /** Sent At */
+            sent_at: string | null;
+            /** Deadline */
+            deadline: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Result */
+            result: unknown;
+            /** Error */
+            error: string | null;
+            /** Progress */
+            progress: {
+                [key: string]: unknown;
+            } | null;
+            /** Rollout Id */
+            rollout_id: number | null;
+            /** Notes */
+            notes: {
+                [key: string]: unknown;
+            }[];
+        };
+        /** CommandStatsPublic */
+        CommandStatsPublic: {
+            /** By Status */
+            by_status: {
+                [key: string]: number;
+            };
+            /**
+             * Counters
+             * @description acks and dispatch counters, all workers
+             */
+            counters: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * CommandStatus
+         * @enum {string}
+         */
+        CommandStatus: "queued" | "sent" | "acked" | "failed" | "timed_out" | "expired" | "cancelled";
+        /** CommandsPublic */
+        CommandsPublic: {
+            /** Data */
+            data: components["schemas"]["CommandPublic"][];
+            /** Count */
+            count: number;
+        };
+        /** CredentialIssued */
+        CredentialIssued: {
+            /** Device Id */
+            device_id: string;
+            /** Username */
+            username: string;
+            status: components["schemas"]["CredentialStatus"];
+            /** Requested At */
+            requested_at: string | null;
+            /** Approved At */
+            approved_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Updated At */
+            updated_at: string | null;
+            /**
+             * Password
+             * @description the device's MQTT password: shown only in this response
+             */
+            password: string;
+        };
+        /** CredentialPublic */
+        CredentialPublic: {
+            /** Device Id */
+            device_id: string;
+            /** Username */
+            username: string;
+            status: components["schemas"]["CredentialStatus"];
+            /** Requested At */
+            requested_at: string | null;
+            /** Approved At */
+            approved_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            /** Updated At */
+            updated_at: string | null;
+        };
+        /**
+         * CredentialStatus
+         * @enum {string}
+         */
+        CredentialStatus: "pending" | "approved" | "revoked";
+        /** CredentialsPublic */
+        CredentialsPublic: {
+            /** Data */
+            data: components["schemas"]["CredentialPublic"][];
             /** Count */
             count: number;
         };
@@ -820,6 +1045,11 @@ export interface components {
                 [key: string]: unknown;
             } | null;
         };
+        /**
+         * DeviceStatus
+         * @enum {string}
+         */
+        DeviceStatus: "pending" | "sent" | "downloading" | "installed" | "failed" | "rolled_back" | "skipped" | "cancelled";
         /** DeviceUpdate */
         DeviceUpdate: {
             /** Name */
@@ -833,6 +1063,35 @@ export interface components {
         DevicesPublic: {
             /** Data */
             data: components["schemas"]["DevicePublic"][];
+            /** Count */
+            count: number;
+        };
+        /** FirmwarePublic */
+        FirmwarePublic: {
+            /** Id */
+            id: number;
+            /** Version */
+            version: string;
+            /** Device Type */
+            device_type: string | null;
+            /** Notes */
+            notes: string;
+            /** Size */
+            size: number;
+            /** Sha256 */
+            sha256: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Download Path */
+            download_path: string;
+        };
+        /** FirmwaresPublic */
+        FirmwaresPublic: {
+            /** Data */
+            data: components["schemas"]["FirmwarePublic"][];
             /** Count */
             count: number;
         };
@@ -890,6 +1149,17 @@ export interface components {
              */
             ts: string;
         };
+        /** MePublic */
+        MePublic: {
+            /** Kind */
+            kind: string;
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /** Role */
+            role: string;
+        };
         /** MqttInfo */
         MqttInfo: {
             /**
@@ -902,6 +1172,13 @@ export interface components {
             /** Tls */
             tls: boolean;
         };
+        /** PasswordChange */
+        PasswordChange: {
+            /** Current Password */
+            current_password: string;
+            /** New Password */
+            new_password: string;
+        };
         /** Point */
         Point: {
             /**
@@ -911,6 +1188,188 @@ export interface components {
             ts: string;
             /** Value */
             value: number;
+        };
+        /** RefreshRequest */
+        RefreshRequest: {
+            /** Refresh Token */
+            refresh_token: string;
+        };
+        /**
+         * Role
+         * @enum {string}
+         */
+        Role: "viewer" | "operator" | "admin";
+        /** RolloutCreate */
+        RolloutCreate: {
+            /** Firmware Id */
+            firmware_id: number;
+            selector: components["schemas"]["SelectorIn"];
+            /**
+             * Rate Per Minute
+             * @default 60
+             */
+            rate_per_minute?: number;
+            /**
+             * Failure Threshold
+             * @description pause when this fraction of devices has failed
+             * @default 0.2
+             */
+            failure_threshold?: number;
+            /**
+             * Timeout
+             * @description per device, seconds
+             * @default 600
+             */
+            timeout?: number;
+            /**
+             * Base Url
+             * @description how devices reach this API (default: the URL of this request)
+             */
+            base_url?: string | null;
+        };
+        /** RolloutDevicePublic */
+        RolloutDevicePublic: {
+            /** Device Id */
+            device_id: string;
+            /** Status */
+            status: string;
+            /** Command Id */
+            command_id: string | null;
+            /** Stage */
+            stage: string | null;
+            /** Error */
+            error: string | null;
+            /** From Version */
+            from_version: string | null;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /** RolloutPublic */
+        RolloutPublic: {
+            /** Id */
+            id: number;
+            /** Firmware Id */
+            firmware_id: number;
+            /** Version */
+            version: string;
+            /** Sha256 */
+            sha256: string;
+            /** Size */
+            size: number;
+            /** Download Url */
+            download_url: string;
+            /** Status */
+            status: string;
+            /** Selector */
+            selector: {
+                [key: string]: unknown;
+            };
+            /** Rate Per Minute */
+            rate_per_minute: number;
+            /** Failure Threshold */
+            failure_threshold: number;
+            /** Timeout */
+            timeout: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Finished At */
+            finished_at: string | null;
+            /** Paused Reason */
+            paused_reason: string | null;
+            /** Devices Total */
+            devices_total: number;
+            /** Counts */
+            counts: {
+                [key: string]: number;
+            };
+            /** Devices */
+            devices?: components["schemas"]["RolloutDevicePublic"][] | null;
+        };
+        /** RolloutsPublic */
+        RolloutsPublic: {
+            /** Data */
+            data: components["schemas"]["RolloutPublic"][];
+            /** Count */
+            count: number;
+        };
+        /** SelectorIn */
+        SelectorIn: {
+            /** Devices */
+            devices?: string[];
+            /** Type */
+            type?: string | null;
+            /**
+             * Tags
+             * @description all must match
+             */
+            tags?: string[];
+            /**
+             * All
+             * @description the whole fleet (must be said explicitly)
+             * @default false
+             */
+            all?: boolean;
+            /**
+             * Online Only
+             * @default false
+             */
+            online_only?: boolean;
+        };
+        /** ShadowPublic */
+        ShadowPublic: {
+            /** Device Id */
+            device_id: string;
+            /** Desired */
+            desired: {
+                [key: string]: unknown;
+            };
+            /** Reported */
+            reported: {
+                [key: string]: unknown;
+            };
+            /** Delta */
+            delta: {
+                [key: string]: unknown;
+            };
+            /** In Sync */
+            in_sync: boolean;
+            /** Version */
+            version: number;
+            /** Updated At */
+            updated_at: string | null;
+            /** Attempts */
+            attempts: number;
+            /** Last Error */
+            last_error: string | null;
+        };
+        /** ShadowUpdate */
+        ShadowUpdate: {
+            /**
+             * Desired
+             * @example {
+             *       "automation": {
+             *         "fan_temp_on": 29
+             *       },
+             *       "relays": {
+             *         "light": true
+             *       },
+             *       "servo": 90
+             *     }
+             */
+            desired: {
+                [key: string]: unknown;
+            };
         };
         /** StatsPublic */
         StatsPublic: {
@@ -946,6 +1405,29 @@ export interface components {
             /** Uptime Seconds */
             uptime_seconds: number;
         };
+        /** TagEdit */
+        TagEdit: {
+            /** Add */
+            add?: string[];
+            /** Remove */
+            remove?: string[];
+        };
+        /** TagEditPublic */
+        TagEditPublic: {
+            /** Tag */
+            tag: string;
+            /** Changed */
+            changed: number;
+            /** Unknown Devices */
+            unknown_devices: string[];
+        };
+        /** TagPublic */
+        TagPublic: {
+            /** Tag */
+            tag: string;
+            /** Count */
+            count: number;
+        };
         /** TelemetryPublic */
         TelemetryPublic: {
             /** Device Id */
@@ -970,6 +1452,56 @@ export interface components {
                 [key: string]: components["schemas"]["Point"][] | components["schemas"]["BucketPoint"][];
             };
         };
+        /** TokenPublic */
+        TokenPublic: {
+            /** Access Token */
+            access_token: string;
+            /** Refresh Token */
+            refresh_token: string;
+            /**
+             * Token Type
+             * @default bearer
+             */
+            token_type?: string;
+            /** Expires In */
+            expires_in: number;
+        };
+        /** UserCreate */
+        UserCreate: {
+            /** Username */
+            username: string;
+            /** Password */
+            password: string;
+            /** @default viewer */
+            role?: components["schemas"]["Role"];
+        };
+        /** UserPublic */
+        UserPublic: {
+            /** Id */
+            id: number;
+            /** Username */
+            username: string;
+            role: components["schemas"]["Role"];
+            /** Disabled */
+            disabled: boolean;
+            /** Created At */
+            created_at: string | null;
+        };
+        /** UserUpdate */
+        UserUpdate: {
+            role?: components["schemas"]["Role"] | null;
+            /** Password */
+            password?: string | null;
+            /** Disabled */
+            disabled?: boolean | null;
+        };
+        /** UsersPublic */
+        UsersPublic: {
+            /** Data */
+            data: components["schemas"]["UserPublic"][];
+            /** Count */
+            count: number;
+        };
         /** ValidationError */
         ValidationError: {
             /** Location */
@@ -983,106 +1515,6 @@ export interface components {
             /** Context */
             ctx?: Record<string, never>;
         };
-        Token: {
-            access_token: string;
-            refresh_token?: string;
-            token_type: string;
-            expires_in?: number;
-        };
-        UserMe: {
-            username: string;
-            /** @enum {string} */
-            role: "admin" | "operator" | "viewer";
-        };
-        CommandCreate: {
-            command: string;
-            params?: {
-                [key: string]: unknown;
-            };
-            timeout?: number;
-            ttl?: number;
-        };
-        CommandPublic: {
-            id: string;
-            device_id: string;
-            command: string;
-            params: {
-                [key: string]: unknown;
-            };
-            /** @enum {string} */
-            status: "queued" | "sent" | "acked" | "failed" | "timed_out" | "expired" | "cancelled";
-            /** Format: date-time */
-            created_at: string;
-            sent_at?: string | null;
-            finished_at?: string | null;
-            result?: {
-                [key: string]: unknown;
-            } | null;
-            error?: string | null;
-        };
-        CommandsPublic: {
-            data: components["schemas"]["CommandPublic"][];
-            count: number;
-        };
-        ShadowPublic: {
-            desired: {
-                [key: string]: unknown;
-            };
-            reported: {
-                [key: string]: unknown;
-            };
-            delta: {
-                [key: string]: unknown;
-            };
-            in_sync: boolean;
-        };
-        FirmwarePublic: {
-            id: string;
-            version: string;
-            sha256: string;
-            size: number;
-            notes?: string;
-            /** Format: date-time */
-            created_at: string;
-        };
-        FirmwaresPublic: {
-            data: components["schemas"]["FirmwarePublic"][];
-            count: number;
-        };
-        RolloutCreate: {
-            firmware_id: string;
-            device_ids?: string[];
-            device_type?: string;
-            tag?: string;
-            all?: boolean;
-            rate_per_minute?: number;
-            failure_threshold?: number;
-        };
-        RolloutDevice: {
-            device_id: string;
-            /** @enum {string} */
-            status: "pending" | "sent" | "downloading" | "installed" | "failed" | "rolled_back" | "skipped";
-            percent?: number | null;
-            error?: string | null;
-            updated_at?: string | null;
-        };
-        RolloutPublic: {
-            id: string;
-            firmware_id: string;
-            version: string;
-            /** @enum {string} */
-            status: "running" | "paused" | "cancelled" | "completed";
-            /** Format: date-time */
-            created_at: string;
-            counts: {
-                [key: string]: number;
-            };
-            devices?: components["schemas"]["RolloutDevice"][];
-        };
-        RolloutsPublic: {
-            data: components["schemas"]["RolloutPublic"][];
-            count: number;
-        };
     };
     responses: never;
     parameters: never;
@@ -1092,6 +1524,635 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    login_api_auth_token_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": components["schemas"]["Body_login_api_auth_token_post"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPublic"];
+                };
+            };
+            /** @description bad credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description too many */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    refresh_api_auth_refresh_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RefreshRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPublic"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    me_api_auth_me_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MePublic"];
+                };
+            };
+        };
+    };
+    change_password_api_auth_password_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_users_api_users_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsersPublic"];
+                };
+            };
+        };
+    };
+    create_user_api_users_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_user_api_users__user_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_user_api_users__user_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_user_api_users__user_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_keys_api_api_keys_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeysPublic"];
+                };
+            };
+        };
+    };
+    create_key_api_api_keys_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ApiKeyCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyCreated"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    revoke_key_api_api_keys__key_id__revoke_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiKeyPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_credentials_api_credentials_get: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["CredentialStatus"] | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_credentials_api_credentials__device_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    issue_credentials_api_credentials__device_id__post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialIssued"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_credentials_api_credentials__device_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    approve_api_credentials__device_id__approve_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    revoke_api_credentials__device_id__revoke_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     health_api_health_get: {
         parameters: {
             query?: never;
@@ -1397,6 +2458,693 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfoPublic"];
+                };
+            };
+        };
+    };
+    device_commands_api_devices__device_id__commands_get: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["CommandStatus"] | null;
+                command?: string | null;
+                source?: string | null;
+                /** @description created before (epoch s) */
+                before?: number | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    send_command_api_devices__device_id__commands_post: {
+        parameters: {
+            query?: {
+                /** @description return when the command has finished (or its timeout passed) */
+                wait?: boolean;
+            };
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CommandCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    command_stats_api_commands_stats_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandStatsPublic"];
+                };
+            };
+        };
+    };
+    bulk_command_api_commands_bulk_post: {
+        parameters: {
+            query?: {
+                /** @description return when the command has finished (or its timeout passed) */
+                wait?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BulkCommandCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BulkPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_command_api_commands__command_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                command_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    cancel_command_api_commands__command_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                command_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_shadow_api_devices__device_id__shadow_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShadowPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    replace_desired_api_devices__device_id__shadow_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShadowUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShadowPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    patch_desired_api_devices__device_id__shadow_patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShadowUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShadowPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_firmware_api_firmware_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FirmwaresPublic"];
+                };
+            };
+        };
+    };
+    upload_firmware_api_firmware_post: {
+        parameters: {
+            query: {
+                version: string;
+                notes?: string;
+                /** @description empty: any type */
+                device_type?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FirmwarePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_firmware_api_firmware__firmware_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                firmware_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FirmwarePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_firmware_api_firmware__firmware_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                firmware_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    download_firmware_api_firmware__firmware_id__download_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                firmware_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_rollouts_api_rollouts_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_rollout_api_rollouts_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RolloutCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_rollout_api_rollouts__rollout_id__get: {
+        parameters: {
+            query?: {
+                device_status?: components["schemas"]["DeviceStatus"] | null;
+            };
+            header?: never;
+            path: {
+                rollout_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    pause_rollout_api_rollouts__rollout_id__pause_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rollout_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    resume_rollout_api_rollouts__rollout_id__resume_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rollout_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    cancel_rollout_api_rollouts__rollout_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rollout_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_tags_api_tags_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TagPublic"][];
+                };
+            };
+        };
+    };
+    edit_tag_api_tags__tag__devices_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tag: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TagEdit"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TagEditPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

@@ -27,7 +27,14 @@ export function AuthGate({ children }: { children: ReactNode }) {
         setUser(userFromToken(tokens.access));
         // Prefer the server's word on the role when it offers /api/auth/me.
         const me = await api.GET("/api/auth/me").catch(() => null);
-        if (me?.data && !cancelled) setUser({ ...me.data, open: false });
+        if (me?.data && !cancelled) {
+          const role = me.data.role;
+          setUser({
+            username: me.data.name,
+            role: role === "admin" || role === "operator" ? role : "viewer",
+            open: false,
+          });
+        }
         return;
       }
       const probe = await fetch("/api/devices?limit=1").catch(() => null);

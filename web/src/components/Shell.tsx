@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { Badge, Button, Drawer, Grid, Layout, Menu, Space, Switch, Tooltip, Typography } from "antd";
+import { Badge, Button, Drawer, Grid, Layout, Menu, Space, Switch, theme, Tooltip, Typography } from "antd";
 import {
   AlertOutlined,
   ApiOutlined,
@@ -53,6 +53,7 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
   const navigate = useNavigate();
   const connection = useConnectionState();
   const user = useUser();
+  const { token } = theme.useToken();
   useEffect(() => startActivity(), []);
   const menu = (
     <Menu
@@ -98,8 +99,8 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
             alignItems: "center",
             gap: 12,
             padding: "0 16px",
-            background: "transparent",
-            borderBottom: "1px solid rgba(128,128,128,0.2)",
+            background: token.colorBgContainer,
+            borderBottom: `1px solid ${token.colorBorderSecondary}`,
           }}
         >
           {phone && (

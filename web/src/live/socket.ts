@@ -1,7 +1,7 @@
 // One WebSocket for the whole app. Pages register interests ({events, devices}) and
 // handlers; the socket subscribes to the union, resubscribes after every reconnect,
 // and reconnects with capped exponential backoff.
-import { getTokens, refreshTokens } from "../api/auth";
+import { freshToken, getTokens, refreshTokens } from "../api/auth";
 
 export type EventType =
   | "device_data"
@@ -105,6 +105,13 @@ export class LiveSocket {
   private connect(): void {
     if (this.stopped) return;
     this.setState("connecting");
+    // A refused handshake looks like any other failure to a browser (code 1006), so
+    // make sure the token is fresh before every attempt.
+    void freshToken().finally(() => this.open());
+  }
+
+  private open(): void {
+    if (this.stopped || this.ws) return;
     const ws = this.factory(this.url());
     this.ws = ws;
     ws.onopen = () => {

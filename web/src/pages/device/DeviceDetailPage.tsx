@@ -297,7 +297,7 @@ function OtaStatus({
 }) {
   const ota = commands.find((c) => c.command === "ota");
   if (!ota) return <Typography.Text type="secondary">no update</Typography.Text>;
-  const p = progress[ota.id];
+  const p = progress[ota.id] ?? (ota.progress as { stage?: string; percent?: number } | null) ?? undefined;
   return (
     <span>
       {String(ota.params.version ?? "")} <CommandStatus status={ota.status} />

@@ -79,7 +79,7 @@ export function LiveCharts({
                       tick={{ fontSize: 11 }}
                       minTickGap={40}
                     />
-                    <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={48} />
+                    <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} tickFormatter={(v: number) => String(Number(v.toPrecision(4)))} />
                     <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleTimeString()} />
                     <Line type="monotone" dataKey="v" name={name} dot={false} isAnimationActive={false} strokeWidth={2} />
                   </LineChart>

@@ -42,7 +42,7 @@ export const ROLLOUT_POLL_MS = 2000;
 export default function FirmwarePage() {
   const [firmware, setFirmware] = useState<Firmware[] | null | undefined>(undefined);
   const [rollouts, setRollouts] = useState<Rollout[]>([]);
-  const [expanded, setExpanded] = useState<Record<string, Rollout>>({});
+  const [expanded, setExpanded] = useState<Record<number, Rollout>>({});
   const control = canControl(useUser());
 
   const refresh = useCallback(async () => {
@@ -58,7 +58,7 @@ export default function FirmwarePage() {
     if (!rollouts.some((r) => r.status === "running")) return undefined;
     const timer = setInterval(() => {
       void listRollouts().then(setRollouts).catch(() => undefined);
-      for (const id of Object.keys(expanded)) void getRollout(id).then((r) => setExpanded((e) => ({ ...e, [id]: r })));
+      for (const id of Object.keys(expanded).map(Number)) void getRollout(id).then((r) => setExpanded((e) => ({ ...e, [id]: r })));
     }, ROLLOUT_POLL_MS);
     return () => clearInterval(timer);
   }, [rollouts, expanded]);
@@ -128,12 +128,21 @@ export default function FirmwarePage() {
           }}
           columns={[
             { title: "Version", dataIndex: "version" },
-            { title: "Status", dataIndex: "status", render: (s: string) => <Tag>{s}</Tag> },
+            {
+              title: "Status",
+              dataIndex: "status",
+              render: (s: string, r: Rollout) => (
+                <span>
+                  <Tag>{s}</Tag>
+                  {r.paused_reason && <Typography.Text type="warning">{r.paused_reason}</Typography.Text>}
+                </span>
+              ),
+            },
             {
               title: "Progress",
               key: "progress",
               render: (_, r) => {
-                const p = rolloutProgress(r.counts);
+                const p = rolloutProgress(r.counts, r.devices_total);
                 return (
                   <Progress
                     percent={p.total ? Math.round((p.done / p.total) * 100) : 0}
@@ -185,7 +194,8 @@ function RolloutDevices({ rollout }: { rollout: Rollout | undefined }) {
       columns={[
         { title: "Device", dataIndex: "device_id" },
         { title: "Status", dataIndex: "status", render: (s: string) => <Tag>{s}</Tag> },
-        { title: "Progress", dataIndex: "percent", render: (p: number | null) => (p === null || p === undefined ? "" : <Progress percent={p} size="small" />) },
+        { title: "Stage", dataIndex: "stage" },
+        { title: "From", dataIndex: "from_version" },
         { title: "Error", dataIndex: "error" },
       ]}
     />
@@ -277,10 +287,12 @@ function RolloutForm({ firmware, onDone }: { firmware: Firmware; onDone: () => v
                 firmware_id: firmware.id,
                 rate_per_minute: v.rate_per_minute as number,
                 failure_threshold: v.failure_threshold as number,
-                ...(v.target === "devices" ? { device_ids: v.device_ids as string[] } : {}),
-                ...(v.target === "type" ? { device_type: v.device_type as string } : {}),
-                ...(v.target === "tag" ? { tag: v.tag as string } : {}),
-                ...(v.target === "all" ? { all: true } : {}),
+                selector: {
+                  ...(v.target === "devices" ? { devices: v.device_ids as string[] } : {}),
+                  ...(v.target === "type" ? { type: v.device_type as string } : {}),
+                  ...(v.target === "tag" ? { tags: [v.tag as string] } : {}),
+                  all: v.target === "all",
+                },
               });
               message.success("Rollout started");
               setOpen(false);

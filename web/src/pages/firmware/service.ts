@@ -19,21 +19,24 @@ export async function listRollouts(): Promise<Rollout[]> {
   return (await unwrap(api.GET("/api/rollouts"), quietIfMissing)).data;
 }
 
-export async function uploadFirmware(file: File, version: string, notes: string): Promise<Firmware> {
-  const body = new FormData();
-  body.append("file", file);
-  body.append("version", version);
-  body.append("notes", notes);
+export async function uploadFirmware(
+  file: File,
+  version: string,
+  notes: string,
+  deviceType?: string,
+): Promise<Firmware> {
+  // The bundle is the raw request body; version and notes travel in the query.
   return unwrap(
     api.POST("/api/firmware", {
-      // openapi-fetch passes FormData through untouched; the browser sets the boundary.
-      body: body as unknown as { file: string; version: string; notes?: string },
-      bodySerializer: (b) => b as unknown as FormData,
+      params: { query: { version, notes, ...(deviceType ? { device_type: deviceType } : {}) } },
+      body: file as unknown as string,
+      bodySerializer: (b) => b as unknown as Blob,
+      headers: { "Content-Type": "application/octet-stream" },
     }),
   );
 }
 
-export async function deleteFirmware(id: string): Promise<void> {
+export async function deleteFirmware(id: number): Promise<void> {
   await unwrap(api.DELETE("/api/firmware/{firmware_id}", { params: { path: { firmware_id: id } } }));
 }
 
@@ -41,21 +44,23 @@ export async function startRollout(body: RolloutCreate): Promise<Rollout> {
   return unwrap(api.POST("/api/rollouts", { body }));
 }
 
-export async function rolloutAction(id: string, action: "pause" | "resume" | "cancel"): Promise<Rollout> {
+export async function rolloutAction(id: number, action: "pause" | "resume" | "cancel"): Promise<Rollout> {
   const params = { params: { path: { rollout_id: id } } };
   if (action === "pause") return unwrap(api.POST("/api/rollouts/{rollout_id}/pause", params));
   if (action === "resume") return unwrap(api.POST("/api/rollouts/{rollout_id}/resume", params));
   return unwrap(api.POST("/api/rollouts/{rollout_id}/cancel", params));
 }
 
-export async function getRollout(id: string): Promise<Rollout> {
+export async function getRollout(id: number): Promise<Rollout> {
   return unwrap(api.GET("/api/rollouts/{rollout_id}", { params: { path: { rollout_id: id } } }), { quiet: true });
 }
 
-/** Share of a rollout's devices that finished (installed, failed, rolled back, skipped). */
-export function rolloutProgress(counts: Record<string, number>): { done: number; total: number; failed: number } {
-  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+/** How many of a rollout's devices finished (installed, skipped, cancelled, failed). */
+export function rolloutProgress(
+  counts: Record<string, number>,
+  total = Object.values(counts).reduce((a, b) => a + b, 0),
+): { done: number; total: number; failed: number } {
   const failed = (counts.failed ?? 0) + (counts.rolled_back ?? 0);
-  const done = (counts.installed ?? 0) + (counts.skipped ?? 0) + failed;
+  const done = (counts.installed ?? 0) + (counts.skipped ?? 0) + (counts.cancelled ?? 0) + failed;
   return { done, total, failed };
 }

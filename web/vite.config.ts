@@ -23,5 +23,6 @@ export default defineConfig({
     css: false,
     pool: "threads",
     maxWorkers: 2,
+    testTimeout: 20_000,
   },
 });

@@ -20,3 +20,8 @@ class RO {
   disconnect() {}
 }
 globalThis.ResizeObserver ??= RO as unknown as typeof ResizeObserver;
+
+// Testing Library cleans up after each test only when test globals are on; do it here.
+import { afterEach } from "vitest";
+import { cleanup } from "@testing-library/react";
+afterEach(() => cleanup());

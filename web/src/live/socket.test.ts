@@ -1,0 +1,93 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { LiveSocket } from "./socket";
+
+class FakeWs {
+  static instances: FakeWs[] = [];
+  readyState = 0;
+  sent: unknown[] = [];
+  onopen: (() => void) | null = null;
+  onmessage: ((m: { data: string }) => void) | null = null;
+  onclose: ((c: { code: number }) => void) | null = null;
+  constructor(readonly url: string) {
+    FakeWs.instances.push(this);
+  }
+  send(text: string) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+    this.onclose?.({ code: 1006 });
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  push(message: object) {
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+}
+
+const flush = () => new Promise((r) => setTimeout(r, 0));
+
+describe("LiveSocket", () => {
+  beforeEach(() => {
+    FakeWs.instances = [];
+    vi.stubGlobal("WebSocket", { OPEN: 1 });
+  });
+  afterEach(() => vi.unstubAllGlobals());
+
+  it("subscribes to the union of interests and routes events to matching handlers", async () => {
+    const socket = new LiveSocket(() => "ws://x/api/ws", (u) => new FakeWs(u) as unknown as WebSocket);
+    const all = vi.fn();
+    const one = vi.fn();
+    socket.subscribe(["device_status"], ["*"], all);
+    socket.subscribe(["device_data"], ["A"], one);
+    await flush();
+    const ws = FakeWs.instances[0]!;
+    ws.open();
+    const sub = ws.sent.at(-1) as { action: string; events: string[]; devices: string[] };
+    expect(sub.action).toBe("subscribe");
+    expect(sub.events.sort()).toEqual(["device_data", "device_status"]);
+    expect(sub.devices.sort()).toEqual(["*", "A"]);
+
+    ws.push({ type: "device_data", device_id: "A", ts: 1, payload: {} });
+    ws.push({ type: "device_data", device_id: "B", ts: 1, payload: {} });
+    ws.push({ type: "device_status", device_id: "B", ts: 1, payload: {} });
+    expect(one).toHaveBeenCalledTimes(1);
+    expect(all).toHaveBeenCalledTimes(1);
+    socket.stop();
+  });
+
+  it("reconnects with backoff and subscribes again", async () => {
+    vi.useFakeTimers();
+    const socket = new LiveSocket(() => "ws://x/api/ws", (u) => new FakeWs(u) as unknown as WebSocket);
+    socket.subscribe(["device_data"], ["A"], () => undefined);
+    await vi.advanceTimersByTimeAsync(0);
+    FakeWs.instances[0]!.open();
+    FakeWs.instances[0]!.close();
+    expect(socket.state).toBe("closed");
+    await vi.advanceTimersByTimeAsync(600);
+    expect(FakeWs.instances).toHaveLength(2);
+    const again = FakeWs.instances[1]!;
+    again.open();
+    expect(again.sent).toContainEqual({ action: "subscribe", events: ["device_data"], devices: ["A"] });
+    socket.stop();
+    vi.useRealTimers();
+  });
+
+  it("unsubscribes what no page wants any more", async () => {
+    const socket = new LiveSocket(() => "ws://x", (u) => new FakeWs(u) as unknown as WebSocket);
+    const stopA = socket.subscribe(["device_data"], ["*"], () => undefined);
+    socket.subscribe(["device_status"], ["B"], () => undefined);
+    await flush();
+    const ws = FakeWs.instances[0]!;
+    ws.open();
+    stopA();
+    const [unsub, sub] = ws.sent.slice(-2) as { action: string; events: string[]; devices: string[] }[];
+    expect(unsub!.action).toBe("unsubscribe");
+    expect(unsub!.devices).toContain("*");
+    expect(unsub!.devices).not.toEqual(["*"]); // the hub would keep "*" for exactly ["*"]
+    expect(sub).toEqual({ action: "subscribe", events: ["device_status"], devices: ["B"] });
+    socket.stop();
+  });
+});

@@ -1,0 +1,372 @@
+# Asyncio MQTT 3.1.1 client over asyncio streams. Runs on MicroPython's asyncio and
+# CPython's asyncio: QoS 0/1 publish with retransmission, subscriptions, keepalive,
+# last will, reconnect with capped exponential backoff and jitter.
+#
+# publish() is a plain function that only queues: one sender task per connection
+# does all the writing, so no caller ever blocks on the network. QoS 1 messages
+# wait in a bounded queue while the link is down and go out when it is back.
+import asyncio
+
+from iotfw import clock, mqttpkt
+from iotfw.backoff import Backoff
+
+READ_CHUNK = 2048
+
+
+class MQTTError(Exception):
+    pass
+
+
+class MQTTClient:
+    def __init__(self, client_id, host, port=1883, user=None, password=None,
+                 keepalive=60, will=None, ssl=False, clean_session=True,
+                 on_connect=None, on_message=None, on_disconnect=None, backoff=None,
+                 max_inflight=20, max_queue=100, ack_timeout=10.0, connect_timeout=10.0,
+                 log=None):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.will = will  # (topic, payload, qos, retain)
+        self.ssl = ssl
+        self.clean_session = clean_session
+        self.on_connect = on_connect  # called (not awaited) after CONNACK
+        self.on_message = on_message  # on_message(topic, payload_bytes)
+        self.on_disconnect = on_disconnect
+        self.backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self.max_inflight = max_inflight
+        self.max_queue = max_queue
+        self.ack_timeout_ms = int(ack_timeout * 1000)
+        self.connect_timeout = connect_timeout
+        self.log = log
+        self.up = asyncio.Event()
+        self.subscriptions = []  # [(filter, qos)]
+        self.inflight = []  # [[pid, topic, payload, retain, sent_ms, sent]] in order
+        self.pending = []  # [(topic, payload, retain)] waiting for a slot or the link
+        self.dropped = 0
+        self.connects = 0
+        self.last_error = None
+        self._raw = []  # control packets and QoS 0 publishes waiting for the sender
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reader = None
+        self._writer = None
+        self._pid = 0
+        self._closing = False
+        self._last_rx = 0
+        self._last_tx = 0
+        self._buffer = b""
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def connected(self):
+        return self.up.is_set()
+
+    def subscribe(self, topic_filter, qos=1):
+        """Registers a subscription; it is sent on every connect."""
+        for i in range(len(self.subscriptions)):
+            if self.subscriptions[i][0] == topic_filter:
+                self.subscriptions[i] = (topic_filter, qos)
+                return
+        self.subscriptions.append((topic_filter, qos))
+        if self.connected:
+            self._queue_raw(mqttpkt.subscribe(self._next_pid(), [(topic_filter, qos)]))
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Queues a message; never blocks. Returns False if it was dropped.
+
+        QoS 0 messages are dropped while the link is down; QoS 1 messages are kept
+        (the oldest is dropped when more than max_queue wait).
+        """
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if qos == 0:
+            if not self.connected:
+                return False
+            self._queue_raw(mqttpkt.publish(topic, payload, 0, retain))
+            return True
+        ok = True
+        if len(self.pending) >= self.max_queue:
+            self.pending.pop(0)
+            self.dropped += 1
+            ok = False
+        self.pending.append((topic, payload, retain))
+        if self.connected:
+            self._wake.set()
+        return ok
+
+    def unacked(self):
+        return len(self.inflight) + len(self.pending)
+
+    async def wait_acked(self, timeout):
+        """Waits until every queued QoS 1 message was acknowledged (or timeout)."""
+        start = clock.now_ms()
+        while self.unacked() and clock.since_ms(start) < timeout * 1000:
+            await asyncio.sleep(0.05)
+        return not self.unacked()
+
+    async def run(self):
+        """Connects and keeps the link up until close(); never raises. A closed
+        client stays closed."""
+        while not self._closing:
+            try:
+                await self._connect()
+            except Exception as exc:  # noqa: BLE001 - any failure means: retry later
+                self.last_error = repr(exc)
+                self._log("connect to %s:%s failed: %r" % (self.host, self.port, exc))
+                await self._drop()
+                await self._pause(self.backoff.next_delay())
+                continue
+            self.backoff.reset()
+            try:
+                await self._session()
+            except Exception as exc:  # noqa: BLE001
+                self.last_error = repr(exc)
+                self._log("link lost: %r" % (exc,))
+            await self._drop()
+            if not self._closing:
+                await self._pause(self.backoff.next_delay())
+
+    async def close(self, timeout=2.0):
+        """Waits up to timeout for unacknowledged messages, then disconnects cleanly."""
+        if self.connected:
+            await self.wait_acked(timeout)
+        self._closing = True
+        writer = self._writer
+        if writer is not None and self.connected:
+            self.up.clear()
+            try:
+                writer.write(mqttpkt.disconnect())
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except Exception:  # noqa: BLE001
+                pass
+        self._abort()
+        self._stop.set()
+
+    def kill(self):
+        """Drops the TCP connection without DISCONNECT (the broker sends the will)."""
+        self._abort()
+
+    # -- internals ----------------------------------------------------------
+
+    def _log(self, msg):
+        if self.log:
+            self.log("mqtt " + self.client_id + ": " + msg)
+
+    def _next_pid(self):
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    def _queue_raw(self, packet):
+        self._raw.append(packet)
+        self._wake.set()
+
+    async def _pause(self, seconds):
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _abort(self):
+        self.up.clear()
+        self._wake.set()
+        writer = self._writer
+        if writer is not None:
+            try:
+                transport = getattr(writer, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                else:
+                    writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _drop(self):
+        was_up = self.up.is_set()
+        self.up.clear()
+        writer = self._writer
+        self._writer = None
+        self._reader = None
+        self._raw = []
+        if writer is not None:
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:  # noqa: BLE001
+                pass
+        if was_up and self.on_disconnect:
+            try:
+                self.on_disconnect()
+            except Exception as exc:  # noqa: BLE001
+                self._log("on_disconnect failed: %r" % (exc,))
+
+    async def _connect(self):
+        if self.ssl:
+            opener = asyncio.open_connection(self.host, self.port, ssl=True)
+        else:
+            opener = asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
+        self._reader = reader
+        self._writer = writer
+        self._buffer = b""
+        writer.write(mqttpkt.connect(self.client_id, self.keepalive, self.user,
+                                     self.password, self.will, self.clean_session))
+        await writer.drain()
+        self._last_tx = clock.now_ms()
+        packet = await asyncio.wait_for(self._read_packet(), self.connect_timeout)
+        if packet["type"] != mqttpkt.CONNACK:
+            raise MQTTError("expected CONNACK")
+        if packet["rc"] != 0:
+            raise MQTTError("connection refused: " + mqttpkt.CONNACK_REASONS.get(
+                packet["rc"], str(packet["rc"])))
+        self.connects += 1
+        self._last_rx = clock.now_ms()
+
+    async def _read_packet(self):
+        while True:
+            got = mqttpkt.take(self._buffer)
+            if got is not None:
+                first, body, self._buffer = got
+                return mqttpkt.parse(first, body)
+            chunk = await self._reader.read(READ_CHUNK)
+            if not chunk:
+                raise MQTTError("connection closed")
+            self._buffer += chunk
+
+    async def _session(self):
+        self._raw = []
+        if self.subscriptions:
+            self._raw.append(mqttpkt.subscribe(self._next_pid(), self.subscriptions))
+        # unacknowledged messages of the previous connection go first, again
+        for entry in self.inflight:
+            entry[5] = False
+        self.up.set()
+        self._wake.set()
+        sender = asyncio.create_task(self._sender())
+        pinger = asyncio.create_task(self._keepalive())
+        try:
+            if self.on_connect:
+                # what on_connect publishes (birth, info) goes before older messages
+                queued = self.pending
+                self.pending = []
+                try:
+                    self.on_connect()
+                except Exception as exc:  # noqa: BLE001
+                    self._log("on_connect failed: %r" % (exc,))
+                self.pending.extend(queued)
+                while len(self.pending) > self.max_queue:
+                    self.pending.pop(len(self.pending) - len(queued))
+                    self.dropped += 1
+            await self._read_loop()
+        finally:
+            self.up.clear()
+            sender.cancel()
+            pinger.cancel()
+
+    async def _sender(self):
+        writer = self._writer
+        while self.up.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.up.is_set():
+                break
+            out = self._raw
+            self._raw = []
+            now = clock.now_ms()
+            for entry in self.inflight:
+                if not entry[5]:
+                    # a retransmission after a reconnect carries the DUP flag
+                    out.append(mqttpkt.publish(entry[1], entry[2], 1, entry[3], entry[0],
+                                               True))
+                    entry[4] = now
+                    entry[5] = True
+            while self.pending and len(self.inflight) < self.max_inflight:
+                topic, payload, retain = self.pending.pop(0)
+                pid = self._next_pid()
+                self.inflight.append([pid, topic, payload, retain, now, True])
+                out.append(mqttpkt.publish(topic, payload, 1, retain, pid))
+            if not out:
+                continue
+            try:
+                writer.write(b"".join(out))
+                await writer.drain()
+            except Exception as exc:  # noqa: BLE001 - the run loop reconnects
+                self.last_error = repr(exc)
+                self._abort()
+                return
+            self._last_tx = now
+
+    async def _read_loop(self):
+        reader = self._reader
+        buf = self._buffer
+        while True:
+            while buf:
+                got = mqttpkt.take(buf)
+                if got is None:
+                    break
+                first, body, buf = got
+                self._handle(mqttpkt.parse(first, body))
+            if not self.up.is_set():
+                raise MQTTError("link closed")
+            chunk = await reader.read(READ_CHUNK)
+            if not chunk:
+                raise MQTTError("connection closed by broker")
+            self._last_rx = clock.now_ms()
+            buf = buf + chunk if buf else chunk
+
+    def _handle(self, packet):
+        ptype = packet["type"]
+        if ptype == mqttpkt.PUBACK:
+            pid = packet["pid"]
+            inflight = self.inflight
+            for i in range(len(inflight)):
+                if inflight[i][0] == pid:
+                    inflight.pop(i)
+                    break
+            if self.pending:
+                self._wake.set()
+        elif ptype == mqttpkt.PUBLISH:
+            if packet["qos"] == 1:
+                self._queue_raw(mqttpkt.puback(packet["pid"]))
+            elif packet["qos"] == 2:
+                self._queue_raw(mqttpkt.pubrec(packet["pid"]))
+            topic = packet["topic"]
+            # deliver only what we subscribed to: brokers were seen doing otherwise
+            for flt, _ in self.subscriptions:
+                if mqttpkt.topic_matches(flt, topic):
+                    if self.on_message:
+                        try:
+                            self.on_message(topic, packet["payload"])
+                        except Exception as exc:  # noqa: BLE001
+                            self._log("on_message failed: %r" % (exc,))
+                    return
+            self._log("ignored message on unsubscribed topic " + topic)
+        elif ptype == mqttpkt.PUBREL:
+            self._queue_raw(mqttpkt.pubcomp(packet["pid"]))
+        elif ptype == mqttpkt.SUBACK:
+            if 0x80 in packet["granted"]:
+                raise MQTTError("subscription refused")
+
+    async def _keepalive(self):
+        keepalive_ms = self.keepalive * 1000
+        tick = min(self.keepalive / 4, self.ack_timeout_ms / 2000)
+        tick = max(0.5, min(tick, 15))
+        while self.up.is_set():
+            await asyncio.sleep(tick)
+            now = clock.now_ms()
+            if clock.diff_ms(now, self._last_rx) > keepalive_ms * 3 // 2:
+                self._log("keepalive timeout")
+                self._abort()
+                return
+            if clock.diff_ms(now, self._last_tx) >= keepalive_ms // 2:
+                self._queue_raw(mqttpkt.pingreq())
+            resend = False
+            for entry in self.inflight:
+                if entry[5] and clock.diff_ms(now, entry[4]) >= self.ack_timeout_ms:
+                    entry[5] = False
+                    resend = True
+            if resend:
+                self._wake.set()

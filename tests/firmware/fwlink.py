@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,16 +66,26 @@ async def run_broker(kind: str) -> AsyncIterator[BrokerUnderTest]:
 async def next_message(
     client: MqttTestClient, topic: str, timeout: float = 5.0, match: Any = None
 ) -> bytes:
-    """The next message on `topic` (whose payload satisfies `match`, if given)."""
+    """The oldest not yet taken message on `topic` (whose payload satisfies `match`, if
+    given). Messages it passes over stay available for later calls."""
+    backlog: list[tuple[str, bytes]] = client.__dict__.setdefault("backlog", [])
+    for i, (got_topic, payload) in enumerate(backlog):
+        if got_topic == topic and (match is None or match(payload)):
+            del backlog[i]
+            return payload
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         left = deadline - loop.time()
         if left <= 0:
             raise TimeoutError(f"no message on {topic}")
-        got_topic, payload = await asyncio.wait_for(client.messages.get(), left)
+        try:
+            got_topic, payload = await asyncio.wait_for(client.messages.get(), left)
+        except TimeoutError:
+            raise TimeoutError(f"no message on {topic}") from None
         if got_topic == topic and (match is None or match(payload)):
             return payload
+        backlog.append((got_topic, payload))
 
 
 async def wait_until(probe: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
@@ -154,3 +165,52 @@ class TcpProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(url: str, devices: int = 1, **kwargs: Any) -> AsyncIterator[Any]:
+    """A simulator fleet that is online for the body of the `async with`."""
+    from iotp.simulator import Fleet
+
+    kwargs.setdefault("connect_rate", 1000.0)
+    kwargs.setdefault("gas_events_per_hour", 0.0)
+    fleet = Fleet(devices=devices, broker_url=url, **kwargs)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        yield fleet
+    finally:
+        stop.set()
+        await task
+
+
+class Commander:
+    """Sends commands to one device and collects its acks."""
+
+    def __init__(self, client: MqttTestClient, node_id: str) -> None:
+        self.client = client
+        self.node_id = node_id
+        self.n = 0
+
+    def topic(self, leaf: str) -> str:
+        return f"devices/{self.node_id}/{leaf}"
+
+    async def send_raw(self, payload: bytes) -> dict[str, Any]:
+        self.client.publish(self.topic("commands"), payload, qos=1)
+        raw = await next_message(self.client, self.topic("ack"))
+        ack: dict[str, Any] = json.loads(raw)
+        return ack
+
+    async def send(self, command: str, params: Any = None, *, final: bool = True,
+                   timeout: float = 5.0) -> dict[str, Any]:
+        self.n += 1
+        cid = f"cmd-{self.n}"
+        body = {"id": cid, "command": command, "params": {} if params is None else params}
+        self.client.publish(self.topic("commands"), json.dumps(body), qos=1)
+        while True:
+            raw = await next_message(self.client, self.topic("ack"), timeout=timeout,
+                                     match=lambda p: json.loads(p)["id"] == cid)
+            ack: dict[str, Any] = json.loads(raw)
+            if not final or ack["status"] != "progress":
+                return ack

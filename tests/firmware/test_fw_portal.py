@@ -1,0 +1,79 @@
+"""The Wi-Fi provisioning captive portal, served by the firmware on CPython."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import httpx
+
+from iotp.netutil import free_port
+from iotp.simulator.hal import Physics, SimHal
+from tests.firmware.fwlink import fw, wait_until
+
+
+def unprovisioned_hal() -> SimHal:
+    rng = random.Random(1)
+    hal = SimHal(mac=bytes.fromhex("02AABBCCDDEE"), rng=rng, physics=Physics(rng=rng),
+                 ip="198.51.100.9")
+    hal.portal_port = free_port()
+    return hal
+
+
+async def test_portal_page_form_and_saved_config() -> None:
+    hal = unprovisioned_hal()
+    device = fw("device").Device(hal)
+    run = asyncio.create_task(device.run())
+    base = f"http://127.0.0.1:{hal.portal_port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            await wait_until(lambda: _listening(hal.portal_port), timeout=5)
+            page = await http.get("/")
+            assert page.status_code == 200
+            assert "IoT Platform setup" in page.text
+            assert '<option value="SimNet"' in page.text  # the network list
+            assert "02AABBCCDDEE" in page.text
+            for name in ("password", "mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password",
+                         "name"):
+                assert f'name="{name}"' in page.text
+            # phones probe a known URL: they are sent to the portal
+            probe = await http.get("/generate_204")
+            assert probe.status_code == 302
+            assert probe.headers["location"] == "http://192.168.4.1/"
+            # a form without a broker is refused and nothing is stored
+            bad = await http.post("/save", data={"ssid": "SimNet", "password": "pw"})
+            assert bad.status_code == 400 and "MQTT broker host" in bad.text
+            assert "config.json" not in hal.files
+            saved = await http.post("/save", data={
+                "ssid": "", "ssid_manual": "Home & Garden", "password": "pässword",
+                "mqtt_host": "broker.example", "mqtt_port": "1884", "mqtt_user": "dev",
+                "mqtt_password": "x=y", "name": "Kitchen"})
+            assert saved.status_code == 200 and "Home &amp; Garden" in saved.text
+        reason = await asyncio.wait_for(run, 5)
+        assert reason == "provisioned" and hal.resets == 1  # it reboots into station mode
+        cfg = json.loads(hal.files["config.json"])
+        assert cfg["wifi_ssid"] == "Home & Garden" and cfg["wifi_password"] == "pässword"
+        assert cfg["mqtt_host"] == "broker.example" and cfg["mqtt_port"] == 1884
+        assert cfg["mqtt_user"] == "dev" and cfg["mqtt_password"] == "x=y"
+        assert cfg["name"] == "Kitchen"
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_form_parsing_and_dns_answer() -> None:
+    portal = fw("portal")
+    form = portal.parse_form(b"a=1&b=x+y%26z&c=%C3%A9&d")
+    assert form == {"a": "1", "b": "x y&z", "c": "é", "d": ""}
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x03com\x00\x00\x01\x00\x01"
+    reply = portal.dns_response(query, "192.168.4.1")
+    assert reply[:2] == b"\xab\xcd" and reply.endswith(bytes([192, 168, 4, 1]))
+    assert portal.dns_response(b"\x00" * 5, "192.168.4.1") is None

@@ -10,16 +10,19 @@ from typing import Annotated
 import typer
 
 from iotp import logs
+from iotp.cli_security import load_settings, mosquitto_app, user_app
 from iotp.services.errors import ConfigurationError
-from iotp.settings import Settings, get_settings
+from iotp.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="IoT Platform: devices, telemetry, control.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")  # security
+app.add_typer(mosquitto_app, name="mosquitto")  # security
 
 
-def _settings(data_dir: Path | None = None) -> Settings:
-    settings = get_settings()
+def _settings(data_dir: Path | None = None, secure: bool = False) -> Settings:
+    settings = load_settings(secure)  # security: refuses weak secrets with a clear error
     if data_dir is not None:
         settings.data_dir = data_dir
     logs.setup(settings.log_level, settings.log_json)
@@ -56,12 +59,15 @@ def serve(
     data_dir: Annotated[Path, typer.Option(help="where the SQLite file lives")] = Path("./data"),
     demo: Annotated[int, typer.Option(help="run N simulated devices")] = 0,
     demo_interval: Annotated[float, typer.Option(help="seconds between demo reports")] = 2.0,
+    secure: Annotated[
+        bool, typer.Option(help="devices need credentials (same as IOTP_SECURE=true)")
+    ] = False,
 ) -> None:
     """Broker + worker + API + dashboard in one process, on embedded defaults."""
     from iotp.runtime import ServeOptions
     from iotp.runtime import serve as run_serve
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, secure)
     opts = ServeOptions(
         host=host,
         port=port,
@@ -102,8 +108,7 @@ def broker(
     """Only the embedded MQTT broker (amqtt)."""
     from iotp.runtime import run_broker
 
-    _settings()
-    _run(run_broker(host, port))
+    _run(run_broker(host, port, _settings()))
 
 
 @app.command()

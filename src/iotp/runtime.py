@@ -13,7 +13,9 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.api.app import create_app, web_dist
+from iotp.api.security import security_banner, uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
+from iotp.broker.provisioning import start_provisioner
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import choose_port
@@ -76,13 +78,14 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
             notes.append(
                 f"!! MQTT port {opts.mqtt_port} is taken (another broker?): using {mqtt_port}"
             )
-        broker = EmbeddedBroker(opts.mqtt_host, mqtt_port)
+        broker = EmbeddedBroker.for_settings(settings, engine, opts.mqtt_host, mqtt_port)
         await broker.start()
         mqtt_default = broker.url
 
     stop = asyncio.Event()
     worker = Worker(settings, engine, mqtt_default)
     await worker.start(stop)
+    provisioner = await start_provisioner(settings, engine, mqtt_default)  # security
     app = create_app(settings, engine=engine, mqtt_default=mqtt_default)
     config = uvicorn.Config(
         app,
@@ -91,6 +94,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         log_level="warning",
         lifespan="on",
         ws="websockets-sansio",
+        **uvicorn_tls(settings),  # security: HTTPS when a certificate is configured
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None
@@ -106,14 +110,16 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     if api_task.done():
         await api_task  # re-raises the startup error
     url_host = "127.0.0.1" if opts.host in ("0.0.0.0", "") else opts.host
-    web = f"http://{url_host}:{api_port}/" + ("" if web_dist() else "  (dashboard not built)")
+    scheme = "https" if uvicorn_tls(settings) else "http"  # security
+    web = f"{scheme}://{url_host}:{api_port}/" + ("" if web_dist() else "  (dashboard not built)")
     lines = [
         "IoT Platform is running",
         f"Dashboard:  {web}",
-        f"API docs:   http://{url_host}:{api_port}/docs",
+        f"API docs:   {scheme}://{url_host}:{api_port}/docs",
         f"MQTT:       {mqtt_default}" + ("  (embedded broker)" if broker else ""),
         f"Database:   {engine.url.render_as_string(hide_password=True)}",
     ]
+    lines.extend(security_banner(settings, broker))  # security
     if opts.demo:
         lines.append(f"Demo:       {opts.demo} simulated devices")
     lines.append(
@@ -131,6 +137,8 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await api_task
+    if provisioner is not None:  # security
+        await provisioner.stop()
     await worker.stop()
     if broker is not None:
         await broker.stop()
@@ -154,7 +162,12 @@ async def run_worker(settings: Settings) -> None:
     _install_stop_signals(stop)
     worker = Worker(settings, engine, "mqtt://127.0.0.1:1883")
     connect = asyncio.create_task(worker.start(stop))
+    provisioning = asyncio.create_task(start_provisioner(settings, engine, "mqtt://127.0.0.1:1883"))
     await stop.wait()
+    if not provisioning.done():  # security
+        provisioning.cancel()
+    elif (provisioner := provisioning.result()) is not None:
+        await provisioner.stop()
     if not connect.done():
         connect.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -166,17 +179,28 @@ async def run_worker(settings: Settings) -> None:
 async def run_api(settings: Settings, host: str, port: int) -> None:
     engine = await prepare_database(settings)
     app = create_app(settings, engine=engine)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
-    print(f"IoT Platform API on http://{host}:{port}/ (docs at /docs)", flush=True)
+    tls = uvicorn_tls(settings)  # security: HTTPS when a certificate is configured
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", ws="websockets-sansio", **tls
+    )
+    scheme = "https" if tls else "http"
+    print(f"IoT Platform API on {scheme}://{host}:{port}/ (docs at /docs)", flush=True)
     await uvicorn.Server(config).serve()
     await engine.dispose()
 
 
-async def run_broker(host: str, port: int) -> None:
-    broker = EmbeddedBroker(host, port)
+async def run_broker(host: str, port: int, settings: Settings | None = None) -> None:
+    # security: secure mode reads device credentials from the database; TLS from settings
+    engine = await prepare_database(settings) if settings and settings.secure else None
+    if settings is not None:
+        broker = EmbeddedBroker.for_settings(settings, engine, host, port)
+    else:
+        broker = EmbeddedBroker(host, port)
     await broker.start()
     print(f"embedded MQTT broker on {broker.url}", flush=True)
     stop = asyncio.Event()
     _install_stop_signals(stop)
     await stop.wait()
     await broker.stop()
+    if engine is not None:
+        await engine.dispose()

@@ -42,12 +42,14 @@ class BrokerUnderTest:
 async def run_broker(kind: str) -> AsyncIterator[BrokerUnderTest]:
     if kind == "amqtt":
         port = free_port()
-        broker = Broker({
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            },
-        })
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+                "plugins": {
+                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                },
+            }
+        )
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         await broker.start()
@@ -141,8 +143,9 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 await w.wait_closed()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    *, downstream: bool) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, downstream: bool
+    ) -> None:
         while True:
             data = await reader.read(4096)
             if not data:
@@ -202,15 +205,31 @@ class Commander:
         ack: dict[str, Any] = json.loads(raw)
         return ack
 
-    async def send(self, command: str, params: Any = None, *, final: bool = True,
-                   timeout: float = 5.0) -> dict[str, Any]:
+    async def send(
+        self, command: str, params: Any = None, *, final: bool = True, timeout: float = 5.0
+    ) -> dict[str, Any]:
         self.n += 1
         cid = f"cmd-{self.n}"
         body = {"id": cid, "command": command, "params": {} if params is None else params}
         self.client.publish(self.topic("commands"), json.dumps(body), qos=1)
         while True:
-            raw = await next_message(self.client, self.topic("ack"), timeout=timeout,
-                                     match=lambda p: json.loads(p)["id"] == cid)
+            raw = await next_message(
+                self.client,
+                self.topic("ack"),
+                timeout=timeout,
+                match=lambda p: json.loads(p)["id"] == cid,
+            )
             ack: dict[str, Any] = json.loads(raw)
             if not final or ack["status"] != "progress":
                 return ack
+
+    async def send_next(self, cid: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next ack (progress or final) for command `cid`."""
+        raw = await next_message(
+            self.client,
+            self.topic("ack"),
+            timeout=timeout,
+            match=lambda p: json.loads(p)["id"] == cid,
+        )
+        ack: dict[str, Any] = json.loads(raw)
+        return ack

@@ -34,9 +34,11 @@ async def test_bad_input_gets_error_acks_and_device_keeps_running(
     ack = await cmd.send_raw(b"{not json")
     assert ack == {"id": None, "status": "error", "error": "malformed JSON"}
     ack = await cmd.send_raw(b'["relay"]')
-    assert ack["id"] is None and ack["status"] == "error"
+    assert ack["id"] is None
+    assert ack["status"] == "error"
     ack = await cmd.send_raw(b'{"command": "ping"}')
-    assert ack["id"] is None and ack["status"] == "error"
+    assert ack["id"] is None
+    assert ack["status"] == "error"
     assert (await cmd.send("fly"))["error"] == "unknown command: fly"
     assert (await cmd.send("servo", {"angle": 200}))["error"] == "angle must be 0..180"
     assert (await cmd.send("servo", {"angle": "90"}))["status"] == "error"
@@ -52,27 +54,35 @@ async def test_bad_input_gets_error_acks_and_device_keeps_running(
     assert ack == {"id": "p", "status": "error", "error": "params must be an object"}
     # still alive and reporting
     ping = await cmd.send("ping")
-    assert ping["status"] == "ok" and ping["result"]["uptime"] >= 0
+    assert ping["status"] == "ok"
+    assert ping["result"]["uptime"] >= 0
     assert ping["result"]["free_mem"] > 0
     seq = sim.device.seq
     await wait_until(lambda: sim.device.seq > seq + 1)
-    assert sim.boots == 1 and sim.device.commands_handled == 1
+    assert sim.boots == 1
+    assert sim.device.commands_handled == 1
 
 
 async def test_relay_servo_and_retained_state(device: tuple[Any, Commander]) -> None:
     sim, cmd = device
     ack = await cmd.send("relay", {"name": "light", "state": "on"})
     assert ack == {"id": ack["id"], "status": "ok", "result": {"name": "light", "state": True}}
-    state = json.loads(await next_message(
-        cmd.client, cmd.topic("state"), match=lambda p: json.loads(p)["relays"]["light"]))
+    state = json.loads(
+        await next_message(
+            cmd.client, cmd.topic("state"), match=lambda p: json.loads(p)["relays"]["light"]
+        )
+    )
     assert state["relays"] == {"light": True, "fan": False}
     assert sim.hal.relays["light"] is True
     ack = await cmd.send("relay", {"name": "light", "state": "toggle"})
     assert ack["result"] == {"name": "light", "state": False}
     ack = await cmd.send("servo", {"angle": 45})
     assert ack["result"] == {"angle": 45}
-    state = json.loads(await next_message(cmd.client, cmd.topic("state"),
-                                          match=lambda p: json.loads(p)["servo"] == 45))
+    state = json.loads(
+        await next_message(
+            cmd.client, cmd.topic("state"), match=lambda p: json.loads(p)["servo"] == 45
+        )
+    )
     assert state["servo"] == 45
     await wait_until(lambda: sim.hal.servo_position() == 45.0)
 
@@ -82,17 +92,22 @@ async def test_gas_alarm_forces_fan_and_refuses_manual_off(
 ) -> None:
     sim, cmd = device
     ack = await cmd.send("automation", {"fan_auto": False, "gas_alarm": 400, "gas_clear": 300})
-    assert ack["status"] == "ok" and ack["result"]["fan_auto"] is False
+    assert ack["status"] == "ok"
+    assert ack["result"]["fan_auto"] is False
     stored = json.loads(sim.hal.files["config.json"])
     assert stored["automation"]["fan_auto"] is False  # persisted
     sim.hal.physics.start_gas_event(time.time() - 25, 800.0, 60.0)
-    event = json.loads(await next_message(cmd.client, cmd.topic("events"),
-                                          match=lambda p: b"gas_alarm" in p))
-    assert event["event"] == "gas_alarm" and event["level"] == "critical"
-    assert event["value"] >= 400 and "ts" in event
+    event = json.loads(
+        await next_message(cmd.client, cmd.topic("events"), match=lambda p: b"gas_alarm" in p)
+    )
+    assert event["event"] == "gas_alarm"
+    assert event["level"] == "critical"
+    assert event["value"] >= 400
+    assert "ts" in event
     await wait_until(lambda: sim.hal.relays.get("fan") is True)
     ack = await cmd.send("relay", {"name": "fan", "state": "off"})
-    assert ack["status"] == "error" and "gas alarm" in ack["error"]
+    assert ack["status"] == "error"
+    assert "gas alarm" in ack["error"]
     assert sim.hal.relays["fan"] is True
     # the leak is over: the alarm clears and the fan returns to how it was
     sim.hal.physics.event = None
@@ -104,11 +119,13 @@ async def test_gas_alarm_forces_fan_and_refuses_manual_off(
 async def test_set_config_reports_changes_and_republishes_info(
     device: tuple[Any, Commander],
 ) -> None:
-    sim, cmd = device
+    _sim, cmd = device
     ack = await cmd.send("set_config", {"interval": 1, "name": "Kitchen"})
-    assert ack["status"] == "ok" and ack["result"] == {"interval": 1, "name": "Kitchen"}
-    info = json.loads(await next_message(cmd.client, cmd.topic("info"),
-                                         match=lambda p: b"Kitchen" in p))
+    assert ack["status"] == "ok"
+    assert ack["result"] == {"interval": 1, "name": "Kitchen"}
+    info = json.loads(
+        await next_message(cmd.client, cmd.topic("info"), match=lambda p: b"Kitchen" in p)
+    )
     assert info["interval"] == 1
     ack = await cmd.send("set_config", {"mqtt_password": "s3cret"})
     assert ack["result"] == {"mqtt_password": "********"}
@@ -120,7 +137,8 @@ async def test_reboot_publishes_offline_then_comes_back(device: tuple[Any, Comma
     assert ack["status"] == "ok"
     await next_message(cmd.client, cmd.topic("status"), match=lambda p: p == b"offline")
     await wait_until(lambda: sim.boots == 2 and sim.connected, timeout=8)
-    assert sim.hal.resets == 1 and sim.reasons == ["reboot"]
+    assert sim.hal.resets == 1
+    assert sim.reasons == ["reboot"]
     await next_message(cmd.client, cmd.topic("info"))
 
 
@@ -144,11 +162,16 @@ async def test_webhook_posts_chosen_events(device: tuple[Any, Commander]) -> Non
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        ack = await cmd.send("webhook", {"url": f"http://127.0.0.1:{port}/hook",
-                                         "method": "POST", "events": ["automation"]})
+        ack = await cmd.send(
+            "webhook",
+            {"url": f"http://127.0.0.1:{port}/hook", "method": "POST", "events": ["automation"]},
+        )
         assert ack["status"] == "ok"
-        assert (await cmd.send("automation", {"light_on": "00:00", "light_off": "23:59",
-                                              "light_auto": True}))["status"] == "ok"
+        assert (
+            await cmd.send(
+                "automation", {"light_on": "00:00", "light_off": "23:59", "light_auto": True}
+            )
+        )["status"] == "ok"
         # the schedule turns the light on (an "automation" event) at the next report,
         # unless it is the last minute of the day
         if time.gmtime().tm_hour == 23 and time.gmtime().tm_min == 59:
@@ -156,7 +179,8 @@ async def test_webhook_posts_chosen_events(device: tuple[Any, Commander]) -> Non
         method, body = await asyncio.wait_for(hits.get(), 5)
         assert method == "POST"
         hook = json.loads(body)
-        assert hook["device"] == sim.node_id and hook["event"] == "automation"
+        assert hook["device"] == sim.node_id
+        assert hook["event"] == "automation"
         assert hook["data"]["relay"] == "light"
     finally:
         server.close()

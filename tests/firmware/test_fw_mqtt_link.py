@@ -16,9 +16,16 @@ COMMANDS = "devices/LINK01/commands"
 def make_client(port: int, **kwargs: Any) -> Any:
     mqtt = fw("mqtt")
     backoff = fw("backoff").Backoff(base=0.1, cap=0.4, jitter=0.0)
-    client = mqtt.MQTTClient("LINK01", "127.0.0.1", port, keepalive=10,
-                             will=(STATUS, b"offline", 1, True), backoff=backoff,
-                             ack_timeout=30, **kwargs)
+    client = mqtt.MQTTClient(
+        "LINK01",
+        "127.0.0.1",
+        port,
+        keepalive=10,
+        will=(STATUS, b"offline", 1, True),
+        backoff=backoff,
+        ack_timeout=30,
+        **kwargs,
+    )
     client.on_connect = lambda: client.publish(STATUS, b"online", 1, True)
     return client
 

@@ -15,8 +15,9 @@ from tests.firmware.fwlink import fw, wait_until
 
 def unprovisioned_hal() -> SimHal:
     rng = random.Random(1)
-    hal = SimHal(mac=bytes.fromhex("02AABBCCDDEE"), rng=rng, physics=Physics(rng=rng),
-                 ip="198.51.100.9")
+    hal = SimHal(
+        mac=bytes.fromhex("02AABBCCDDEE"), rng=rng, physics=Physics(rng=rng), ip="198.51.100.9"
+    )
     hal.portal_port = free_port()
     return hal
 
@@ -34,8 +35,14 @@ async def test_portal_page_form_and_saved_config() -> None:
             assert "IoT Platform setup" in page.text
             assert '<option value="SimNet"' in page.text  # the network list
             assert "02AABBCCDDEE" in page.text
-            for name in ("password", "mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password",
-                         "name"):
+            for name in (
+                "password",
+                "mqtt_host",
+                "mqtt_port",
+                "mqtt_user",
+                "mqtt_password",
+                "name",
+            ):
                 assert f'name="{name}"' in page.text
             # phones probe a known URL: they are sent to the portal
             probe = await http.get("/generate_204")
@@ -43,19 +50,34 @@ async def test_portal_page_form_and_saved_config() -> None:
             assert probe.headers["location"] == "http://192.168.4.1/"
             # a form without a broker is refused and nothing is stored
             bad = await http.post("/save", data={"ssid": "SimNet", "password": "pw"})
-            assert bad.status_code == 400 and "MQTT broker host" in bad.text
+            assert bad.status_code == 400
+            assert "MQTT broker host" in bad.text
             assert "config.json" not in hal.files
-            saved = await http.post("/save", data={
-                "ssid": "", "ssid_manual": "Home & Garden", "password": "pässword",
-                "mqtt_host": "broker.example", "mqtt_port": "1884", "mqtt_user": "dev",
-                "mqtt_password": "x=y", "name": "Kitchen"})
-            assert saved.status_code == 200 and "Home &amp; Garden" in saved.text
+            saved = await http.post(
+                "/save",
+                data={
+                    "ssid": "",
+                    "ssid_manual": "Home & Garden",
+                    "password": "pässword",
+                    "mqtt_host": "broker.example",
+                    "mqtt_port": "1884",
+                    "mqtt_user": "dev",
+                    "mqtt_password": "x=y",
+                    "name": "Kitchen",
+                },
+            )
+            assert saved.status_code == 200
+            assert "Home &amp; Garden" in saved.text
         reason = await asyncio.wait_for(run, 5)
-        assert reason == "provisioned" and hal.resets == 1  # it reboots into station mode
+        assert reason == "provisioned"
+        assert hal.resets == 1
         cfg = json.loads(hal.files["config.json"])
-        assert cfg["wifi_ssid"] == "Home & Garden" and cfg["wifi_password"] == "pässword"
-        assert cfg["mqtt_host"] == "broker.example" and cfg["mqtt_port"] == 1884
-        assert cfg["mqtt_user"] == "dev" and cfg["mqtt_password"] == "x=y"
+        assert cfg["wifi_ssid"] == "Home & Garden"
+        assert cfg["wifi_password"] == "pässword"
+        assert cfg["mqtt_host"] == "broker.example"
+        assert cfg["mqtt_port"] == 1884
+        assert cfg["mqtt_user"] == "dev"
+        assert cfg["mqtt_password"] == "x=y"
         assert cfg["name"] == "Kitchen"
     finally:
         run.cancel()
@@ -75,5 +97,6 @@ def test_form_parsing_and_dns_answer() -> None:
     assert form == {"a": "1", "b": "x y&z", "c": "é", "d": ""}
     query = bytes.fromhex("abcd01000001000000000000") + b"\x07example\x03com\x00\x00\x01\x00\x01"
     reply = portal.dns_response(query, "192.168.4.1")
-    assert reply[:2] == b"\xab\xcd" and reply.endswith(bytes([192, 168, 4, 1]))
+    assert reply[:2] == b"\xab\xcd"
+    assert reply.endswith(bytes([192, 168, 4, 1]))
     assert portal.dns_response(b"\x00" * 5, "192.168.4.1") is None

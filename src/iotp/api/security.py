@@ -322,3 +322,27 @@ async def startup(app: Any, state: Any) -> None:
         bar = "*" * (max(len(line), len(hint)) + 4)
         print(f"\n{bar}\n  {line}\n  {hint}\n{bar}\n", flush=True)
         log.warning("created user 'admin' with a generated password (printed on stdout)")
+
+
+def uvicorn_tls(settings: Settings) -> dict[str, Any]:
+    """HTTPS for the API when IOTP_TLS_CERT_FILE and IOTP_TLS_KEY_FILE are set."""
+    if settings.tls_cert_file and settings.tls_key_file:
+        return {
+            "ssl_certfile": str(settings.tls_cert_file),
+            "ssl_keyfile": str(settings.tls_key_file),
+        }
+    return {}
+
+
+def security_banner(settings: Settings, broker: Any) -> list[str]:
+    """Lines for the `iotp serve` banner."""
+    lines = []
+    tls_url = getattr(broker, "tls_url", None)
+    if tls_url:
+        lines.append(f"MQTTS:      {tls_url}")
+    if settings.secure:
+        approve = "auto-approved" if settings.auto_approve else "approved by an admin"
+        lines.append(f"Security:   secure mode: devices need credentials ({approve})")
+    else:
+        lines.append("Security:   open mode: any device may connect (IOTP_SECURE=true to lock)")
+    return lines

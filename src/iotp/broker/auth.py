@@ -160,21 +160,26 @@ class DeviceAuthority:
     # ---- revocation ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._watch(), name="mqtt-credentials")
 
     async def stop(self) -> None:
+        """Let a running database read finish (cancelling it would leak its connection)."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _watch(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.sync()
             except Exception as exc:  # noqa: BLE001 - keep enforcing with what we have
                 log.warning("reading device credentials failed: %s", exc)
-            await asyncio.sleep(self.settings.credentials_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), self.settings.credentials_poll_seconds
+                )
 
     async def sync(self) -> int:
         """Disconnect devices whose credentials were revoked or rotated. Returns how many."""

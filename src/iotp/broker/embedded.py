@@ -7,8 +7,11 @@ import logging
 from typing import Any, Protocol
 
 from amqtt.broker import Broker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.broker.auth import DeviceAuthority, TlsListener, secure_config
+from iotp.services.errors import ConfigurationError
+from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,23 @@ class EmbeddedBroker:
         # amqtt logs every connection at INFO; keep the platform's log readable.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, engine: AsyncEngine | None, host: str, port: int
+    ) -> EmbeddedBroker:
+        """security: credentials and topic ACLs in secure mode, MQTTS when a cert is set."""
+        authority = None
+        if settings.secure:
+            if engine is None:
+                raise ConfigurationError("secure mode: the broker needs the database")
+            authority = DeviceAuthority(settings, engine)
+        tls = None
+        if settings.tls_cert_file and settings.tls_key_file:
+            tls = TlsListener(
+                str(settings.tls_cert_file), str(settings.tls_key_file), settings.mqtt_tls_port
+            )
+        return cls(host, port, authority=authority, tls=tls)
 
     async def start(self) -> None:
         await self._broker.start()

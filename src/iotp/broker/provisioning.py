@@ -115,3 +115,14 @@ class Provisioner:
         self.handled += 1
         log.info("provisioning request from %s: %s", device_id, status.value)
         publish_answer(self.link, device_id, status)
+
+
+async def start_provisioner(
+    settings: Settings, engine: AsyncEngine, mqtt_default: str
+) -> Provisioner | None:
+    """In secure mode, beside every worker: answer provisioning requests."""
+    if not settings.secure:
+        return None
+    provisioner = Provisioner(settings, engine, mqtt_default)
+    await provisioner.start()
+    return provisioner

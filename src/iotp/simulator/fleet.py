@@ -260,7 +260,8 @@ class Fleet:
 
     @staticmethod
     async def _mark_started(sim: SimDevice, device: Any) -> None:
-        while device.mqtt is None:
+        # the firmware creates its MQTT client during boot; there is no event for it
+        while device.mqtt is None:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await device.mqtt.up.wait()
         sim.started = True

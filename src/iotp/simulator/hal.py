@@ -105,9 +105,9 @@ class Physics:
 
     def _advance_gas(self, now: float, dt: float) -> None:
         rng = self.rng
-        if self.event is None and self.gas_events_per_hour > 0:
-            if rng.random() < 1.0 - math.exp(-self.gas_events_per_hour * dt / 3600.0):
-                self.start_gas_event(now, rng.uniform(500.0, 900.0), rng.uniform(30.0, 240.0))
+        rate = self.gas_events_per_hour
+        if self.event is None and rate > 0 and rng.random() < 1.0 - math.exp(-rate * dt / 3600):
+            self.start_gas_event(now, rng.uniform(500.0, 900.0), rng.uniform(30.0, 240.0))
         event = self.event
         if event is not None:
             age = now - event.start
@@ -276,7 +276,13 @@ class SimHal:
 
     # -- network --------------------------------------------------------------
 
-    async def wifi_connect(self, ssid: str, password: str, timeout: float) -> bool:
+    # the HAL interface is shared with MicroPython, which has no asyncio.timeout
+    async def wifi_connect(
+        self,
+        ssid: str,
+        password: str,
+        timeout: float,  # noqa: ASYNC109
+    ) -> bool:
         return True
 
     def wifi_connected(self) -> bool:

@@ -9,7 +9,7 @@ def raises(exc_type, fn, *args, **kwargs):
         fn(*args, **kwargs)
     except exc_type as exc:
         return exc
-    raise AssertionError("%s not raised" % exc_type.__name__)
+    raise AssertionError(f"{exc_type.__name__} not raised")
 
 
 class MemoryStorage:
@@ -35,14 +35,14 @@ class Stream:
         self.pos = 0
 
     def read(self, n):
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += len(out)
         return out
 
     def readline(self):
         end = self.data.find(b"\n", self.pos)
         end = len(self.data) if end < 0 else end + 1
-        out = self.data[self.pos:end]
+        out = self.data[self.pos : end]
         self.pos = end
         return out
 

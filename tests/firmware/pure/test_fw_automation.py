@@ -70,10 +70,12 @@ def test_gas_alarm_forces_fan_and_overrides_manual_off():
     a = Automation({"fan_auto": False})
     relays = {"light": False, "fan": False}
     actions, events = a.step({"gas": 100}, None, relays)
-    assert actions == [] and events == []
+    assert actions == []
+    assert events == []
     actions, events = a.step({"gas": 650}, None, relays)
     assert actions == [("fan", True, "gas_alarm")]
-    assert events[0]["event"] == "gas_alarm" and events[0]["level"] == "critical"
+    assert events[0]["event"] == "gas_alarm"
+    assert events[0]["level"] == "critical"
     assert events[0]["value"] == 650
     relays["fan"] = True
     assert a.refuse_manual("fan", False)
@@ -89,16 +91,25 @@ def test_gas_alarm_forces_fan_and_overrides_manual_off():
     actions, events = a.step({"gas": 120}, None, relays)
     assert events[0]["event"] == "gas_clear"
     assert actions == [("fan", False, "gas_clear")]  # back to the state before
-    assert not a.gas_alarm and a.refuse_manual("fan", False) is None
+    assert not a.gas_alarm
+    assert a.refuse_manual("fan", False) is None
 
 
 def test_settings_validation_and_update():
     a = Automation()
     new = a.update_settings({"fan_temp_on": 30, "fan_temp_off": 27.5, "light_on": "07:00"})
-    assert new["fan_temp_on"] == 30 and new["light_on"] == "07:00"
-    bad = [{"fan_temp_on": "x"}, {"fan_temp_off": 31}, {"light_on": "25:00"},
-           {"light_auto": 1}, {"unknown": 1}, {"fan_hum_on": 150}, {"gas_clear": 1e9},
-           {"fan_temp_on": float("nan")}]
+    assert new["fan_temp_on"] == 30
+    assert new["light_on"] == "07:00"
+    bad = [
+        {"fan_temp_on": "x"},
+        {"fan_temp_off": 31},
+        {"light_on": "25:00"},
+        {"light_auto": 1},
+        {"unknown": 1},
+        {"fan_hum_on": 150},
+        {"gas_clear": 1e9},
+        {"fan_temp_on": float("nan")},
+    ]
     for upd in bad:
         raises(AutomationError, a.update_settings, upd)
     assert a.settings["fan_temp_on"] == 30

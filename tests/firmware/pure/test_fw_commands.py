@@ -10,14 +10,22 @@ def test_parse_valid_command():
 
 
 def test_parse_errors_keep_the_id_when_there_is_one():
-    for raw in (b"{nope", b"[]", b'"x"', b"\xff", b'{"command": "ping"}',
-                b'{"id": 5, "command": "ping"}', b'{"id": "", "command": "ping"}'):
+    for raw in (
+        b"{nope",
+        b"[]",
+        b'"x"',
+        b"\xff",
+        b'{"command": "ping"}',
+        b'{"id": 5, "command": "ping"}',
+        b'{"id": "", "command": "ping"}',
+    ):
         exc = raises(CommandError, commands.parse, raw)
         assert exc.command_id is None
     exc = raises(CommandError, commands.parse, b'{"id": "c", "command": 7}')
     assert exc.command_id == "c"
     exc = raises(CommandError, commands.parse, b'{"id": "c", "command": "x", "params": [1]}')
-    assert exc.command_id == "c" and "params" in str(exc)
+    assert exc.command_id == "c"
+    assert "params" in str(exc)
 
 
 def test_relay_params():
@@ -26,9 +34,13 @@ def test_relay_params():
     assert commands.relay_params("c", {"name": "fan", "state": "OFF"}, names) == ("fan", False)
     assert commands.relay_params("c", {"name": "fan", "state": True}, names) == ("fan", True)
     assert commands.relay_params("c", {"name": "fan", "state": "toggle"}, names)[1] == "toggle"
-    for params in ({"name": "pump", "state": "on"}, {"name": "fan", "state": "maybe"},
-                   {"name": 3, "state": "on"}, {"name": "fan", "state": 1},
-                   {"name": "fan", "state": "on", "x": 1}):
+    for params in (
+        {"name": "pump", "state": "on"},
+        {"name": "fan", "state": "maybe"},
+        {"name": 3, "state": "on"},
+        {"name": "fan", "state": 1},
+        {"name": "fan", "state": "on", "x": 1},
+    ):
         assert raises(CommandError, commands.relay_params, "c", params, names).command_id == "c"
 
 
@@ -46,12 +58,16 @@ def test_reboot_and_ota_params():
     assert commands.reboot_params("c", {"delay": 1.5}) == 1.5
     raises(CommandError, commands.reboot_params, "c", {"delay": -1})
     sha = "ab" * 32
-    ota = commands.ota_params("c", {"url": "http://h/fw.bin", "sha256": sha.upper(),
-                                     "version": "1.1.0"})
-    assert ota["sha256"] == sha and ota["size"] is None
-    for params in ({"url": "ftp://h", "sha256": sha, "version": "1"},
-                   {"url": "http://h", "sha256": "zz" * 32, "version": "1"},
-                   {"url": "http://h", "sha256": sha[:-1], "version": "1"},
-                   {"url": "http://h", "sha256": sha, "version": ""},
-                   {"url": "http://h", "sha256": sha, "version": "1", "size": 0}):
+    ota = commands.ota_params(
+        "c", {"url": "http://h/fw.bin", "sha256": sha.upper(), "version": "1.1.0"}
+    )
+    assert ota["sha256"] == sha
+    assert ota["size"] is None
+    for params in (
+        {"url": "ftp://h", "sha256": sha, "version": "1"},
+        {"url": "http://h", "sha256": "zz" * 32, "version": "1"},
+        {"url": "http://h", "sha256": sha[:-1], "version": "1"},
+        {"url": "http://h", "sha256": sha, "version": ""},
+        {"url": "http://h", "sha256": sha, "version": "1", "size": 0},
+    ):
         raises(CommandError, commands.ota_params, "c", params)

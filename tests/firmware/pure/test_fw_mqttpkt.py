@@ -31,8 +31,12 @@ def test_publish_encode_parse():
     first, body, rest = mqttpkt.take(pkt + b"\xd0")
     assert rest == b"\xd0"
     msg = mqttpkt.parse(first, body)
-    assert msg["topic"] == "a/b" and msg["payload"] == b"hi" and msg["qos"] == 1
-    assert msg["pid"] == 10 and msg["retain"] and not msg["dup"]
+    assert msg["topic"] == "a/b"
+    assert msg["payload"] == b"hi"
+    assert msg["qos"] == 1
+    assert msg["pid"] == 10
+    assert msg["retain"]
+    assert not msg["dup"]
     dup = mqttpkt.publish("a/b", b"hi", qos=1, pid=10, dup=True)
     assert dup[0] == 0x3A
     q0 = mqttpkt.publish("t", "x")
@@ -45,7 +49,8 @@ def test_large_publish_uses_multibyte_length():
     pkt = mqttpkt.publish("t", payload, qos=0)
     assert pkt[1:3] == mqttpkt.encode_length(303)
     first, body, rest = mqttpkt.take(pkt)
-    assert mqttpkt.parse(first, body)["payload"] == payload and rest == b""
+    assert mqttpkt.parse(first, body)["payload"] == payload
+    assert rest == b""
     assert mqttpkt.take(pkt[:-1]) is None
 
 
@@ -55,8 +60,11 @@ def test_control_packets():
     assert mqttpkt.disconnect() == b"\xe0\x00"
     sub = mqttpkt.subscribe(5, [("devices/X/commands", 1)])
     assert sub == b"\x82\x17\x00\x05\x00\x12devices/X/commands\x01"
-    assert mqttpkt.parse(0x20, b"\x00\x00") == {"type": mqttpkt.CONNACK,
-                                                  "session_present": False, "rc": 0}
+    assert mqttpkt.parse(0x20, b"\x00\x00") == {
+        "type": mqttpkt.CONNACK,
+        "session_present": False,
+        "rc": 0,
+    }
     assert mqttpkt.parse(0x20, b"\x01\x05")["rc"] == 5
     assert mqttpkt.parse(0x90, b"\x00\x05\x01")["granted"] == [1]
     assert mqttpkt.parse(0x40, b"\x01\x02")["pid"] == 258
@@ -75,7 +83,8 @@ def test_malformed_packets_raise():
 def test_split_stream_of_packets():
     data = mqttpkt.puback(1) + mqttpkt.publish("t", b"abc") + b"\x40"
     packets, rest = mqttpkt.split(data)
-    assert len(packets) == 2 and rest == b"\x40"
+    assert len(packets) == 2
+    assert rest == b"\x40"
     assert packets[0][0] == 0x40
 
 

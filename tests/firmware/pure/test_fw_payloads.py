@@ -27,27 +27,46 @@ def test_data_payload():
 
 
 def test_info_payload_matches_protocol():
-    caps = payloads.capabilities(["temperature", "humidity", "gas"], ["light", "fan"],
-                                 custom=["beep"])
-    assert caps == ["temperature", "humidity", "gas", "relay:light", "relay:fan", "servo",
-                    "reboot", "ota", "automation", "webhook", "cmd:beep"]
-    info = payloads.info("esp32-env", "1.0.0", caps, 2, "A4:CF:12:B3:C4:D5",
-                         ip="192.0.2.5", rssi=-61, name="Kitchen")
-    assert info["protocol"] == 1 and info["type"] == "esp32-env"
-    assert info["firmware"] == "1.0.0" and info["interval"] == 2
-    assert info["ip"] == "192.0.2.5" and info["rssi"] == -61 and info["name"] == "Kitchen"
+    caps = payloads.capabilities(
+        ["temperature", "humidity", "gas"], ["light", "fan"], custom=["beep"]
+    )
+    assert caps == [
+        "temperature",
+        "humidity",
+        "gas",
+        "relay:light",
+        "relay:fan",
+        "servo",
+        "reboot",
+        "ota",
+        "automation",
+        "webhook",
+        "cmd:beep",
+    ]
+    info = payloads.info(
+        "esp32-env", "1.0.0", caps, 2, "A4:CF:12:B3:C4:D5", ip="192.0.2.5", rssi=-61, name="Kitchen"
+    )
+    assert info["protocol"] == 1
+    assert info["type"] == "esp32-env"
+    assert info["firmware"] == "1.0.0"
+    assert info["interval"] == 2
+    assert info["ip"] == "192.0.2.5"
+    assert info["rssi"] == -61
+    assert info["name"] == "Kitchen"
     assert "name" not in payloads.info("t", "1", [], 2, "m")
 
 
 def test_acks_and_events():
-    assert payloads.ack_ok("c", {"angle": 9}) == {"id": "c", "status": "ok",
-                                                   "result": {"angle": 9}}
+    assert payloads.ack_ok("c", {"angle": 9}) == {"id": "c", "status": "ok", "result": {"angle": 9}}
     assert payloads.ack_ok("c")["result"] == {}
     assert payloads.ack_error(None, "malformed JSON") == {
-        "id": None, "status": "error", "error": "malformed JSON"}
+        "id": None,
+        "status": "error",
+        "error": "malformed JSON",
+    }
     prog = payloads.ack_progress("c", "downloading", 40)
-    assert prog["status"] == "progress" and prog["result"] == {"stage": "downloading",
-                                                               "percent": 40}
+    assert prog["status"] == "progress"
+    assert prog["result"] == {"stage": "downloading", "percent": 40}
     ev = payloads.event("gas_alarm", "critical", 5.0, value=612)
     assert ev == {"event": "gas_alarm", "level": "critical", "value": 612, "ts": 5.0}
 

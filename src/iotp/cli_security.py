@@ -1,0 +1,172 @@
+"""`iotp user ...` and `iotp mosquitto ...`: security commands of the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from iotp.services import users as user_service
+from iotp.services.auth import Role, generate_password
+from iotp.services.errors import IotpError, NotFoundError
+from iotp.settings import Settings, get_settings
+
+user_app = typer.Typer(no_args_is_help=True, help="Users of the dashboard and API.")
+T = TypeVar("T")
+
+
+def load_settings(secure: bool = False) -> Settings:
+    """Settings, with `--secure` applied; weak secrets end the command with a clear error."""
+    try:
+        settings = get_settings()
+        if secure and not settings.secure:
+            settings = Settings.model_validate({**settings.model_dump(), "secure": True})
+    except ValidationError as exc:
+        messages = "; ".join(str(e["msg"]) for e in exc.errors())
+        typer.secho(f"error: {messages}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    return settings
+
+
+def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from iotp.runtime import prepare_database
+
+    async def go() -> T:
+        engine = await prepare_database(load_settings())
+        try:
+            async with AsyncSession(engine, expire_on_commit=False) as session:
+                result = await fn(session)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except IotpError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+def _password(given: str | None, generate: bool) -> tuple[str, bool]:
+    if given:
+        return given, False
+    if generate:
+        return generate_password(), True
+    entered: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return entered, False
+
+
+@user_app.command("create")
+def create(
+    username: str,
+    role: Annotated[Role, typer.Option(help="viewer, operator or admin")] = Role.VIEWER,
+    password: Annotated[
+        str | None, typer.Option(help="default: prompt (or --generate)", envvar="IOTP_NEW_PASSWORD")
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="generate a password and print it")] = False,
+) -> None:
+    """Create a user."""
+    secret, generated = _password(password, generate)
+
+    async def go(session: AsyncSession) -> None:
+        await user_service.create(session, username=username, password=secret, role=role)
+
+    _with_session(go)
+    typer.echo(f"created {role.value} {username!r}")
+    if generated:
+        typer.echo(f"password: {secret}")
+
+
+@user_app.command("list")
+def list_users() -> None:
+    """List users (never their passwords)."""
+
+    async def go(session: AsyncSession) -> list[tuple[int, str, str, bool]]:
+        rows = await user_service.list_users(session)
+        return [(u.id, u.username, u.role, u.disabled) for u in rows]
+
+    for user_id, name, role, disabled in _with_session(go):
+        typer.echo(f"{user_id:>4}  {name:<32} {role:<9}{'  (disabled)' if disabled else ''}")
+
+
+@user_app.command("set-password")
+def set_password(
+    username: str,
+    password: Annotated[
+        str | None, typer.Option(help="default: prompt (or --generate)", envvar="IOTP_NEW_PASSWORD")
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="generate a password and print it")] = False,
+) -> None:
+    """Set a user's password (signs the user out everywhere)."""
+    secret, generated = _password(password, generate)
+
+    async def go(session: AsyncSession) -> None:
+        await user_service.set_password(session, username=username, password=secret)
+
+    _with_session(go)
+    typer.echo(f"password of {username!r} changed")
+    if generated:
+        typer.echo(f"password: {secret}")
+
+
+@user_app.command("delete")
+def delete(username: str) -> None:
+    """Delete a user (not the last admin)."""
+
+    async def go(session: AsyncSession) -> None:
+        user = await user_service.get_by_name(session, username)
+        if user is None:
+            raise NotFoundError("user", username)
+        await user_service.delete(session, user_id=user.id)
+
+    _with_session(go)
+    typer.echo(f"deleted {username!r}")
+
+
+mosquitto_app = typer.Typer(no_args_is_help=True, help="Mosquitto password and ACL files.")
+
+
+@mosquitto_app.command("sync")
+def mosquitto_sync(
+    password_file: Annotated[Path, typer.Option(help="Mosquitto password_file to write")],
+    acl_file: Annotated[Path, typer.Option(help="Mosquitto acl_file to write")],
+    pid_file: Annotated[
+        Path | None, typer.Option(help="send SIGHUP to this Mosquitto after a change")
+    ] = None,
+    reload_command: Annotated[
+        str | None, typer.Option(help="or run this after a change, e.g. docker kill -s HUP mq")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="write once and exit")] = False,
+) -> None:
+    """Write the files from the database, and again (then reload) whenever credentials change."""
+    from iotp.broker.mosquitto import MosquittoSync
+    from iotp.runtime import prepare_database
+
+    settings = load_settings()
+
+    async def go() -> None:
+        engine = await prepare_database(settings)
+        sync = MosquittoSync(
+            settings,
+            engine,
+            password_file=password_file,
+            acl_file=acl_file,
+            pid_file=pid_file,
+            reload_command=reload_command,
+        )
+        try:
+            if once:
+                await sync.sync()
+            else:
+                await sync.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())

@@ -54,7 +54,9 @@ for modname in TEST_MODULES.split(","):
         if not name.startswith("test_") or not callable(fn):
             continue
         try:
-            fn()
+            result = fn()
+            if hasattr(result, "send"):  # an async test: await it (top-level await)
+                await result
         except Exception as exc:
             failed += 1
             print("FAIL", modname + "::" + name)

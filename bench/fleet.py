@@ -1,0 +1,255 @@
+"""Fleet simulator benchmark: the largest fleet that sustains its report rate.
+
+Starts its own Mosquitto on a free port (max_connections unlimited, a large
+max_queued_messages), runs `iotp.simulator.Fleet` in this process (one asyncio loop),
+and counts what reaches the broker with `mosquitto_sub` in a separate process.
+
+A fleet size is *sustained* when, over the measurement window:
+  - the broker receives >= 98 % of the expected devices/interval messages per second,
+  - the simulator's event loop lag stays below 0.5 s at the 99th percentile,
+  - no device is disconnected and no message was dropped from a device queue.
+
+Usage:
+  python bench/fleet.py                       # both profiles (10 s and 1 s interval)
+  python bench/fleet.py --interval 1 --sizes 500,1000,2000 --measure 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from iotp.netutil import free_port
+from iotp.simulator import Fleet
+from iotp.simulator.fleet import raise_fd_limit
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_SUB = shutil.which("mosquitto_sub") or "/usr/bin/mosquitto_sub"
+PROFILES = {10.0: [2000, 5000, 10000, 15000, 19000], 1.0: [500, 1000, 1500, 2000, 3000]}
+RATE_OK = 0.98
+LAG_OK_S = 0.5
+WARMUP_S = 10.0
+CONNECT_RATE = 500.0
+LAG_PROBE_S = 0.05
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+max_queued_messages 1000000
+max_inflight_messages 0
+log_dest none
+"""
+
+
+@dataclass
+class Result:
+    devices: int
+    interval: float
+    expected_rate: float
+    received_rate: float
+    lag_p99_s: float
+    lag_max_s: float
+    connected: int
+    dropped: int
+    unacked_end: int
+    connect_s: float
+    cpu_sim_pct: float
+    sustained: bool
+
+
+@contextlib.contextmanager
+def mosquitto() -> object:
+    workdir = Path(tempfile.mkdtemp(prefix="iotp-bench-"))
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(MOSQUITTO_CONF.format(port=port))
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        import socket
+
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def count_messages(port: int, seconds: float) -> int:
+    """Messages on devices/+/data seen by an independent subscriber during `seconds`."""
+    proc = await asyncio.create_subprocess_exec(
+        MOSQUITTO_SUB,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-t",
+        "devices/+/data",
+        "-q",
+        "0",
+        "-F",
+        "x",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    count = 0
+    await asyncio.sleep(0.5)  # subscribed
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    # drain what arrived during the subscribe pause, then count the window
+    with contextlib.suppress(TimeoutError):
+        while True:
+            await asyncio.wait_for(proc.stdout.read(65536), 0.01)
+    while True:
+        left = end - loop.time()
+        if left <= 0:
+            break
+        try:
+            chunk = await asyncio.wait_for(proc.stdout.read(65536), left)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+    proc.terminate()
+    await proc.wait()
+    return count
+
+
+async def probe_lag(samples: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        start = loop.time()
+        await asyncio.sleep(LAG_PROBE_S)
+        samples.append(loop.time() - start - LAG_PROBE_S)
+
+
+async def run_one(port: int, devices: int, interval: float, measure: float) -> Result:
+    fleet = Fleet(
+        devices=devices,
+        broker_url=f"mqtt://127.0.0.1:{port}",
+        interval=interval,
+        seed=1,
+        id_prefix="BENCH",
+        connect_rate=CONNECT_RATE,
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    began = time.monotonic()
+    task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), devices / CONNECT_RATE + 120)
+        connect_s = time.monotonic() - began
+        await asyncio.sleep(WARMUP_S)
+        lag: list[float] = []
+        lag_stop = asyncio.Event()
+        prober = asyncio.create_task(probe_lag(lag, lag_stop))
+        cpu0 = time.process_time()
+        t0 = time.monotonic()
+        received = await count_messages(port, measure)
+        cpu = (time.process_time() - cpu0) / (time.monotonic() - t0) * 100
+        lag_stop.set()
+        await prober
+        stats = fleet.stats()
+    finally:
+        stop.set()
+        await task
+    lag.sort()
+    p99 = lag[int(len(lag) * 0.99) - 1] if lag else 0.0
+    expected = devices / interval
+    rate = received / measure
+    sustained = (
+        rate >= RATE_OK * expected
+        and p99 <= LAG_OK_S
+        and stats["connected"] == devices
+        and stats["dropped"] == 0
+    )
+    return Result(
+        devices=devices,
+        interval=interval,
+        expected_rate=round(expected, 1),
+        received_rate=round(rate, 1),
+        lag_p99_s=round(p99, 3),
+        lag_max_s=round(max(lag, default=0.0), 3),
+        connected=stats["connected"],
+        dropped=stats["dropped"],
+        unacked_end=stats["unacked"],
+        connect_s=round(connect_s, 1),
+        cpu_sim_pct=round(cpu, 1),
+        sustained=sustained,
+    )
+
+
+def machine_info() -> dict[str, object]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mosq = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "mosquitto": (mosq.stdout or mosq.stderr).splitlines()[0],
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--interval", type=float, help="one profile only")
+    parser.add_argument("--sizes", help="comma-separated fleet sizes")
+    parser.add_argument("--measure", type=float, default=30.0, help="seconds measured")
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args()
+    raise_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    profiles = dict(PROFILES)
+    if args.interval is not None:
+        profiles = {args.interval: PROFILES.get(args.interval, [100, 500, 1000])}
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        profiles = dict.fromkeys(profiles, sizes)
+    info = machine_info()
+    print(json.dumps(info))
+    results: list[Result] = []
+    for interval, sizes in profiles.items():
+        for devices in sizes:
+            with mosquitto() as port:
+                res = await run_one(port, devices, interval, args.measure)
+            results.append(res)
+            print(json.dumps(asdict(res)), flush=True)
+            if not res.sustained:
+                break
+    for interval in profiles:
+        ok = [r.devices for r in results if r.interval == interval and r.sustained]
+        print(f"interval {interval:g}s: largest sustained fleet {max(ok, default=0)} devices")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": info, "results": [asdict(r) for r in results]}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import gmqtt
@@ -19,7 +20,9 @@ RECONNECT_INTERVAL_SECONDS = 1.0
 RECONNECT_INTERVAL_MAX_SECONDS = 10.0
 KEEPALIVE_SECONDS = 30
 
-MessageHandler = Callable[[str, bytes, int, bool], Awaitable[None]]
+# Called synchronously for every message. It returns None when the message is fully
+# handled, or an awaitable that completes when it is (e.g. when its data is stored).
+MessageHandler = Callable[[str, bytes, int, bool], Awaitable[None] | None]
 
 
 class MqttLink:
@@ -58,13 +61,23 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        if ack_after_handler:
+            # gmqtt would wrap every message in a Task to delay its PUBACK; at tens of
+            # thousands of messages per second that Task is the largest cost. Instead the
+            # handler runs inline and the PUBACK rides on the future it returns (for
+            # telemetry: one future per stored batch). Measured in bench/RESULTS.md.
+            self._client._package_handler._handle_qos_1_publish_packet = self._on_qos1
         self._closing = False
+        self._generation = 0
+        self._background: set[asyncio.Future[None]] = set()
+        self._acks_waiting: dict[asyncio.Future[None], list[int]] = {}
 
     @property
     def is_connected(self) -> bool:
         return self.connected.is_set()
 
     def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
+        self._generation += 1
         log.info("MQTT connected to %s as %s", self.url, self.client_id)
         for topic, qos in self.subscriptions:
             client.subscribe(topic, qos=qos)
@@ -75,12 +88,54 @@ class MqttLink:
         if not self._closing:
             log.warning("MQTT connection to %s lost; reconnecting", self.url)
 
-    async def _on_message(
+    def _dispatch(
+        self, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> asyncio.Future[None] | None:
+        retain = bool(properties.get("retain", 0)) if isinstance(properties, dict) else False
+        result = self._handler(topic, payload, qos, retain)
+        if result is None:
+            return None
+        future: asyncio.Future[None] = asyncio.ensure_future(result)
+        if not isinstance(result, asyncio.Future):
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+        return future
+
+    def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
-        retain = bool(properties.get("retain", 0)) if isinstance(properties, dict) else False
-        await self._handler(topic, payload, qos, retain)
+        self._dispatch(topic, payload, qos, properties)
         return 0
+
+    def _on_qos1(self, mid: int, payload: bytes, topic: str, properties: Any) -> None:
+        try:
+            future = self._dispatch(topic, payload, 1, properties)
+        except Exception:
+            log.exception("handler failed for %r; not acknowledged", topic)
+            return
+        if future is None:
+            self._write_pubacks((mid,))
+            return
+        mids = self._acks_waiting.get(future)
+        if mids is None:
+            # One callback per future (for telemetry: per batch), however many messages.
+            mids = self._acks_waiting[future] = []
+            future.add_done_callback(partial(self._acks_due, self._generation))
+        mids.append(mid)
+
+    def _acks_due(self, generation: int, future: asyncio.Future[None]) -> None:
+        mids = self._acks_waiting.pop(future, ())
+        if future.cancelled() or future.exception() is not None:
+            return  # not acknowledged: the broker redelivers after reconnecting
+        # PUBACKs for messages of an earlier connection could acknowledge other messages
+        # that reuse their ids; the broker redelivers the old ones anyway.
+        if generation == self._generation and self.is_connected:
+            self._write_pubacks(mids)
+
+    def _write_pubacks(self, mids: Sequence[int]) -> None:
+        # MQTT 3.1.1 PUBACK: type 4, remaining length 2, packet id. One write for all.
+        packets = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
+        self._client._connection._protocol.write_data(packets)
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         if (topic, qos) not in self.subscriptions:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import uuid
@@ -152,6 +153,9 @@ async def embedded(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureBroker]:
             await c.close()
         await broker.stop()
         await engine.dispose()
+        # amqtt drops the StreamWriter of a refused connection without closing it:
+        # finalise it now, while its event loop is still open (else: ResourceWarning).
+        gc.collect()
 
 
 # `user root`: as root, Mosquitto would otherwise drop to `mosquitto`, which cannot read

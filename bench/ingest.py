@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import asyncpg
-import sqlite3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _harness as h  # noqa: E402
+import _harness as h
 
 
 def raw_rate(url: str, messages: int, devices: int) -> float:

@@ -4,7 +4,7 @@ import { ApiError, detailOf } from "../api/errors";
 import { classify } from "../components/Notifier";
 import { brokerFromInfo } from "../components/ConnectHelp";
 import { appendSample, LIVE_MAX_POINTS } from "../pages/device/LiveCharts";
-import { toBand } from "../pages/device/HistoryChart";
+import { decimate, toBand } from "../pages/device/HistoryChart";
 import { mergeCommand } from "../pages/device/useCommands";
 import { rate } from "../pages/overview/OverviewPage";
 import { matches } from "../pages/devices/service";
@@ -55,6 +55,14 @@ describe("small pure helpers", () => {
   it("turns buckets into a min..max band", () => {
     expect(toBand([{ ts: "2026-01-01T00:00:00Z", avg: 2, min: 1, max: 3 }])[0]!.range).toEqual([1, 3]);
     expect(toBand([{ ts: "2026-01-01T00:00:00Z", value: 5 }])[0]!.avg).toBe(5);
+  });
+
+  it("decimates a long series without losing its extremes", () => {
+    const data = Array.from({ length: 10_000 }, (_, i) => ({ t: i, avg: i === 5000 ? 99 : 1, range: [i === 7 ? -5 : 0, 2] as [number, number] }));
+    const out = decimate(data, 1000);
+    expect(out).toHaveLength(1000);
+    expect(Math.min(...out.map((p) => p.range[0]))).toBe(-5);
+    expect(Math.max(...out.map((p) => p.avg))).toBeGreaterThan(1);
   });
 
   it("never moves a finished command back", () => {

@@ -1,5 +1,5 @@
 /** Calls fn at most once per `ms`, always with the latest state (trailing edge). */
-export function throttle(fn: () => void, ms: number): { (): void; cancel(): void } {
+export function throttle(fn: () => void, ms: number | (() => number)): { (): void; cancel(): void } {
   let timer: ReturnType<typeof setTimeout> | null = null;
   let last = 0;
   const run = () => {
@@ -9,7 +9,7 @@ export function throttle(fn: () => void, ms: number): { (): void; cancel(): void
   };
   const throttled = () => {
     if (timer) return;
-    const wait = Math.max(0, last + ms - Date.now());
+    const wait = Math.max(0, last + (typeof ms === "number" ? ms : ms()) - Date.now());
     timer = setTimeout(run, wait);
   };
   throttled.cancel = () => {

@@ -1,3 +1,4 @@
+import { useMemo } from "react";
 // History with server-side downsampling (bucket=auto): average line in a min..max band.
 import { Area, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 
@@ -18,6 +19,28 @@ export function toBand(points: (Bucket | Raw)[]): BandPoint[] {
   );
 }
 
+/** At most `max` points: neighbours merge into one (mean of avg, min of min, max of max),
+ * so the band keeps every extreme while the chart draws no more than the screen shows. */
+export const MAX_DRAWN_POINTS = 1200;
+export function decimate(data: BandPoint[], max = MAX_DRAWN_POINTS): BandPoint[] {
+  if (data.length <= max) return data;
+  const per = Math.ceil(data.length / max);
+  const out: BandPoint[] = [];
+  for (let i = 0; i < data.length; i += per) {
+    const chunk = data.slice(i, i + per);
+    let lo = Infinity;
+    let hi = -Infinity;
+    let sum = 0;
+    for (const p of chunk) {
+      lo = Math.min(lo, p.range[0]);
+      hi = Math.max(hi, p.range[1]);
+      sum += p.avg;
+    }
+    out.push({ t: chunk[0]!.t, avg: sum / chunk.length, range: [lo, hi] });
+  }
+  return out;
+}
+
 function tickFormat(spanMs: number) {
   return (t: number) => {
     const d = new Date(t);
@@ -25,10 +48,11 @@ function tickFormat(spanMs: number) {
   };
 }
 
-export function HistoryChart({ data, name, height = 260 }: { data: BandPoint[]; name: string; height?: number }) {
+export function HistoryChart({ data: all, name, height = 260 }: { data: BandPoint[]; name: string; height?: number }) {
+  const data = useMemo(() => decimate(all), [all]);
   const span = data.length > 1 ? data[data.length - 1]!.t - data[0]!.t : 0;
   return (
-    <div style={{ height }} data-testid="history-chart" data-points={data.length} data-first-t={data[0]?.t ?? ""}>
+    <div style={{ height }} data-testid="history-chart" data-points={all.length} data-first-t={data[0]?.t ?? ""}>
       <ResponsiveContainer width="100%" height="100%">
         <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
           <XAxis dataKey="t" type="number" scale="time" domain={["dataMin", "dataMax"]} tickFormatter={tickFormat(span)} minTickGap={50} tick={{ fontSize: 11 }} />

@@ -1,4 +1,4 @@
-import { useDeferredValue, useMemo, useState } from "react";
+import { useDeferredValue, useMemo, useRef, useState } from "react";
 import {
   App,
   Button,
@@ -52,100 +52,22 @@ export default function DevicesPage() {
     setSelected((s) => s.filter((id) => !ids.includes(id)));
   }
 
-  const columns: ColumnsType<DeviceRow> = [
-    {
-      title: "Name",
-      dataIndex: "name",
-      width: 200,
-      fixed: "left",
-      sorter: (a, b) => a.name.localeCompare(b.name),
-      render: (_, d) => (
-        <div>
-          <Link to={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</Link>
-          <div>
-            <Typography.Text type="secondary" style={{ fontSize: 12 }}>
-              {d.id}
-            </Typography.Text>
-          </div>
-        </div>
-      ),
-    },
-    {
-      title: "Status",
-      dataIndex: "status",
-      width: 100,
-      sorter: (a, b) => a.status.localeCompare(b.status),
-      render: (s: string) => <StatusBadge status={s} />,
-    },
-    {
-      title: "Last seen",
-      dataIndex: "last_seen",
-      width: 120,
-      defaultSortOrder: undefined,
-      sorter: (a, b) => Date.parse(a.last_seen ?? "0") - Date.parse(b.last_seen ?? "0"),
-      render: (iso: string | null) => <RelativeTime iso={iso} />,
-    },
-    { title: "Type", dataIndex: "type", width: 120, render: (t: string | null) => t ?? "—" },
-    {
-      title: "Firmware",
-      dataIndex: "firmware_version",
-      width: 100,
-      render: (v: string | null) => v ?? "—",
-    },
-    {
-      title: "Capabilities",
-      dataIndex: "capabilities",
-      width: 240,
-      render: (caps: string[]) => (
-        <Tooltip title={caps.join(", ")}>
-          <span>
-            {caps.slice(0, 3).map((c) => (
-              <Tag key={c}>{c}</Tag>
-            ))}
-            {caps.length > 3 && <Tag>+{caps.length - 3}</Tag>}
-          </span>
-        </Tooltip>
-      ),
-    },
-    {
-      title: "Tags",
-      dataIndex: "tags",
-      width: 160,
-      render: (t: string[]) =>
-        t.map((tag) => (
-          <Tag color="blue" key={tag}>
-            {tag}
-          </Tag>
-        )),
-    },
-  ];
-  if (control) {
-    columns.push({
-      title: "Actions",
-      key: "actions",
-      width: 130,
-      render: (_, d) => (
-        <Space size={0}>
-          <Button type="text" icon={<EditOutlined />} aria-label={`Rename ${d.name}`} onClick={() => setRenaming(d)} />
-          <Button
-            type="text"
-            icon={<TagsOutlined />}
-            aria-label={`Tags of ${d.name}`}
-            onClick={() => setTagging({ ids: [d.id], tags: d.tags })}
-          />
-          <Popconfirm
-            title={`Delete ${d.name}?`}
-            description="Its history is deleted too. It registers again if it reports."
-            okText="Delete"
-            okButtonProps={{ danger: true }}
-            onConfirm={() => remove([d.id])}
-          >
-            <Button type="text" danger icon={<DeleteOutlined />} aria-label={`Delete ${d.name}`} />
-          </Popconfirm>
-        </Space>
-      ),
-    });
-  }
+  const removeRef = useRef(remove);
+  removeRef.current = remove;
+  // Built once per role: a new columns array would make the table redo its layout.
+  const columns = useMemo(() => buildColumns(control, {
+    rename: setRenaming,
+    tags: (d) => setTagging({ ids: [d.id], tags: d.tags }),
+    remove: (ids) => removeRef.current(ids),
+  }), [control]);
+  const rowSelection = useMemo(
+    () =>
+      control
+        ? { selectedRowKeys: selected, onChange: (keys: React.Key[]) => setSelected(keys as string[]), columnWidth: 48 }
+        : undefined,
+    [control, selected],
+  );
+  const scroll = useMemo(() => ({ x: 1200, y: Math.max(320, window.innerHeight - 300) }), []);
 
   if (status === "ready" && rows.length === 0) {
     return (
@@ -234,13 +156,8 @@ export default function DevicesPage() {
         columns={columns}
         dataSource={visible}
         pagination={false}
-        scroll={{ x: 1200, y: Math.max(320, window.innerHeight - 300) }}
-        rowSelection={
-          control
-            ? { selectedRowKeys: selected, onChange: (keys) => setSelected(keys as string[]), columnWidth: 48 }
-            : undefined
-        }
-        rowClassName={() => "device-row"}
+        scroll={scroll}
+        rowSelection={rowSelection}
         onRow={(d) => ({ "data-device": d.id, "data-status": d.status }) as React.HTMLAttributes<HTMLElement>}
         locale={{ emptyText: "No device matches these filters." }}
       />
@@ -319,4 +236,108 @@ function TagsModal({
       />
     </Modal>
   );
+}
+
+interface RowActions {
+  rename: (d: DeviceRow) => void;
+  tags: (d: DeviceRow) => void;
+  remove: (ids: string[]) => void;
+}
+
+function buildColumns(control: boolean, actions: RowActions): ColumnsType<DeviceRow> {
+  const columns: ColumnsType<DeviceRow> = [
+    {
+      title: "Name",
+      dataIndex: "name",
+      width: 200,
+      fixed: "left",
+      sorter: (a, b) => a.name.localeCompare(b.name),
+      render: (_, d) => (
+        <div>
+          <Link to={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</Link>
+          <div>
+            <Typography.Text type="secondary" style={{ fontSize: 12 }}>
+              {d.id}
+            </Typography.Text>
+          </div>
+        </div>
+      ),
+    },
+    {
+      title: "Status",
+      dataIndex: "status",
+      width: 100,
+      sorter: (a, b) => a.status.localeCompare(b.status),
+      render: (s: string) => <StatusBadge status={s} />,
+    },
+    {
+      title: "Last seen",
+      dataIndex: "last_seen",
+      width: 120,
+      defaultSortOrder: undefined,
+      sorter: (a, b) => Date.parse(a.last_seen ?? "0") - Date.parse(b.last_seen ?? "0"),
+      render: (iso: string | null) => <RelativeTime iso={iso} />,
+    },
+    { title: "Type", dataIndex: "type", width: 120, render: (t: string | null) => t ?? "—" },
+    {
+      title: "Firmware",
+      dataIndex: "firmware_version",
+      width: 100,
+      render: (v: string | null) => v ?? "—",
+    },
+    {
+      title: "Capabilities",
+      dataIndex: "capabilities",
+      width: 240,
+      render: (caps: string[]) => (
+        <Tooltip title={caps.join(", ")}>
+          <span>
+            {caps.slice(0, 3).map((c) => (
+              <Tag key={c}>{c}</Tag>
+            ))}
+            {caps.length > 3 && <Tag>+{caps.length - 3}</Tag>}
+          </span>
+        </Tooltip>
+      ),
+    },
+    {
+      title: "Tags",
+      dataIndex: "tags",
+      width: 160,
+      render: (t: string[]) =>
+        t.map((tag) => (
+          <Tag color="blue" key={tag}>
+            {tag}
+          </Tag>
+        )),
+    },
+  ];
+  if (control) {
+    columns.push({
+      title: "Actions",
+      key: "actions",
+      width: 130,
+      render: (_, d) => (
+        <Space size={0}>
+          <Button type="text" icon={<EditOutlined />} aria-label={`Rename ${d.name}`} onClick={() => actions.rename(d)} />
+          <Button
+            type="text"
+            icon={<TagsOutlined />}
+            aria-label={`Tags of ${d.name}`}
+            onClick={() => actions.tags(d)}
+          />
+          <Popconfirm
+            title={`Delete ${d.name}?`}
+            description="Its history is deleted too. It registers again if it reports."
+            okText="Delete"
+            okButtonProps={{ danger: true }}
+            onConfirm={() => actions.remove([d.id])}
+          >
+            <Button type="text" danger icon={<DeleteOutlined />} aria-label={`Delete ${d.name}`} />
+          </Popconfirm>
+        </Space>
+      ),
+    });
+  }
+  return columns;
 }

@@ -31,11 +31,12 @@ web: $(STAMP)
 $(MPY_DIR)/node_modules/.package-lock.json: $(wildcard $(MPY_DIR)/package-lock.json)
 	@if [ -f $(MPY_DIR)/package.json ]; then cd $(MPY_DIR) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests).
+# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates deploy/compose.yaml).
 services:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

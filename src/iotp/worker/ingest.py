@@ -20,6 +20,8 @@ from iotp.services import telemetry
 from iotp.settings import Settings
 from iotp.worker.batcher import TelemetryBatcher
 from iotp.worker.presence import Presence, PresenceTracker, Transition
+from iotp.worker.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
+from iotp.worker.ratelimit import DeviceRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class Ingestor:
             on_stored=self._on_stored,
         )
         self.reject_log = RejectLog(settings.reject_log_interval_seconds)
+        self.rate_limiter = DeviceRateLimiter.from_settings(settings)  # security
         self.known: set[str] = set()
         self._registering: dict[str, asyncio.Future[None]] = {}
         self._info_seen: dict[str, bytes] = {}
@@ -166,6 +169,9 @@ class Ingestor:
             if kind is Kind.COMMANDS:
                 return
             self.counters.received += 1
+            if self.rate_limiter and not self.rate_limiter.allow(device_id, now):  # security:
+                self.reject(REJECT_RATE_LIMITED, topic, device_id)  # worker/ratelimit.py
+                return
             if kind is Kind.DATA:
                 msg = p.parse_data(payload, now)
                 if msg.ts_replaced:

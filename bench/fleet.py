@@ -67,6 +67,7 @@ class Result:
     unacked_end: int
     connect_s: float
     cpu_sim_pct: float
+    load_avg_1m: float
     sustained: bool
 
 
@@ -223,6 +224,7 @@ async def main() -> None:
     parser.add_argument("--sizes", help="comma-separated fleet sizes")
     parser.add_argument("--measure", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     raise_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     profiles = dict(PROFILES)
@@ -232,6 +234,7 @@ async def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")]
         profiles = dict.fromkeys(profiles, sizes)
     info = machine_info()
+    info["loop"] = args.loop
     print(json.dumps(info))
     results: list[Result] = []
     for interval, sizes in profiles.items():
@@ -252,4 +255,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if "--loop" in sys.argv and "uvloop" in sys.argv:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

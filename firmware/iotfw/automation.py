@@ -134,6 +134,25 @@ class Automation:
         self._hum_wanted = None
         self.gas_alarm = False
         self.fan_before_alarm = None
+        self._sched_for = None
+        self._sched = None
+
+    def _schedule(self, minute_of_day):
+        # schedule_wants_on, with the parsed times cached for the settings object
+        s = self.settings
+        if self._sched_for is not s:
+            self._sched_for = s
+            start = parse_hhmm(s.get("light_on"))
+            end = parse_hhmm(s.get("light_off"))
+            self._sched = (start, end) if s.get("light_auto") and start is not None \
+                and end is not None and start != end else None
+        sched = self._sched
+        if sched is None:
+            return None
+        start, end = sched
+        if start < end:
+            return start <= minute_of_day < end
+        return minute_of_day >= start or minute_of_day < end
 
     def update_settings(self, updates):
         self.settings = validate(updates, self.settings)
@@ -181,7 +200,7 @@ class Automation:
             actions.append(("fan", True, "gas_alarm"))
 
         if minute_of_day is not None and "light" in relays:
-            wanted = schedule_wants_on(s, minute_of_day)
+            wanted = self._schedule(minute_of_day)
             if wanted is not None and wanted != self.light_wanted:
                 self.light_wanted = wanted
                 if relays.get("light") != wanted:

@@ -162,6 +162,9 @@ async def test_webhook_posts_chosen_events(device: tuple[Any, Commander]) -> Non
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
+        # start from a known state whatever the time of day: light off, no schedule
+        assert (await cmd.send("automation", {"light_auto": False}))["status"] == "ok"
+        assert (await cmd.send("relay", {"name": "light", "state": "off"}))["status"] == "ok"
         ack = await cmd.send(
             "webhook",
             {"url": f"http://127.0.0.1:{port}/hook", "method": "POST", "events": ["automation"]},

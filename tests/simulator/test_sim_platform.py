@@ -36,8 +36,15 @@ async def test_fleet_fills_the_platform(tmp_path: Path) -> None:
 
             await stack.wait_for(all_online, timeout=15)
             sim = fleet.devices[0]
-            device = await stack.get(f"/api/devices/{sim.node_id}")
-            assert device["firmware"] == "1.0.0" or device.get("info", {}).get("firmware")
+
+            async def described() -> Any:
+                device = await stack.get(f"/api/devices/{sim.node_id}")
+                return device if device["firmware_version"] else None
+
+            device = await stack.wait_for(described, timeout=10)
+            assert device["firmware_version"] == "1.0.0"
+            assert device["name"] == "SIM-00001"
+            assert "relay:fan" in device["capabilities"]
 
             async def has_metrics() -> Any:
                 latest = await stack.get(f"/api/devices/{sim.node_id}/latest")

@@ -117,3 +117,18 @@ def test_settings_validation_and_update():
     off = a.update_settings({"gas_alarm": None})
     assert off["gas_alarm"] is None
     assert a.step({"gas": 5000}, None, {"fan": False}) == ([], [])
+
+
+def test_cached_schedule_matches_the_pure_function():
+    a = Automation()
+    variants = [
+        {},
+        {"light_on": "22:00", "light_off": "06:30"},
+        {"light_auto": False},
+        {"light_off": ""},
+        {"light_on": "07:00", "light_off": "07:00"},
+    ]
+    for upd in variants:
+        a.update_settings(upd)
+        for minute in range(0, 1440, 7):
+            assert a._schedule(minute) == automation.schedule_wants_on(a.settings, minute)

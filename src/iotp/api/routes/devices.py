@@ -46,12 +46,12 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"{name} must be an ISO 8601 time or epoch seconds, got {value!r}",
         ) from None
     if parsed.tzinfo is None:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must include a time zone (e.g. Z)"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} must include a time zone (e.g. Z)"
         )
     return parsed.timestamp()
 
@@ -95,7 +95,7 @@ async def update_device(session: SessionDep, device_id: str, body: DeviceUpdate)
         for tag in body.tags:
             if NAME_RE.match(tag) is None:
                 raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY,
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
                     f"tag {tag!r} must match {NAME_RE.pattern}",
                 )
     try:
@@ -152,7 +152,7 @@ async def history(
     until_ts = _parse_time(until, now, "until")
     since_ts = _parse_time(since, until_ts - 3600, "since")
     if since_ts >= until_ts:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since must be before until")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
     bucket_s: float | None
     if bucket is None or bucket == "":
         bucket_s = None
@@ -163,18 +163,18 @@ async def history(
             bucket_s = float(bucket)
         except ValueError:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, "bucket must be seconds or 'auto'"
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "bucket must be seconds or 'auto'"
             ) from None
         if not bucket_s >= MIN_BUCKET_SECONDS or bucket_s != bucket_s or bucket_s > 365 * 86400:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, "bucket must be 1 s .. 365 days"
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "bucket must be 1 s .. 365 days"
             )
     conn = await session.connection()
     names = metric or await telemetry.metric_names(conn, device_id=device_id)
     for name in names:
         if NAME_RE.match(name) is None:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"metric {name!r} must match {NAME_RE.pattern}",
             )
     series: dict[str, list[Point] | list[BucketPoint]] = {}

@@ -374,6 +374,272 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Rules */
+        get: operations["list_rules_api_rules_get"];
+        put?: never;
+        /** Create Rule */
+        post: operations["create_rule_api_rules_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rules/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Templates
+         * @description Starting points mirroring the firmware's own automations.
+         */
+        get: operations["templates_api_rules_templates_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rules/dry-run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Dry Run
+         * @description When would this (unsaved) rule have fired over the last hours? Nothing is sent.
+         */
+        post: operations["dry_run_api_rules_dry_run_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/rules/{rule_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Rule */
+        get: operations["get_rule_api_rules__rule_id__get"];
+        /** Replace Rule */
+        put: operations["replace_rule_api_rules__rule_id__put"];
+        post?: never;
+        /** Delete Rule */
+        delete: operations["delete_rule_api_rules__rule_id__delete"];
+        options?: never;
+        head?: never;
+        /** Set Enabled */
+        patch: operations["set_enabled_api_rules__rule_id__patch"];
+        trace?: never;
+    };
+    "/api/rules/{rule_id}/dry-run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Dry Run Saved */
+        post: operations["dry_run_saved_api_rules__rule_id__dry_run_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Alerts */
+        get: operations["list_alerts_api_alerts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts/{alert_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Alert */
+        get: operations["get_alert_api_alerts__alert_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts/{alert_id}/acknowledge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Acknowledge
+         * @description active -> acknowledged, recording who did it.
+         */
+        post: operations["acknowledge_api_alerts__alert_id__acknowledge_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/alerts/{alert_id}/clear": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Clear
+         * @description Clear by hand (rule alerts also clear themselves when their condition ends).
+         */
+        post: operations["clear_api_alerts__alert_id__clear_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Webhooks */
+        get: operations["list_webhooks_api_webhooks_get"];
+        put?: never;
+        /**
+         * Create Webhook
+         * @description The response carries the signing secret: the only time it is shown.
+         */
+        post: operations["create_webhook_api_webhooks_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Webhook */
+        get: operations["get_webhook_api_webhooks__webhook_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete Webhook */
+        delete: operations["delete_webhook_api_webhooks__webhook_id__delete"];
+        options?: never;
+        head?: never;
+        /** Update Webhook */
+        patch: operations["update_webhook_api_webhooks__webhook_id__patch"];
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate Secret
+         * @description A new signing secret (shown once); the old one stops working at once.
+         */
+        post: operations["rotate_secret_api_webhooks__webhook_id__rotate_secret_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Test Delivery
+         * @description Send a signed ``test`` event now and return its logged outcome (not retried).
+         */
+        post: operations["test_delivery_api_webhooks__webhook_id__test_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/webhooks/{webhook_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Deliveries */
+        get: operations["deliveries_api_webhooks__webhook_id__deliveries_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/devices/{device_id}/commands": {
         parameters: {
             query?: never;
@@ -673,6 +939,119 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AlertAction
+         * @description Raise an alert (one per rule and device while it is open). With ``auto_clear`` it
+         *     is cleared when the trigger's condition ends.
+         */
+        AlertAction: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "alert";
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /**
+             * Severity
+             * @default warning
+             * @enum {string}
+             */
+            severity?: "info" | "warning" | "critical";
+            /**
+             * Message
+             * @default {rule}: {device} {metric} = {value}
+             */
+            message?: string;
+            /**
+             * Auto Clear
+             * @default true
+             */
+            auto_clear?: boolean;
+        };
+        /** AlertNote */
+        AlertNote: {
+            /**
+             * Note
+             * @default
+             */
+            note?: string;
+        };
+        /** AlertPublic */
+        AlertPublic: {
+            /** Id */
+            id: number;
+            /** Rule Id */
+            rule_id: number | null;
+            /** Device Id */
+            device_id: string | null;
+            /** Name */
+            name: string;
+            /** Severity */
+            severity: string;
+            /** Status */
+            status: string;
+            /** Message */
+            message: string;
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Raised At
+             * Format: date-time
+             */
+            raised_at: string;
+            /** Acknowledged At */
+            acknowledged_at: string | null;
+            /** Acknowledged By */
+            acknowledged_by: string | null;
+            /** Cleared At */
+            cleared_at: string | null;
+            /** Cleared By */
+            cleared_by: string | null;
+            /** History */
+            history: {
+                [key: string]: unknown;
+            }[];
+        };
+        /** AlertRaisedTrigger */
+        AlertRaisedTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "alert_raised";
+            /**
+             * Min Severity
+             * @default info
+             * @enum {string}
+             */
+            min_severity?: "info" | "warning" | "critical";
+            /**
+             * Rule Id
+             * @description only alerts of this rule
+             */
+            rule_id?: number | null;
+        };
+        /** AlertsPublic */
+        AlertsPublic: {
+            /** Data */
+            data: components["schemas"]["AlertPublic"][];
+            /** Count */
+            count: number;
+            /**
+             * Open
+             * @description open alerts by status
+             */
+            open: {
+                [key: string]: number;
+            };
+        };
         /** ApiKeyCreate */
         ApiKeyCreate: {
             /** Name */
@@ -820,6 +1199,49 @@ export interface components {
             /** Error */
             error?: string | null;
         };
+        /** ClearAlertAction */
+        ClearAlertAction: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "clear_alert";
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /**
+             * Rule Id
+             * @description whose alert; this rule if empty
+             */
+            rule_id?: number | null;
+        };
+        /** CommandAction */
+        CommandAction: {
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /** Device Id */
+            device_id?: string | null;
+            /** Tags */
+            tags?: string[];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "command";
+            /** Command */
+            command: string;
+            /** Params */
+            params?: {
+                [key: string]: unknown;
+            };
+        };
         /** CommandCreate */
         CommandCreate: {
             /**
@@ -849,6 +1271,19 @@ export interface components {
              * @default 60
              */
             ttl?: number;
+        };
+        /** CommandFailedTrigger */
+        CommandFailedTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "command_failed";
+            /**
+             * Command
+             * @description any if empty
+             */
+            command?: string | null;
         };
         /** CommandPublic */
         CommandPublic: {
@@ -973,6 +1408,64 @@ export interface components {
             /** Count */
             count: number;
         };
+        /** DeliveriesPublic */
+        DeliveriesPublic: {
+            /** Data */
+            data: components["schemas"]["DeliveryPublic"][];
+            /** Count */
+            count: number;
+        };
+        /** DeliveryPublic */
+        DeliveryPublic: {
+            /** Id */
+            id: number;
+            /** Webhook Id */
+            webhook_id: number;
+            /** Event Id */
+            event_id: string;
+            /** Event Type */
+            event_type: string;
+            /** Device Id */
+            device_id: string | null;
+            /** Status */
+            status: string;
+            /** Attempts */
+            attempts: number;
+            /** Next Attempt At */
+            next_attempt_at: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Finished At */
+            finished_at: string | null;
+            /** Last Status Code */
+            last_status_code: number | null;
+            /** Last Error */
+            last_error: string | null;
+            /** Last Duration Ms */
+            last_duration_ms: number | null;
+            /** Body */
+            body: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * DeviceCondition
+         * @description The triggering device has every tag in ``tags`` and is of ``device_type``.
+         */
+        DeviceCondition: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "device";
+            /** Tags */
+            tags?: string[];
+            /** Device Type */
+            device_type?: string | null;
+        };
         /** DeviceEventPublic */
         DeviceEventPublic: {
             /** Id */
@@ -1065,6 +1558,67 @@ export interface components {
             data: components["schemas"]["DevicePublic"][];
             /** Count */
             count: number;
+        };
+        /** DryRunPublic */
+        DryRunPublic: {
+            /**
+             * Since
+             * Format: date-time
+             */
+            since: string;
+            /**
+             * Until
+             * Format: date-time
+             */
+            until: string;
+            /** Samples */
+            samples: number;
+            /** Truncated */
+            truncated: boolean;
+            /** Fired */
+            fired: number;
+            /** Cleared */
+            cleared: number;
+            /** Firings */
+            firings: components["schemas"]["FiringPublic"][];
+        };
+        /** DryRunRequest */
+        DryRunRequest: {
+            /**
+             * Hours
+             * @description the last N hours
+             * @default 24
+             */
+            hours?: number;
+            rule: components["schemas"]["RuleBody"];
+        };
+        /** DryRunWindow */
+        DryRunWindow: {
+            /**
+             * Hours
+             * @description the last N hours
+             * @default 24
+             */
+            hours?: number;
+        };
+        /** FiringPublic */
+        FiringPublic: {
+            /**
+             * Ts
+             * Format: date-time
+             */
+            ts: string;
+            /**
+             * Kind
+             * @description fire | clear
+             */
+            kind: string;
+            /** Device Id */
+            device_id: string | null;
+            /** Context */
+            context: {
+                [key: string]: unknown;
+            };
         };
         /** FirmwarePublic */
         FirmwarePublic: {
@@ -1160,6 +1714,35 @@ export interface components {
             /** Role */
             role: string;
         };
+        /**
+         * MetricCondition
+         * @description Latest value of a metric on ``device_id`` (another device), or on the triggering
+         *     device when empty. Fails when there is no value younger than ``max_age_seconds``.
+         */
+        MetricCondition: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "metric";
+            /** Device Id */
+            device_id?: string | null;
+            /** Metric */
+            metric: string;
+            /**
+             * Op
+             * @default >
+             * @enum {string}
+             */
+            op?: ">" | ">=" | "<" | "<=" | "==" | "!=";
+            /** Value */
+            value: number;
+            /**
+             * Max Age Seconds
+             * @default 600
+             */
+            max_age_seconds?: number;
+        };
         /** MqttInfo */
         MqttInfo: {
             /**
@@ -1171,6 +1754,52 @@ export interface components {
             port: number;
             /** Tls */
             tls: boolean;
+        };
+        /** NotifyAction */
+        NotifyAction: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "notify";
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /**
+             * Level
+             * @default info
+             * @enum {string}
+             */
+            level?: "info" | "warning" | "critical";
+            /**
+             * Message
+             * @default {rule}: {device}
+             */
+            message?: string;
+        };
+        /** OfflineTrigger */
+        OfflineTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "offline";
+            /**
+             * For Seconds
+             * @default 0
+             */
+            for_seconds?: number;
+        };
+        /** OnlineTrigger */
+        OnlineTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "online";
         };
         /** PasswordChange */
         PasswordChange: {
@@ -1189,10 +1818,43 @@ export interface components {
             /** Value */
             value: number;
         };
+        /**
+         * RateTrigger
+         * @description Fires when the metric's change per minute (between consecutive samples) crosses
+         *     ``value``: ``rises`` faster than, or ``falls`` faster than ``value`` units/minute.
+         */
+        RateTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "rate";
+            /** Metric */
+            metric: string;
+            /**
+             * Op
+             * @default rises
+             * @enum {string}
+             */
+            op?: "rises" | "falls";
+            /**
+             * Value
+             * @description units per minute
+             */
+            value: number;
+        };
         /** RefreshRequest */
         RefreshRequest: {
             /** Refresh Token */
             refresh_token: string;
+        };
+        /** RegisteredTrigger */
+        RegisteredTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "registered";
         };
         /**
          * Role
@@ -1303,6 +1965,129 @@ export interface components {
             /** Count */
             count: number;
         };
+        /**
+         * RuleBody
+         * @description The user-editable part of a rule.
+         */
+        RuleBody: {
+            /** Name */
+            name: string;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            scope?: components["schemas"]["Scope"];
+            /** Trigger */
+            trigger: components["schemas"]["ThresholdTrigger"] | components["schemas"]["RateTrigger"] | components["schemas"]["OfflineTrigger"] | components["schemas"]["OnlineTrigger"] | components["schemas"]["RegisteredTrigger"] | components["schemas"]["ScheduleTrigger"] | components["schemas"]["CommandFailedTrigger"] | components["schemas"]["AlertRaisedTrigger"];
+            /** Conditions */
+            conditions?: (components["schemas"]["MetricCondition"] | components["schemas"]["TimeCondition"] | components["schemas"]["DeviceCondition"])[];
+            /** Actions */
+            actions: (components["schemas"]["CommandAction"] | components["schemas"]["ShadowAction"] | components["schemas"]["AlertAction"] | components["schemas"]["ClearAlertAction"] | components["schemas"]["WebhookAction"] | components["schemas"]["NotifyAction"])[];
+            /**
+             * Cooldown Seconds
+             * @description minimum time between two firings
+             * @default 60
+             */
+            cooldown_seconds?: number;
+        };
+        /** RuleEnabled */
+        RuleEnabled: {
+            /** Enabled */
+            enabled: boolean;
+        };
+        /** RulePublic */
+        RulePublic: {
+            /** Name */
+            name: string;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            scope?: components["schemas"]["Scope"];
+            /** Trigger */
+            trigger: components["schemas"]["ThresholdTrigger"] | components["schemas"]["RateTrigger"] | components["schemas"]["OfflineTrigger"] | components["schemas"]["OnlineTrigger"] | components["schemas"]["RegisteredTrigger"] | components["schemas"]["ScheduleTrigger"] | components["schemas"]["CommandFailedTrigger"] | components["schemas"]["AlertRaisedTrigger"];
+            /** Conditions */
+            conditions?: (components["schemas"]["MetricCondition"] | components["schemas"]["TimeCondition"] | components["schemas"]["DeviceCondition"])[];
+            /** Actions */
+            actions: (components["schemas"]["CommandAction"] | components["schemas"]["ShadowAction"] | components["schemas"]["AlertAction"] | components["schemas"]["ClearAlertAction"] | components["schemas"]["WebhookAction"] | components["schemas"]["NotifyAction"])[];
+            /**
+             * Cooldown Seconds
+             * @description minimum time between two firings
+             * @default 60
+             */
+            cooldown_seconds?: number;
+            /** Id */
+            id: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Last Fired At */
+            last_fired_at: string | null;
+            /** Fire Count */
+            fire_count: number;
+        };
+        /** RulesPublic */
+        RulesPublic: {
+            /** Data */
+            data: components["schemas"]["RulePublic"][];
+            /** Count */
+            count: number;
+        };
+        /**
+         * ScheduleTrigger
+         * @description ``at`` a local time of day (on ``weekdays``, 0 = Monday), or a 5-field ``cron``
+         *     expression, in ``timezone``.
+         */
+        ScheduleTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "schedule";
+            /** At */
+            at?: string | null;
+            /** Cron */
+            cron?: string | null;
+            /** Weekdays */
+            weekdays?: number[];
+            /**
+             * Timezone
+             * @default UTC
+             */
+            timezone?: string;
+        };
+        /**
+         * Scope
+         * @description Which devices a rule watches (and acts on when an action names none). Every given
+         *     criterion must match; an empty scope means every device.
+         */
+        Scope: {
+            /** Devices */
+            devices?: string[];
+            /** Tags */
+            tags?: string[];
+            /** Device Type */
+            device_type?: string | null;
+        };
         /** SelectorIn */
         SelectorIn: {
             /** Devices */
@@ -1325,6 +2110,28 @@ export interface components {
              * @default false
              */
             online_only?: boolean;
+        };
+        /** ShadowAction */
+        ShadowAction: {
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /** Device Id */
+            device_id?: string | null;
+            /** Tags */
+            tags?: string[];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "shadow";
+            /** Desired */
+            desired: {
+                [key: string]: unknown;
+            };
         };
         /** ShadowPublic */
         ShadowPublic: {
@@ -1452,6 +2259,75 @@ export interface components {
                 [key: string]: components["schemas"]["Point"][] | components["schemas"]["BucketPoint"][];
             };
         };
+        /** TemplatePublic */
+        TemplatePublic: {
+            /** Id */
+            id: string;
+            /** Title */
+            title: string;
+            /** Description */
+            description: string;
+            /** Rules */
+            rules: {
+                [key: string]: unknown;
+            }[];
+        };
+        /**
+         * ThresholdTrigger
+         * @description Fires when ``metric`` crosses ``value`` (not on every sample past it). It is armed
+         *     again only after the value comes back past ``value -/+ hysteresis``; that return is
+         *     the rule's *clear* (auto-clears its alert, runs its ``when: clear`` actions).
+         */
+        ThresholdTrigger: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "threshold";
+            /** Metric */
+            metric: string;
+            /**
+             * Op
+             * @default above
+             * @enum {string}
+             */
+            op?: "above" | "below";
+            /** Value */
+            value: number;
+            /**
+             * Hysteresis
+             * @default 0
+             */
+            hysteresis?: number;
+            /**
+             * For Seconds
+             * @description must hold this long
+             * @default 0
+             */
+            for_seconds?: number;
+        };
+        /**
+         * TimeCondition
+         * @description Local time between ``after`` and ``before`` (across midnight when after > before).
+         */
+        TimeCondition: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "time";
+            /** After */
+            after?: string | null;
+            /** Before */
+            before?: string | null;
+            /** Weekdays */
+            weekdays?: number[];
+            /**
+             * Timezone
+             * @default UTC
+             */
+            timezone?: string;
+        };
         /** TokenPublic */
         TokenPublic: {
             /** Access Token */
@@ -1514,6 +2390,130 @@ export interface components {
             input?: unknown;
             /** Context */
             ctx?: Record<string, never>;
+        };
+        /** WebhookAction */
+        WebhookAction: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "webhook";
+            /**
+             * When
+             * @default fire
+             * @enum {string}
+             */
+            when?: "fire" | "clear";
+            /** Webhook Id */
+            webhook_id: number;
+        };
+        /** WebhookCreate */
+        WebhookCreate: {
+            /** Name */
+            name: string;
+            /**
+             * Url
+             * @example https://example.com/hooks/iotp
+             */
+            url: string;
+            /** Events */
+            events: ("device_registered" | "device_status" | "alert" | "command_update" | "telemetry" | "notification")[];
+            /**
+             * Devices
+             * @description only these devices; empty = all
+             */
+            devices?: string[];
+        };
+        /** WebhookPublic */
+        WebhookPublic: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /** Devices */
+            devices: string[];
+            /** Enabled */
+            enabled: boolean;
+            /** Disabled Reason */
+            disabled_reason: string | null;
+            /** Consecutive Failures */
+            consecutive_failures: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Last Success At */
+            last_success_at: string | null;
+            /** Last Failure At */
+            last_failure_at: string | null;
+        };
+        /** WebhookSecret */
+        WebhookSecret: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /** Url */
+            url: string;
+            /** Events */
+            events: string[];
+            /** Devices */
+            devices: string[];
+            /** Enabled */
+            enabled: boolean;
+            /** Disabled Reason */
+            disabled_reason: string | null;
+            /** Consecutive Failures */
+            consecutive_failures: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /** Last Success At */
+            last_success_at: string | null;
+            /** Last Failure At */
+            last_failure_at: string | null;
+            /**
+             * Secret
+             * @description shown only now: store it to verify signatures
+             */
+            secret: string;
+        };
+        /** WebhookUpdate */
+        WebhookUpdate: {
+            /** Name */
+            name?: string | null;
+            /** Url */
+            url?: string | null;
+            /** Events */
+            events?: ("device_registered" | "device_status" | "alert" | "command_update" | "telemetry" | "notification")[] | null;
+            /** Devices */
+            devices?: string[] | null;
+            /** Enabled */
+            enabled?: boolean | null;
+        };
+        /** WebhooksPublic */
+        WebhooksPublic: {
+            /** Data */
+            data: components["schemas"]["WebhookPublic"][];
+            /** Count */
+            count: number;
         };
     };
     responses: never;
@@ -2458,6 +3458,676 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfoPublic"];
+                };
+            };
+        };
+    };
+    list_rules_api_rules_get: {
+        parameters: {
+            query?: {
+                enabled?: boolean | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulesPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_rule_api_rules_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RuleBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    templates_api_rules_templates_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplatePublic"][];
+                };
+            };
+        };
+    };
+    dry_run_api_rules_dry_run_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DryRunRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DryRunPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_rule_api_rules__rule_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    replace_rule_api_rules__rule_id__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RuleBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_rule_api_rules__rule_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    set_enabled_api_rules__rule_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RuleEnabled"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RulePublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    dry_run_saved_api_rules__rule_id__dry_run_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rule_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DryRunWindow"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DryRunPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_alerts_api_alerts_get: {
+        parameters: {
+            query?: {
+                status?: ("active" | "acknowledged" | "cleared")[] | null;
+                severity?: ("info" | "warning" | "critical")[] | null;
+                device_id?: string | null;
+                rule_id?: number | null;
+                /** @description raised at or after (epoch s) */
+                since?: number | null;
+                /** @description raised at or before (epoch s) */
+                until?: number | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_alert_api_alerts__alert_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                alert_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    acknowledge_api_alerts__alert_id__acknowledge_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                alert_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["AlertNote"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    clear_api_alerts__alert_id__clear_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                alert_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["AlertNote"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlertPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_webhooks_api_webhooks_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhooksPublic"];
+                };
+            };
+        };
+    };
+    create_webhook_api_webhooks_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_webhook_api_webhooks__webhook_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_webhook_api_webhooks__webhook_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    update_webhook_api_webhooks__webhook_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    rotate_secret_api_webhooks__webhook_id__rotate_secret_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    test_delivery_api_webhooks__webhook_id__test_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    deliveries_api_webhooks__webhook_id__deliveries_get: {
+        parameters: {
+            query?: {
+                status?: ("pending" | "delivered" | "failed") | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveriesPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

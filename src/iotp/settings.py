@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     mqtt_tls_port: int = Field(default=8883, ge=1, le=65535)
 
+    # ---- automations, alerts, webhooks (docs/automations.md) ------------------------
+    # Webhook targets on private, loopback or link-local addresses (SSRF guard): off.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    # Retry n waits backoff * 2**(n-1) seconds (capped at an hour).
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0)
+    # A webhook is disabled (and an alert raised) after this many failed attempts in a row.
+    webhook_disable_after: int = Field(default=20, ge=1)
+    # Signed timestamps older than this are refused by receivers (documented default).
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -14,7 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp import __version__
 from iotp.api import security
-from iotp.api.routes import apikeys, auth, credentials, devices, info, system, users
+from iotp.api.routes import (  # automations (issue 7)
+    alerts,
+    apikeys,
+    auth,
+    credentials,
+    devices,
+    info,
+    rules,
+    system,
+    users,
+    webhooks,
+)
 from iotp.api.state import ApiState
 from iotp.db.engine import make_engine
 from iotp.settings import Settings
@@ -71,6 +82,8 @@ def create_app(
     app.include_router(system.router)
     app.include_router(devices.router)
     app.include_router(info.router)
+    for automation_router in (rules, alerts, webhooks):  # automations (issue 7)
+        app.include_router(automation_router.router)
 
     @app.websocket("/api/ws")
     async def websocket(ws: WebSocket) -> None:

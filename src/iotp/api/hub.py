@@ -23,6 +23,8 @@ EVENT_TYPES = frozenset(
         "device_event",
         "command_ack",
         "command_update",
+        "alert",  # automations (issue 7): raised / acknowledged / cleared
+        "notification",  # automations (issue 7): a rule's notify action
     }
 )
 ALL = "*"

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -22,6 +22,9 @@ from iotp.worker.batcher import TelemetryBatcher
 from iotp.worker.presence import Presence, PresenceTracker, Transition
 from iotp.worker.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
 from iotp.worker.ratelimit import DeviceRateLimiter
+
+if TYPE_CHECKING:
+    from iotp.automation.runtime import Automations
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,8 @@ class Ingestor:
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
         self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[None]]] = asyncio.Queue()
+        # Automations (issue 7): the rule engine sees every telemetry message.
+        self.rules: Automations | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -179,6 +184,8 @@ class Ingestor:
                 if device_id not in self.known:
                     await self._register(device_id, now)
                 self._seen(device_id, now)
+                if self.rules is not None:  # automations (issue 7): in-memory only
+                    self.rules.on_data(device_id, msg.metrics, msg.ts)
                 row = telemetry.make_row(device_id, msg.ts, msg.seq, msg.metrics, msg.attributes)
                 await self.batcher.add(row)
                 return

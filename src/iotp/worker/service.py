@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from iotp.automation.runtime import Automations
 from iotp.db.models import ComponentStats
 from iotp.mqtt import MqttLink
 from iotp.protocol.topics import inbound_subscription
@@ -44,6 +45,14 @@ class Worker:
             ack_after_handler=True,
         )
         self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
+        # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).
+        # Device control, when present, is passed as control= (commands, desired state).
+        self.automations = Automations(
+            settings=settings,
+            sessions=self.ingestor.sessions,
+            publish_event=self._publish_event,
+        )
+        self.ingestor.rules = self.automations
         self._tasks: list[asyncio.Task[Any]] = []
         self._rate = 0.0
         self._last_stored = 0
@@ -55,6 +64,7 @@ class Worker:
     ) -> None:
         topic = event_topic(self.settings.events_topic_prefix, event_type, device_id)
         self.link.publish(topic, encode_event(event_type, device_id, payload, ts), qos=1)
+        self.automations.on_event(event_type, device_id, payload, ts)  # automations
 
     async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         await self.ingestor.handle(topic, payload)
@@ -72,6 +82,7 @@ class Worker:
             asyncio.create_task(self._presence_loop(), name="presence"),
             asyncio.create_task(self._stats_loop(), name="stats"),
             asyncio.create_task(self._last_seen_loop(), name="last-seen"),
+            asyncio.create_task(self.automations.run(), name="automations"),  # automations
         ]
         await self.link.connect(stop)
         self.ready.set()
@@ -80,6 +91,7 @@ class Worker:
     async def stop(self) -> None:
         """Graceful: stop taking messages, flush what is pending, write final stats."""
         await self.link.close()
+        await self.automations.stop()  # automations
         self.ingestor.batcher.stop()
         batcher = self._tasks[0] if self._tasks else None
         if batcher is not None:
@@ -138,6 +150,7 @@ class Worker:
             storage_failing_since=self.ingestor.batcher.failing_since,
             mqtt_connected=self.link.is_connected,
             devices_tracked=len(self.ingestor.presence.devices),
+            automations=self.automations.snapshot(),
             host=socket.gethostname(),
             pid=os.getpid(),
         )

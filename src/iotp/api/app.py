@@ -11,6 +11,9 @@ from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
 from iotp import __version__
 from iotp.api import security
@@ -35,6 +38,20 @@ LANDING = """<!doctype html><html><head><title>IoT Platform</title></head>
 <h1>IoT Platform</h1><p>The API is running. The dashboard is not built yet
 (<code>make web</code>). Meanwhile: <a href="/docs">API docs</a>,
 <a href="/api/devices">devices</a>, <a href="/api/stats">stats</a>.</p></body></html>"""
+
+
+class SpaFiles(StaticFiles):
+    """The built dashboard; any other path (a client-side route such as /devices/X)
+    gets index.html, so a reload on a deep link works. /api stays a real 404."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            missing_file = "." in path.rsplit("/", 1)[-1]
+            if exc.status_code != 404 or missing_file or path.split("/", 1)[0] == "api":
+                raise
+            return await super().get_response("index.html", scope)
 
 
 def web_dist() -> Path | None:
@@ -93,7 +110,7 @@ def create_app(
 
     dist = web_dist()
     if dist is not None:
-        app.mount("/", StaticFiles(directory=dist, html=True), name="web")
+        app.mount("/", SpaFiles(directory=dist, html=True), name="web")
     else:
 
         @app.get("/", include_in_schema=False)

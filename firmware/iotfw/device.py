@@ -239,8 +239,10 @@ class Device:
 
     def _on_connect(self):
         m = self.mqtt
-        m.publish(self._t["status"], b"online", 1, True)
+        # info first: a platform registers a new device from the first message it
+        # sees, and only info carries the suggested name
         m.publish(self._t["info"], payloads.encode(self.info()), 1, True)
+        m.publish(self._t["status"], b"online", 1, True)
         m.publish(self._t["state"], payloads.encode(self.state()), 1, True)
         # results of an OTA update that finished (or rolled back) across a reboot
         if self.ota_state.get("trial"):

@@ -174,6 +174,11 @@ class MqttLink:
             delay = min(delay * 2, RECONNECT_INTERVAL_MAX_SECONDS)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        # While connected or reconnecting, gmqtt keeps QoS 1 messages to resend; once we
+        # have closed the link for good there is nobody to send them to.
+        if self._closing:
+            log.debug("link closed; not publishing to %s", topic)
+            return
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
     async def close(self) -> None:

@@ -11,6 +11,8 @@ from iotfw import clock, mqttpkt
 from iotfw.backoff import Backoff
 
 READ_CHUNK = 2048
+DIRECT_WRITE_LIMIT = 16384
+MIN_KEEPALIVE_TICK_MS = 500
 
 
 class MQTTError(Exception):
@@ -53,6 +55,7 @@ class MQTTClient:
         self._stop = asyncio.Event()
         self._reader = None
         self._writer = None
+        self._transport = None
         self._pid = 0
         self._closing = False
         self._last_rx = 0
@@ -88,6 +91,13 @@ class MQTTClient:
                 return False
             self._queue_raw(mqttpkt.publish(topic, payload, 0, retain))
             return True
+        if (self._transport is not None and self.connected and not self.pending
+                and not self._raw and not self._wake.is_set()
+                and len(self.inflight) < self.max_inflight):
+            pid = self._next_pid()
+            if self._write_now(mqttpkt.publish(topic, payload, 1, retain, pid)):
+                self.inflight.append([pid, topic, payload, retain, self._last_tx, True])
+                return True
         ok = True
         if len(self.pending) >= self.max_queue:
             self.pending.pop(0)
@@ -160,6 +170,21 @@ class MQTTClient:
         self._pid = self._pid % 65535 + 1
         return self._pid
 
+    def _write_now(self, packet):
+        """Writes at once when the transport takes data without blocking (CPython
+        asyncio); saves waking the sender task for every message."""
+        transport = self._transport
+        if transport.is_closing() or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
+            return False
+        try:
+            self._writer.write(packet)
+        except Exception as exc:  # noqa: BLE001
+            self.last_error = repr(exc)
+            self._abort()
+            return False
+        self._last_tx = clock.now_ms()
+        return True
+
     def _queue_raw(self, packet):
         self._raw.append(packet)
         self._wake.set()
@@ -189,6 +214,7 @@ class MQTTClient:
         self.up.clear()
         writer = self._writer
         self._writer = None
+        self._transport = None
         self._reader = None
         self._raw = []
         if writer is not None:
@@ -211,6 +237,8 @@ class MQTTClient:
         reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
         self._reader = reader
         self._writer = writer
+        # MicroPython streams have no transport: writes always go through the sender
+        self._transport = getattr(writer, "transport", None)
         self._buffer = b""
         writer.write(mqttpkt.connect(self.client_id, self.keepalive, self.user,
                                      self.password, self.will, self.clean_session))
@@ -352,10 +380,8 @@ class MQTTClient:
 
     async def _keepalive(self):
         keepalive_ms = self.keepalive * 1000
-        tick = min(self.keepalive / 4, self.ack_timeout_ms / 2000)
-        tick = max(0.5, min(tick, 15))
+        ack_ms = self.ack_timeout_ms
         while self.up.is_set():
-            await asyncio.sleep(tick)
             now = clock.now_ms()
             if clock.diff_ms(now, self._last_rx) > keepalive_ms * 3 // 2:
                 self._log("keepalive timeout")
@@ -363,10 +389,19 @@ class MQTTClient:
                 return
             if clock.diff_ms(now, self._last_tx) >= keepalive_ms // 2:
                 self._queue_raw(mqttpkt.pingreq())
+                self._last_tx = now
+            # sleep until the next deadline: a ping, the broker's silence, an ack
+            wait = min(keepalive_ms // 2 - clock.diff_ms(now, self._last_tx),
+                       keepalive_ms * 3 // 2 - clock.diff_ms(now, self._last_rx))
             resend = False
             for entry in self.inflight:
-                if entry[5] and clock.diff_ms(now, entry[4]) >= self.ack_timeout_ms:
-                    entry[5] = False
-                    resend = True
+                if entry[5]:
+                    left = ack_ms - clock.diff_ms(now, entry[4])
+                    if left <= 0:
+                        entry[5] = False
+                        resend = True
+                    elif left < wait:
+                        wait = left
             if resend:
                 self._wake.set()
+            await asyncio.sleep(max(wait, MIN_KEEPALIVE_TICK_MS) / 1000)

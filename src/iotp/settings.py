@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # ---- operations (docs/operations.md) ---------------------------------------------
+    # Prometheus /metrics of the worker on this port (0: off); the API serves /metrics.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    # Raw telemetry older than this is deleted (PostgreSQL: whole partitions dropped);
+    # 0 keeps it forever. Rollups are kept longer (below).
+    retention_days: float = Field(default=0, ge=0)
+    rollup_minute_retention_days: float = Field(default=90, ge=0)
+    rollup_hour_retention_days: float = Field(default=0, ge=0)
+    # Partitions (PostgreSQL) are one day wide and created this many days ahead.
+    partitions_ahead_days: int = Field(default=3, ge=1, le=60)
+    # How often the maintenance leader rolls up, drops old data and creates partitions.
+    maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+
     # ---- security (docs/security.md) ----------------------------------------------
     # Secure mode: devices need credentials (topic ACLs in the broker), secrets required.
     secure: bool = False

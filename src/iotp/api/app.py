@@ -29,6 +29,7 @@ from iotp.api.routes import (  # automations (issue 7)
     users,
     webhooks,
 )
+from iotp.api.routes import metrics as metrics_routes  # operations
 from iotp.api.state import ApiState
 from iotp.db.engine import make_engine
 from iotp.settings import Settings
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(devices.router)
     app.include_router(info.router)
+    app.include_router(metrics_routes.router)  # operations: Prometheus /metrics
     for automation_router in (rules, alerts, webhooks):  # automations (issue 7)
         app.include_router(automation_router.router)
 

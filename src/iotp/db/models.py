@@ -63,6 +63,40 @@ class Telemetry(Base):
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
 
+# ---- telemetry at scale (issue 8, iotp.services.retention) ---------------------------
+# On PostgreSQL `telemetry` is partitioned by day (migration 0005); its partitions live in
+# the schema `telemetry_partitions`, outside these models.
+
+
+class _RollupColumns:
+    """Per device, metric and bucket start: min/max/sum/count (averages compose)."""
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[float] = mapped_column(Float, primary_key=True)
+    vmin: Mapped[float] = mapped_column(Float)
+    vmax: Mapped[float] = mapped_column(Float)
+    vsum: Mapped[float] = mapped_column(Float)
+    vcount: Mapped[int] = mapped_column(BigInteger)
+
+
+class TelemetryRollupMinute(_RollupColumns, Base):
+    __tablename__ = "telemetry_rollup_1m"
+
+
+class TelemetryRollupHour(_RollupColumns, Base):
+    __tablename__ = "telemetry_rollup_1h"
+
+
+class StorageState(Base):
+    """Progress of storage maintenance: rollup watermarks, last retention run."""
+
+    __tablename__ = "storage_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+
 class DeviceEventRow(Base):
     """Presence transitions, registrations and device-side events."""
 

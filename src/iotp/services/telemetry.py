@@ -69,7 +69,22 @@ async def query_series(
     until: float,
     bucket: float | None,
     limit: int = 100_000,
+    raw_only: bool = False,
 ) -> list[dict[str, float | int]]:
+    if bucket is not None and not raw_only:  # operations (issue 8): long ranges, rollups
+        from iotp.services.retention import query_with_rollups
+
+        rolled = await query_with_rollups(
+            conn,
+            device_id=device_id,
+            metric=metric,
+            since=since,
+            until=until,
+            bucket=bucket,
+            limit=limit,
+        )
+        if rolled is not None:
+            return rolled
     dialect = conn.dialect.name
     expr = _metric_expr(dialect, metric)
     params: dict[str, Any] = {"d": device_id, "s": since, "u": until, "lim": limit}

@@ -117,6 +117,10 @@ class Ingestor:
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
         self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[None]]] = asyncio.Queue()
+        # Operations (issue 8): with several workers only the presence owner records
+        # presence transitions (see worker/leader.py); metrics see every stored batch.
+        self.presence_owner = True
+        self.on_batch: Callable[[int, float], None] | None = None
         # Automations (issue 7): the rule engine sees every telemetry message.
         self.rules: Automations | None = None
 
@@ -216,6 +220,8 @@ class Ingestor:
         self.counters.batches += 1
         self.counters.last_batch_rows = rows
         self.counters.last_batch_seconds = seconds
+        if self.on_batch is not None:  # operations: metrics
+            self.on_batch(rows, seconds)
 
     async def _store_rows(self, rows: list[telemetry.Row]) -> int:
         return await telemetry.insert_rows(self.engine, rows)
@@ -229,6 +235,11 @@ class Ingestor:
             self._record_transition(transition)
 
     def _record_transition(self, t: Transition) -> asyncio.Future[None]:
+        if not self.presence_owner:  # operations: another worker owns presence
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
         async def job(session: AsyncSession) -> None:
             await device_service.set_status(
                 session,
@@ -249,6 +260,8 @@ class Ingestor:
         return done
 
     def expire(self, now: float | None = None) -> list[Transition]:
+        if not self.presence_owner:  # operations: another worker owns presence
+            return []
         transitions = self.presence.expire(time.time() if now is None else now)
         for t in transitions:
             self._record_transition(t)
@@ -271,6 +284,9 @@ class Ingestor:
         async def job(session: AsyncSession) -> None:
             device = await device_service.register(session, device_id=device_id, now=now, info=info)
             if device is not None:
+                # operations: another worker may register it at the same moment; fail (and
+                # retry, finding it) here rather than announce it twice.
+                await session.flush()
                 self.publish(
                     "device_registered",
                     device_id,

@@ -14,13 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.automation.runtime import Automations
 from iotp.db.models import ComponentStats
+from iotp.metrics import WorkerMetrics  # operations
 from iotp.mqtt import MqttLink
-from iotp.protocol.topics import inbound_subscription
+from iotp.protocol.topics import Kind, inbound_subscription, subscription
 from iotp.services import devices as device_service
+from iotp.services import retention  # operations
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.worker.events import encode_event, event_topic
 from iotp.worker.ingest import Ingestor
+from iotp.worker.leader import Leadership, refresh_from_database  # operations
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ class Worker:
             ack_after_handler=True,
         )
         self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
+        # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
+        self.shared = bool(settings.mqtt_share_group)
+        self.ingestor.presence_owner = not self.shared
+        self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
+        self.metrics = WorkerMetrics(self)
+        self.ingestor.on_batch = self.metrics.observe_batch
         # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).
         # Device control, when present, is passed as control= (commands, desired state).
         self.automations = Automations(
@@ -82,8 +91,12 @@ class Worker:
             asyncio.create_task(self._presence_loop(), name="presence"),
             asyncio.create_task(self._stats_loop(), name="stats"),
             asyncio.create_task(self._last_seen_loop(), name="last-seen"),
+            asyncio.create_task(self.leadership.run(), name="leader"),  # operations
+            asyncio.create_task(self._maintenance_loop(), name="maintenance"),  # operations
             asyncio.create_task(self.automations.run(), name="automations"),  # automations
         ]
+        if self.settings.metrics_port:  # operations: Prometheus
+            self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
         await self.link.connect(stop)
         self.ready.set()
         log.info("worker %s subscribed to device topics on %s", self.component_id, self.link.url)
@@ -101,6 +114,7 @@ class Worker:
             await asyncio.wait_for(self.ingestor.drain(), 10)
             await self._flush_last_seen()
             await self._flush_stats()
+        self.metrics.close()  # operations
         for task in self._tasks[1:]:
             task.cancel()
         for task in self._tasks[1:]:
@@ -110,7 +124,42 @@ class Worker:
     async def _presence_loop(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_SWEEP_SECONDS)
+            if self.shared and self.ingestor.presence_owner:  # operations: see leader.py
+                try:
+                    revived = await refresh_from_database(
+                        self.ingestor.sessions, self.ingestor.presence, time.time()
+                    )
+                except Exception as exc:  # noqa: BLE001 - judge on local clocks meanwhile
+                    log.warning("presence refresh failed: %s", exc)
+                else:
+                    for transition in revived:
+                        self.ingestor._record_transition(transition)
             self.ingestor.expire()
+
+    # ---- operations (issue 8): leadership and storage maintenance -------------------
+
+    async def _leadership_changed(self, leader: bool) -> None:
+        if not self.shared:
+            return
+        presence_topics = [subscription(Kind.STATUS), subscription(Kind.INFO)]
+        if leader:
+            await self.ingestor.load()  # the other workers' view, from the database
+            self.ingestor.presence_owner = True
+            for topic in presence_topics:  # every birth and last will, unshared
+                self.link.subscribe(topic, qos=1)
+        else:
+            self.ingestor.presence_owner = False
+            for topic in presence_topics:
+                self.link.unsubscribe(topic)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            if self.leadership.is_leader:
+                try:
+                    await retention.maintain(self.engine, self.settings, time.time())
+                except Exception as exc:  # noqa: BLE001 - retried next round
+                    log.warning("storage maintenance failed: %s", exc)
+            await asyncio.sleep(self.settings.maintenance_interval_seconds)
 
     async def _last_seen_loop(self) -> None:
         while True:

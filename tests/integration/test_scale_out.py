@@ -1,0 +1,210 @@
+"""Scale-out, natively: 2 workers sharing $share/scale/devices/# and 2 API processes on
+Mosquitto + PostgreSQL, started as in production (`python -m iotp.cli worker|api`).
+Exact counts, nothing stored twice, every WebSocket client of each API sees every event,
+and presence judged by one leader (not flapping, not recorded twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from bench._harness import raw_publish
+from iotp.db import migrate
+from iotp.db.engine import make_engine
+from iotp.netutil import free_port
+from iotp.settings import Settings
+from tests.fault.procs import (
+    LiveClient,
+    Proc,
+    api,
+    api_healthy,
+    pg_value,
+    platform_env,
+    poll,
+    worker,
+    workers_connected,
+)
+from tests.support import MqttTestClient, create_pg_database, drop_pg_database, start_mosquitto
+
+# One cluster for the module (starting 4 processes is the slow part); the test that kills
+# the leader runs last.
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.mosquitto,
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+DEVICES = 20
+MESSAGES = 4000
+EVENTS = ["device_data", "device_registered", "device_status"]
+
+
+@dataclass
+class Cluster:
+    dsn: str
+    mqtt_url: str
+    workers: list[Proc]
+    metrics_ports: list[int]
+    apis: list[tuple[Proc, int]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    tmp_path = tmp_path_factory.mktemp("scale")
+    mosq = start_mosquitto()
+    dsn = await create_pg_database()
+    engine = make_engine(Settings(database_url=dsn).effective_database_url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    env = platform_env(
+        dsn,
+        mosq.url,
+        mqtt_share_group="scale",
+        offline_min_seconds=4,
+        default_report_interval=0.5,
+    )
+    ports = [free_port(), free_port()]
+    workers = [
+        worker(f"scale-w{i}", env, tmp_path, metrics_port=ports[i], metrics_host="127.0.0.1")
+        for i in range(2)
+    ]
+    apis = [api(f"scale-api{i}", env, tmp_path) for i in range(2)]
+    started = time.time()
+    procs = [*workers, *(p for p, _ in apis)]
+    try:
+        for p in procs:
+            p.start()
+        await poll(lambda: _connected(dsn, started), timeout=60)
+        for _, port in apis:
+            await poll(lambda port=port: api_healthy(port), timeout=60)
+        yield Cluster(dsn, mosq.url, workers, ports, apis)
+    except BaseException:
+        for p in procs:
+            print(f"---- {p.log.name}\n{p.tail()}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        mosq.stop()
+        await drop_pg_database(dsn)
+
+
+async def _connected(dsn: str, since: float) -> bool:
+    return await workers_connected(dsn, since) == 2
+
+
+async def metric(port: int, name: str) -> float | None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
+    # Exactly one leader (presence, maintenance).
+    async def one_leader() -> bool:
+        leaders = [await metric(p, "iotp_worker_leader") for p in cluster.metrics_ports]
+        return sorted(leaders) == [0.0, 1.0]
+
+    await poll(one_leader, timeout=30)
+
+    clients = [LiveClient(port, EVENTS).start() for _, port in cluster.apis for _ in range(2)]
+    try:
+        for c in clients:
+            await asyncio.wait_for(c.subscribed.wait(), 30)
+        # The API's raw data subscription is taken when the first client asks for it.
+        await asyncio.sleep(0.5)
+        await raw_publish(cluster.mqtt_url, devices=DEVICES, messages=MESSAGES, prefix="SCALE")
+
+        async def stored() -> bool:
+            return await pg_value(cluster.dsn, "SELECT count(*) FROM telemetry") >= MESSAGES
+
+        await poll(stored, timeout=60)
+
+        async def everyone_saw_everything() -> bool:
+            return all(c.count("device_data") >= MESSAGES for c in clients) and all(
+                c.count("device_registered") >= DEVICES for c in clients
+            )
+
+        await poll(everyone_saw_everything, timeout=30)
+        await asyncio.sleep(1.0)  # anything extra (a duplicate) would arrive by now
+
+        assert await pg_value(cluster.dsn, "SELECT count(*) FROM telemetry") == MESSAGES
+        assert await pg_value(cluster.dsn, "SELECT count(*) FROM devices") == DEVICES
+        for c in clients:
+            assert c.count("device_data") == MESSAGES
+            assert c.count("device_registered") == DEVICES
+            # Exactly one online transition per device: the leader's, not one per worker.
+            online = [
+                e
+                for e in c.received
+                if e["type"] == "device_status" and e["payload"]["status"] == "online"
+            ]
+            assert len(online) == DEVICES, online
+            seqs = {
+                (e["device_id"], e["payload"]["seq"])
+                for e in c.received
+                if e["type"] == "device_data"
+            }
+            assert len(seqs) == MESSAGES
+
+        # Both workers took a share; together they stored each message exactly once.
+        shares = []
+        for port in cluster.metrics_ports:
+            shares.append(await metric(port, "iotp_messages_stored_total") or 0)
+        assert sum(shares) == MESSAGES
+        assert all(s > 0 for s in shares), shares
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_presence_with_shared_subscriptions(cluster: Cluster) -> None:
+    """A device whose messages are split over two workers stays online while it talks,
+    and goes offline exactly once (by the leader's timeout) when it stops."""
+    dev = await MqttTestClient(cluster.mqtt_url, "PRESENCE1").connect()
+    try:
+        for i in range(16):  # 8 s at 2 Hz: longer than the 4 s timeout
+            dev.publish("devices/PRESENCE1/data", f'{{"t": {i}, "seq": {i}}}')
+            await asyncio.sleep(0.5)
+    finally:
+        await dev.close()
+
+    async def offline() -> bool:
+        status = await pg_value(cluster.dsn, "SELECT status FROM devices WHERE id = 'PRESENCE1'")
+        return status == "offline"
+
+    await poll(offline, timeout=20)
+    await asyncio.sleep(2.5)  # a second (wrong) transition from another worker would be here
+    rows = await pg_value(
+        cluster.dsn,
+        "SELECT string_agg(data->>'status' || ':' || (data->>'reason'), ',' ORDER BY id) "
+        "FROM device_events WHERE device_id = 'PRESENCE1' AND type = 'status'",
+    )
+    assert rows == "online:data,offline:timeout"
+
+
+async def test_leadership_moves_when_the_leader_dies(cluster: Cluster) -> None:
+    async def leader_index() -> int | None:
+        for i, port in enumerate(cluster.metrics_ports):
+            if await metric(port, "iotp_worker_leader") == 1.0:
+                return i + 1  # truthy
+        return None
+
+    first = await poll(leader_index, timeout=30) - 1
+    cluster.workers[first].kill()
+    other = 1 - first
+
+    async def other_leads() -> bool:
+        return await metric(cluster.metrics_ports[other], "iotp_worker_leader") == 1.0
+
+    await poll(other_leads, timeout=30)

@@ -462,10 +462,12 @@ class Automations:
         client = self._http
 
         async def one(d_id: int, hook_id: int, body: dict[str, Any]) -> None:
-            url, secret, _enabled = hooks.get(hook_id, ("", "", False))
+            url, secret, enabled = hooks.get(hook_id, ("", "", False))
             async with slots:
                 if not url:
                     outcome = webhook_service.Outcome(False, None, "webhook deleted", 0.0)
+                elif not enabled:  # queued before the worker saw it disabled: not sent
+                    outcome = webhook_service.Outcome(False, None, "webhook disabled", 0.0)
                 else:
                     outcome = await delivery.send(
                         client,

@@ -393,15 +393,10 @@ async def record(
             hook.consecutive_failures = 0
             hook.last_success_at = now
     else:
-        if delivery.attempts >= max_attempts or hook is None or not hook.enabled:
-            delivery.status = DeliveryStatus.FAILED
-            delivery.finished_at = now
-        else:
-            delivery.next_attempt_at = now + backoff(delivery.attempts, backoff_base)
-        if hook is not None:
+        if hook is not None and hook.enabled:  # a disabled webhook's failures don't count
             hook.consecutive_failures += 1
             hook.last_failure_at = now
-            if hook.enabled and hook.consecutive_failures >= disable_after:
+            if hook.consecutive_failures >= disable_after:
                 hook.enabled = False
                 hook.disabled_reason = (
                     f"disabled after {hook.consecutive_failures} failed attempts in a row "
@@ -409,6 +404,12 @@ async def record(
                 )
                 hook.updated_at = max(now, hook.updated_at + 1e-6)
                 disabled_now = True
+        # Decided after the disable above, so the attempt that disables it ends too.
+        if delivery.attempts >= max_attempts or hook is None or not hook.enabled:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.finished_at = now
+        else:
+            delivery.next_attempt_at = now + backoff(delivery.attempts, backoff_base)
     if hook is not None and not hook.enabled:
         # Nothing more goes to a disabled webhook: its queue ends as failed.
         await session.execute(

@@ -174,3 +174,15 @@ def test_topic_acl() -> None:
     assert topic_allowed(prov, "provision", "A1", "provision/A1/response", sub)
     assert not topic_allowed(prov, "provision", "A1", "provision/+/response", sub)
     assert topic_allowed(AccountKind.SERVICE, "iotp", "w", "devices/+/data", sub)
+
+
+def test_openapi_documents_the_security_schemes() -> None:
+    from pathlib import Path
+
+    from iotp.api.app import create_app
+
+    schema = create_app(Settings(data_dir=Path("/nonexistent"))).openapi()
+    assert set(schema["components"]["securitySchemes"]) == {"OAuth2PasswordBearer", "APIKeyHeader"}
+    assert schema["paths"]["/api/health"]["get"]["security"] == []
+    assert schema["paths"]["/api/auth/token"]["post"]["security"] == []
+    assert "security" not in schema["paths"]["/api/devices"]["get"]  # the global default

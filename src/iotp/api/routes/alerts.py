@@ -33,7 +33,7 @@ def _http_error(exc: IotpError) -> NoReturn:
     if isinstance(exc, AlertConflict):
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     if isinstance(exc, InvalidRequestError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
 

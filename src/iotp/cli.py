@@ -146,5 +146,26 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     _run(go())
 
 
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+) -> None:
+    """Summary of a running platform, read from the database (operations)."""
+    from iotp.services.ops_status import read_status, render_status
+
+    settings = _settings()
+
+    async def go() -> None:
+        data = await read_status(settings)
+        if as_json:
+            import orjson
+
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        else:
+            print(render_status(data))
+
+    _run(go())
+
+
 if __name__ == "__main__":
     app()

@@ -327,7 +327,11 @@ async def test_provisioning_pending_then_approved(broker: SecureBroker) -> None:
     provisioner = Provisioner(broker.settings, broker.engine, broker.url)
     await provisioner.start()
     try:
+        watcher = await broker.service()
+        await watcher.subscribe("devices/#")
         prov = await broker.connect("C3", "provision", FLEET)
+        prov.publish("devices/provision/data", '{"forged": 1}')  # %u would be "provision"
+        prov.publish("devices/C3/data", '{"forged": 1}')
         assert await prov.subscribe("provision/C3/response") in (0, 1)
         code = await prov.subscribe("provision/D4/response")
         assert code == 0x80 or broker.kind == "mosquitto"  # Mosquitto: checked on delivery
@@ -350,6 +354,8 @@ async def test_provisioning_pending_then_approved(broker: SecureBroker) -> None:
         await prov.close()
         dev = await broker.connect("C3", "C3", my_secret)
         assert await dev.subscribe("devices/C3/commands") in (0, 1)
+        dev.publish("devices/C3/data", '{"t": 1}')
+        assert await watcher.next() == ("devices/C3/data", b'{"t": 1}')  # nothing forged first
         # Nobody can replace an approved device's secret through provisioning.
         other = await broker.connect("X5", "provision", FLEET)
         await other.subscribe("provision/X5/response")

@@ -40,6 +40,18 @@ async def count(dsn: str) -> int:
         await conn.close()
 
 
+async def worker_connected(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval(
+            "SELECT count(*) FROM component_stats WHERE kind = 'worker' "
+            "AND (data->>'mqtt_connected')::boolean"
+        )
+        return bool(value)
+    finally:
+        await conn.close()
+
+
 async def publish_day(
     url: str, *, devices: int, interval: float, hours: float, rate: float, connections: int = 10
 ) -> int:
@@ -119,7 +131,11 @@ def soak(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL,
         )
         with h.platform_process("worker", env) as proc:
-            time.sleep(3)
+            deadline = time.monotonic() + 120
+            while not asyncio.run(worker_connected(dsn)):  # earlier messages would be lost
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker did not connect")
+                time.sleep(0.2)
             samples: list[tuple[float, int, float]] = []
             started = time.monotonic()
             publisher = subprocess.Popen(
@@ -165,31 +181,37 @@ def soak(args: argparse.Namespace) -> None:
         )
 
 
-async def compare_partitioning(rows: int, batch: int, rounds: int) -> None:
-    """Time the worker's insert (insert_rows: unnest + ON CONFLICT DO NOTHING) into the
-    plain table (schema 0004) and the partitioned one (0005), interleaved."""
+async def _insert_rate(dsn: str, rev: str, rows: int, batch: int) -> float:
     from iotp.db import migrate
     from iotp.db.engine import make_engine
     from iotp.services import telemetry
 
+    engine = make_engine("postgresql+asyncpg://" + dsn.split("://", 1)[1])
+    try:
+        await migrate.upgrade(engine, rev)
+        base = time.time() - 3600
+        data = [
+            telemetry.make_row(
+                f"AB{i % 100:04d}", base + i / 100, i, {"t": 20.5, "h": 50.0, "g": 80}, None
+            )
+            for i in range(rows)
+        ]
+        t0 = time.perf_counter()
+        for k in range(0, rows, batch):
+            await telemetry.insert_rows(engine, data[k : k + batch])
+        return rows / (time.perf_counter() - t0)
+    finally:
+        await engine.dispose()
+
+
+def compare_partitioning(rows: int, batch: int, rounds: int) -> None:
+    """Time the worker's insert (insert_rows: unnest + ON CONFLICT DO NOTHING) into the
+    plain table (schema 0004) and the partitioned one (0005), interleaved."""
     results: dict[str, list[float]] = {"plain (0004)": [], "partitioned (0005)": []}
     for r in range(rounds):
         for label, rev in (("plain (0004)", "0004"), ("partitioned (0005)", "head")):
             with h.pg_database() as dsn:
-                engine = make_engine("postgresql+asyncpg://" + dsn.split("://", 1)[1])
-                await migrate.upgrade(engine, rev)
-                base = time.time() - 3600
-                data = [
-                    telemetry.make_row(
-                        f"AB{i % 100:04d}", base + i / 100, i, {"t": 20.5, "h": 50.0, "g": 80}, None
-                    )
-                    for i in range(rows)
-                ]
-                t0 = time.perf_counter()
-                for k in range(0, rows, batch):
-                    await telemetry.insert_rows(engine, data[k : k + batch])
-                results[label].append(rows / (time.perf_counter() - t0))
-                await engine.dispose()
+                results[label].append(asyncio.run(_insert_rate(dsn, rev, rows, batch)))
         print(
             f"  round {r + 1}: "
             + ", ".join(f"{k} {v[-1]:,.0f} rows/s" for k, v in results.items()),
@@ -229,7 +251,7 @@ def main() -> None:
         )
     elif args.compare_partitioning:
         print(f"machine: {h.machine()}")
-        asyncio.run(compare_partitioning(100_000, 2000, 3))
+        compare_partitioning(100_000, 2000, 5)
     else:
         soak(args)
 

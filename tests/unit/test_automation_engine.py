@@ -267,3 +267,24 @@ def test_render_is_plain_substitution() -> None:
         },
     )
     assert text == "gas: K gas=612 {value.__class__} {missing}"
+
+
+def test_a_band_change_visits_exactly_the_thresholds_crossed() -> None:
+    # Many thresholds on one metric (as with 100 rules): a jump across several fires each
+    # of them once; moves that cross nothing (or cross other rules' bounds) change nothing.
+    rules = [
+        rule({**THRESHOLD, "value": v, "hysteresis": 1}, rule_id=i + 1, scope={"devices": ["A"]})
+        for i, v in enumerate([20, 22, 24, 26, 28])
+    ]
+    e = engine(*rules)
+    feed(e, "A", "temperature", [19, 25, 25.5, 27, 29, 23.5, 18])
+    got = [(f.rule_id, f.kind) for f in e.take()]
+    assert got == [
+        (1, FIRE), (2, FIRE), (3, FIRE),  # 19 -> 25
+        (4, FIRE),  # -> 27
+        (5, FIRE),  # -> 29
+        (4, CLEAR), (5, CLEAR),  # -> 23.5: below 25 and 27, not yet below 23 (rule 3)
+        (1, CLEAR), (2, CLEAR), (3, CLEAR),  # -> 18
+    ]  # fmt: skip
+    feed(e, "B", "temperature", [19, 30])  # out of scope
+    assert e.take() == []

@@ -106,6 +106,11 @@ class Engine:
         self._thresholds: dict[str, list[_Threshold]] = {}
         self._bounds: dict[str, list[float]] = {}
         self._bands: dict[str, dict[str, int]] = {}
+        # Per metric: every threshold's bounds (value, exit value) sorted, with the index
+        # of its threshold, and each device's value at its last band change: a band change
+        # visits only the thresholds whose bounds lie between the old and the new value.
+        self._bound_keys: dict[str, tuple[list[float], list[int]]] = {}
+        self._band_values: dict[str, dict[str, float]] = {}
         self._rates: dict[str, list[Rule]] = {}
         self._prev: dict[str, dict[str, tuple[float, float]]] = {}
         self._metric_names: tuple[str, ...] = ()
@@ -120,6 +125,8 @@ class Engine:
         self._watch_any: tuple[str, ...] = ()
         self._watch: dict[str, tuple[str, ...]] = {}
         self._latest: dict[str, dict[str, tuple[float, float]]] = {}
+        # Scope device lists as sets: applies() runs for every rule on a band change.
+        self._scope_devices: dict[int, frozenset[str]] = {}
 
     # ---- configuration ----------------------------------------------------------------
 
@@ -173,6 +180,11 @@ class Engine:
             for metric, ts in thresholds.items()
         }
         self._bands = {metric: {} for metric in thresholds}
+        self._bound_keys = {}
+        for metric, ts in thresholds.items():
+            pairs = sorted((b, i) for i, t in enumerate(ts) for b in {t.value, t.exit_value})
+            self._bound_keys[metric] = ([b for b, _ in pairs], [i for _, i in pairs])
+        self._band_values = {metric: {} for metric in thresholds}
         self._rates = rates
         for metric in rates:
             self._prev.setdefault(metric, {})
@@ -181,6 +193,9 @@ class Engine:
         self._schedules = by_trigger.get("schedule", [])
         self._watch_any = tuple(sorted(watch_any))
         self._watch = {d: tuple(sorted(m)) for d, m in watch.items()}
+        self._scope_devices = {
+            r.id: frozenset(r.scope.devices) for r in self.rules.values() if r.scope.devices
+        }
 
     def set_device(
         self, device_id: str, *, name: str = "", type_: str | None = None, tags: Iterable[str] = ()
@@ -191,6 +206,8 @@ class Engine:
         self.devices.pop(device_id, None)
         for bands in self._bands.values():
             bands.pop(device_id, None)
+        for values in self._band_values.values():
+            values.pop(device_id, None)
         for prev in self._prev.values():
             prev.pop(device_id, None)
         self._latest.pop(device_id, None)
@@ -203,8 +220,12 @@ class Engine:
 
     def applies(self, rule: Rule, device_id: str) -> bool:
         scope = rule.scope
-        if scope.devices and device_id not in scope.devices:
-            return False
+        if scope.devices:
+            devices = self._scope_devices.get(rule.id)
+            if devices is None or self.rules.get(rule.id) is not rule:
+                devices = frozenset(scope.devices)  # a rule not loaded here
+            if device_id not in devices:
+                return False
         if scope.tags or scope.device_type:
             meta = self.devices.get(device_id)
             if meta is None:
@@ -240,7 +261,9 @@ class Engine:
                 bands = self._bands[name]
                 if bands.get(device_id) != band:
                     bands[device_id] = band
-                    self._thresholds_moved(name, device_id, value, ts)
+                    values = self._band_values[name]
+                    self._thresholds_moved(name, device_id, value, ts, values.get(device_id))
+                    values[device_id] = value
             rates = self._rates.get(name)
             if rates is not None:
                 self._rate_sample(rates, name, device_id, value, ts)
@@ -280,8 +303,21 @@ class Engine:
 
     # ---- triggers ---------------------------------------------------------------------
 
-    def _thresholds_moved(self, metric: str, device_id: str, value: float, ts: float) -> None:
-        for t in self._thresholds[metric]:
+    def _crossed(self, metric: str, previous: float | None, value: float) -> list[_Threshold]:
+        """Thresholds with a bound between the previous band's value and this one (all of
+        them for a device's first sample): only their state can change."""
+        thresholds = self._thresholds[metric]
+        if previous is None:
+            return thresholds
+        bounds, index = self._bound_keys[metric]
+        low, high = (previous, value) if previous <= value else (value, previous)
+        picked = sorted(set(index[bisect_left(bounds, low) : bisect_right(bounds, high)]))
+        return [thresholds[i] for i in picked]
+
+    def _thresholds_moved(
+        self, metric: str, device_id: str, value: float, ts: float, previous: float | None = None
+    ) -> None:
+        for t in self._crossed(metric, previous, value):
             rule = t.rule
             if not self.applies(rule, device_id):
                 continue

@@ -4,6 +4,7 @@ rate of the broker to a do-nothing subscriber (mosquitto_sub, C), and report the
 
     python bench/ingest.py                      # Mosquitto + PostgreSQL, then embedded
     python bench/ingest.py --stack postgres --messages 300000
+    python bench/ingest.py --rules 100          # without, then with 100 active rules
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -94,6 +96,9 @@ def platform_rate(
     messages: int,
     devices: int,
     workers: int = 1,
+    rules: int = 0,  # automations: this many active threshold rules (see create_rules)
+    stats: dict[str, float] | None = None,  # automations: gets "cpu_us" (worker CPU/msg)
+    flapping: bool = False,  # automations: gas rules inside the generator's range
 ) -> tuple[float, float, int]:
     """Returns (end-to-end stored msg/s, publish-side msg/s, rows stored)."""
     env = {
@@ -111,6 +116,8 @@ def platform_rate(
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    if rules:  # automations: before the worker starts, so it loads them at once
+        asyncio.run(create_rules(env, rules, devices, flapping))
     ctxs = []
     for i in range(workers):
         wenv = {**env, "IOTP_MQTT_CLIENT_ID": f"bench-worker-{i}"}
@@ -131,6 +138,8 @@ def platform_rate(
         deadline = time.monotonic() + 120
         while count() < devices and time.monotonic() < deadline:
             time.sleep(0.1)
+        if rules:  # automations: the warm-up's firings are acted on before the timing
+            settle_alerts(env)
         cpu_before = sum(h.cpu_seconds(p.pid) for p in procs)
         started = time.monotonic()
         publish_seconds = asyncio.run(h.raw_publish(url, devices=devices, messages=messages))
@@ -143,6 +152,8 @@ def platform_rate(
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         cpu = sum(h.cpu_seconds(p.pid) for p in procs) - cpu_before
+        if stats is not None:  # automations
+            stats["cpu_us"] = cpu / max(stored, 1) * 1e6
         print(
             f"  worker CPU: {cpu:.1f} s for {stored:,} messages = {cpu / max(stored, 1) * 1e6:.0f} us/msg "
             f"(capacity {stored / max(cpu, 1e-9):,.0f} msg per worker CPU-second)",
@@ -189,6 +200,140 @@ def run_embedded(messages: int, devices: int) -> dict[str, float]:
     return {"raw": raw, "rate": rate, "publish": pub, "stored": stored, "messages": messages}
 
 
+# ---- automations (issue 7): --rules N --------------------------------------------------
+
+# Value ranges of the load generator (_harness.raw_publish) per metric.
+METRIC_RANGES = {"temperature": (20.0, 30.0), "humidity": (40.0, 50.0), "gas": (80.0, 120.0)}
+
+
+def _db_url(env: dict[str, str]) -> str:
+    from iotp.settings import Settings
+
+    if "IOTP_DATABASE_URL" in env:
+        return Settings(database_url=env["IOTP_DATABASE_URL"]).effective_database_url
+    return Settings(data_dir=Path(env["IOTP_DATA_DIR"])).effective_database_url
+
+
+def bench_rule(i: int, devices: int, flapping: bool = False) -> dict[str, Any]:
+    """Threshold rule i on one of the published metrics, scoped to the bench devices,
+    with distinct thresholds in the top tenth of the metric's range: a few devices are
+    past each (their alert is raised at warm-up), the rest are watched and stay below.
+
+    The load generator's temperature and humidity are constant per device, but its gas
+    alternates by 20 on every sample of a device: a gas threshold inside its range is
+    crossed (fire, clear) on every other sample of a quarter of the devices. That is the
+    ``flapping`` stress case; by default gas rules sit at gas-alarm levels (300+), which
+    the generator never reaches, as a steady fleet never crosses them."""
+    metric = list(METRIC_RANGES)[i % 3]
+    lo, hi = METRIC_RANGES[metric]
+    if metric == "gas" and not flapping:
+        lo, hi = 300.0, 400.0
+    return {
+        "name": f"bench {metric} rule {i}",
+        "scope": {"devices": [f"BENCH{d:06d}" for d in range(devices)]},
+        "trigger": {
+            "type": "threshold",
+            "metric": metric,
+            "op": "above",
+            "value": round(lo + (hi - lo) * (0.9 + 0.003 * (i // 3)), 4),
+            "hysteresis": (hi - lo) * 0.05,
+        },
+        "actions": [{"type": "alert", "severity": "warning", "auto_clear": True}],
+        "cooldown_seconds": 60,
+    }
+
+
+async def create_rules(
+    env: dict[str, str], rules: int, devices: int, flapping: bool = False
+) -> None:
+    """Through the services layer, as POST /api/rules stores them."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from iotp.automation.spec import RuleBody
+    from iotp.db.engine import make_engine
+    from iotp.services import rules as rule_service
+
+    engine = make_engine(_db_url(env))
+    try:
+        async with async_sessionmaker(engine).begin() as session:
+            for i in range(rules):
+                body = RuleBody.model_validate(bench_rule(i, devices, flapping))
+                await rule_service.create(session, body=body)
+    finally:
+        await engine.dispose()
+
+
+async def _alert_count(url: str) -> int:
+    from sqlalchemy import text
+
+    from iotp.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM alerts"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def settle_alerts(env: dict[str, str], quiet: float = 2.0, timeout: float = 120.0) -> int:
+    """Waits until the alert count stops changing (the warm-up's firings are done)."""
+    url = _db_url(env)
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = asyncio.run(_alert_count(url))
+        if n != last:
+            last, since = n, time.monotonic()
+        elif n > 0 and time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.25)
+    print(f"  rules active: {last} alerts raised by the warm-up", flush=True)
+    return last
+
+
+def run_rules(messages: int, devices: int, rules: int, rounds: int, flapping: bool) -> str:
+    """Without and with ``rules`` active rules, alternating, each on a fresh PostgreSQL
+    database, one Mosquitto: worker CPU per message is the robust figure here."""
+    cpu: dict[int, list[float]] = {0: [], rules: []}
+    rate: dict[int, list[float]] = {0: [], rules: []}
+    with h.mosquitto() as url:
+        for r in range(rounds):
+            for n in (0, rules):
+                print(f"round {r + 1}/{rounds}, {n} rules:", flush=True)
+                with h.pg_database() as dsn:
+                    t0 = time.time()
+                    stats: dict[str, float] = {}
+                    e2e, _pub, stored = platform_rate(
+                        url,
+                        {"IOTP_DATABASE_URL": dsn},
+                        lambda dsn=dsn: asyncio.run(_count_pg(dsn)),
+                        lambda dsn=dsn, t0=t0: asyncio.run(_connected_pg(dsn, t0)),
+                        messages,
+                        devices,
+                        rules=n,
+                        stats=stats,
+                        flapping=flapping,
+                    )
+                if stored < messages:
+                    raise RuntimeError(f"stored {stored} of {messages} with {n} rules")
+                cpu[n].append(stats["cpu_us"])
+                rate[n].append(e2e)
+    base, with_rules = min(cpu[0]), min(cpu[rules])
+    ratio = base / with_rules  # capacity (msg per worker CPU-second) with / without
+    e2e_ratio = max(rate[rules]) / max(rate[0])
+    line = (
+        f"Mosquitto + PostgreSQL, 1 worker, {messages:,} msgs x 3 metrics, {devices} devices, "
+        f"{'flapping gas rules (stress)' if flapping else 'steady'}, "
+        f"best of {rounds}: worker CPU {base:.1f} us/msg without rules, {with_rules:.1f} us/msg "
+        f"with {rules} active rules; throughput with/without {ratio:.2f} "
+        f"(end to end {max(rate[rules]):,.0f} / {max(rate[0]):,.0f} msg/s = {e2e_ratio:.2f}); "
+        f"target >= 0.80" + (" -> MET" if ratio >= 0.8 else " -> NOT MET")
+    )
+    print(line, flush=True)
+    return line
+
+
 def report(name: str, r: dict[str, float], target: float, ratio_target: float | None) -> str:
     ratio = r["rate"] / r["raw"]
     ok = r["rate"] >= target and (ratio_target is None or ratio >= ratio_target)
@@ -216,8 +361,23 @@ def main() -> None:
     parser.add_argument("--embedded-messages", type=int, default=20_000)
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--rules",
+        type=int,
+        default=0,
+        help="automations: compare ingest without and with this many active threshold rules",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --rules: alternating rounds")
+    parser.add_argument(
+        "--flapping",
+        action="store_true",
+        help="with --rules: gas thresholds inside the generator's range (see bench_rule)",
+    )
     args = parser.parse_args()
     print(f"machine: {h.machine()}")
+    if args.rules:
+        run_rules(args.messages, args.devices, args.rules, args.rounds, args.flapping)
+        return
     if args.stack in ("postgres", "both"):
         r = run_postgres(args.messages, args.devices, args.workers)
         report(

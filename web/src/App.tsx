@@ -14,6 +14,10 @@ const FirmwarePage = lazy(() => import("./pages/firmware/FirmwarePage"));
 // The device table (virtual Table, Select, Modal) and the login form load on demand too.
 const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
 const LoginPage = lazy(() => import("./pages/login/LoginPage"));
+// Automations, alerts and webhooks (issue 7).
+const RulesPage = lazy(() => import("./pages/rules/RulesPage"));
+const AlertsPage = lazy(() => import("./pages/alerts/AlertsPage"));
+const WebhooksPage = lazy(() => import("./pages/webhooks/WebhooksPage"));
 
 function ErrorReporter() {
   const { notification } = AntApp.useApp();
@@ -69,9 +73,9 @@ export function App() {
                 </Suspense>
               }
             />
-            <Route path="automations" element={<Placeholder area="Automations" issue="automations" />} />
-            <Route path="alerts" element={<Placeholder area="Alerts" issue="alerts" />} />
-            <Route path="webhooks" element={<Placeholder area="Webhooks" issue="webhooks" />} />
+            <Route path="automations" element={<Suspense fallback={loading}><RulesPage /></Suspense>} />
+            <Route path="alerts" element={<Suspense fallback={loading}><AlertsPage /></Suspense>} />
+            <Route path="webhooks" element={<Suspense fallback={loading}><WebhooksPage /></Suspense>} />
             <Route path="users" element={<Placeholder area="Users" issue="users and API keys (issue 5)" />} />
             <Route path="*" element={<Navigate to="/" replace />} />
           </Route>

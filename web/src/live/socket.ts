@@ -11,7 +11,9 @@ export type EventType =
   | "device_state"
   | "device_event"
   | "command_ack"
-  | "command_update";
+  | "command_update"
+  | "alert" // automations: raised / acknowledged / cleared
+  | "notification"; // automations: a rule's notify action
 
 export interface LiveEvent<P = Record<string, unknown>> {
   type: EventType;

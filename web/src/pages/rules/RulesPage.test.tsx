@@ -1,0 +1,135 @@
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import { fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { App } from "antd";
+import { MemoryRouter } from "react-router-dom";
+import type { User } from "../../api/auth";
+import { EMPTY_FORM, fromForm, toForm } from "./builder";
+import { describeScope, describeTrigger, type Rule } from "./service";
+
+const user = vi.hoisted(() => ({ current: null as User | null }));
+vi.mock("../../hooks/useAuth", () => ({ useUser: () => user.current }));
+vi.mock("../../live/devices", () => ({ useDevices: () => ({ rows: [], status: "ready", error: null }) }));
+vi.mock("./service", async (importOriginal) => ({
+  ...(await importOriginal<typeof import("./service")>()),
+  listRules: vi.fn(),
+  listTemplates: vi.fn(),
+  setRuleEnabled: vi.fn(),
+  createRule: vi.fn(),
+  replaceRule: vi.fn(),
+  deleteRule: vi.fn(),
+  dryRun: vi.fn(),
+}));
+const service = await import("./service");
+const { default: RulesPage } = await import("./RulesPage");
+
+const GAS: Rule = {
+  id: 7,
+  name: "Kitchen gas safety",
+  description: "",
+  enabled: true,
+  scope: { devices: ["GASKITCHEN01"], tags: [], device_type: null },
+  trigger: { type: "threshold", metric: "gas", op: "above", value: 400, hysteresis: 100, for_seconds: 0 },
+  conditions: [],
+  actions: [
+    { type: "alert", when: "fire", severity: "critical", message: "Gas {value}", auto_clear: true },
+    { type: "command", when: "clear", command: "relay", params: { name: "fan", state: "off" } },
+  ],
+  cooldown_seconds: 30,
+  created_at: "2026-11-27T10:00:00Z",
+  updated_at: "2026-11-27T10:00:00Z",
+  last_fired_at: null,
+  fire_count: 3,
+};
+
+function page() {
+  return render(
+    <App>
+      <MemoryRouter>
+        <RulesPage />
+      </MemoryRouter>
+    </App>,
+  );
+}
+
+beforeEach(() => {
+  vi.mocked(service.listRules).mockResolvedValue([GAS]);
+  vi.mocked(service.listTemplates).mockResolvedValue([]);
+});
+
+describe("rule helpers", () => {
+  it("describes triggers and scopes in words", () => {
+    expect(describeTrigger(GAS.trigger)).toBe("gas above 400 (re-arms at 300)");
+    expect(describeTrigger({ type: "offline", for_seconds: 600 })).toBe("offline for 600 s");
+    expect(describeTrigger({ type: "schedule", at: "18:00", timezone: "Europe/Berlin" })).toBe("at 18:00 (Europe/Berlin)");
+    expect(describeScope(GAS.scope)).toBe("GASKITCHEN01");
+    expect(describeScope({})).toBe("all devices");
+  });
+
+  it("round-trips a rule through the builder form", () => {
+    const body = fromForm(toForm(GAS));
+    expect(body.trigger).toEqual(GAS.trigger);
+    expect(body.actions).toEqual(GAS.actions);
+    expect(body.scope?.devices).toEqual(["GASKITCHEN01"]);
+    expect(body.cooldown_seconds).toBe(30);
+  });
+
+  it("builds other triggers and refuses broken JSON", () => {
+    const offline = fromForm({ ...EMPTY_FORM, name: "x", trigger_type: "offline", for_seconds: 600 });
+    expect(offline.trigger).toEqual({ type: "offline", for_seconds: 600 });
+    const cron = fromForm({ ...EMPTY_FORM, name: "x", trigger_type: "schedule", cron: "0 18 * * *", timezone: "UTC" });
+    expect(cron.trigger).toEqual({ type: "schedule", cron: "0 18 * * *", weekdays: [], timezone: "UTC" });
+    expect(() => fromForm({ ...EMPTY_FORM, name: "x", actions: "[{" })).toThrow(/Actions: not valid JSON/);
+    expect(() => fromForm({ ...EMPTY_FORM, name: "x", conditions: "{}" })).toThrow(/must be a JSON list/);
+  });
+});
+
+describe("RulesPage", () => {
+  it("shows rules without mutating controls to viewers", async () => {
+    user.current = { username: "v", role: "viewer", open: false };
+    page();
+    expect(await screen.findByText("Kitchen gas safety")).toBeInTheDocument();
+    expect(screen.getByText("gas above 400 (re-arms at 300)")).toBeInTheDocument();
+    expect(screen.queryByRole("switch")).toBeNull();
+    expect(screen.queryByRole("button", { name: /New rule/ })).toBeNull();
+    expect(screen.queryByRole("button", { name: "Edit" })).toBeNull();
+    expect(screen.queryByRole("button", { name: "Delete" })).toBeNull();
+  });
+
+  it("lets an operator disable a rule", async () => {
+    user.current = { username: "op", role: "operator", open: false };
+    vi.mocked(service.setRuleEnabled).mockResolvedValue({ ...GAS, enabled: false });
+    page();
+    const toggle = await screen.findByRole("switch", { name: "enable Kitchen gas safety" });
+    expect(toggle).toBeChecked();
+    fireEvent.click(toggle);
+    await waitFor(() => expect(service.setRuleEnabled).toHaveBeenCalledWith(7, false));
+    await waitFor(() => expect(screen.getByRole("switch", { name: "enable Kitchen gas safety" })).not.toBeChecked());
+  });
+
+  it("dry-runs the rule in the builder and shows when it would have fired", async () => {
+    user.current = { username: "admin", role: "admin", open: false };
+    vi.mocked(service.dryRun).mockResolvedValue({
+      since: "2026-11-26T10:00:00Z",
+      until: "2026-11-27T10:00:00Z",
+      samples: 4321,
+      truncated: false,
+      fired: 2,
+      cleared: 1,
+      firings: [
+        { ts: "2026-11-27T09:00:00Z", kind: "fire", device_id: "GASKITCHEN01", context: { value: 650 } },
+        { ts: "2026-11-27T09:01:00Z", kind: "clear", device_id: "GASKITCHEN01", context: { value: 120 } },
+        { ts: "2026-11-27T09:30:00Z", kind: "fire", device_id: "GASKITCHEN01", context: { value: 480 } },
+      ],
+    });
+    page();
+    // Text queries: role queries over the builder's large DOM are slow in jsdom.
+    fireEvent.click(await screen.findByText("Edit"));
+    fireEvent.click(await screen.findByText("Dry run"));
+    await waitFor(() => expect(service.dryRun).toHaveBeenCalled());
+    const [body, hours] = vi.mocked(service.dryRun).mock.calls[0];
+    expect(hours).toBe(24);
+    expect(body.trigger).toEqual(GAS.trigger);
+    expect(await screen.findByTestId("dry-run")).toHaveTextContent("fired 2 times");
+    expect(screen.getByText("650")).toBeInTheDocument();
+  }, 60_000);
+});

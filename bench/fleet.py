@@ -130,7 +130,25 @@ async def run_one(port: int, devices: int, interval: float, measure: float) -> R
     began = time.monotonic()
     task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
     try:
-        await asyncio.wait_for(ready.wait(), devices / 40 + 60)
+        try:
+            await asyncio.wait_for(ready.wait(), devices / 40 + 60)
+        except TimeoutError:
+            stats = fleet.stats()
+            return Result(
+                devices=devices,
+                interval=interval,
+                expected_rate=devices / interval,
+                received_rate=0.0,
+                lag_p99_s=-1.0,
+                lag_max_s=-1.0,
+                connected=stats["connected"],
+                dropped=stats["dropped"],
+                unacked_end=stats["unacked"],
+                connect_s=round(time.monotonic() - began, 1),
+                cpu_sim_pct=-1.0,
+                load_avg_1m=os.getloadavg()[0],
+                sustained=False,
+            )
         connect_s = time.monotonic() - began
         await asyncio.sleep(WARMUP_S)
         lag: list[float] = []

@@ -30,11 +30,12 @@ GAS_SAMPLES = 8
 
 
 def _makedirs(path):
-    built = ""
+    """Creates the folders above path (relative paths stay relative)."""
+    built = "/" if path.startswith("/") else ""
     for part in path.split("/")[:-1]:
         if not part:
             continue
-        built += "/" + part
+        built = built + part if built in ("", "/") else built + "/" + part
         try:
             os.mkdir(built)
         except OSError:

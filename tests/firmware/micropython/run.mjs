@@ -28,7 +28,11 @@ function copyPy(fromDir, toDir) {
 
 mp.FS.mkdir("/fw");
 copyPy(join(firmwareDir, "iotfw"), "/fw/iotfw");
+for (const name of ["boot.py", "main.py"]) {
+  mp.FS.writeFile(join("/fw", name), readFileSync(join(firmwareDir, name)));
+}
 copyPy(testsDir, "/t");
+copyPy(join(import.meta.dirname, "stubs"), "/stubs");
 const modules = readdirSync(testsDir)
   .filter((n) => n.startsWith("test_") && n.endsWith(".py"))
   .map((n) => n.slice(0, -3));
@@ -38,9 +42,26 @@ await mp.runPythonAsync(`
 import sys
 sys.path.insert(0, "/t")
 sys.path.insert(0, "/fw")
+sys.path.append("/stubs")
 print(sys.implementation.name, sys.version)
+import os
 passed = 0
 failed = 0
+# every firmware file, hardware ones included, must at least compile on MicroPython
+for folder in ("/fw", "/fw/iotfw"):
+    for fname in sorted(os.listdir(folder)):
+        if not fname.endswith(".py"):
+            continue
+        path = folder + "/" + fname
+        try:
+            with open(path) as f:
+                compile(f.read(), path, "exec")
+        except Exception as exc:
+            failed += 1
+            print("FAIL", path, "(compile)")
+            sys.print_exception(exc)
+        else:
+            passed += 1
 for modname in TEST_MODULES.split(","):
     try:
         mod = __import__(modname)

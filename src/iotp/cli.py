@@ -119,12 +119,41 @@ def simulate(
     ),
     interval: Annotated[float, typer.Option(help="seconds between reports")] = 2.0,
     seed: Annotated[int | None, typer.Option(help="random seed (device ids, physics)")] = None,
+    id_prefix: Annotated[str, typer.Option(help="mixed into device ids (several fleets)")] = "SIM",
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
     from iotp.simulator import run_simulation
 
     _settings()
-    _run(run_simulation(devices=devices, broker_url=broker_url, interval=interval, seed=seed))
+    _run(
+        run_simulation(
+            devices=devices,
+            broker_url=broker_url,
+            interval=interval,
+            seed=seed,
+            id_prefix=id_prefix,
+        )
+    )
+
+
+firmware_app = typer.Typer(no_args_is_help=True, help="Firmware bundles for OTA updates.")
+app.add_typer(firmware_app, name="firmware")
+
+
+@firmware_app.command("bundle")
+def firmware_bundle(
+    version: Annotated[str, typer.Argument(help="version the bundle installs, e.g. 1.1.0")],
+    out: Annotated[Path, typer.Argument(help="file to write")],
+    source: Annotated[Path | None, typer.Option(help="firmware folder (default: ours)")] = None,
+) -> None:
+    """Build an OTA bundle of the firmware (upload it with POST /api/firmware)."""
+    import hashlib
+
+    from iotp.simulator.bundle import build_firmware_bundle
+
+    data = build_firmware_bundle(version, source)
+    out.write_bytes(data)
+    print(f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 @db_app.command("upgrade")

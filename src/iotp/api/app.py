@@ -17,14 +17,19 @@ from starlette.types import Scope
 
 from iotp import __version__
 from iotp.api import security
-from iotp.api.routes import (  # automations (issue 7)
+from iotp.api.routes import (  # automations (issue 7), device control (issue 4)
     alerts,
     apikeys,
     auth,
+    commands,
     credentials,
     devices,
+    firmware,
+    groups,
     info,
+    rollouts,
     rules,
+    shadow,
     system,
     users,
     webhooks,
@@ -101,6 +106,8 @@ def create_app(
     app.include_router(devices.router)
     app.include_router(info.router)
     app.include_router(metrics_routes.router)  # operations: Prometheus /metrics
+    for control_router in (commands, shadow, firmware, rollouts, groups):  # device control
+        app.include_router(control_router.router)
     for automation_router in (rules, alerts, webhooks):  # automations (issue 7)
         app.include_router(automation_router.router)
 

@@ -13,6 +13,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from iotp.api.hub import Hub
+from iotp.api.waiters import CommandWaiters
 from iotp.mqtt import MqttLink
 from iotp.protocol import Kind, RejectedMessage, parse_topic
 from iotp.protocol.payloads import parse_data
@@ -33,6 +34,7 @@ class ApiState:
         self.started_at = time.time()
         self.component_id = f"api:{uuid.uuid4().hex[:12]}"
         self.hub = Hub(settings.ws_client_queue, on_interest_change=self._sync_subscriptions)
+        self.command_waiters = CommandWaiters()  # device control: ?wait=true
         self.events_prefix = settings.events_topic_prefix
         self.link = MqttLink(
             settings.mqtt(mqtt_default),
@@ -77,6 +79,8 @@ class ApiState:
         if topic.startswith(self.events_prefix):
             parts = topic.split("/")
             if len(parts) >= 2:
+                if parts[-2] == "command_update":  # device control: ?wait=true
+                    self.command_waiters.feed(payload)
                 self.hub.broadcast(parts[-2], parts[-1], payload.decode())
             return
         try:

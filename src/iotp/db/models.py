@@ -206,6 +206,8 @@ class RolloutRow(Base):
     # Pacing: the earliest time the next device may be started.
     next_start_at: Mapped[float] = mapped_column(Float)
     paused_reason: Mapped[str | None] = mapped_column(Text)
+    # Failures counted before the last resume; the threshold applies to new ones.
+    failure_baseline: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RolloutDevice(Base):

@@ -25,6 +25,7 @@ from iotp.worker.ratelimit import DeviceRateLimiter
 
 if TYPE_CHECKING:
     from iotp.automation.runtime import Automations
+    from iotp.worker.control import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ class Ingestor:
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
         self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[None]]] = asyncio.Queue()
+        # Device control (issue 4): acks, online transitions and reported state go to
+        # the command dispatcher / shadow reconciler when the worker sets this.
+        self.control: ControlPlane | None = None
         # Operations (issue 8): with several workers only the presence owner records
         # presence transitions (see worker/leader.py); metrics see every stored batch.
         self.presence_owner = True
@@ -251,6 +255,8 @@ class Ingestor:
             )
 
         done = self._submit(job)
+        if self.control is not None and t.new is Presence.ONLINE:  # device control
+            self.control.on_online(t.device_id)
         self.publish(
             "device_status",
             t.device_id,
@@ -347,6 +353,8 @@ class Ingestor:
 
         await self._submit(job)
         self.publish("device_state", device_id, state, now)
+        if self.control is not None:  # device control: shadow reconciliation
+            self.control.on_state(device_id)
 
     async def _on_device_event(self, device_id: str, event: p.DeviceEvent, now: float) -> None:
         await self._touch(device_id, now)
@@ -364,6 +372,8 @@ class Ingestor:
     async def _on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
         await self._touch(device_id, now)
         self.publish("command_ack", device_id, ack.model_dump(), now)
+        if self.control is not None:  # device control: the command's lifecycle
+            await self.control.on_ack(device_id, ack, now)
 
 
 async def _noop(_session: AsyncSession) -> None:

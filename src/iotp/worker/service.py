@@ -21,6 +21,7 @@ from iotp.services import devices as device_service
 from iotp.services import retention  # operations
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
+from iotp.worker.control import ControlPlane, control_root, control_subscription
 from iotp.worker.events import encode_event, event_topic
 from iotp.worker.ingest import Ingestor
 from iotp.worker.leader import Leadership, refresh_from_database  # operations
@@ -42,7 +43,10 @@ class Worker:
         self.link = MqttLink(
             url,
             client_id=settings.mqtt_client_id,
-            subscriptions=[(inbound_subscription(settings.mqtt_share_group), 1)],
+            subscriptions=[
+                (inbound_subscription(settings.mqtt_share_group), 1),
+                (control_subscription(settings), 1),  # device control requests from APIs
+            ],
             handler=self._on_message,
             clean_session=False,
             ack_after_handler=True,
@@ -54,12 +58,21 @@ class Worker:
         self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
         self.metrics = WorkerMetrics(self)
         self.ingestor.on_batch = self.metrics.observe_batch
+        # Device control (issue 4): command dispatch, timeouts, shadow, rollouts.
+        self.control = ControlPlane(
+            settings=settings,
+            sessions=self.ingestor.sessions,
+            publish=lambda topic, payload, qos: self.link.publish(topic, payload, qos=qos),
+            publish_event=self._publish_event,
+        )
+        self.ingestor.control = self.control
+        self._control_prefix = control_root(settings) + "/"
         # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).
-        # Device control, when present, is passed as control= (commands, desired state).
         self.automations = Automations(
             settings=settings,
             sessions=self.ingestor.sessions,
             publish_event=self._publish_event,
+            control=self.control,
         )
         self.ingestor.rules = self.automations
         self._tasks: list[asyncio.Task[Any]] = []
@@ -76,6 +89,9 @@ class Worker:
         self.automations.on_event(event_type, device_id, payload, ts)  # automations
 
     async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if topic.startswith(self._control_prefix):  # device control
+            await self.control.on_control_message(topic, payload)
+            return
         await self.ingestor.handle(topic, payload)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
@@ -94,6 +110,7 @@ class Worker:
             asyncio.create_task(self.leadership.run(), name="leader"),  # operations
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),  # operations
             asyncio.create_task(self.automations.run(), name="automations"),  # automations
+            asyncio.create_task(self.control.run(), name="device-control"),
         ]
         if self.settings.metrics_port:  # operations: Prometheus
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
@@ -115,6 +132,7 @@ class Worker:
             await self._flush_last_seen()
             await self._flush_stats()
         self.metrics.close()  # operations
+        await self.control.stop()  # device control: finish the current step
         for task in self._tasks[1:]:
             task.cancel()
         for task in self._tasks[1:]:
@@ -200,6 +218,7 @@ class Worker:
             mqtt_connected=self.link.is_connected,
             devices_tracked=len(self.ingestor.presence.devices),
             automations=self.automations.snapshot(),
+            commands=self.control.snapshot(),  # device control
             host=socket.gethostname(),
             pid=os.getpid(),
         )

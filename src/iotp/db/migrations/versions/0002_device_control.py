@@ -111,6 +111,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Float(), nullable=True),
         sa.Column("next_start_at", sa.Float(), nullable=False),
         sa.Column("paused_reason", sa.Text(), nullable=True),
+        sa.Column("failure_baseline", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("rollouts", schema=None) as batch_op:

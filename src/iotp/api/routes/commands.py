@@ -1,0 +1,186 @@
+"""Commands: send (optionally waiting for the ack), history, cancel, bulk, stats."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from iotp.api.control import (
+    WAIT_GRACE_SECONDS,
+    BulkCommandCreate,
+    BulkPublic,
+    BulkResult,
+    CommandCreate,
+    CommandPublic,
+    CommandsPublic,
+    CommandStatsPublic,
+    emit,
+    mapped_errors,
+    request,
+    wait_for_end,
+)
+from iotp.api.deps import SessionDep, StateDep
+from iotp.services import commands as command_service
+from iotp.services import devices as device_service
+from iotp.services import groups
+from iotp.services import stats as stats_service
+from iotp.services.commands import CommandStatus
+from iotp.services.errors import InvalidRequestError
+
+router = APIRouter(tags=["commands"])
+
+WaitQuery = Annotated[
+    bool, Query(description="return when the command has finished (or its timeout passed)")
+]
+
+
+@router.post(
+    "/api/devices/{device_id}/commands",
+    response_model=CommandPublic,
+    status_code=status.HTTP_201_CREATED,
+)
+async def send_command(
+    state: StateDep,
+    session: SessionDep,
+    device_id: str,
+    body: CommandCreate,
+    wait: WaitQuery = False,
+) -> CommandPublic:
+    with mapped_errors():
+        row = await command_service.create(
+            session,
+            device_id=device_id,
+            command=body.command,
+            params=body.params,
+            ack_timeout=body.timeout,
+            ttl=body.ttl,
+        )
+    await session.commit()
+    data = command_service.to_dict(row)
+    futures = state.command_waiters.watch([row.id]) if wait else {}
+    emit(state, data, row.created_at)
+    request(state, "dispatch", [device_id])
+    if wait:
+        ended = await wait_for_end(
+            state, session, futures, seconds=row.timeout + WAIT_GRACE_SECONDS
+        )
+        data = ended.get(row.id, data)
+    return CommandPublic.of(data)
+
+
+@router.get("/api/devices/{device_id}/commands", response_model=CommandsPublic)
+async def device_commands(
+    session: SessionDep,
+    device_id: str,
+    status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
+    command: Annotated[str | None, Query(max_length=64)] = None,
+    source: Annotated[str | None, Query(max_length=16)] = None,
+    before: Annotated[float | None, Query(description="created before (epoch s)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> CommandsPublic:
+    with mapped_errors():
+        await device_service.get(session, device_id)
+    rows = await command_service.list_for_device(
+        session,
+        device_id=device_id,
+        status=status_.value if status_ else None,
+        command=command,
+        source=source,
+        before=before,
+        limit=limit,
+    )
+    return CommandsPublic(
+        data=[CommandPublic.of(command_service.to_dict(r)) for r in rows], count=len(rows)
+    )
+
+
+@router.get("/api/commands/stats", response_model=CommandStatsPublic)
+async def command_stats(session: SessionDep) -> CommandStatsPublic:
+    counters: dict[str, int] = {}
+    for row in await stats_service.load(session):
+        if row.kind == "worker":
+            for key, n in ((row.data or {}).get("commands") or {}).items():
+                counters[key] = counters.get(key, 0) + int(n)
+    return CommandStatsPublic(
+        by_status=await command_service.count_by_status(session), counters=counters
+    )
+
+
+@router.post("/api/commands/bulk", response_model=BulkPublic, status_code=status.HTTP_201_CREATED)
+async def bulk_command(
+    state: StateDep, session: SessionDep, body: BulkCommandCreate, wait: WaitQuery = False
+) -> BulkPublic:
+    """One command to every device the selector matches; a result per device."""
+    with mapped_errors():
+        command_service.check_limits(body.timeout, body.ttl)
+        devices, missing = await groups.resolve(session, body.selector.to_selector())
+    now = time.time()
+    results: list[BulkResult] = [
+        BulkResult(device_id=d, ok=False, error=f"device {d!r} not found") for d in missing
+    ]
+    rows = []
+    for device in devices:
+        try:
+            wire, params = command_service.validate(
+                body.command, body.params, device.capabilities or []
+            )
+        except InvalidRequestError as exc:
+            results.append(BulkResult(device_id=device.id, ok=False, error=str(exc)))
+            continue
+        row = command_service.new_row(
+            device_id=device.id,
+            command=wire,
+            params=params,
+            timeout=body.timeout,
+            ttl=body.ttl,
+            now=now,
+            source="bulk",
+        )
+        session.add(row)
+        rows.append(row)
+    await session.commit()
+    data = {row.id: command_service.to_dict(row) for row in rows}
+    futures = state.command_waiters.watch(data) if wait else {}
+    for command in data.values():
+        emit(state, command, now)
+    if rows:
+        request(state, "dispatch", [row.device_id for row in rows])
+    if wait and rows:
+        data.update(
+            await wait_for_end(state, session, futures, seconds=body.timeout + WAIT_GRACE_SECONDS)
+        )
+    by_status: dict[str, int] = {}
+    for row in rows:
+        command = data[row.id]
+        by_status[command["status"]] = by_status.get(command["status"], 0) + 1
+        results.append(
+            BulkResult(device_id=row.device_id, ok=True, command=CommandPublic.of(command))
+        )
+    results.sort(key=lambda r: r.device_id)
+    return BulkPublic(
+        data=results,
+        count=len(results),
+        created=len(rows),
+        rejected=len(results) - len(rows),
+        by_status=by_status,
+    )
+
+
+@router.get("/api/commands/{command_id}", response_model=CommandPublic)
+async def get_command(session: SessionDep, command_id: str) -> CommandPublic:
+    with mapped_errors():
+        row = await command_service.get(session, command_id)
+    return CommandPublic.of(command_service.to_dict(row))
+
+
+@router.delete("/api/commands/{command_id}", response_model=CommandPublic)
+async def cancel_command(state: StateDep, session: SessionDep, command_id: str) -> CommandPublic:
+    """Cancel a queued command (409 once it has been sent or has finished)."""
+    with mapped_errors():
+        row = await command_service.cancel(session, command_id=command_id, now=time.time())
+    await session.commit()
+    data = command_service.to_dict(row)
+    emit(state, data, row.finished_at or time.time())
+    return CommandPublic.of(data)

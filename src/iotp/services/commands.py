@@ -1,0 +1,593 @@
+"""Commands to devices: validation against capabilities, the lifecycle state machine,
+and the database operations that move a command through it.
+
+Lifecycle (every transition is a ``command_update`` event)::
+
+    queued -> sent -> acked | failed | timed_out
+    queued -> expired | cancelled
+
+A command is ``sent`` only by the process that publishes it (it claims the row with a
+conditional UPDATE, commits, then publishes), and ``acked``/``failed`` only by the
+device's own ack on its own ack topic. State lives in the database, so it survives a
+restart of the API or the worker.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from iotp.db.models import CommandRow, Device
+from iotp.protocol.payloads import NAME_RE, Ack
+from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
+
+DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 3600.0
+DEFAULT_TTL = 60.0
+MAX_TTL = 7 * 86400.0
+MAX_PARAMS_BYTES = 8 * 1024
+
+
+class CommandStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    ACKED = "acked"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset(
+    {
+        CommandStatus.ACKED,
+        CommandStatus.FAILED,
+        CommandStatus.TIMED_OUT,
+        CommandStatus.EXPIRED,
+        CommandStatus.CANCELLED,
+    }
+)
+TRANSITIONS: dict[CommandStatus, frozenset[CommandStatus]] = {
+    CommandStatus.QUEUED: frozenset(
+        {CommandStatus.SENT, CommandStatus.EXPIRED, CommandStatus.CANCELLED}
+    ),
+    CommandStatus.SENT: frozenset(
+        {CommandStatus.ACKED, CommandStatus.FAILED, CommandStatus.TIMED_OUT}
+    ),
+}
+
+
+class ConflictError(IotpError):
+    """The request is valid but the resource's current state forbids it (HTTP 409)."""
+
+
+class InvalidTransition(ConflictError):
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(f"a {old} command cannot become {new}")
+        self.old = old
+        self.new = new
+
+
+def check_transition(old: str, new: str) -> None:
+    allowed = TRANSITIONS.get(CommandStatus(old), frozenset())
+    if CommandStatus(new) not in allowed:
+        raise InvalidTransition(old, new)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+# ---- validation against the device's capabilities ------------------------------------
+
+BUILTIN_COMMANDS = (
+    "relay",
+    "servo",
+    "reboot",
+    "set_config",
+    "automation",
+    "ota",
+    "webhook",
+    "ping",
+    "custom",
+)
+RELAY_STATES = {"on": "on", "off": "off", "toggle": "toggle", True: "on", False: "off"}
+AUTOMATION_BOOL = ("light_auto", "fan_auto")
+AUTOMATION_TIME = ("light_on", "light_off")
+AUTOMATION_RANGES: dict[str, tuple[float, float]] = {
+    "fan_temp_on": (-40, 125),
+    "fan_temp_off": (-40, 125),
+    "fan_hum_on": (0, 100),
+    "fan_hum_off": (0, 100),
+    "gas_alarm": (0, 100_000),
+    "gas_clear": (0, 100_000),
+}
+HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+WEBHOOK_EVENTS = ("data", "gas_alarm", "gas_clear", "automation", "boot", "online", "command")
+# set_config keys the platform knows how to check (the reference firmware's schema);
+# other keys pass through for user firmware, which acks an error if it rejects them.
+CONFIG_NUMBERS: dict[str, tuple[float, float]] = {
+    "interval": (0.5, 86400),
+    "mqtt_keepalive": (10, 3600),
+    "ota_confirm_timeout": (10, 3600),
+    "tz_offset": (-720, 840),
+    "watchdog_ms": (0, 3_600_000),
+    "wifi_max_failures": (1, 1000),
+}
+
+
+def _bad(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _only(command: str, params: dict[str, Any], allowed: Iterable[str]) -> None:
+    extra = sorted(set(params) - set(allowed))
+    if extra:
+        raise _bad(f"{command}: unknown parameter(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def relay_names(capabilities: Sequence[str]) -> list[str]:
+    return [c.split(":", 1)[1] for c in capabilities if c.startswith("relay:")]
+
+
+def _require(capabilities: Sequence[str], cap: str, command: str) -> None:
+    if cap not in capabilities:
+        have = ", ".join(capabilities) if capabilities else "none (has it sent its info?)"
+        raise _bad(f"device does not support {command!r} (capability {cap!r}); it has: {have}")
+
+
+def validate_automation(params: dict[str, Any], where: str = "automation") -> dict[str, Any]:
+    if not params:
+        raise _bad(f"{where}: give at least one setting")
+    known = (*AUTOMATION_BOOL, *AUTOMATION_TIME, *AUTOMATION_RANGES)
+    _only(where, params, known)
+    for key, value in params.items():
+        if key in AUTOMATION_BOOL and not isinstance(value, bool):
+            raise _bad(f"{where}.{key} must be true or false")
+        if key in AUTOMATION_TIME and not (
+            value is None or value == "" or (isinstance(value, str) and HHMM_RE.match(value))
+        ):
+            raise _bad(f"{where}.{key} must be 'HH:MM' (or null to disable), got {value!r}")
+        if key in AUTOMATION_RANGES and value is not None:
+            lo, hi = AUTOMATION_RANGES[key]
+            if not _is_number(value) or not lo <= value <= hi:
+                raise _bad(f"{where}.{key} must be a number {lo}..{hi} (or null), got {value!r}")
+    for on, off in (("fan_temp_on", "fan_temp_off"), ("fan_hum_on", "fan_hum_off")):
+        a, b = params.get(on), params.get(off)
+        if _is_number(a) and _is_number(b) and float(a) < float(b):  # type: ignore[arg-type]
+            raise _bad(f"{where}: {on} ({a}) must be >= {off} ({b})")
+    a, b = params.get("gas_alarm"), params.get("gas_clear")
+    if _is_number(a) and _is_number(b) and float(a) < float(b):  # type: ignore[arg-type]
+        raise _bad(f"{where}: gas_alarm ({a}) must be >= gas_clear ({b})")
+    return dict(params)
+
+
+def _http_url(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _bad(f"{what} must be an http:// or https:// URL")
+    if len(value) > 512:
+        raise _bad(f"{what} is longer than 512 characters")
+    return value
+
+
+def validate(
+    command: str, params: dict[str, Any] | None, capabilities: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """Check a command against the protocol and the device's capabilities.
+
+    Returns the (wire command, normalised params); raises InvalidRequestError with the
+    reason. ``custom`` takes ``name`` (the device's ``cmd:<name>`` capability) and the
+    rest of its params are sent as the command's params."""
+    params = dict(params or {})
+    caps = list(capabilities)
+    if command == "relay":
+        _only(command, params, ("name", "state"))
+        name, state = params.get("name"), params.get("state")
+        names = relay_names(caps)
+        if not isinstance(name, str):
+            raise _bad(f"relay: name must be a string, one of {names}")
+        if name not in names:
+            raise _bad(f"relay: device has no relay {name!r} (its relays: {names or 'none'})")
+        key = state.lower() if isinstance(state, str) else state
+        if not isinstance(key, str | bool) or key not in RELAY_STATES:
+            raise _bad("relay: state must be 'on', 'off' or 'toggle'")
+        return command, {"name": name, "state": RELAY_STATES[key]}
+    if command == "servo":
+        _require(caps, "servo", command)
+        _only(command, params, ("angle",))
+        angle = params.get("angle")
+        if isinstance(angle, float) and angle.is_integer():
+            angle = int(angle)
+        if not isinstance(angle, int) or isinstance(angle, bool):
+            raise _bad(f"servo: angle must be an integer 0..180, got {angle!r}")
+        if not 0 <= angle <= 180:
+            raise _bad(f"servo: angle must be 0..180, got {angle}")
+        return command, {"angle": angle}
+    if command == "reboot":
+        _require(caps, "reboot", command)
+        _only(command, params, ("delay",))
+        delay = params.get("delay", 0)
+        if not _is_number(delay) or not 0 <= delay <= 3600:
+            raise _bad("reboot: delay must be a number of seconds 0..3600")
+        return command, ({"delay": delay} if "delay" in params else {})
+    if command == "set_config":
+        if not params:
+            raise _bad("set_config: give at least one config key")
+        for key, value in params.items():
+            if NAME_RE.match(key) is None:
+                raise _bad(f"set_config: bad key {key!r}")
+            if key in CONFIG_NUMBERS:
+                lo, hi = CONFIG_NUMBERS[key]
+                if not _is_number(value) or not lo <= value <= hi:
+                    raise _bad(f"set_config: {key} must be a number {lo}..{hi}, got {value!r}")
+            elif key == "automation":
+                if not isinstance(value, dict):
+                    raise _bad("set_config: automation must be an object")
+                validate_automation(value, "set_config.automation")
+        return command, params
+    if command == "automation":
+        _require(caps, "automation", command)
+        return command, validate_automation(params)
+    if command == "ota":
+        _require(caps, "ota", command)
+        _only(command, params, ("url", "sha256", "version", "size"))
+        _http_url(params.get("url"), "ota: url")
+        sha = params.get("sha256")
+        if not isinstance(sha, str) or SHA256_RE.match(sha) is None:
+            raise _bad("ota: sha256 must be 64 hex characters")
+        version = params.get("version")
+        if not isinstance(version, str) or not 0 < len(version) <= 64 or " " in version:
+            raise _bad("ota: version must be a non-empty string without spaces (<= 64)")
+        size = params.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise _bad("ota: size must be a positive integer")
+        return command, {**params, "sha256": sha.lower()}
+    if command == "webhook":
+        _require(caps, "webhook", command)
+        _only(command, params, ("url", "method", "events"))
+        if not params:
+            raise _bad("webhook: give url, method and/or events")
+        if "url" in params and params["url"] != "":
+            _http_url(params["url"], "webhook: url")
+        method = params.get("method", "POST")
+        if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
+            raise _bad("webhook: method must be GET or POST")
+        events = params.get("events", [])
+        if not isinstance(events, list) or any(e not in WEBHOOK_EVENTS for e in events):
+            raise _bad(f"webhook: events must be a list of {list(WEBHOOK_EVENTS)}")
+        if "method" in params:
+            params["method"] = method.upper()
+        return command, params
+    if command == "ping":
+        _only(command, params, ())
+        return command, {}
+    if command == "custom":
+        name = params.pop("name", None)
+        if not isinstance(name, str) or NAME_RE.match(name) is None:
+            raise _bad("custom: params.name must name the device's command (cmd:<name>)")
+        if name in BUILTIN_COMMANDS:
+            raise _bad(f"custom: {name!r} is a built-in command; send it directly")
+        _require(caps, f"cmd:{name}", "custom")
+        return name, params
+    if isinstance(command, str) and f"cmd:{command}" in caps:
+        return command, params
+    raise _bad(
+        f"unknown command {command!r}: one of {list(BUILTIN_COMMANDS)} "
+        "(or a custom command the device lists as cmd:<name>)"
+    )
+
+
+def check_limits(timeout: float, ttl: float) -> None:
+    if not _is_number(timeout) or not 0.1 <= timeout <= MAX_TIMEOUT:
+        raise _bad(f"timeout must be 0.1..{MAX_TIMEOUT:.0f} seconds")
+    if not _is_number(ttl) or not 0 <= ttl <= MAX_TTL:
+        raise _bad(f"ttl must be 0..{MAX_TTL:.0f} seconds")
+
+
+# ---- public shape (API responses and command_update events) -------------------------
+
+
+def to_dict(row: CommandRow) -> dict[str, Any]:
+    """JSON-ready view; times are epoch seconds (the API renders them as ISO 8601)."""
+    return {
+        "id": row.id,
+        "device_id": row.device_id,
+        "command": row.command,
+        "params": row.params or {},
+        "status": row.status,
+        "source": row.source,
+        "timeout": row.timeout,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "sent_at": row.sent_at,
+        "deadline": row.deadline,
+        "finished_at": row.finished_at,
+        "result": row.result,
+        "error": row.error,
+        "progress": row.progress,
+        "rollout_id": row.rollout_id,
+        "notes": row.history or [],
+    }
+
+
+def wire_payload(row: CommandRow) -> dict[str, Any]:
+    """What goes to ``devices/{id}/commands`` (docs/protocol.md)."""
+    return {"id": row.id, "command": row.command, "params": row.params or {}, "ts": row.sent_at}
+
+
+# ---- database operations --------------------------------------------------------------
+
+
+def new_row(
+    *,
+    device_id: str,
+    command: str,
+    params: dict[str, Any],
+    timeout: float,
+    ttl: float,
+    now: float,
+    source: str = "api",
+    rollout_id: int | None = None,
+) -> CommandRow:
+    return CommandRow(
+        id=str(uuid.uuid4()),
+        device_id=device_id,
+        command=command,
+        params=params,
+        status=CommandStatus.QUEUED.value,
+        source=source,
+        timeout=float(timeout),
+        created_at=now,
+        expires_at=now + float(ttl),
+        history=[],
+        rollout_id=rollout_id,
+    )
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    device_id: str,
+    command: str,
+    params: dict[str, Any] | None = None,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+    ttl: float = DEFAULT_TTL,
+    source: str = "api",
+    rollout_id: int | None = None,
+    now: float | None = None,
+) -> CommandRow:
+    """Validate and queue one command (the caller commits and then asks for dispatch)."""
+    check_limits(ack_timeout, ttl)
+    device = await session.get(Device, device_id)
+    if device is None:
+        raise NotFoundError("device", device_id)
+    wire, checked = validate(command, params, device.capabilities or [])
+    row = new_row(
+        device_id=device_id,
+        command=wire,
+        params=checked,
+        timeout=ack_timeout,
+        ttl=ttl,
+        now=time.time() if now is None else now,
+        source=source,
+        rollout_id=rollout_id,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def get(session: AsyncSession, command_id: str) -> CommandRow:
+    row = await session.get(CommandRow, command_id)
+    if row is None:
+        raise NotFoundError("command", command_id)
+    return row
+
+
+async def list_for_device(
+    session: AsyncSession,
+    *,
+    device_id: str,
+    status: str | None = None,
+    command: str | None = None,
+    source: str | None = None,
+    before: float | None = None,
+    limit: int = 100,
+) -> list[CommandRow]:
+    query = select(CommandRow).where(CommandRow.device_id == device_id)
+    if status:
+        query = query.where(CommandRow.status == status)
+    if command:
+        query = query.where(CommandRow.command == command)
+    if source:
+        query = query.where(CommandRow.source == source)
+    if before is not None:
+        query = query.where(CommandRow.created_at < before)
+    query = query.order_by(CommandRow.created_at.desc(), CommandRow.id).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def cancel(session: AsyncSession, *, command_id: str, now: float) -> CommandRow:
+    row = await get(session, command_id)
+    check_transition(row.status, CommandStatus.CANCELLED)
+    result = await session.execute(
+        update(CommandRow)
+        .where(CommandRow.id == command_id, CommandRow.status == CommandStatus.QUEUED.value)
+        .values(status=CommandStatus.CANCELLED.value, finished_at=now, error="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:  # sent meanwhile
+        await session.refresh(row)
+        raise InvalidTransition(row.status, CommandStatus.CANCELLED)
+    await session.refresh(row)
+    return row
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    device_ids: Sequence[str] | None,
+    now: float,
+    require_online: bool = True,
+    limit: int = 5000,
+) -> list[CommandRow]:
+    """queued -> sent for due commands of these devices (all devices when None), in
+    creation order. The conditional UPDATE makes each command claimed exactly once,
+    even with several workers; the caller commits, then publishes."""
+    query = select(CommandRow.id).where(
+        CommandRow.status == CommandStatus.QUEUED.value, CommandRow.expires_at >= now
+    )
+    if device_ids is not None:
+        query = query.where(CommandRow.device_id.in_(list(device_ids)))
+    if require_online:
+        online = select(Device.id).where(Device.status == "online")
+        query = query.where(CommandRow.device_id.in_(online))
+    ids = list((await session.scalars(query.limit(limit))).all())
+    if not ids:
+        return []
+    stmt = (
+        update(CommandRow)
+        .where(CommandRow.id.in_(ids), CommandRow.status == CommandStatus.QUEUED.value)
+        .values(status=CommandStatus.SENT.value, sent_at=now, deadline=CommandRow.timeout + now)
+        .returning(CommandRow)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list((await session.scalars(stmt)).all())
+    rows.sort(key=lambda r: (r.created_at, r.id))
+    return rows
+
+
+class AckOutcome(StrEnum):
+    FINAL = "final"  # acked or failed now
+    PROGRESS = "progress"
+    DUPLICATE = "duplicate"  # the command already had its final ack
+    LATE = "late"  # the command had timed out (or was never sent)
+    UNKNOWN = "unknown"  # no such command for this device
+
+
+async def apply_ack(
+    session: AsyncSession, *, device_id: str, ack: Ack, now: float
+) -> tuple[AckOutcome, CommandRow | None]:
+    """Record a device's ack. Only an ack on the command's own device's topic counts."""
+    if ack.id is None:
+        return AckOutcome.UNKNOWN, None
+    if ack.status == "progress":
+        progress = ack.result if isinstance(ack.result, dict) else {"value": ack.result}
+        stmt = (
+            update(CommandRow)
+            .where(
+                CommandRow.id == ack.id,
+                CommandRow.device_id == device_id,
+                CommandRow.status == CommandStatus.SENT.value,
+            )
+            .values(progress={**progress, "ts": now})
+            .returning(CommandRow)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await session.scalars(stmt)).first()
+        if row is not None:
+            return AckOutcome.PROGRESS, row
+    else:
+        ok = ack.status == "ok"
+        stmt = (
+            update(CommandRow)
+            .where(
+                CommandRow.id == ack.id,
+                CommandRow.device_id == device_id,
+                CommandRow.status == CommandStatus.SENT.value,
+            )
+            .values(
+                status=(CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
+                finished_at=now,
+                result=ack.result,
+                error=None if ok else (ack.error or "device reported an error"),
+            )
+            .returning(CommandRow)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await session.scalars(stmt)).first()
+        if row is not None:
+            return AckOutcome.FINAL, row
+    existing = await session.get(CommandRow, ack.id)
+    if existing is None or existing.device_id != device_id:
+        return AckOutcome.UNKNOWN, None
+    if existing.status in (CommandStatus.ACKED, CommandStatus.FAILED):
+        return AckOutcome.DUPLICATE, existing
+    if existing.status == CommandStatus.TIMED_OUT and ack.status != "progress":
+        # The truth: the device did answer, after we gave up. Kept as a note.
+        notes = list(existing.history or [])
+        if len(notes) < 10:
+            notes.append({"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
+            existing.history = notes
+    return AckOutcome.LATE, existing
+
+
+async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
+    """sent -> timed_out past the deadline; queued -> expired past the TTL."""
+    timed_out = (
+        update(CommandRow)
+        .where(CommandRow.status == CommandStatus.SENT.value, CommandRow.deadline < now)
+        .values(
+            status=CommandStatus.TIMED_OUT.value,
+            finished_at=now,
+            error="no final ack from the device before the timeout",
+        )
+        .returning(CommandRow)
+        .execution_options(synchronize_session=False)
+    )
+    expired = (
+        update(CommandRow)
+        .where(CommandRow.status == CommandStatus.QUEUED.value, CommandRow.expires_at < now)
+        .values(
+            status=CommandStatus.EXPIRED.value,
+            finished_at=now,
+            error="device was not online before the command's ttl ran out",
+        )
+        .returning(CommandRow)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list((await session.scalars(timed_out)).all())
+    rows += list((await session.scalars(expired)).all())
+    return rows
+
+
+async def next_deadline(session: AsyncSession) -> float | None:
+    """The earliest moment a sweep could change something."""
+    sent = await session.scalar(
+        select(CommandRow.deadline)
+        .where(CommandRow.status == CommandStatus.SENT.value)
+        .order_by(CommandRow.deadline)
+        .limit(1)
+    )
+    queued = await session.scalar(
+        select(CommandRow.expires_at)
+        .where(CommandRow.status == CommandStatus.QUEUED.value)
+        .order_by(CommandRow.expires_at)
+        .limit(1)
+    )
+    candidates = [t for t in (sent, queued) if t is not None]
+    return min(candidates) if candidates else None
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(CommandRow.status, func.count()).group_by(CommandRow.status)
+    )
+    return {status: int(n) for status, n in rows.all()}

@@ -1,0 +1,131 @@
+"""Firmware registry: bundles on disk under ``data_dir/firmware``, metadata in the
+database, SHA-256 computed by the platform (never trusted from the uploader)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from iotp.db.models import FirmwareRow, RolloutRow
+from iotp.services.commands import ConflictError
+from iotp.services.errors import InvalidRequestError, NotFoundError
+
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+ACTIVE_ROLLOUT = ("running", "paused")
+
+
+def firmware_dir(data_dir: Path) -> Path:
+    return data_dir / "firmware"
+
+
+def bundle_path(data_dir: Path, row: FirmwareRow) -> Path:
+    return firmware_dir(data_dir) / row.filename
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+async def upload(
+    session: AsyncSession,
+    *,
+    data_dir: Path,
+    version: str,
+    data: bytes,
+    notes: str = "",
+    device_type: str = "",
+    now: float | None = None,
+) -> FirmwareRow:
+    if VERSION_RE.match(version) is None:
+        raise InvalidRequestError(
+            "version must be 1..64 characters of letters, digits and . _ + - "
+            "(starting with a letter or digit)"
+        )
+    if not data:
+        raise InvalidRequestError("the bundle is empty: send it as the request body")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise InvalidRequestError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+    if len(notes) > 4000:
+        raise InvalidRequestError("notes are longer than 4000 characters")
+    if device_type and len(device_type) > 64:
+        raise InvalidRequestError("device_type is longer than 64 characters")
+    existing = await session.scalar(
+        select(FirmwareRow.id).where(
+            FirmwareRow.version == version, FirmwareRow.device_type == device_type
+        )
+    )
+    if existing is not None:
+        raise ConflictError(
+            f"firmware {version!r}{' for ' + device_type if device_type else ''} "
+            f"already exists (id {existing}); delete it first or use a new version"
+        )
+    sha = hashlib.sha256(data).hexdigest()
+    filename = f"{uuid.uuid4().hex}.bin"
+    row = FirmwareRow(
+        version=version,
+        device_type=device_type,
+        notes=notes,
+        filename=filename,
+        size=len(data),
+        sha256=sha,
+        created_at=time.time() if now is None else now,
+    )
+    path = firmware_dir(data_dir) / filename
+    await asyncio.to_thread(_write, path, data)
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError:
+        path.unlink(missing_ok=True)
+        raise ConflictError(f"firmware {version!r} already exists") from None
+    return row
+
+
+async def list_firmware(session: AsyncSession) -> list[FirmwareRow]:
+    query = select(FirmwareRow).order_by(FirmwareRow.created_at.desc(), FirmwareRow.id.desc())
+    return list((await session.scalars(query)).all())
+
+
+async def get(session: AsyncSession, firmware_id: int) -> FirmwareRow:
+    row = await session.get(FirmwareRow, firmware_id)
+    if row is None:
+        raise NotFoundError("firmware", str(firmware_id))
+    return row
+
+
+async def delete(session: AsyncSession, *, data_dir: Path, firmware_id: int) -> None:
+    row = await get(session, firmware_id)
+    using = (
+        await session.scalars(
+            select(RolloutRow.id).where(
+                RolloutRow.firmware_id == firmware_id, RolloutRow.status.in_(ACTIVE_ROLLOUT)
+            )
+        )
+    ).all()
+    if using:
+        raise ConflictError(
+            f"firmware {row.version!r} is used by active rollout(s) {list(using)}: "
+            "cancel them first"
+        )
+    path = bundle_path(data_dir, row)
+    await session.delete(row)
+    await session.flush()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,353 @@
+"""Device control in the worker: dispatches queued commands (when asked by an API
+process, when a device comes online, and by a periodic sweep that also catches up
+after a restart), records acks, times out and expires commands, reconciles device
+shadows and paces firmware rollouts. All state is in the database; this object only
+holds caches and wake-up signals, so any worker can pick up where another stopped.
+
+API processes ask for work on ``<root>/control/{dispatch,shadow,rollout}`` (root is
+the events prefix's parent, ``iotp`` by default) with ``{"devices": [...]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from iotp.db.models import CommandRow
+from iotp.protocol import payloads as p
+from iotp.protocol.topics import command_topic
+from iotp.services import commands as command_service
+from iotp.services import rollouts as rollout_service
+from iotp.services import shadow as shadow_service
+from iotp.services.commands import AckOutcome, CommandStatus
+from iotp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SWEEP_MAX_SECONDS = 1.0
+ROLLOUT_TICK_SECONDS = 0.5
+RETRY_SECONDS = 0.5
+FINISHED_CACHE = 20_000
+# Per device: acks that need a database lookup, refilled per second up to a burst.
+ACK_RATE_PER_SECOND = 20.0
+ACK_BURST = 50.0
+# Ack writes in flight at once, so a flood cannot take every database connection.
+ACK_CONCURRENCY = 8
+STOP_TIMEOUT_SECONDS = 5.0
+
+Publish = Callable[[str, bytes, int], None]  # (topic, payload, qos)
+PublishEvent = Callable[[str, str, dict[str, Any], float], None]  # (type, device, payload, ts)
+
+
+def control_root(settings: Settings) -> str:
+    prefix = settings.events_topic_prefix.rstrip("/")
+    parent = prefix.rpartition("/")[0]
+    return f"{parent or prefix}/control"
+
+
+def control_topic(settings: Settings, what: str) -> str:
+    return f"{control_root(settings)}/{what}"
+
+
+def control_subscription(settings: Settings) -> str:
+    topic = f"{control_root(settings)}/+"
+    group = settings.mqtt_share_group
+    return f"$share/{group}/{topic}" if group else topic
+
+
+def encode_request(device_ids: Iterable[str]) -> bytes:
+    return orjson.dumps({"devices": list(device_ids)})
+
+
+class _Bucket:
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = ACK_BURST
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(ACK_BURST, self.tokens + (now - self.at) * ACK_RATE_PER_SECOND)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        publish: Publish,
+        publish_event: PublishEvent,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self._publish = publish
+        self._publish_event = publish_event
+        self.counters: Counter[str] = Counter()
+        self._root = control_root(settings)
+        self._kick_online: set[str] = set()  # known online: skip the status check
+        self._kick_any: set[str] = set()
+        self._dispatch_wake = asyncio.Event()
+        self._sweep_wake = asyncio.Event()
+        self._rollout_wake = asyncio.Event()
+        self._shadow_wake = asyncio.Event()
+        self._shadow_todo: dict[str, bool] = {}  # device -> known online
+        self._next_sweep_at = 0.0
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._buckets: dict[str, _Bucket] = {}
+        self._ack_slots = asyncio.Semaphore(ACK_CONCURRENCY)
+        self._stopping = False
+        self._run_task: asyncio.Task[None] | None = None
+
+    # ---- hooks (from the ingest pipeline and the control topic) ------------------
+
+    def kick(self, device_ids: Iterable[str], *, online: bool = False) -> None:
+        (self._kick_online if online else self._kick_any).update(device_ids)
+        self._dispatch_wake.set()
+
+    def on_online(self, device_id: str) -> None:
+        self.kick([device_id], online=True)
+        self._shadow_todo[device_id] = True
+        self._shadow_wake.set()
+        self._rollout_wake.set()
+
+    def on_state(self, device_id: str) -> None:
+        self._shadow_todo.setdefault(device_id, False)
+        self._shadow_wake.set()
+
+    async def on_control_message(self, topic: str, payload: bytes) -> None:
+        what = topic.rsplit("/", 1)[-1]
+        try:
+            body = orjson.loads(payload)
+            devices = [d for d in body.get("devices", []) if isinstance(d, str)]
+        except (orjson.JSONDecodeError, AttributeError):
+            self.counters["control_rejected"] += 1
+            return
+        if what == "dispatch":
+            self.kick(devices)
+        elif what == "shadow":
+            for d in devices:
+                self._shadow_todo.setdefault(d, False)
+            self._shadow_wake.set()
+        elif what == "rollout":
+            self._rollout_wake.set()
+        else:
+            self.counters["control_rejected"] += 1
+
+    async def on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
+        self.counters["acks"] += 1
+        if ack.id is None:
+            self.counters["acks_unparsed"] += 1  # the device could not read a command
+            return
+        if ack.status != "progress" and ack.id in self._finished:
+            self.counters["acks_duplicate"] += 1
+            return
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            bucket = self._buckets[device_id] = _Bucket(now)
+        if not bucket.take(now):
+            self.counters["acks_dropped_flood"] += 1
+            return
+        try:
+            async with self._ack_slots, self.sessions.begin() as session:
+                outcome, row = await command_service.apply_ack(
+                    session, device_id=device_id, ack=ack, now=now
+                )
+                if (
+                    outcome is AckOutcome.FINAL
+                    and row is not None
+                    and row.source == "shadow"
+                    and row.status == CommandStatus.FAILED
+                ):
+                    await shadow_service.note_error(
+                        session, device_id=device_id, error=f"{row.command}: {row.error}"
+                    )
+        except Exception:
+            log.exception("recording an ack from %s failed", device_id)
+            self.counters["acks_failed_to_record"] += 1
+            return
+        self.counters[f"acks_{outcome.value}"] += 1
+        if row is None:
+            return
+        if outcome in (AckOutcome.FINAL, AckOutcome.PROGRESS, AckOutcome.LATE):
+            self._emit(row, now)
+        if outcome in (AckOutcome.FINAL, AckOutcome.DUPLICATE):
+            self._remember_finished(row.id)
+        if outcome is AckOutcome.FINAL:
+            if row.source == "shadow":
+                self.on_state(device_id)
+            if row.rollout_id is not None:
+                self._rollout_wake.set()
+        elif outcome is AckOutcome.PROGRESS and row.rollout_id is not None:
+            self._rollout_wake.set()
+
+    # ---- loops ---------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Let each loop finish its current step (no transaction cut in half)."""
+        self._stopping = True
+        for event in (
+            self._dispatch_wake,
+            self._sweep_wake,
+            self._shadow_wake,
+            self._rollout_wake,
+        ):
+            event.set()
+        if self._run_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._run_task, STOP_TIMEOUT_SECONDS)
+
+    async def run(self) -> None:
+        self._run_task = asyncio.current_task()
+        tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="control-dispatch"),
+            asyncio.create_task(self._sweep_loop(), name="control-sweep"),
+            asyncio.create_task(self._shadow_loop(), name="control-shadow"),
+            asyncio.create_task(self._rollout_loop(), name="control-rollouts"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            await self._dispatch_wake.wait()
+            self._dispatch_wake.clear()
+            if self._stopping:
+                return
+            online, maybe = self._kick_online, self._kick_any - self._kick_online
+            self._kick_online, self._kick_any = set(), set()
+            try:
+                async with self.sessions.begin() as session:
+                    now = time.time()
+                    rows: list[CommandRow] = []
+                    if online:
+                        rows += await command_service.claim(
+                            session, device_ids=sorted(online), now=now, require_online=False
+                        )
+                    if maybe:
+                        rows += await command_service.claim(
+                            session, device_ids=sorted(maybe), now=now, require_online=True
+                        )
+            except Exception:
+                log.exception("dispatching commands failed; retrying")
+                self._kick_online |= online
+                self._kick_any |= maybe
+                await asyncio.sleep(RETRY_SECONDS)
+                self._dispatch_wake.set()
+                continue
+            self._send(rows, now)
+
+    def _send(self, rows: list[CommandRow], now: float) -> None:
+        """Publish claimed commands (after their 'sent' state is committed)."""
+        for row in rows:
+            self._publish(
+                command_topic(row.device_id), orjson.dumps(command_service.wire_payload(row)), 1
+            )
+            self.counters["sent"] += 1
+            self._emit(row, now)
+            if row.deadline is not None and row.deadline < self._next_sweep_at:
+                self._sweep_wake.set()
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            delay = SWEEP_MAX_SECONDS
+            try:
+                async with self.sessions.begin() as session:
+                    finished = await command_service.sweep(session, now=now)
+                    now = time.time()
+                    claimed = await command_service.claim(
+                        session, device_ids=None, now=now, require_online=True
+                    )
+                    upcoming = await command_service.next_deadline(session)
+            except Exception:
+                log.exception("command sweep failed; retrying")
+                finished, claimed, upcoming = [], [], None
+            for row in finished:
+                self.counters[row.status] += 1
+                self._emit(row, now)
+                if row.rollout_id is not None:
+                    self._rollout_wake.set()
+                if row.source == "shadow":
+                    self.on_state(row.device_id)
+            self._send(claimed, now)
+            if upcoming is not None:
+                delay = min(delay, max(0.01, upcoming - time.time() + 0.005))
+            self._next_sweep_at = time.time() + delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wake.wait(), delay)
+            self._sweep_wake.clear()
+
+    async def _shadow_loop(self) -> None:
+        while not self._stopping:
+            await self._shadow_wake.wait()
+            self._shadow_wake.clear()
+            if self._stopping:
+                return
+            todo, self._shadow_todo = self._shadow_todo, {}
+            now = time.time()
+            for device_id, online in todo.items():
+                try:
+                    async with self.sessions.begin() as session:
+                        rows = await shadow_service.reconcile(
+                            session, device_id=device_id, online=online, now=now
+                        )
+                except Exception:
+                    log.exception("shadow reconciliation for %s failed", device_id)
+                    continue
+                if rows:
+                    self.counters["shadow_commands"] += len(rows)
+                    for row in rows:
+                        self._emit(row, now)
+                    self.kick([device_id], online=online)
+
+    async def _rollout_loop(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            try:
+                async with self.sessions.begin() as session:
+                    await rollout_service.track(session, now=now)
+                    queued = await rollout_service.advance(session, now=now)
+            except Exception:
+                log.exception("rollout step failed; retrying")
+                queued = []
+            for row in queued:
+                self.counters["rollout_commands"] += 1
+                self._emit(row, now)
+            if queued:
+                self.kick({row.device_id for row in queued})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rollout_wake.wait(), ROLLOUT_TICK_SECONDS)
+            self._rollout_wake.clear()
+
+    # ---- helpers -------------------------------------------------------------------
+
+    def _emit(self, row: CommandRow, now: float) -> None:
+        self._publish_event("command_update", row.device_id, command_service.to_dict(row), now)
+
+    def _remember_finished(self, command_id: str) -> None:
+        self._finished[command_id] = None
+        if len(self._finished) > FINISHED_CACHE:
+            self._finished.popitem(last=False)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counters)

@@ -1,0 +1,258 @@
+"""Command pipeline end to end: REST -> MQTT -> device -> ack -> REST/WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import websockets
+
+from iotp.worker.service import Worker
+from tests.control_support import FakeDevice, command_status, device_status
+from tests.support import Stack
+
+
+async def test_relay_command_waits_for_the_ack(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "CMD000000001").start()
+    r = await stack.http.post(
+        f"/api/devices/{dev.id}/commands?wait=true",
+        json={"command": "relay", "params": {"name": "light", "state": "on"}},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "acked"
+    assert body["result"] == {"name": "light", "state": True}
+    assert body["sent_at"] is not None
+    assert body["finished_at"] is not None
+    assert dev.received[0]["id"] == body["id"]
+    assert dev.received[0]["params"] == {"name": "light", "state": "on"}
+    history = (await stack.get(f"/api/devices/{dev.id}/commands"))["data"]
+    assert [c["id"] for c in history] == [body["id"]]
+    assert (await stack.get(f"/api/devices/{dev.id}/commands", status="failed"))["count"] == 0
+    # servo, reboot, thresholds, ping: each acked by the device
+    for command, params in [
+        ("servo", {"angle": 180}),
+        ("automation", {"fan_temp_on": 29.5, "light_on": "18:30"}),
+        ("set_config", {"interval": 5}),
+        ("reboot", {}),
+        ("ping", {}),
+    ]:
+        r = await stack.http.post(
+            f"/api/devices/{dev.id}/commands?wait=true",
+            json={"command": command, "params": params},
+        )
+        assert r.status_code == 201, (command, r.text)
+        assert r.json()["status"] == "acked", (command, r.text)
+    assert dev.state["servo"] == 180
+    assert dev.state["automation"]["fan_temp_on"] == 29.5
+
+
+async def test_bad_input_gets_a_clear_4xx(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "CMD000000002", caps=["relay:light"]).start()
+    url = f"/api/devices/{dev.id}/commands"
+    cases = [
+        ({"command": "servo", "params": {"angle": 90}}, 422, "servo"),  # no capability
+        ({"command": "relay", "params": {"name": "pump", "state": "on"}}, 422, "pump"),
+        ({"command": "relay", "params": {"name": "light", "state": "dim"}}, 422, "state"),
+        ({"command": "launch"}, 422, "unknown command"),
+        ({"command": "relay", "params": {}, "timeout": 0}, 422, "timeout"),
+        ({"command": "relay", "params": {}, "ttl": -1}, 422, "ttl"),
+        ({"command": "relay", "bogus": 1}, 422, "bogus"),
+        ({"params": {}}, 422, "command"),
+    ]
+    for body, code, reason in cases:
+        r = await stack.http.post(url, json=body)
+        assert r.status_code == code, (body, r.text)
+        assert reason in r.text, (body, r.text)
+    full = await FakeDevice(stack, "CMD000000003").start()
+    r = await stack.http.post(
+        f"/api/devices/{full.id}/commands", json={"command": "servo", "params": {"angle": 181}}
+    )
+    assert r.status_code == 422
+    assert "0..180" in r.json()["detail"]
+    r = await stack.http.post("/api/devices/NOPE/commands", json={"command": "ping"})
+    assert r.status_code == 404
+    assert (await stack.http.get("/api/commands/nope")).status_code == 404
+    assert (await stack.http.delete("/api/commands/nope")).status_code == 404
+    assert (await stack.http.get("/api/devices/NOPE/commands")).status_code == 404
+    r = await stack.http.get(f"/api/devices/{full.id}/commands", params={"status": "weird"})
+    assert r.status_code == 422
+    assert not dev.received
+    assert not full.received
+
+
+async def test_offline_device_gets_queued_command_when_back(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "CMD000000004").start()
+    await dev.stop()
+    await device_status(stack, dev.id, "offline")
+    r = await stack.http.post(
+        f"/api/devices/{dev.id}/commands",
+        json={"command": "servo", "params": {"angle": 45}, "ttl": 60},
+    )
+    cmd = r.json()
+    assert cmd["status"] == "queued"
+    short = await stack.http.post(
+        f"/api/devices/{dev.id}/commands", json={"command": "ping", "ttl": 0.3}
+    )
+    await command_status(stack, short.json()["id"], "expired")
+    assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "queued"
+    await dev.start(wait_online=False)
+    done = await command_status(stack, cmd["id"], "acked")
+    assert done["result"] == {"angle": 45}
+    assert [c["command"] for c in dev.received] == ["servo"]  # the expired one never went
+
+
+async def test_timeout_error_cancel_and_late_ack(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "CMD000000005", mode="silent").start()
+    r = await stack.http.post(
+        f"/api/devices/{dev.id}/commands?wait=true", json={"command": "ping", "timeout": 0.5}
+    )
+    timed_out = r.json()
+    assert timed_out["status"] == "timed_out", timed_out
+    dev.ack(timed_out["id"], "ok", {})
+    late = await stack.wait_for(
+        lambda: _notes(stack, timed_out["id"]),
+    )
+    assert late[0]["note"] == "late_ack"
+    dev.mode = "error"
+    r = await stack.http.post(f"/api/devices/{dev.id}/commands?wait=true", json={"command": "ping"})
+    assert r.json()["status"] == "failed"
+    assert r.json()["error"] == "simulated failure"
+    await dev.stop()
+    await device_status(stack, dev.id, "offline")
+    queued = (
+        await stack.http.post(f"/api/devices/{dev.id}/commands", json={"command": "ping"})
+    ).json()
+    r = await stack.http.delete(f"/api/commands/{queued['id']}")
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled"
+    r = await stack.http.delete(f"/api/commands/{queued['id']}")
+    assert r.status_code == 409
+    assert "cancelled" in r.json()["detail"]
+    r = await stack.http.delete(f"/api/commands/{timed_out['id']}")
+    assert r.status_code == 409
+
+
+async def _notes(stack: Stack, cid: str) -> list[dict[str, object]]:
+    notes: list[dict[str, object]] = (await stack.get(f"/api/commands/{cid}"))["notes"]
+    return notes
+
+
+async def test_duplicate_unknown_and_foreign_acks_are_ignored_and_counted(stack: Stack) -> None:
+    a = await FakeDevice(stack, "CMD000000006", mode="silent").start()
+    b = await FakeDevice(stack, "CMD000000007", mode="silent").start()
+    cmd = (await stack.http.post(f"/api/devices/{a.id}/commands", json={"command": "ping"})).json()
+    await command_status(stack, cmd["id"], "sent")
+    b.ack(cmd["id"], "ok", {"forged": True})  # another device's command: not its to ack
+    b.ack("no-such-command", "ok", {})
+    b.ack(None, "error", error="unparseable")
+
+    async def counted() -> dict[str, int] | None:
+        c: dict[str, int] = (await stack.get("/api/commands/stats"))["counters"]
+        return c if c.get("acks_unknown", 0) >= 2 and c.get("acks_unparsed", 0) >= 1 else None
+
+    await stack.wait_for(counted)
+    assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "sent"
+    for _ in range(3):
+        a.ack(cmd["id"], "ok", {"n": 1})
+    done = await command_status(stack, cmd["id"], "acked")
+    assert done["result"] == {"n": 1}
+
+    async def duplicates() -> bool:
+        c = (await stack.get("/api/commands/stats"))["counters"]
+        return bool(c.get("acks_duplicate", 0) >= 2)
+
+    await stack.wait_for(duplicates)
+
+
+async def test_state_survives_a_worker_restart(stack: Stack) -> None:
+    if stack.kind != "mosquitto-postgres":
+        # The embedded amqtt broker does not queue QoS 1 messages for an offline
+        # persistent session, and stopping a worker on SQLite leaves an aiosqlite
+        # connection of a cancelled loop unclosed (reported to the lead).
+        pytest.skip("worker restart is exercised on Mosquitto + PostgreSQL")
+    dev = await FakeDevice(stack, "CMD000000008", mode="silent").start()
+    cmd = (
+        await stack.http.post(
+            f"/api/devices/{dev.id}/commands", json={"command": "ping", "timeout": 30}
+        )
+    ).json()
+    await command_status(stack, cmd["id"], "sent")
+    await stack.worker.stop()
+    # Mosquitto keeps the worker's persistent session: an ack that arrives while no
+    # worker runs is delivered after the restart.
+    dev.ack(cmd["id"], "ok", {"uptime": 1})
+    assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "sent"
+    worker = Worker(stack.settings, stack.worker.engine, stack.mqtt_url)
+    await worker.start()
+    stack.worker = worker
+    done = await command_status(stack, cmd["id"], "acked")
+    assert done["result"] == {"uptime": 1}
+
+
+async def test_bulk_by_tag_with_per_device_results(stack: Stack) -> None:
+    devs = [await FakeDevice(stack, f"BULK0000000{i}").start() for i in range(3)]
+    nosrv = await FakeDevice(stack, "BULK00000009", caps=["relay:light"]).start()
+    r = await stack.http.post(
+        "/api/tags/kitchen/devices", json={"add": [d.id for d in [*devs, nosrv]] + ["GHOST"]}
+    )
+    assert r.json() == {"tag": "kitchen", "changed": 4, "unknown_devices": ["GHOST"]}
+    assert {"tag": "kitchen", "count": 4} in await stack.get("/api/tags")
+    r = await stack.http.post(
+        "/api/commands/bulk?wait=true",
+        json={"selector": {"tags": ["kitchen"]}, "command": "servo", "params": {"angle": 10}},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["created"] == 3
+    assert body["rejected"] == 1
+    assert body["by_status"] == {"acked": 3}
+    by_id = {x["device_id"]: x for x in body["data"]}
+    assert not by_id[nosrv.id]["ok"]
+    assert "servo" in by_id[nosrv.id]["error"]
+    r = await stack.http.post(
+        "/api/commands/bulk",
+        json={"selector": {"devices": [devs[0].id, "GHOST"]}, "command": "ping"},
+    )
+    assert {x["device_id"]: x["ok"] for x in r.json()["data"]} == {devs[0].id: True, "GHOST": False}
+    r = await stack.http.post("/api/commands/bulk", json={"selector": {}, "command": "ping"})
+    assert r.status_code == 422
+    assert "selector" in r.json()["detail"]
+    r = await stack.http.post("/api/tags/bad tag!/devices", json={"add": []})
+    assert r.status_code == 422
+
+
+async def test_every_transition_is_a_websocket_event(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "CMD000000010").start()
+    async with websockets.connect(stack.ws_url) as ws:
+        await ws.send(
+            orjson.dumps(
+                {"action": "subscribe", "events": ["command_update"], "devices": [dev.id]}
+            ).decode()
+        )
+        assert orjson.loads(await ws.recv())["type"] == "subscribed"
+        r = await stack.http.post(
+            f"/api/devices/{dev.id}/commands?wait=true",
+            json={"command": "relay", "params": {"name": "fan", "state": "toggle"}},
+        )
+        cid = r.json()["id"]
+        seen: list[str] = []
+        while "acked" not in seen:
+            event = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            if event.get("type") == "command_update" and event["payload"]["id"] == cid:
+                seen.append(event["payload"]["status"])
+        assert seen == ["queued", "sent", "acked"]
+
+
+@pytest.mark.parametrize("n", [1])
+async def test_ack_flood_does_not_disturb_other_devices(stack: Stack, n: int) -> None:
+    noisy = await FakeDevice(stack, "FLOOD0000001").start()
+    calm = await FakeDevice(stack, "FLOOD0000002").start()
+    assert noisy.client is not None
+    for i in range(2000):
+        noisy.ack(f"junk-{i}", "ok", {})
+    r = await stack.http.post(
+        f"/api/devices/{calm.id}/commands?wait=true", json={"command": "ping", "timeout": 5}
+    )
+    assert r.json()["status"] == "acked"

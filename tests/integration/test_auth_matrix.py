@@ -3,6 +3,7 @@ anywhere is covered (and protected) without touching this file."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from iotp.api.app import create_app
 from iotp.settings import Settings
-from tests.support import Stack, login, run_stack
+from tests.support import TEST_ADMIN_PASSWORD, Stack, login, run_stack
 
 # The whole contract, written out independently of iotp.api.security.
 PUBLIC = {("/api/health", "GET"), ("/api/auth/token", "POST"), ("/api/auth/refresh", "POST")}
@@ -118,3 +119,16 @@ async def test_websocket_needs_a_token(roles: tuple[Stack, dict[str, dict[str, s
     async with websockets.connect(f"{base}?token={key}") as ws:
         await ws.send('{"action": "ping"}')
         assert "pong" in await ws.recv()
+
+
+async def test_websocket_ends_when_its_token_expires(tmp_path: Path) -> None:
+    async with run_stack("embedded-sqlite", tmp_path, access_token_minutes=0.05) as stack:
+        token = await login(stack.http, "admin", TEST_ADMIN_PASSWORD)  # lives 3 s
+        url = stack.api_url.replace("http", "ws", 1) + f"/api/ws?token={token}"
+        async with websockets.connect(url) as ws:
+            await ws.send('{"action": "ping"}')
+            assert "pong" in await ws.recv()
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1008

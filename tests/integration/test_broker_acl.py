@@ -47,7 +47,7 @@ class Client:
         self.host, port = url.split("://", 1)[1].rsplit(":", 1)
         self.port = int(port)
         self.client = gmqtt.Client(client_id, will_message=will, clean_session=True)
-        self.client.set_config({"reconnect_retries": 0, "reconnect_delay": 0})
+        self.client.set_config({"reconnect_retries": 0, "reconnect_delay": 3600})  # never, here
         if username is not None:
             self.client.set_auth_credentials(username, password)
         self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -153,8 +153,10 @@ async def embedded(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureBroker]:
             await c.close()
         await broker.stop()
         await engine.dispose()
-        # amqtt drops the StreamWriter of a refused connection without closing it:
-        # finalise it now, while its event loop is still open (else: ResourceWarning).
+        # amqtt can drop a connection's StreamWriter without closing it: let its tasks
+        # end, then finalise it while the event loop is still open (else: ResourceWarning
+        # in whichever test runs next).
+        await asyncio.sleep(0.2)
         gc.collect()
 
 

@@ -12,11 +12,16 @@ needs no token: that is how devices download OTA bundles.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
+import jwt
 from fastapi import Depends, HTTPException, WebSocketException, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
@@ -212,6 +217,9 @@ class HardeningMiddleware:
         self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -259,6 +267,46 @@ class HardeningMiddleware:
         except _TooLarge:
             if not started:
                 await _send_413(send, extra)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket signed in with an access token ends when the token does (close
+        code 1008); the client signs in again (refresh) and reconnects."""
+        deadline = _token_expiry(scope)
+        if deadline is None:
+            await self.app(scope, receive, send)
+            return
+        closed = False
+
+        async def expiring_receive() -> Message:
+            nonlocal closed
+            try:
+                return await asyncio.wait_for(receive(), max(deadline - time.time(), 0))
+            except TimeoutError:
+                if not closed:
+                    closed = True
+                    with contextlib.suppress(Exception):
+                        await send({"type": "websocket.close", "code": 1008, "reason": "expired"})
+                return {"type": "websocket.disconnect", "code": 1008}
+
+        async def guarded_send(message: Message) -> None:
+            if not closed:
+                await send(message)
+
+        await self.app(scope, expiring_receive, guarded_send)
+
+
+def _token_expiry(scope: Scope) -> float | None:
+    """The ``exp`` of a JWT in ``?token=`` (already verified by ``authorize``)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    token = (query.get("token") or [""])[0]
+    if not token or looks_like_api_key(token):
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -242,3 +242,32 @@ async def test_websocket_device_filter_and_unsubscribe(stack: Stack) -> None:
     err = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
     assert err["type"] == "error"
     await ws.close()
+
+
+async def test_edits_are_live_and_a_deleted_device_registers_anew(stack: Stack) -> None:
+    device = await stack.device()
+    device.publish(f"devices/{DEV}/data", b'{"t": 1}')
+
+    async def registered() -> bool:
+        return (await stack.http.get(f"/api/devices/{DEV}")).status_code == 200
+
+    await stack.wait_for(registered)
+    ws = await _ws(stack, ["device_updated", "device_deleted", "device_registered"], [DEV])
+    r = await stack.http.patch(f"/api/devices/{DEV}", json={"name": "Kitchen", "tags": ["home"]})
+    assert r.status_code == 200
+    updated = await _next_event(ws, "device_updated")
+    assert updated["payload"]["name"] == "Kitchen"
+    assert updated["payload"]["tags"] == ["home"]
+    bad = await stack.http.patch(f"/api/devices/{DEV}", json={"tags": ["no spaces"]})
+    assert bad.status_code == 422
+    assert (await stack.http.patch("/api/devices/NOPE", json={"name": "x"})).status_code == 404
+
+    assert (await stack.http.delete(f"/api/devices/{DEV}")).status_code == 204
+    await _next_event(ws, "device_deleted")
+    assert (await stack.http.get(f"/api/devices/{DEV}")).status_code == 404
+    # The worker forgot it: its next message registers it again (with the default name).
+    await asyncio.sleep(0.3)
+    device.publish(f"devices/{DEV}/data", b'{"t": 2}')
+    again = await _next_event(ws, "device_registered")
+    assert again["payload"]["name"] == "ESP32-B3C4D5"
+    await ws.close()

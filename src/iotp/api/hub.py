@@ -19,6 +19,7 @@ EVENT_TYPES = frozenset(
         "device_status",
         "device_registered",
         "device_updated",
+        "device_deleted",
         "device_state",
         "device_event",
         "command_ack",

@@ -20,6 +20,7 @@ from iotp.protocol.payloads import parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
+from iotp.worker.events import encode_event, event_topic
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class ApiState:
                 await task
         await self.link.close()
 
+    def publish_event(self, event_type: str, device_id: str, payload: dict[str, Any]) -> None:
+        """An event for every API instance's WebSocket clients (through the broker)."""
+        topic = event_topic(self.events_prefix, event_type, device_id)
+        self.link.publish(topic, encode_event(event_type, device_id, payload), qos=1)
+
     def session(self) -> AsyncSession:
         return self.sessions()
 
@@ -75,7 +81,7 @@ class ApiState:
             self.link.unsubscribe(DATA_SUBSCRIPTION)
             self._data_subscribed = False
 
-    async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if topic.startswith(self.events_prefix):
             parts = topic.split("/")
             if len(parts) >= 2:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+JOB_GROUP_MAX = 500
 Publish = Callable[[str, str, dict[str, Any], float], None]  # (type, device_id, payload, ts)
 Job = Callable[[AsyncSession], Awaitable[None]]
 
@@ -121,12 +122,12 @@ class Ingestor:
         # Device control (issue 4): acks, online transitions and reported state go to
         # the command dispatcher / shadow reconciler when the worker sets this.
         self.control: ControlPlane | None = None
+        # Automations (issue 7): the rule engine sees every telemetry message.
+        self.rules: Automations | None = None
         # Operations (issue 8): with several workers only the presence owner records
         # presence transitions (see worker/leader.py); metrics see every stored batch.
         self.presence_owner = True
         self.on_batch: Callable[[int, float], None] | None = None
-        # Automations (issue 7): the rule engine sees every telemetry message.
-        self.rules: Automations | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -148,21 +149,38 @@ class Ingestor:
                 )
 
     async def run_jobs(self) -> None:
-        """The control-plane writer: registrations, info, state, presence, events, in order."""
+        """The control-plane writer: registrations, info, state, presence, events, in
+        order. Jobs queued together share one transaction (a fleet of 1,000 devices
+        connecting at once is a few transactions, not thousands)."""
         while True:
-            job, done = await self._jobs.get()
-            delay = 0.05
-            while True:
-                try:
-                    async with self.sessions.begin() as session:
+            group = [await self._jobs.get()]
+            while len(group) < JOB_GROUP_MAX and not self._jobs.empty():
+                group.append(self._jobs.get_nowait())
+            if not await self._run_group(group, retry=len(group) == 1):
+                for one in group:  # isolate the job that fails; the others go through
+                    await self._run_group([one], retry=True)
+            for _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _run_group(self, group: list[tuple[Job, asyncio.Future[None]]], retry: bool) -> bool:
+        delay = 0.05
+        while True:
+            try:
+                async with self.sessions.begin() as session:
+                    for job, _ in group:
                         await job(session)
-                    break
-                except Exception as exc:  # noqa: BLE001 - retried; never dropped
-                    log.warning("control write failed (%s: %s); retrying", type(exc).__name__, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.settings.store_retry_max_seconds)
-            if not done.done():
-                done.set_result(None)
+                return True
+            except Exception as exc:  # noqa: BLE001 - retried; never dropped
+                log.warning("control write failed (%s: %s); retrying", type(exc).__name__, exc)
+                if not retry:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.store_retry_max_seconds)
+
+    def submit(self, job: Job) -> asyncio.Future[None]:
+        """Queue a write for the control-plane writer (in order, retried)."""
+        return self._submit(job)
 
     def _submit(self, job: Job) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -175,44 +193,60 @@ class Ingestor:
 
     # ---- the hot path --------------------------------------------------------------
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    def handle(self, topic: str, payload: bytes) -> Awaitable[None] | None:
+        """Handle one message. Returns None when nothing is left to do, or an awaitable
+        that completes once the message's effect is durable (then its PUBACK may go).
+        Telemetry from known devices never leaves this function: it returns the future
+        of the batch its row joined."""
         now = time.time()
         try:
             device_id, kind = parse_topic(topic)
             if kind is Kind.COMMANDS:
-                return
+                return None  # the platform's own outbound topic: seen, not counted
             self.counters.received += 1
             if self.rate_limiter and not self.rate_limiter.allow(device_id, now):  # security:
                 self.reject(REJECT_RATE_LIMITED, topic, device_id)  # worker/ratelimit.py
-                return
+                return None
             if kind is Kind.DATA:
                 msg = p.parse_data(payload, now)
                 if msg.ts_replaced:
                     self.counters.ts_replaced += 1
+                row = telemetry.make_row(device_id, msg.ts, msg.seq, msg.metrics, msg.attributes)
                 if device_id not in self.known:
-                    await self._register(device_id, now)
+                    return self._data_from_new_device(device_id, row, now, msg.metrics, msg.ts)
                 self._seen(device_id, now)
                 if self.rules is not None:  # automations (issue 7): in-memory only
                     self.rules.on_data(device_id, msg.metrics, msg.ts)
-                row = telemetry.make_row(device_id, msg.ts, msg.seq, msg.metrics, msg.attributes)
-                await self.batcher.add(row)
-                return
+                return self.batcher.add(row)
             if kind is Kind.STATUS:
-                await self._on_status(device_id, p.parse_status(payload) == "online", now)
-            elif kind is Kind.INFO:
-                await self._on_info(device_id, payload, now)
-            elif kind is Kind.STATE:
-                await self._on_state(device_id, p.parse_state(payload), now)
-            elif kind is Kind.EVENTS:
-                await self._on_device_event(device_id, p.parse_event(payload), now)
-            elif kind is Kind.ACK:
-                await self._on_ack(device_id, p.parse_ack(payload), now)
-            # Kind.COMMANDS is the platform's own outbound topic: seen, not counted.
+                return self._on_status(device_id, p.parse_status(payload) == "online", now)
+            if kind is Kind.INFO:
+                return self._on_info(device_id, p.parse_info(payload), payload, now)
+            if kind is Kind.STATE:
+                return self._on_state(device_id, p.parse_state(payload), now)
+            if kind is Kind.EVENTS:
+                return self._on_device_event(device_id, p.parse_event(payload), now)
+            return self._on_ack(device_id, p.parse_ack(payload), now)
         except RejectedMessage as exc:
             self.reject(exc.reason, topic, str(exc))
         except TopicError as exc:
             self.counters.received += 1
             self.reject(exc.reason, topic, str(exc))
+        return None
+
+    async def _data_from_new_device(
+        self,
+        device_id: str,
+        row: telemetry.Row,
+        now: float,
+        metrics: dict[str, float],
+        ts: float,
+    ) -> None:
+        await self._register(device_id, now)
+        self._seen(device_id, now)
+        if self.rules is not None:  # automations (issue 7): a new device's first sample too
+            self.rules.on_data(device_id, metrics, ts)
+        await self.batcher.add(row)
 
     def reject(self, reason: str, topic: str, detail: str) -> None:
         self.counters.rejected[reason] += 1
@@ -273,6 +307,13 @@ class Ingestor:
             self._record_transition(t)
         return transitions
 
+    def forget(self, device_id: str) -> None:
+        """The device was deleted: its next message registers it anew."""
+        self.known.discard(device_id)
+        self.presence.forget(device_id)
+        self._info_seen.pop(device_id, None)
+        self._dirty_seen.pop(device_id, None)
+
     def take_dirty_seen(self) -> list[tuple[str, float]]:
         seen = [(d, ts) for d, ts in self._dirty_seen.items() if d in self.known]
         for d, _ in seen:
@@ -281,11 +322,13 @@ class Ingestor:
 
     # ---- registration and control-plane messages -----------------------------------
 
-    async def _register(self, device_id: str, now: float, info: p.DeviceInfo | None = None) -> None:
+    async def _register(self, device_id: str, now: float, info: p.DeviceInfo | None = None) -> bool:
+        """Register the device; False if another message's registration was under way
+        (then ``info`` was not used)."""
         pending = self._registering.get(device_id)
         if pending is not None:
             await pending
-            return
+            return False
 
         async def job(session: AsyncSession) -> None:
             device = await device_service.register(session, device_id=device_id, now=now, info=info)
@@ -307,6 +350,7 @@ class Ingestor:
             self.known.add(device_id)
         finally:
             self._registering.pop(device_id, None)
+        return True
 
     async def _touch(self, device_id: str, now: float) -> None:
         """Register the device if new, then note it is alive."""
@@ -325,15 +369,17 @@ class Ingestor:
         if transition is not None:
             await self._record_transition(transition)
 
-    async def _on_info(self, device_id: str, payload: bytes, now: float) -> None:
-        info = p.parse_info(payload)
+    async def _on_info(
+        self, device_id: str, info: p.DeviceInfo, payload: bytes, now: float
+    ) -> None:
         if info.interval:
             self.presence.set_interval(device_id, info.interval)
-        if device_id not in self.known:
-            await self._register(device_id, now, info)
-            self._info_seen[device_id] = payload
+        if device_id not in self.known and await self._register(device_id, now, info):
+            self._info_seen[device_id] = payload  # registered with this info
             self._seen(device_id, now)
             return
+        # Known, or registered meanwhile by another message (e.g. the retained status)
+        # without this info: apply it.
         self._seen(device_id, now)
         if self._info_seen.get(device_id) == payload:
             return

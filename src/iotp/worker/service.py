@@ -8,9 +8,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from iotp.automation.runtime import Automations
 from iotp.db.models import ComponentStats
@@ -46,18 +47,14 @@ class Worker:
             subscriptions=[
                 (inbound_subscription(settings.mqtt_share_group), 1),
                 (control_subscription(settings), 1),  # device control requests from APIs
+                # Not shared: every worker must forget a device deleted through the API.
+                (f"{settings.events_topic_prefix}/device_deleted/+", 1),
             ],
             handler=self._on_message,
             clean_session=False,
             ack_after_handler=True,
         )
         self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
-        # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
-        self.shared = bool(settings.mqtt_share_group)
-        self.ingestor.presence_owner = not self.shared
-        self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
-        self.metrics = WorkerMetrics(self)
-        self.ingestor.on_batch = self.metrics.observe_batch
         # Device control (issue 4): command dispatch, timeouts, shadow, rollouts.
         self.control = ControlPlane(
             settings=settings,
@@ -66,7 +63,6 @@ class Worker:
             publish_event=self._publish_event,
         )
         self.ingestor.control = self.control
-        self._control_prefix = control_root(settings) + "/"
         # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).
         self.automations = Automations(
             settings=settings,
@@ -75,6 +71,14 @@ class Worker:
             control=self.control,
         )
         self.ingestor.rules = self.automations
+        self._control_prefix = control_root(settings) + "/"
+        self._deleted_prefix = f"{settings.events_topic_prefix}/device_deleted/"
+        # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
+        self.shared = bool(settings.mqtt_share_group)
+        self.ingestor.presence_owner = not self.shared
+        self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
+        self.metrics = WorkerMetrics(self)
+        self.ingestor.on_batch = self.metrics.observe_batch
         self._tasks: list[asyncio.Task[Any]] = []
         self._rate = 0.0
         self._last_stored = 0
@@ -88,11 +92,16 @@ class Worker:
         self.link.publish(topic, encode_event(event_type, device_id, payload, ts), qos=1)
         self.automations.on_event(event_type, device_id, payload, ts)  # automations
 
-    async def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        if topic.startswith(self._control_prefix):  # device control
-            await self.control.on_control_message(topic, payload)
-            return
-        await self.ingestor.handle(topic, payload)
+    def _on_message(
+        self, topic: str, payload: bytes, qos: int, retain: bool
+    ) -> Awaitable[None] | None:
+        # Synchronous on purpose: see MqttLink (telemetry returns its batch's future).
+        if topic.startswith(self._control_prefix):
+            return self.control.on_control_message(topic, payload)
+        if topic.startswith(self._deleted_prefix):
+            self.ingestor.forget(topic[len(self._deleted_prefix) :])
+            return None
+        return self.ingestor.handle(topic, payload)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         async with self.ingestor.sessions() as session:
@@ -107,10 +116,10 @@ class Worker:
             asyncio.create_task(self._presence_loop(), name="presence"),
             asyncio.create_task(self._stats_loop(), name="stats"),
             asyncio.create_task(self._last_seen_loop(), name="last-seen"),
+            asyncio.create_task(self.control.run(), name="device-control"),
+            asyncio.create_task(self.automations.run(), name="automations"),  # automations
             asyncio.create_task(self.leadership.run(), name="leader"),  # operations
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),  # operations
-            asyncio.create_task(self.automations.run(), name="automations"),  # automations
-            asyncio.create_task(self.control.run(), name="device-control"),
         ]
         if self.settings.metrics_port:  # operations: Prometheus
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
@@ -119,20 +128,24 @@ class Worker:
         log.info("worker %s subscribed to device topics on %s", self.component_id, self.link.url)
 
     async def stop(self) -> None:
-        """Graceful: stop taking messages, flush what is pending, write final stats."""
-        await self.link.close()
-        await self.automations.stop()  # automations
+        """Graceful: flush what is pending while the link is still up (so its PUBACKs
+        and events go out), then disconnect and write final stats. Whatever arrives
+        after the last flush stays unacknowledged and the broker redelivers it."""
         self.ingestor.batcher.stop()
         batcher = self._tasks[0] if self._tasks else None
         if batcher is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(batcher, 30)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ingestor.drain(), 10)
+        await asyncio.sleep(0)  # let the PUBACK callbacks of the last batch run
+        await self.link.close()
+        with contextlib.suppress(Exception):
             await self._flush_last_seen()
             await self._flush_stats()
-        self.metrics.close()  # operations
         await self.control.stop()  # device control: finish the current step
+        await self.automations.stop()  # automations
+        self.metrics.close()  # operations
         for task in self._tasks[1:]:
             task.cancel()
         for task in self._tasks[1:]:
@@ -187,8 +200,15 @@ class Worker:
     async def _flush_last_seen(self) -> None:
         seen = self.ingestor.take_dirty_seen()
         if seen:
-            async with self.ingestor.sessions.begin() as session:
+            # Through the control-plane writer, in id order: one writer per worker and
+            # one lock order across workers, so these updates never deadlock with
+            # presence and registration writes.
+            seen.sort()
+
+            async def job(session: AsyncSession) -> None:
                 await device_service.touch_last_seen(session, seen)
+
+            await self.ingestor.submit(job)
 
     async def _stats_loop(self) -> None:
         while True:
@@ -217,8 +237,8 @@ class Worker:
             storage_failing_since=self.ingestor.batcher.failing_since,
             mqtt_connected=self.link.is_connected,
             devices_tracked=len(self.ingestor.presence.devices),
+            commands=self.control.snapshot(),
             automations=self.automations.snapshot(),
-            commands=self.control.snapshot(),  # device control
             host=socket.gethostname(),
             pid=os.getpid(),
         )

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from iotp.api.deps import SessionDep
+from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import (
     BucketPoint,
     DeviceEventPublic,
@@ -90,7 +90,9 @@ async def get_device(session: SessionDep, device_id: str) -> DevicePublic:
 
 
 @router.patch("/{device_id}", response_model=DevicePublic)
-async def update_device(session: SessionDep, device_id: str, body: DeviceUpdate) -> DevicePublic:
+async def update_device(
+    session: SessionDep, state: StateDep, device_id: str, body: DeviceUpdate
+) -> DevicePublic:
     if body.tags is not None:
         for tag in body.tags:
             if NAME_RE.match(tag) is None:
@@ -105,16 +107,19 @@ async def update_device(session: SessionDep, device_id: str, body: DeviceUpdate)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     await session.commit()
-    return DevicePublic.of(device)
+    public = DevicePublic.of(device)
+    state.publish_event("device_updated", device_id, public.model_dump(mode="json"))
+    return public
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_device(session: SessionDep, device_id: str) -> Response:
+async def delete_device(session: SessionDep, state: StateDep, device_id: str) -> Response:
     try:
         await device_service.delete_device(session, device_id=device_id)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     await session.commit()
+    state.publish_event("device_deleted", device_id, {})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

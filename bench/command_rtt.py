@@ -136,6 +136,8 @@ async def measure(url: str, api: str, n_devices: int, n_commands: int) -> dict[s
             ready = [d for d in body["data"] if d["capabilities"]]
             if body["count"] >= n_devices and ready:
                 break
+            if os.environ.get("RTT_DEBUG"):
+                print("online:", body["count"], flush=True)
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)  # let capabilities of the last devices land
         rng = random.Random(1)

@@ -74,7 +74,7 @@ def mosquitto() -> Iterator[str]:
     conf = work / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n"
+        "set_tcp_nodelay true\nmax_queued_messages 10000000\nmax_inflight_messages 0\nlog_dest none\n"
     )
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)])
     try:

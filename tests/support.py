@@ -79,6 +79,7 @@ persistence {persist}
 persistence_location {dir}/
 max_queued_messages 1000000
 max_inflight_messages 0
+set_tcp_nodelay true
 max_keepalive 120
 log_dest none
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -120,6 +121,10 @@ def starts_due(*, now: float, next_start_at: float, rate_per_minute: float) -> t
 # ---- API side ------------------------------------------------------------------------
 
 
+def _unsigned(path: str) -> str:
+    return path
+
+
 async def create(
     session: AsyncSession,
     *,
@@ -129,8 +134,11 @@ async def create(
     failure_threshold: float,
     device_timeout: float,
     download_base: str,
+    sign: Callable[[str], str] | None = None,
     now: float | None = None,
 ) -> RolloutRow:
+    """``sign`` turns the download path into one a device may fetch without a user token
+    (services.auth.sign_path)."""
     now = time.time() if now is None else now
     if not 0 < rate_per_minute <= 100_000:
         raise InvalidRequestError("rate_per_minute must be > 0 and <= 100000")
@@ -161,7 +169,8 @@ async def create(
         version=fw.version,
         sha256=fw.sha256,
         size=fw.size,
-        download_url=f"{download_base.rstrip('/')}/api/firmware/{fw.id}/download",
+        download_url=download_base.rstrip("/")
+        + (sign or _unsigned)(f"/api/firmware/{fw.id}/download"),
         status=RolloutStatus.RUNNING.value,
         selector=selector.as_dict(),
         rate_per_minute=float(rate_per_minute),

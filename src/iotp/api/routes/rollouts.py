@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
@@ -17,6 +18,7 @@ from iotp.api.control import (
 from iotp.api.deps import SessionDep, StateDep
 from iotp.db.models import RolloutRow
 from iotp.services import rollouts as rollout_service
+from iotp.services.auth import sign_path
 from iotp.services.rollouts import DeviceStatus
 
 router = APIRouter(prefix="/api/rollouts", tags=["rollouts"])
@@ -37,6 +39,10 @@ async def _public(
     return out
 
 
+# A rollout can wait for offline devices for a long time.
+ROLLOUT_URL_TTL_SECONDS = 90 * 86400
+
+
 @router.post("", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
 async def create_rollout(
     state: StateDep, session: SessionDep, body: RolloutCreate, http: Request
@@ -50,6 +56,12 @@ async def create_rollout(
             failure_threshold=body.failure_threshold,
             device_timeout=body.timeout,
             download_base=body.base_url or str(http.base_url),
+            # Devices have no user token: the URL itself grants this one download.
+            sign=partial(
+                sign_path,
+                key=http.app.state.security.secret_key,
+                ttl_seconds=ROLLOUT_URL_TTL_SECONDS,
+            ),
         )
     await session.commit()
     request(state, "rollout", [])

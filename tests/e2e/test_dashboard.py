@@ -237,7 +237,6 @@ async def test_main_pages_render_and_work_at_phone_width(e2e_stack: Stack, brows
         assert not phone.errors
 
 
-@pytest.mark.xfail(reason="needs an SPA fallback for deep links in api/app.py", strict=False)
 async def test_reload_on_a_deep_link(e2e_stack: Stack, browser: Any) -> None:
     page = await open_logged_in(browser, e2e_stack, "/")
     response = await page.goto(e2e_stack.api_url + "/devices")

@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-
 from iotp.simulator.fleet import Fleet
 from tests.e2e.conftest import navigate, open_logged_in, screenshot
 from tests.support import Stack

@@ -72,7 +72,15 @@ class Device:
         host, port = h.split_url(self.url)
         await self.client.connect(host, port, version=MQTTv311, keepalive=120)
         self.client.subscribe(f"devices/{self.id}/commands", qos=1)
-        info = {"protocol": 1, "type": "bench", "firmware": "1.0.0", "capabilities": CAPS}
+        # These devices send no telemetry: an hour-long report interval keeps the
+        # platform's last-seen timeout (3 missed reports) from calling them offline.
+        info = {
+            "protocol": 1,
+            "type": "bench",
+            "firmware": "1.0.0",
+            "capabilities": CAPS,
+            "interval": 3600,
+        }
         self.client.publish(f"devices/{self.id}/info", orjson.dumps(info), qos=1, retain=True)
         self.client.publish(f"devices/{self.id}/status", b"online", qos=1, retain=True)
 

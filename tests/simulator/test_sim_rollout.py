@@ -4,77 +4,64 @@ SHA-256, switch version, reconnect and report."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from iotp.simulator import Fleet
 from iotp.simulator.bundle import build_firmware_bundle
+from tests.simulator.fleet_support import running_fleet
 from tests.support import run_stack
 
 DEVICES = 3
 
 
 async def test_rollout_updates_simulated_fleet(tmp_path: Path) -> None:
-    async with run_stack("embedded-sqlite", tmp_path) as stack:
-        fleet = Fleet(
-            devices=DEVICES,
-            broker_url=stack.mqtt_url,
-            interval=0.5,
-            seed=11,
-            connect_rate=200,
-            gas_events_per_hour=0,
+    async with (
+        run_stack("embedded-sqlite", tmp_path) as stack,
+        running_fleet(stack.mqtt_url, devices=DEVICES, seed=11) as fleet,
+    ):
+        ids = sorted(sim.node_id for sim in fleet.devices)
+
+        async def described() -> bool:
+            body = await stack.get("/api/devices", limit=100)
+            return sum(1 for d in body["data"] if "ota" in d["capabilities"]) == DEVICES
+
+        await stack.wait_for(described, timeout=15)
+        bundle = build_firmware_bundle("1.1.0")
+        r = await stack.http.post(
+            "/api/firmware",
+            params={"version": "1.1.0"},
+            content=bundle,
+            headers={"content-type": "application/octet-stream"},
         )
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
-        try:
-            await asyncio.wait_for(ready.wait(), 15)
-            ids = sorted(sim.node_id for sim in fleet.devices)
+        assert r.status_code == 201, r.text
+        r = await stack.http.post(
+            "/api/rollouts",
+            json={
+                "firmware_id": r.json()["id"],
+                "selector": {"devices": ids},
+                "rate_per_minute": 6000,
+                "failure_threshold": 0.5,
+            },
+        )
+        assert r.status_code == 201, r.text
+        rollout_id = r.json()["id"]
+        assert "sig=" in r.json()["download_url"]
 
-            async def described() -> bool:
-                body = await stack.get("/api/devices", limit=100)
-                return sum(1 for d in body["data"] if "ota" in d["capabilities"]) == DEVICES
+        async def completed() -> Any:
+            body = await stack.get(f"/api/rollouts/{rollout_id}")
+            return body if body["status"] == "completed" else None
 
-            await stack.wait_for(described, timeout=15)
-            bundle = build_firmware_bundle("1.1.0")
-            r = await stack.http.post(
-                "/api/firmware",
-                params={"version": "1.1.0"},
-                content=bundle,
-                headers={"content-type": "application/octet-stream"},
-            )
-            assert r.status_code == 201, r.text
-            r = await stack.http.post(
-                "/api/rollouts",
-                json={
-                    "firmware_id": r.json()["id"],
-                    "selector": {"devices": ids},
-                    "rate_per_minute": 6000,
-                    "failure_threshold": 0.5,
-                },
-            )
-            assert r.status_code == 201, r.text
-            rollout_id = r.json()["id"]
-            assert "sig=" in r.json()["download_url"]
+        done = await stack.wait_for(completed, timeout=60)
+        assert done["counts"]["installed"] == DEVICES, done
 
-            async def completed() -> Any:
-                body = await stack.get(f"/api/rollouts/{rollout_id}")
-                return body if body["status"] == "completed" else None
+        async def all_updated() -> bool:
+            body = await stack.get("/api/devices", limit=100)
+            return all(d["firmware_version"] == "1.1.0" for d in body["data"])
 
-            done = await stack.wait_for(completed, timeout=60)
-            assert done["counts"]["installed"] == DEVICES, done
-
-            async def all_updated() -> bool:
-                body = await stack.get("/api/devices", limit=100)
-                return all(d["firmware_version"] == "1.1.0" for d in body["data"])
-
-            await stack.wait_for(all_updated, timeout=15)
-            # Without the signature the download is refused.
-            plain = done["download_url"].split("?", 1)[0]
-            async with httpx.AsyncClient() as anonymous:
-                assert (await anonymous.get(plain)).status_code == 401
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
+        await stack.wait_for(all_updated, timeout=15)
+        # Without the signature the download is refused.
+        plain = done["download_url"].split("?", 1)[0]
+        async with httpx.AsyncClient() as anonymous:
+            assert (await anonymous.get(plain)).status_code == 401

@@ -145,14 +145,24 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     await engine.dispose()
 
 
+DEMO_CONNECT_RATE = 4.0
+
+
 async def _run_demo(mqtt_url: str, opts: ServeOptions, stop: asyncio.Event) -> None:
     try:
         from iotp.simulator import run_simulation
     except ImportError:
         log.warning("simulator not available; --demo ignored")
         return
+    # A few connections a second: amqtt 0.12 can fail a session when several clients
+    # connect and subscribe at the same instant ("dictionary changed size").
     await run_simulation(
-        devices=opts.demo, broker_url=mqtt_url, interval=opts.demo_interval, seed=1, stop=stop
+        devices=opts.demo,
+        broker_url=mqtt_url,
+        interval=opts.demo_interval,
+        seed=1,
+        stop=stop,
+        connect_rate=DEMO_CONNECT_RATE,
     )
 
 

@@ -329,6 +329,7 @@ async def run_simulation(
     id_prefix: str = "SIM",
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
+    connect_rate: float = CONNECT_RATE_PER_S,
 ) -> None:
     """Runs `devices` simulated ESP32s with the real firmware until `stop` is set
     (or the task is cancelled), then shuts every device down cleanly.
@@ -337,6 +338,11 @@ async def run_simulation(
     for the ids. `ready` is set once every device has been online.
     """
     fleet = Fleet(
-        devices=devices, broker_url=broker_url, interval=interval, seed=seed, id_prefix=id_prefix
+        devices=devices,
+        broker_url=broker_url,
+        interval=interval,
+        seed=seed,
+        id_prefix=id_prefix,
+        connect_rate=connect_rate,
     )
     await fleet.run(stop=stop, ready=ready)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -19,7 +20,6 @@ from iotp.protocol.payloads import parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
-from iotp.tasks import cancel_all
 from iotp.worker.events import encode_event, event_topic
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,11 @@ class ApiState:
         await self.link.connect()
 
     async def stop(self) -> None:
-        await cancel_all(self._tasks)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.link.close()
 
     def publish_event(self, event_type: str, device_id: str, payload: dict[str, Any]) -> None:

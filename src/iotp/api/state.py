@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -20,6 +19,7 @@ from iotp.protocol.payloads import parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
+from iotp.tasks import cancel_all
 from iotp.worker.events import encode_event, event_topic
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,7 @@ class ApiState:
         await self.link.connect()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         await self.link.close()
 
     def publish_event(self, event_type: str, device_id: str, payload: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ from iotp.services import rules as rule_service
 from iotp.services import webhooks as webhook_service
 from iotp.services.errors import IotpError
 from iotp.settings import Settings
+from iotp.tasks import run_together
 
 log = logging.getLogger(__name__)
 
@@ -151,18 +152,11 @@ class Automations:
 
     async def run(self) -> None:
         self._http = httpx.AsyncClient(headers={"User-Agent": delivery.USER_AGENT})
-        tasks = [
-            asyncio.create_task(self._main_loop(), name="automations"),
-            asyncio.create_task(self._delivery_loop(), name="webhook-delivery"),
-        ]
         try:
-            await asyncio.gather(*tasks)
+            await run_together(
+                {"automations": self._main_loop(), "webhook-delivery": self._delivery_loop()}
+            )
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
             await self._http.aclose()
 
     async def stop(self) -> None:

@@ -29,6 +29,7 @@ from iotp.services import rollouts as rollout_service
 from iotp.services import shadow as shadow_service
 from iotp.services.commands import AckOutcome, CommandStatus
 from iotp.settings import Settings
+from iotp.tasks import run_together
 
 log = logging.getLogger(__name__)
 
@@ -212,20 +213,14 @@ class ControlPlane:
 
     async def run(self) -> None:
         self._run_task = asyncio.current_task()
-        tasks = [
-            asyncio.create_task(self._dispatch_loop(), name="control-dispatch"),
-            asyncio.create_task(self._sweep_loop(), name="control-sweep"),
-            asyncio.create_task(self._shadow_loop(), name="control-shadow"),
-            asyncio.create_task(self._rollout_loop(), name="control-rollouts"),
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await run_together(
+            {
+                "control-dispatch": self._dispatch_loop(),
+                "control-sweep": self._sweep_loop(),
+                "control-shadow": self._shadow_loop(),
+                "control-rollouts": self._rollout_loop(),
+            }
+        )
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping:

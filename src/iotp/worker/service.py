@@ -22,6 +22,7 @@ from iotp.services import devices as device_service
 from iotp.services import retention  # operations
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
+from iotp.tasks import cancel_all
 from iotp.worker.control import ControlPlane, control_root, control_subscription
 from iotp.worker.events import encode_event, event_topic
 from iotp.worker.ingest import Ingestor
@@ -146,11 +147,7 @@ class Worker:
         await self.control.stop()  # device control: finish the current step
         await self.automations.stop()  # automations
         self.metrics.close()  # operations
-        for task in self._tasks[1:]:
-            task.cancel()
-        for task in self._tasks[1:]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks[1:])
 
     async def _presence_loop(self) -> None:
         while True:

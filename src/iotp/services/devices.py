@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import Device, DeviceEventRow
@@ -41,33 +44,101 @@ def info_fields(info: DeviceInfo) -> dict[str, Any]:
     return fields
 
 
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """A device seen for the first time (by its first message)."""
+
+    device_id: str
+    now: float
+    info: DeviceInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A device that a registration actually created (announced as device_registered)."""
+
+    device_id: str
+    name: str
+    type: str | None
+    capabilities: list[str]
+    first_seen: float
+
+
+async def register_many(session: AsyncSession, new: Sequence[NewDevice]) -> list[Registered]:
+    """Create the devices that do not exist yet, in one INSERT ... ON CONFLICT DO NOTHING
+    RETURNING, and a ``registered`` event for each. Returns only the devices this call
+    created: when several workers register the same device at once, exactly one of them
+    gets it back (the others' inserts do nothing, no error, no rollback). Rows are
+    inserted in id order, so two workers registering overlapping sets lock rows in one
+    order and never deadlock."""
+    by_id: dict[str, NewDevice] = {}
+    for n in new:
+        by_id.setdefault(n.device_id, n)  # the first sighting wins
+    if not by_id:
+        return []
+    rows = [_device_row(by_id[device_id]) for device_id in sorted(by_id)]
+    table = cast(Table, Device.__table__)
+    dialect = session.get_bind().dialect.name
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert_(table)
+        .on_conflict_do_nothing(index_elements=[table.c.id])
+        .returning(table.c.id, table.c.name, table.c.type, table.c.capabilities)
+    )
+    result = await session.execute(stmt, rows)
+    created = {
+        device_id: Registered(device_id, name, type_, list(caps or []), by_id[device_id].now)
+        for device_id, name, type_, caps in result.all()
+    }
+    if not created:
+        return []
+    out = [created[device_id] for device_id in sorted(created)]
+    await session.execute(
+        insert(DeviceEventRow),
+        [
+            {"device_id": r.device_id, "ts": r.first_seen, "type": "registered", "data": {}}
+            for r in out
+        ],
+    )
+    return out
+
+
+def _device_row(n: NewDevice) -> dict[str, Any]:
+    """Every column (one shape for all rows of the statement), by column name."""
+    info = n.info
+    row: dict[str, Any] = {
+        "id": n.device_id,
+        "name": info.name if info is not None and info.name else default_name(n.device_id),
+        "type": None,
+        "capabilities": [],
+        "firmware_version": None,
+        "protocol": 1,
+        "ip": None,
+        "rssi": None,
+        "report_interval": None,
+        "status": "unknown",
+        "status_changed_at": None,
+        "first_seen": n.now,
+        "last_seen": n.now,
+        "notes": "",
+        "tags": [],
+        "meta": {},
+        "reported_state": None,
+    }
+    if info is not None:
+        row.update(info_fields(info))
+    row["metadata"] = row.pop("meta")  # the column's name (attribute ``meta``)
+    return row
+
+
 async def register(
     session: AsyncSession, *, device_id: str, now: float, info: DeviceInfo | None = None
 ) -> Device | None:
     """Create the device if it does not exist. Returns the new row, or None if it existed."""
-    existing = await session.get(Device, device_id)
-    if existing is not None:
+    created = await register_many(session, [NewDevice(device_id, now, info)])
+    if not created:
         return None
-    name = info.name if info is not None and info.name else default_name(device_id)
-    device = Device(
-        id=device_id,
-        name=name,
-        capabilities=[],
-        tags=[],
-        meta={},
-        notes="",
-        status="unknown",
-        first_seen=now,
-        last_seen=now,
-        protocol=1,
-    )
-    if info is not None:
-        for key, value in info_fields(info).items():
-            setattr(device, key, value)
-    session.add(device)
-    session.add(DeviceEventRow(device_id=device_id, ts=now, type="registered", data={}))
-    await session.flush()
-    return device
+    return await session.get(Device, device_id)
 
 
 async def apply_info(session: AsyncSession, *, device_id: str, info: DeviceInfo) -> None:

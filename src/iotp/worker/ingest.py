@@ -17,6 +17,7 @@ from iotp.protocol import payloads as p
 from iotp.protocol.topics import TopicError
 from iotp.services import devices as device_service
 from iotp.services import telemetry
+from iotp.services.devices import NewDevice
 from iotp.settings import Settings
 from iotp.worker.batcher import TelemetryBatcher
 from iotp.worker.presence import Presence, PresenceTracker, Transition
@@ -31,7 +32,11 @@ log = logging.getLogger(__name__)
 
 JOB_GROUP_MAX = 500
 Publish = Callable[[str, str, dict[str, Any], float], None]  # (type, device_id, payload, ts)
-Job = Callable[[AsyncSession], Awaitable[None]]
+Event = tuple[str, str, dict[str, Any], float]  # what Publish takes
+# A control-plane write. It may return events: they are announced once its transaction
+# has committed, and never if it rolls back (then the job runs again and returns them
+# again), so a write retried or replayed is still announced exactly once.
+Job = Callable[[AsyncSession], Awaitable[list[Event] | None]]
 
 
 class IngestCounters:
@@ -118,7 +123,7 @@ class Ingestor:
         self._registering: dict[str, asyncio.Future[None]] = {}
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
-        self._jobs: asyncio.Queue[tuple[Job, asyncio.Future[None]]] = asyncio.Queue()
+        self._jobs: asyncio.Queue[tuple[Job | NewDevice, asyncio.Future[None]]] = asyncio.Queue()
         # Device control (issue 4): acks, online transitions and reported state go to
         # the command dispatcher / shadow reconciler when the worker sets this.
         self.control: ControlPlane | None = None
@@ -163,26 +168,52 @@ class Ingestor:
                 if not done.done():
                     done.set_result(None)
 
-    async def _run_group(self, group: list[tuple[Job, asyncio.Future[None]]], retry: bool) -> bool:
+    async def _run_group(
+        self, group: list[tuple[Job | NewDevice, asyncio.Future[None]]], retry: bool
+    ) -> bool:
         delay = 0.05
         while True:
             try:
                 async with self.sessions.begin() as session:
-                    for job, _ in group:
-                        await job(session)
-                return True
+                    events = await self._write_group(session, [job for job, _ in group])
             except Exception as exc:  # noqa: BLE001 - retried; never dropped
                 log.warning("control write failed (%s: %s); retrying", type(exc).__name__, exc)
                 if not retry:
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.store_retry_max_seconds)
+                continue
+            # Committed: now (and only now) announce what it changed.
+            for event in events:
+                try:
+                    self.publish(*event)
+                except Exception:
+                    log.exception("announcing %s for %s failed", event[0], event[1])
+            return True
+
+    async def _write_group(self, session: AsyncSession, jobs: list[Job | NewDevice]) -> list[Event]:
+        """Run the jobs in order in one transaction; consecutive registrations become one
+        bulk insert. Returns the events to announce after the commit."""
+        events: list[Event] = []
+        new: list[NewDevice] = []
+        for job in [*jobs, None]:
+            if isinstance(job, NewDevice):
+                new.append(job)
+                continue
+            if new:
+                for r in await device_service.register_many(session, new):
+                    payload = {"name": r.name, "type": r.type, "capabilities": r.capabilities}
+                    events.append(("device_registered", r.device_id, payload, r.first_seen))
+                new = []
+            if job is not None:
+                events.extend(await job(session) or ())
+        return events
 
     def submit(self, job: Job) -> asyncio.Future[None]:
         """Queue a write for the control-plane writer (in order, retried)."""
         return self._submit(job)
 
-    def _submit(self, job: Job) -> asyncio.Future[None]:
+    def _submit(self, job: Job | NewDevice) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._jobs.put_nowait((job, done))
         return done
@@ -278,7 +309,7 @@ class Ingestor:
             done.set_result(None)
             return done
 
-        async def job(session: AsyncSession) -> None:
+        async def job(session: AsyncSession) -> list[Event]:
             await device_service.set_status(
                 session,
                 device_id=t.device_id,
@@ -287,16 +318,12 @@ class Ingestor:
                 now=t.ts,
                 old=t.old.value,
             )
+            payload = {"status": t.new.value, "previous": t.old.value, "reason": t.reason.value}
+            return [("device_status", t.device_id, payload, t.ts)]
 
         done = self._submit(job)
         if self.control is not None and t.new is Presence.ONLINE:  # device control
             self.control.on_online(t.device_id)
-        self.publish(
-            "device_status",
-            t.device_id,
-            {"status": t.new.value, "previous": t.old.value, "reason": t.reason.value},
-            t.ts,
-        )
         return done
 
     def expire(self, now: float | None = None) -> list[Transition]:
@@ -330,20 +357,10 @@ class Ingestor:
             await pending
             return False
 
-        async def job(session: AsyncSession) -> None:
-            device = await device_service.register(session, device_id=device_id, now=now, info=info)
-            if device is not None:
-                # operations: another worker may register it at the same moment; fail (and
-                # retry, finding it) here rather than announce it twice.
-                await session.flush()
-                self.publish(
-                    "device_registered",
-                    device_id,
-                    {"name": device.name, "type": device.type, "capabilities": device.capabilities},
-                    now,
-                )
-
-        done = self._submit(job)
+        # Batched with the other registrations queued with it (run_jobs); announced by
+        # whichever worker's insert created the row (another worker may register the same
+        # device at the same moment: its insert does nothing).
+        done = self._submit(NewDevice(device_id, now, info))
         self._registering[device_id] = done
         try:
             await done
@@ -384,21 +401,21 @@ class Ingestor:
         if self._info_seen.get(device_id) == payload:
             return
 
-        async def job(session: AsyncSession) -> None:
+        async def job(session: AsyncSession) -> list[Event]:
             await device_service.apply_info(session, device_id=device_id, info=info)
+            return [("device_updated", device_id, info.model_dump(exclude_none=True), now)]
 
         await self._submit(job)
         self._info_seen[device_id] = payload
-        self.publish("device_updated", device_id, info.model_dump(exclude_none=True), now)
 
     async def _on_state(self, device_id: str, state: dict[str, Any], now: float) -> None:
         await self._touch(device_id, now)
 
-        async def job(session: AsyncSession) -> None:
+        async def job(session: AsyncSession) -> list[Event]:
             await device_service.set_reported_state(session, device_id=device_id, state=state)
+            return [("device_state", device_id, state, now)]
 
         await self._submit(job)
-        self.publish("device_state", device_id, state, now)
         if self.control is not None:  # device control: shadow reconciliation
             self.control.on_state(device_id)
 
@@ -407,13 +424,13 @@ class Ingestor:
         data = {"event": event.event, "level": event.level, **event.data}
         ts = event.ts or now
 
-        async def job(session: AsyncSession) -> None:
+        async def job(session: AsyncSession) -> list[Event]:
             await device_service.add_event(
                 session, device_id=device_id, ts=ts, type_="device_event", data=data
             )
+            return [("device_event", device_id, data, ts)]
 
         await self._submit(job)
-        self.publish("device_event", device_id, data, ts)
 
     async def _on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
         await self._touch(device_id, now)

@@ -140,8 +140,18 @@ def platform_process(
 
 
 def split_url(url: str) -> tuple[str, int]:
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    host, port = url.split("://", 1)[1].rsplit("@", 1)[-1].rsplit(":", 1)
     return host, int(port)
+
+
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """(username, password) of ``mqtt://user:pass@host:port`` (percent-decoded; on
+    RabbitMQ's MQTT plugin the username may be ``vhost:user``)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    user, password = parts.username, parts.password
+    return (unquote(user) if user else None, unquote(password) if password else None)
 
 
 async def publish_load(
@@ -228,8 +238,13 @@ def _str(s: str) -> bytes:
     return len(b).to_bytes(2, "big") + b
 
 
-def connect_packet(client_id: str, keepalive: int = 60) -> bytes:
-    body = _str("MQTT") + bytes([4, 0x02]) + keepalive.to_bytes(2, "big") + _str(client_id)
+def connect_packet(
+    client_id: str, keepalive: int = 60, username: str | None = None, password: str | None = None
+) -> bytes:
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password else 0)
+    body = _str("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + _str(client_id)
+    if username:
+        body += _str(username) + (_str(password) if password else b"")
     return b"\x10" + _varint(len(body)) + body
 
 
@@ -252,6 +267,7 @@ async def raw_publish(
     (client id = topic id), at most `window` unacknowledged per connection; optionally
     paced to `rate` messages/s overall. Returns seconds until the last PUBACK."""
     host, port = split_url(url)
+    credentials = url_credentials(url)
     per_device = [
         messages // devices + (1 if i < messages % devices else 0) for i in range(devices)
     ]
@@ -260,7 +276,7 @@ async def raw_publish(
     async def one(i: int, count: int) -> None:
         device_id = f"{prefix}{i:06d}"
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(connect_packet(f"{device_id}-{uuid.uuid4().hex[:4]}"))
+        writer.write(connect_packet(f"{device_id}-{uuid.uuid4().hex[:4]}", 60, *credentials))
         connack = await reader.readexactly(4)
         if connack[3] != 0:
             raise RuntimeError(f"CONNACK refused: {connack!r}")

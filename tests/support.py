@@ -320,3 +320,124 @@ async def login_admin(stack: Stack) -> None:
     """Sign Stack.http in as the first-start admin, so tests call the API as before."""
     stack.token = await login(stack.http, "admin", TEST_ADMIN_PASSWORD)
     stack.http.headers["Authorization"] = f"Bearer {stack.token}"
+
+
+# ---- RabbitMQ (docs/operations.md#rabbitmq) ---------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+RABBITMQ_HOST = "127.0.0.1"
+RABBITMQ_AMQP_PORT = 5672
+RABBITMQ_MQTT_PORT = int(os.environ.get("IOTP_RABBITMQ_MQTT_PORT", "1885"))
+RABBITMQ_MANAGEMENT_PORT = int(os.environ.get("IOTP_RABBITMQ_MANAGEMENT_PORT", "15672"))
+RABBITMQ_ADMIN = ("guest", "guest")  # loopback only, as RabbitMQ allows it
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((RABBITMQ_HOST, port)) == 0
+
+
+def ensure_rabbitmq() -> None:
+    """RabbitMQ with its MQTT (on RABBITMQ_MQTT_PORT, beside Mosquitto's 1883) and
+    management plugins: started and enabled if needed by .ci/rabbitmq, the script CI runs.
+    Missing: skip locally, fail under CI=true."""
+    ports = (RABBITMQ_AMQP_PORT, RABBITMQ_MQTT_PORT, RABBITMQ_MANAGEMENT_PORT)
+    if all(_port_open(p) for p in ports):
+        return
+    need(shutil.which("rabbitmq-server") is not None, "rabbitmq-server binary")
+    try:
+        proc = subprocess.run(
+            [str(ROOT / ".ci" / "rabbitmq")], capture_output=True, text=True, timeout=240
+        )
+        detail = proc.stderr.strip()[-500:]
+        ok = proc.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, detail = False, str(exc)
+    need(ok and all(_port_open(p) for p in ports), f"RabbitMQ with MQTT and management ({detail})")
+
+
+@dataclass
+class RabbitVhost:
+    """A vhost of its own for one test (module): its queues, its amq.topic, its MQTT
+    retained messages; nothing collides with other runs on the same RabbitMQ."""
+
+    name: str
+    user: str = RABBITMQ_ADMIN[0]
+    password: str = RABBITMQ_ADMIN[1]
+
+    @property
+    def amqp_url(self) -> str:
+        from urllib.parse import quote
+
+        return (
+            f"amqp://{self.user}:{self.password}@{RABBITMQ_HOST}:{RABBITMQ_AMQP_PORT}/"
+            f"{quote(self.name, safe='')}"
+        )
+
+    def mqtt_url(self, user: str | None = None, password: str | None = None) -> str:
+        """RabbitMQ's MQTT plugin picks the vhost from a ``vhost:user`` username."""
+        from urllib.parse import quote
+
+        login = quote(f"{self.name}:{user or self.user}", safe="")
+        secret = quote(password if user else self.password, safe="")
+        return f"mqtt://{login}:{secret}@{RABBITMQ_HOST}:{RABBITMQ_MQTT_PORT}"
+
+    @property
+    def management_url(self) -> str:
+        user, password = RABBITMQ_ADMIN
+        return f"http://{user}:{password}@{RABBITMQ_HOST}:{RABBITMQ_MANAGEMENT_PORT}"
+
+    async def device(
+        self, client_id: str, user: str | None = None, password: str | None = None
+    ) -> MqttTestClient:
+        """An MQTT client (QoS 1 publisher) in this vhost, as ``user`` (default guest)."""
+        client = MqttTestClient(
+            f"mqtt://{RABBITMQ_HOST}:{RABBITMQ_MQTT_PORT}", client_id, will=None
+        )
+        client.client.set_auth_credentials(
+            f"{self.name}:{user or self.user}", password or self.password
+        )
+        return await client.connect()
+
+
+def _management() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://{RABBITMQ_HOST}:{RABBITMQ_MANAGEMENT_PORT}/api",
+        auth=RABBITMQ_ADMIN,
+        timeout=30,
+    )
+
+
+async def create_rabbitmq_vhost(prefix: str = "iotp_test") -> RabbitVhost:
+    await asyncio.to_thread(ensure_rabbitmq)
+    vhost = RabbitVhost(f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+    from urllib.parse import quote
+
+    name = quote(vhost.name, safe="")
+    async with _management() as http:
+        (await http.put(f"/vhosts/{name}")).raise_for_status()
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        (await http.put(f"/permissions/{name}/{vhost.user}", json=everything)).raise_for_status()
+    return vhost
+
+
+async def delete_rabbitmq_vhost(vhost: RabbitVhost) -> None:
+    """Also closes the vhost's connections and deletes its queues."""
+    from urllib.parse import quote
+
+    async with _management() as http:
+        await http.delete(f"/vhosts/{quote(vhost.name, safe='')}")
+
+
+async def rabbitmq_queue(vhost: RabbitVhost, queue: str) -> dict[str, Any]:
+    """The management API's view of a queue (messages, consumers...)."""
+    from urllib.parse import quote
+
+    async with _management() as http:
+        response = await http.get(f"/queues/{quote(vhost.name, safe='')}/{quote(queue, safe='')}")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data

@@ -6,7 +6,8 @@ import hashlib
 import hmac
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,8 +25,9 @@ class MqttUrl:
         self.tls = parts.scheme in ("mqtts", "ssl")
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (8883 if self.tls else 1883)
-        self.username = parts.username
-        self.password = parts.password
+        # Percent-decoded: RabbitMQ's MQTT plugin takes a vhost as "vhost:user".
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
 
     def __str__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
@@ -74,6 +76,22 @@ class Settings(BaseSettings):
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
     # How often the maintenance leader rolls up, drops old data and creates partitions.
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+
+    # ---- RabbitMQ (docs/operations.md#rabbitmq) ---------------------------------------
+    # Where the worker takes device messages from: "mqtt" (a subscription, shared with
+    # IOTP_MQTT_SHARE_GROUP) or "amqp" (competing consumers on one RabbitMQ queue bound to
+    # amq.topic; commands and events still go over MQTT through RabbitMQ's MQTT plugin).
+    worker_source: Literal["mqtt", "amqp"] = "mqtt"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_queue: str = "iotp.telemetry"
+    amqp_queue_type: Literal["quorum", "classic"] = "quorum"
+    # Unacknowledged deliveries per worker; 0: twice batch_max_rows (capped at 65535).
+    amqp_prefetch: int = Field(default=0, ge=0, le=65535)
+    # Secure mode on RabbitMQ: keep one RabbitMQ user per device, with topic permissions,
+    # through the management HTTP API (`iotp rabbitmq sync`), e.g.
+    # http://admin:secret@rabbitmq:15672; empty: off. Devices use this vhost.
+    rabbitmq_management_url: str = ""
+    rabbitmq_vhost: str = "/"
 
     # ---- security (docs/security.md) ----------------------------------------------
     # Secure mode: devices need credentials (topic ACLs in the broker), secrets required.
@@ -134,6 +152,10 @@ class Settings(BaseSettings):
         if self.device_rate_limit is None:
             return 20.0 if self.secure else 0.0
         return self.device_rate_limit
+
+    @property
+    def effective_amqp_prefetch(self) -> int:
+        return self.amqp_prefetch or min(2 * self.batch_max_rows, 65535)
 
     @property
     def effective_database_url(self) -> str:

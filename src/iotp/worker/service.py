@@ -23,6 +23,7 @@ from iotp.services import retention  # operations
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
+from iotp.worker.amqp_source import AmqpSource
 from iotp.worker.control import ControlPlane, control_root, control_subscription
 from iotp.worker.events import encode_event, event_topic
 from iotp.worker.ingest import Ingestor
@@ -42,12 +43,25 @@ class Worker:
         self.component_id = f"worker:{settings.mqtt_client_id}"
         self.started_at = time.time()
         url = settings.mqtt(mqtt_default)
+        # Device messages and the APIs' control requests: an MQTT subscription, or (on
+        # RabbitMQ) a queue the workers compete on (worker/amqp_source.py).
+        inbound = [inbound_subscription(settings.mqtt_share_group), control_subscription(settings)]
+        self.source: AmqpSource | None = None
+        if settings.worker_source == "amqp":
+            self.source = AmqpSource(
+                settings.amqp_url,
+                queue=settings.amqp_queue,
+                bindings=[inbound_subscription(), control_root(settings) + "/+"],
+                handler=self._on_message,
+                prefetch=settings.effective_amqp_prefetch,
+                queue_type=settings.amqp_queue_type,
+            )
+            inbound = []
         self.link = MqttLink(
             url,
             client_id=settings.mqtt_client_id,
             subscriptions=[
-                (inbound_subscription(settings.mqtt_share_group), 1),
-                (control_subscription(settings), 1),  # device control requests from APIs
+                *((topic, 1) for topic in inbound),
                 # Not shared: every worker must forget a device deleted through the API.
                 (f"{settings.events_topic_prefix}/device_deleted/+", 1),
             ],
@@ -75,7 +89,7 @@ class Worker:
         self._control_prefix = control_root(settings) + "/"
         self._deleted_prefix = f"{settings.events_topic_prefix}/device_deleted/"
         # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
-        self.shared = bool(settings.mqtt_share_group)
+        self.shared = bool(settings.mqtt_share_group) or self.source is not None
         self.ingestor.presence_owner = not self.shared
         self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
         self.metrics = WorkerMetrics(self)
@@ -125,13 +139,21 @@ class Worker:
         if self.settings.metrics_port:  # operations: Prometheus
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
         await self.link.connect(stop)
+        if self.source is not None:
+            await self.source.connect(stop)
         self.ready.set()
-        log.info("worker %s subscribed to device topics on %s", self.component_id, self.link.url)
+        log.info(
+            "worker %s takes device messages from %s",
+            self.component_id,
+            self.source or self.link.url,
+        )
 
     async def stop(self) -> None:
         """Graceful: flush what is pending while the link is still up (so its PUBACKs
         and events go out), then disconnect and write final stats. Whatever arrives
         after the last flush stays unacknowledged and the broker redelivers it."""
+        if self.source is not None:
+            await self.source.stop_consuming()
         self.ingestor.batcher.stop()
         batcher = self._tasks[0] if self._tasks else None
         if batcher is not None:
@@ -140,6 +162,8 @@ class Worker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ingestor.drain(), 10)
         await asyncio.sleep(0)  # let the PUBACK callbacks of the last batch run
+        if self.source is not None:
+            await self.source.close()
         await self.link.close()
         with contextlib.suppress(Exception):
             await self._flush_last_seen()
@@ -232,7 +256,8 @@ class Worker:
             rate=round(self._rate, 2),
             pending_rows=self.ingestor.batcher.pending_rows,
             storage_failing_since=self.ingestor.batcher.failing_since,
-            mqtt_connected=self.link.is_connected,
+            mqtt_connected=self.link.is_connected
+            and (self.source is None or self.source.is_connected),
             devices_tracked=len(self.ingestor.presence.devices),
             commands=self.control.snapshot(),
             automations=self.automations.snapshot(),

@@ -1,0 +1,225 @@
+"""The platform on RabbitMQ, natively: 2 workers competing on one quorum queue bound to
+amq.topic (IOTP_WORKER_SOURCE=amqp), an API process, PostgreSQL, and devices publishing
+QoS 1 through RabbitMQ's MQTT plugin, each test in a vhost of its own.
+
+Exact counts, nothing stored twice, the load split between the workers; a worker
+SIGKILLed mid-stream loses nothing (its unacknowledged deliveries are redelivered);
+the API's live events still reach WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from bench._harness import raw_publish
+from iotp.db import migrate
+from iotp.db.engine import make_engine
+from iotp.settings import Settings
+from tests.fault.procs import (
+    LiveClient,
+    Proc,
+    api,
+    api_healthy,
+    pg_value,
+    platform_env,
+    poll,
+    worker,
+    workers_connected,
+)
+from tests.support import (
+    RabbitVhost,
+    create_pg_database,
+    create_rabbitmq_vhost,
+    delete_rabbitmq_vhost,
+    drop_pg_database,
+    rabbitmq_queue,
+)
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.rabbitmq,
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+
+@dataclass
+class Cluster:
+    dsn: str
+    vhost: RabbitVhost
+    queue: str
+    workers: list[Proc]
+    api: tuple[Proc, int]
+
+    async def stored(self) -> int:
+        return int(await pg_value(self.dsn, "SELECT count(*) FROM telemetry"))
+
+    async def worker_stats(self) -> dict[str, dict[str, int]]:
+        """component id -> counters (flushed every 0.5 s by each worker)."""
+        rows = await pg_value(
+            self.dsn,
+            "SELECT json_object_agg(component_id, data) FROM component_stats WHERE kind = 'worker'",
+        )
+        import orjson
+
+        data: dict[str, dict[str, int]] = orjson.loads(rows) if rows else {}
+        return data
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    tmp_path = tmp_path_factory.mktemp("rabbit")
+    vhost = await create_rabbitmq_vhost()
+    dsn = await create_pg_database()
+    engine = make_engine(Settings(database_url=dsn).effective_database_url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    queue = f"iotp.telemetry.{uuid.uuid4().hex[:6]}"
+    env = platform_env(
+        dsn,
+        vhost.mqtt_url(),
+        worker_source="amqp",
+        amqp_url=vhost.amqp_url,
+        amqp_queue=queue,
+        offline_min_seconds=4,
+        default_report_interval=0.5,
+    )
+    workers = [worker(f"rabbit-w{i}", env, tmp_path) for i in range(2)]
+    the_api = api("rabbit-api", env, tmp_path)
+    procs = [*workers, the_api[0]]
+    started = time.time()
+    try:
+        for p in procs:
+            p.start()
+        await poll(lambda: _connected(dsn, started), timeout=60)
+        await poll(lambda: api_healthy(the_api[1]), timeout=60)
+        yield Cluster(dsn, vhost, queue, workers, the_api)
+    except BaseException:
+        for p in procs:
+            print(f"---- {p.log.name}\n{p.tail()}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        await delete_rabbitmq_vhost(vhost)
+        await drop_pg_database(dsn)
+
+
+async def _connected(dsn: str, since: float) -> bool:
+    return await workers_connected(dsn, since) == 2
+
+
+async def test_two_workers_share_the_queue_exactly_once(cluster: Cluster) -> None:
+    devices, messages = 20, 4000
+    before = await cluster.stored()
+    elapsed = await raw_publish(
+        cluster.vhost.mqtt_url(), devices=devices, messages=messages, prefix="RMQA"
+    )
+    assert elapsed > 0  # every QoS 1 message was PUBACKed by RabbitMQ's MQTT plugin
+
+    async def all_stored() -> bool:
+        return await cluster.stored() >= before + messages
+
+    await poll(all_stored, timeout=60)
+    await asyncio.sleep(1.5)  # a duplicate would land by now; stats are flushed
+    assert await cluster.stored() == before + messages
+    count = await pg_value(cluster.dsn, "SELECT count(*) FROM devices WHERE id LIKE 'RMQA%'")
+    assert count == devices
+
+    stats = await cluster.worker_stats()
+    shares = {cid: s["stored"] for cid, s in stats.items()}
+    assert sum(shares.values()) == messages, shares  # stored once, by one worker each
+    assert len(shares) == 2, shares
+    assert all(n > 0 for n in shares.values()), shares  # the load was split
+    assert sum(s["duplicates"] for s in stats.values()) == 0, stats  # nothing delivered twice
+
+    # Every delivery was acknowledged: nothing left in the queue, ready or unacked.
+    async def queue_empty() -> bool:
+        q = await rabbitmq_queue(cluster.vhost, cluster.queue)
+        return q.get("consumers") == 2 and q.get("messages", -1) == 0
+
+    await poll(queue_empty, timeout=30, interval=1.0)
+
+
+async def test_live_events_reach_websocket_clients(cluster: Cluster) -> None:
+    devices, messages = 4, 200
+    port = cluster.api[1]
+    client = LiveClient(port, ["device_registered", "device_status", "device_data"]).start()
+    try:
+        await asyncio.wait_for(client.subscribed.wait(), 30)
+        await asyncio.sleep(1.0)  # the API takes its data subscription on demand
+        await raw_publish(
+            cluster.vhost.mqtt_url(), devices=devices, messages=messages, prefix="RMQLIVE"
+        )
+        expected = {f"RMQLIVE{i:06d}" for i in range(devices)}
+
+        def seen(kind: str) -> set[str]:
+            return {e["device_id"] for e in client.received if e["type"] == kind}
+
+        async def everything_seen() -> bool:
+            data = {
+                (e["device_id"], e["payload"]["seq"])
+                for e in client.received
+                if e["type"] == "device_data" and e["device_id"] in expected
+            }
+            return (
+                len(data) == messages
+                and expected <= seen("device_registered")
+                and expected <= seen("device_status")  # online, from the leader
+            )
+
+        try:
+            await poll(everything_seen, timeout=30)
+        except AssertionError:
+            kinds = [e["type"] for e in client.received]
+            print({k: kinds.count(k) for k in set(kinds)}, seen("device_status"))
+            print(f"---- API\n{cluster.api[0].tail()}")
+            raise
+    finally:
+        await client.close()
+
+
+async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
+    """SIGKILL: no flush, no goodbye. RabbitMQ requeues the dead worker's unacknowledged
+    deliveries for the other worker; the restarted worker joins in again."""
+    total = 6000
+    before = await cluster.stored()
+    publishing = asyncio.create_task(
+        raw_publish(
+            cluster.vhost.mqtt_url(), devices=10, messages=total, rate=1000, prefix="RMQKILL"
+        )
+    )
+    victim = cluster.workers[0]
+    try:
+
+        async def underway() -> bool:
+            return await cluster.stored() >= before + 1500
+
+        await poll(underway, timeout=30)
+        victim.kill()
+        assert await cluster.stored() < before + total
+        await asyncio.sleep(1.0)
+        restarted = time.time()
+        victim.start()
+        await asyncio.wait_for(publishing, 60)
+
+        async def all_stored() -> bool:
+            return await cluster.stored() >= before + total
+
+        await poll(all_stored, timeout=60)
+        await asyncio.sleep(1.0)
+        assert await cluster.stored() == before + total  # nothing lost, nothing twice
+        await poll(lambda: _connected(cluster.dsn, restarted), timeout=60)
+    except BaseException:
+        for p in cluster.workers:
+            print(f"---- {p.log.name}\n{p.tail()}")
+        raise
+    finally:
+        if not publishing.done():
+            publishing.cancel()

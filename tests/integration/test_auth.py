@@ -150,3 +150,35 @@ async def test_security_headers_and_body_limit(stack: Stack) -> None:
             "/api/users", content=chunks(), headers={"Authorization": f"Bearer {stack.token}"}
         )
         assert r.status_code == 413
+
+
+async def test_websocket_is_cut_at_once_when_its_user_loses_access(stack: Stack) -> None:
+    """On the replica that made the change the check runs at once (the other replicas
+    within a second: tests/integration/test_auth_replicas.py)."""
+    import asyncio
+    import time
+
+    import orjson
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+
+    r = await stack.http.post(
+        "/api/users", json={"username": "wendy", "password": "wendy-password", "role": "viewer"}
+    )
+    wendy = r.json()["id"]
+    token = await login(stack.http, "wendy", "wendy-password")
+    url = stack.api_url.replace("http", "ws", 1) + f"/api/ws?token={token}"
+    async with websockets.connect(url, open_timeout=10) as ws:
+        await ws.send(orjson.dumps({"action": "ping"}).decode())
+        assert orjson.loads(await ws.recv()) == {"type": "pong"}
+        started = time.monotonic()
+        r = await stack.http.patch(f"/api/users/{wendy}", json={"password": "changed-password"})
+        assert r.status_code == 200
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (1008, "revoked")
+        assert time.monotonic() - started < 3.0  # generous: usually well under 0.1 s
+    async with anon(stack) as http:
+        r = await http.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401

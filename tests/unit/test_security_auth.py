@@ -63,20 +63,6 @@ def test_tokens_expire_and_carry_type() -> None:
         auth.decode_token("garbage", key=STRONG, expected_type="access")
 
 
-def test_login_throttle_window() -> None:
-    t = auth.LoginThrottle(max_failures=3, window_seconds=60)
-    keys = ["ip:1.2.3.4", "user:admin"]
-    for i in range(3):
-        assert t.retry_after(keys, now=100 + i) == 0
-        t.failed(keys, now=100 + i)
-    assert t.retry_after(keys, now=103) == pytest.approx(57)
-    assert t.retry_after(["ip:5.6.7.8", "user:bob"], now=103) == 0
-    assert t.retry_after(keys, now=161) == 0  # the window moved on
-    t.failed(keys, now=170)
-    t.succeeded(["user:admin"])
-    assert t.retry_after(["user:admin"], now=171) == 0
-
-
 def test_signed_paths() -> None:
     url = auth.sign_path("/api/firmware/3/download", key=STRONG, ttl_seconds=60, now=1000)
     path, query = url.split("?")

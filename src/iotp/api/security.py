@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 import jwt
 from fastapi import Depends, HTTPException, WebSocketException, status
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from sqlalchemy.exc import DataError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,10 +34,13 @@ from iotp.services.auth import (
     AuthError,
     LoginThrottle,
     Role,
-    authenticate_api_key,
+    api_key_matches,
+    api_key_prefix,
     decode_token,
+    find_api_key,
     looks_like_api_key,
     resolve_secret_key,
+    touch_api_key,
     verify_signed_path,
 )
 from iotp.services.errors import ConfigurationError, InvalidRequestError, NotFoundError
@@ -53,6 +57,11 @@ ROLE_KEY = "x-iotp-role"
 PUBLIC = "public"
 # Routes that enforce a (larger) body limit of their own: firmware uploads.
 BODY_LIMIT_EXEMPT = frozenset({("POST", "/api/firmware")})
+# How long a process trusts what it read about a user or API key (REST), and how often
+# it re-checks the principals of its open WebSockets: the most a change made on another
+# replica (or with the CLI) takes to be enforced here.
+PRINCIPAL_CACHE_SECONDS = 1.0
+REVOCATION_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,183 @@ class Principal:
     id: int
     name: str
     role: Role
+    version: int = 0  # users: the token version the token was signed with
+
+
+@dataclass
+class _UserSnap:
+    username: str
+    role: str
+    disabled: bool
+    token_version: int
+
+
+@dataclass
+class _KeySnap:
+    id: int
+    prefix: str
+    key_hash: str
+    role: str
+    revoked: bool
+    last_used_at: float | None
+
+
+class PrincipalCache:
+    """What ``authorize`` needs about users and API keys, kept per process for at most
+    ``ttl`` seconds, so a request does not cost a database read just to check its
+    token. A change made through this process clears it at once (``clear``); a change
+    made elsewhere (another replica, `iotp user ...`) is seen within ``ttl``. Only rows
+    that exist are cached (random API-key prefixes cannot fill it)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._users: dict[int, tuple[float, _UserSnap]] = {}
+        self._keys: dict[str, tuple[float, _KeySnap]] = {}
+
+    def clear(self) -> None:
+        self._users.clear()
+        self._keys.clear()
+
+    async def user(self, sessions: Any, user_id: int) -> _UserSnap | None:
+        now = time.monotonic()
+        hit = self._users.get(user_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        async with sessions() as session:
+            try:
+                user = await user_service.get(session, user_id)
+            except NotFoundError:
+                self._users.pop(user_id, None)
+                return None
+        snap = _UserSnap(user.username, user.role, user.disabled, user.token_version)
+        if self.ttl > 0:
+            if len(self._users) >= self.MAX_ENTRIES:
+                self._users.clear()
+            self._users[user_id] = (now, snap)
+        return snap
+
+    async def api_key(self, sessions: Any, key: str) -> _KeySnap:
+        prefix = api_key_prefix(key)
+        now = time.monotonic()
+        hit = self._keys.get(prefix)
+        snap = hit[1] if hit is not None and now - hit[0] < self.ttl else None
+        if snap is None:
+            async with sessions() as session:
+                row = await find_api_key(session, prefix)
+            if row is None:
+                self._keys.pop(prefix, None)
+                raise AuthError("invalid API key")
+            snap = _KeySnap(
+                row.id,
+                row.prefix,
+                row.key_hash,
+                row.role,
+                row.revoked_at is not None,
+                row.last_used_at,
+            )
+            if self.ttl > 0:
+                if len(self._keys) >= self.MAX_ENTRIES:
+                    self._keys.clear()
+                self._keys[prefix] = (now, snap)
+        if not api_key_matches(key, snap.key_hash):
+            raise AuthError("invalid API key")
+        if snap.revoked:
+            raise AuthError("API key revoked")
+        wall = time.time()
+        if snap.last_used_at is None or wall - snap.last_used_at > 60:  # bounded write rate
+            snap.last_used_at = wall
+            async with sessions() as session:
+                await touch_api_key(session, snap.id, wall)
+        return snap
+
+
+class _Watched:
+    __slots__ = ("principal", "revoked", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.principal: Principal | None = None
+        self.revoked = asyncio.Event()
+
+
+class SocketGuard:
+    """Cuts open WebSockets (close code 1008, reason "revoked") soon after their
+    principal loses its right: a user deleted, disabled, or whose role or password
+    changed (its token version moved on), or an API key revoked.
+
+    Every API process re-reads, every ``poll`` seconds, the users and keys behind its
+    own open sockets (one query each, only while sockets are open). Because the
+    database is the signal, a change reaches every replica, including changes made with
+    `iotp user ...` on the command line, and none is lost while a process is
+    reconnecting to anything. A change made through this process wakes the check at
+    once (``wake``)."""
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self.cut_total = 0
+        self._sockets: set[_Watched] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, scope: Scope, sessions: Any) -> _Watched:
+        watched = _Watched(scope)
+        self._sockets.add(watched)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(sessions), name="ws-revocations")
+        return watched
+
+    def unwatch(self, watched: _Watched) -> None:
+        self._sockets.discard(watched)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self, sessions: Any) -> None:
+        while self._sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+            self._wake.clear()
+            try:
+                await self.check(sessions)
+            except Exception as exc:  # noqa: BLE001 - a DB hiccup: try again next round
+                log.warning("checking WebSocket principals failed: %s", exc)
+
+    async def check(self, sessions: Any) -> None:
+        from iotp.db.auth_models import ApiKey, User
+
+        for w in self._sockets:
+            if w.principal is None:  # set by authorize during the handshake
+                principal = w.scope.get("state", {}).get("principal")
+                w.principal = principal if isinstance(principal, Principal) else None
+        live = [w for w in self._sockets if w.principal is not None and not w.revoked.is_set()]
+        user_ids = {w.principal.id for w in live if w.principal and w.principal.kind == "user"}
+        key_ids = {w.principal.id for w in live if w.principal and w.principal.kind == "api_key"}
+        users: dict[int, tuple[int, bool]] = {}
+        keys: dict[int, bool] = {}
+        async with sessions() as session:
+            if user_ids:
+                rows = await session.execute(
+                    select(User.id, User.token_version, User.disabled).where(User.id.in_(user_ids))
+                )
+                users = {r.id: (r.token_version, r.disabled) for r in rows}
+            if key_ids:
+                rows = await session.execute(
+                    select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.id.in_(key_ids))
+                )
+                keys = {r.id: r.revoked_at is None for r in rows}
+        for w in live:
+            p = w.principal
+            assert p is not None
+            if p.kind == "user":
+                ok = users.get(p.id) == (p.version, False)
+            else:
+                ok = keys.get(p.id, False)
+            if not ok:
+                log.info("closing a WebSocket of %s: access revoked", p.name)
+                self.cut_total += 1
+                w.revoked.set()
 
 
 class SecurityContext:
@@ -74,6 +260,14 @@ class SecurityContext:
         self.login_throttle = LoginThrottle(
             settings.login_max_failures, settings.login_window_seconds
         )
+        self.principals = PrincipalCache(PRINCIPAL_CACHE_SECONDS)
+        self.sockets = SocketGuard(REVOCATION_POLL_SECONDS)
+
+    def changed(self) -> None:
+        """A user or an API key changed through this process: forget what is cached and
+        re-check the open WebSockets now (other processes notice within a second)."""
+        self.principals.clear()
+        self.sockets.wake()
 
 
 def required_role(path: str, method: str, declared: str | None = None) -> Role | None:
@@ -128,18 +322,20 @@ async def _resolve(conn: HTTPConnection, token: str) -> Principal:
 
     api: ApiState = conn.app.state.iotp
     sec: SecurityContext = conn.app.state.security
-    async with api.sessions() as session:
-        if looks_like_api_key(token):
-            key = await authenticate_api_key(session, token)
-            return Principal("api_key", key.id, f"key:{key.prefix}", Role(key.role))
-        claims = decode_token(token, key=sec.secret_key, expected_type="access")
-        try:
-            user = await user_service.get(session, int(claims["sub"]))
-        except (NotFoundError, ValueError):
-            raise AuthError("unknown user") from None
-        if user.disabled or claims.get("ver") != user.token_version:
-            raise AuthError("token revoked")
-        return Principal("user", user.id, user.username, Role(user.role))
+    if looks_like_api_key(token):
+        key = await sec.principals.api_key(api.sessions, token)
+        return Principal("api_key", key.id, f"key:{key.prefix}", Role(key.role))
+    claims = decode_token(token, key=sec.secret_key, expected_type="access")
+    try:
+        user_id = int(claims["sub"])
+    except ValueError:
+        raise AuthError("unknown user") from None
+    user = await sec.principals.user(api.sessions, user_id)
+    if user is None:
+        raise AuthError("unknown user")
+    if user.disabled or claims.get("ver") != user.token_version:
+        raise AuthError("token revoked")
+    return Principal("user", user_id, user.username, Role(user.role), user.token_version)
 
 
 def _deny(conn: HTTPConnection, code: int, detail: str) -> Exception:
@@ -269,30 +465,54 @@ class HardeningMiddleware:
                 await _send_413(send, extra)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket signed in with an access token ends when the token does (close
-        code 1008); the client signs in again (refresh) and reconnects."""
+        """A WebSocket ends (close code 1008) when its access token expires ("expired":
+        the client refreshes its token and reconnects) or when its principal loses its
+        right ("revoked": see SocketGuard)."""
         deadline = _token_expiry(scope)
-        if deadline is None:
+        app_state = getattr(scope.get("app"), "state", None)
+        sec: SecurityContext | None = getattr(app_state, "security", None)
+        api = getattr(app_state, "iotp", None)
+        if sec is None or api is None:  # no lifespan (tests of the bare app)
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})  # authorize leaves the principal there
+        watched = sec.sockets.watch(scope, api.sessions)
         closed = False
 
-        async def expiring_receive() -> Message:
+        async def close(reason: str) -> Message:
             nonlocal closed
+            if not closed:
+                closed = True
+                with contextlib.suppress(Exception):
+                    await send({"type": "websocket.close", "code": 1008, "reason": reason})
+            return {"type": "websocket.disconnect", "code": 1008}
+
+        async def guarded_receive() -> Message:
+            if watched.revoked.is_set():
+                return await close("revoked")
+            timeout = None if deadline is None else max(deadline - time.time(), 0)
+            incoming = asyncio.ensure_future(receive())
+            cut = asyncio.ensure_future(watched.revoked.wait())
             try:
-                return await asyncio.wait_for(receive(), max(deadline - time.time(), 0))
-            except TimeoutError:
-                if not closed:
-                    closed = True
-                    with contextlib.suppress(Exception):
-                        await send({"type": "websocket.close", "code": 1008, "reason": "expired"})
-                return {"type": "websocket.disconnect", "code": 1008}
+                await asyncio.wait(
+                    (incoming, cut), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                cut.cancel()
+                if not incoming.done():
+                    incoming.cancel()
+            if incoming.done() and not incoming.cancelled():
+                return incoming.result()
+            return await close("revoked" if watched.revoked.is_set() else "expired")
 
         async def guarded_send(message: Message) -> None:
             if not closed:
                 await send(message)
 
-        await self.app(scope, expiring_receive, guarded_send)
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        finally:
+            sec.sockets.unwatch(watched)
 
 
 def _token_expiry(scope: Scope) -> float | None:

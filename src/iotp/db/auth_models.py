@@ -59,3 +59,16 @@ class DeviceCredential(Base):
     approved_at: Mapped[float | None] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LoginFailure(Base):
+    """A failed sign-in (migration 0006), shared by every API replica so brute force
+    over several replicas is slowed too. ``key`` is a SHA-256 of ``ip:<address>`` or
+    ``user:<name>`` (attempted names are not stored in clear); rows older than the
+    throttling window are deleted as new failures come in."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)

@@ -9,7 +9,6 @@ import hmac
 import os
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.db.auth_models import ApiKey, User
+from iotp.db.auth_models import ApiKey, LoginFailure, User
 from iotp.services.errors import ConfigurationError, IotpError, NotFoundError
 
 if TYPE_CHECKING:
@@ -287,19 +286,37 @@ async def revoke_api_key(session: AsyncSession, *, key_id: int) -> ApiKey:
     return row
 
 
-async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey:
+def api_key_prefix(key: str) -> str:
+    """The prefix part of ``iotp_<prefix>_<secret>``, to look the key up by."""
     parts = key[len(API_KEY_PREFIX) :].split("_", 1)
-    if len(parts) != 2:
+    if not looks_like_api_key(key) or len(parts) != 2 or not parts[0]:
         raise AuthError("invalid API key")
-    row = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts[0]))
-    if row is None or not hmac.compare_digest(row.key_hash, _key_hash(key)):
+    return parts[0]
+
+
+def api_key_matches(key: str, key_hash: str) -> bool:
+    return hmac.compare_digest(key_hash, _key_hash(key))
+
+
+async def find_api_key(session: AsyncSession, prefix: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+
+async def touch_api_key(session: AsyncSession, key_id: int, now: float) -> None:
+    """Record a use (callers bound the rate: at most once a minute per key)."""
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    await session.commit()
+
+
+async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey:
+    row = await find_api_key(session, api_key_prefix(key))
+    if row is None or not api_key_matches(key, row.key_hash):
         raise AuthError("invalid API key")
     if row.revoked_at is not None:
         raise AuthError("API key revoked")
     now = time.time()
     if row.last_used_at is None or now - row.last_used_at > 60:  # bounded write rate
-        await session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-        await session.commit()
+        await touch_api_key(session, row.id, now)
     return row
 
 
@@ -307,44 +324,51 @@ async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey:
 
 
 class LoginThrottle:
-    """Failed logins per client address and per username in a sliding window; past the
-    limit, logins are refused (HTTP 429) until the window has moved on. In memory: each
-    API replica throttles on its own (documented in docs/security.md)."""
+    """Failed sign-ins per client address and per username in a sliding window; past
+    the limit, sign-ins are refused (HTTP 429) until the window has moved on.
 
-    MAX_KEYS = 100_000
+    Stored in the database (``login_failures``), so every API replica counts the same
+    failures: brute force spread over several replicas is slowed as much as against
+    one. Keys are stored as SHA-256 digests; expired rows are deleted as new failures
+    arrive. Two replicas checking at the same instant may each let one more attempt
+    through (no lock): the limit is approximate by a few attempts, never unbounded.
+    The caller commits."""
 
     def __init__(self, max_failures: int, window_seconds: float) -> None:
-        self.max_failures = max_failures
+        self.max_failures = max(1, max_failures)
         self.window = window_seconds
-        self._failures: dict[str, deque[float]] = {}
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.get(key)
-        if q is None:
-            return deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self._failures[key]
-        return q
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
 
-    def retry_after(self, keys: list[str], now: float | None = None) -> float:
-        """Seconds until a login may be tried again; 0 if allowed now."""
-        now = time.monotonic() if now is None else now
+    async def retry_after(
+        self, session: AsyncSession, keys: list[str], now: float | None = None
+    ) -> float:
+        """Seconds until a sign-in may be tried again; 0 if allowed now."""
+        now = time.time() if now is None else now
         wait = 0.0
         for key in keys:
-            q = self._recent(key, now)
-            if len(q) >= self.max_failures:
-                wait = max(wait, q[-self.max_failures] + self.window - now)
+            # The max_failures-th most recent failure in the window, if there is one.
+            oldest_counted = await session.scalar(
+                select(LoginFailure.at)
+                .where(LoginFailure.key == self._digest(key), LoginFailure.at > now - self.window)
+                .order_by(LoginFailure.at.desc())
+                .offset(self.max_failures - 1)
+                .limit(1)
+            )
+            if oldest_counted is not None:
+                wait = max(wait, oldest_counted + self.window - now)
         return wait
 
-    def failed(self, keys: list[str], now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        if len(self._failures) > self.MAX_KEYS:
-            self._failures.clear()  # memory bound under a flood of distinct keys
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
+    async def failed(
+        self, session: AsyncSession, keys: list[str], now: float | None = None
+    ) -> None:
+        now = time.time() if now is None else now
+        await session.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window))
+        session.add_all(LoginFailure(key=self._digest(key), at=now) for key in keys)
+        await session.flush()
 
-    def succeeded(self, keys: list[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+    async def succeeded(self, session: AsyncSession, keys: list[str]) -> None:
+        digests = [self._digest(key) for key in keys]
+        await session.execute(delete(LoginFailure).where(LoginFailure.key.in_(digests)))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
-from iotp.api.security import CurrentPrincipal
+from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import ApiKey
 from iotp.services import auth as auth_service
 from iotp.services.auth import Role
@@ -75,10 +75,13 @@ async def create_key(
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyPublic, responses={404: {}})
-async def revoke_key(session: SessionDep, key_id: int) -> ApiKeyPublic:
+async def revoke_key(request: Request, session: SessionDep, key_id: int) -> ApiKeyPublic:
+    """Revoke: the key is refused from now on, and WebSockets opened with it close."""
     try:
         row = await auth_service.revoke_api_key(session, key_id=key_id)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     await session.commit()
+    sec: SecurityContext = request.app.state.security
+    sec.changed()
     return ApiKeyPublic.of(row)

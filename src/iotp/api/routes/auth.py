@@ -75,7 +75,7 @@ async def login(
     sec = _security(request)
     client = request.client.host if request.client else "?"
     keys = [f"ip:{client}", f"user:{form.username[:64]}"]
-    wait = sec.login_throttle.retry_after(keys)
+    wait = await sec.login_throttle.retry_after(session, keys)
     if wait > 0:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -87,13 +87,15 @@ async def login(
             session, username=form.username, password=form.password
         )
     except AuthError:
-        sec.login_throttle.failed(keys)
+        await sec.login_throttle.failed(session, keys)
+        await session.commit()  # every replica sees it (shared throttling)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
-    sec.login_throttle.succeeded(keys[1:])
+    await sec.login_throttle.succeeded(session, keys[1:])
+    await session.commit()
     response.headers["Cache-Control"] = "no-store"
     return _tokens(sec, user)
 
@@ -124,7 +126,7 @@ async def me(principal: CurrentPrincipal) -> MePublic:
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses={400: {}, 403: {}})
 async def change_password(
-    principal: CurrentPrincipal, session: SessionDep, body: PasswordChange
+    request: Request, principal: CurrentPrincipal, session: SessionDep, body: PasswordChange
 ) -> Response:
     """Change your own password; signs you out everywhere else."""
     if principal.kind != "user":
@@ -137,4 +139,5 @@ async def change_password(
     except InvalidRequestError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     await session.commit()
+    _security(request).changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
 from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
-from iotp.api.security import CurrentPrincipal
+from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import User
 from iotp.services import users as user_service
 from iotp.services.auth import Role
@@ -54,6 +54,12 @@ class UsersPublic(BaseModel):
     count: int
 
 
+def _changed(request: Request) -> None:
+    """Tokens and open WebSockets of a changed user stop working now (see security)."""
+    sec: SecurityContext = request.app.state.security
+    sec.changed()
+
+
 def _http(exc: Exception) -> HTTPException:
     if isinstance(exc, NotFoundError):
         return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
@@ -91,7 +97,9 @@ async def get_user(session: SessionDep, user_id: int) -> UserPublic:
 
 
 @router.patch("/{user_id}", response_model=UserPublic, responses={404: {}, 422: {}})
-async def update_user(session: SessionDep, user_id: int, body: UserUpdate) -> UserPublic:
+async def update_user(
+    request: Request, session: SessionDep, user_id: int, body: UserUpdate
+) -> UserPublic:
     try:
         user = await user_service.update(
             session,
@@ -103,11 +111,14 @@ async def update_user(session: SessionDep, user_id: int, body: UserUpdate) -> Us
     except (NotFoundError, InvalidRequestError) as exc:
         raise _http(exc) from None
     await session.commit()
+    _changed(request)
     return UserPublic.of(user)
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
-async def delete_user(session: SessionDep, user_id: int, principal: CurrentPrincipal) -> Response:
+async def delete_user(
+    request: Request, session: SessionDep, user_id: int, principal: CurrentPrincipal
+) -> Response:
     if principal.kind == "user" and principal.id == user_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "you cannot delete yourself")
     try:
@@ -115,4 +126,5 @@ async def delete_user(session: SessionDep, user_id: int, principal: CurrentPrinc
     except (NotFoundError, InvalidRequestError) as exc:
         raise _http(exc) from None
     await session.commit()
+    _changed(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from iotp import logs
-from iotp.cli_security import load_settings, mosquitto_app, user_app
+from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app
 from iotp.services.errors import ConfigurationError
 from iotp.settings import Settings
 
@@ -19,6 +19,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")  # security
 app.add_typer(mosquitto_app, name="mosquitto")  # security
+app.add_typer(rabbitmq_app, name="rabbitmq")  # operations: RabbitMQ device accounts
 
 
 def _settings(data_dir: Path | None = None, secure: bool = False) -> Settings:

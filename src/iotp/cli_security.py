@@ -170,3 +170,35 @@ def mosquitto_sync(
             await engine.dispose()
 
     asyncio.run(go())
+
+
+rabbitmq_app = typer.Typer(no_args_is_help=True, help="RabbitMQ device users and permissions.")
+
+
+@rabbitmq_app.command("sync")
+def rabbitmq_sync(
+    once: Annotated[bool, typer.Option(help="apply once and exit")] = False,
+) -> None:
+    """Keep RabbitMQ's device users and topic permissions in step with the database,
+    through the management API at IOTP_RABBITMQ_MANAGEMENT_URL (see docs/operations.md)."""
+    from iotp.broker.rabbitmq import RabbitMQSync, management
+    from iotp.runtime import prepare_database
+
+    settings = load_settings()
+    api = management(settings)
+    if api is None:
+        raise typer.BadParameter("set IOTP_RABBITMQ_MANAGEMENT_URL")
+
+    async def go() -> None:
+        engine = await prepare_database(settings)
+        sync = RabbitMQSync(settings, engine, api)
+        try:
+            if once:
+                await sync.ensure_service_accounts()
+                await sync.sync()
+            else:
+                await sync.run()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())

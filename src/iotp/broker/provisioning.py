@@ -105,6 +105,11 @@ class Provisioner:
                     secret=secret,
                     auto_approve=self.settings.auto_approve,
                 )
+                if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
+                    from iotp.broker.rabbitmq import store_device_secret
+
+                    approved = status is CredentialStatus.APPROVED
+                    await store_device_secret(self.settings, device_id, secret, approved=approved)
         except (orjson.JSONDecodeError, InvalidRequestError) as exc:
             publish_answer(self.link, device_id, "rejected", str(exc))
             return

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import iso
+from iotp.broker import rabbitmq
 from iotp.broker.provisioning import publish_answer
 from iotp.db.auth_models import DeviceCredential
 from iotp.protocol.topics import DEVICE_ID_RE
@@ -77,11 +78,22 @@ async def get_credentials(session: SessionDep, device_id: DeviceId) -> Credentia
         raise _http(exc) from None
 
 
-@router.post("/{device_id}", response_model=CredentialIssued, status_code=status.HTTP_201_CREATED)
-async def issue_credentials(session: SessionDep, device_id: DeviceId) -> CredentialIssued:
+@router.post(
+    "/{device_id}",
+    response_model=CredentialIssued,
+    status_code=status.HTTP_201_CREATED,
+    responses={503: {"description": "RabbitMQ (when configured) could not take the password"}},
+)
+async def issue_credentials(
+    session: SessionDep, state: StateDep, device_id: DeviceId
+) -> CredentialIssued:
     """Create or rotate: a new password, shown once; the old one stops working and a
     device connected with it is disconnected."""
     row, secret = await cred_service.issue(session, device_id=device_id)
+    try:  # operations: RabbitMQ keeps its own copy of the password (broker/rabbitmq.py)
+        await rabbitmq.store_device_secret(state.settings, device_id, secret, approved=True)
+    except rabbitmq.RabbitMQError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     await session.commit()
     return CredentialIssued(**CredentialPublic.of(row).model_dump(), password=secret)
 

@@ -40,9 +40,14 @@ def compose_config(*profiles: str) -> dict[str, Any]:
 
 
 def test_compose_is_valid_and_has_every_service() -> None:
-    config = compose_config("rabbitmq", "secure")
+    config = compose_config("rabbitmq", "secure", "rabbitmq-secure")
     services = config["services"]
-    assert set(services) >= SERVICES | {"migrate", "mosquitto-sync"}
+    assert set(services) >= SERVICES | {
+        "migrate",
+        "mosquitto-sync",
+        "worker-rabbitmq",
+        "rabbitmq-sync",
+    }
     for name in SERVICES | {"migrate"}:
         assert "healthcheck" in services[name] or name == "migrate", name
 
@@ -52,6 +57,8 @@ def test_default_profile_runs_mosquitto_not_rabbitmq() -> None:
     # docker-compose 1.x lists every service in `config`; profiles decide what starts.
     assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
     assert services["mosquitto-sync"]["profiles"] == ["secure"]
+    assert services["worker-rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert services["rabbitmq-sync"]["profiles"] == ["rabbitmq-secure"]
     for name in SERVICES - {"rabbitmq"}:
         assert "profiles" not in services[name], name
 
@@ -80,6 +87,33 @@ def test_replicas_and_shared_subscriptions() -> None:
         assert env["IOTP_MQTT_URL"] == "mqtt://mosquitto:1883"
         # Every value the platform reads must be a valid setting.
         Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("IOTP_") and v})
+
+
+def test_rabbitmq_profile_workers_compete_on_one_queue() -> None:
+    """On RabbitMQ (no shared subscriptions) the workers consume one AMQP queue; their
+    commands and events go over RabbitMQ's MQTT plugin; all of it valid settings."""
+    services = compose_config("rabbitmq", "rabbitmq-secure")["services"]
+    w = services["worker-rabbitmq"]
+    env = w["environment"]
+    assert env["IOTP_WORKER_SOURCE"] == "amqp"
+    assert env["IOTP_AMQP_URL"].startswith("amqp://")
+    assert "@rabbitmq:5672" in env["IOTP_AMQP_URL"]
+    assert env["IOTP_AMQP_QUEUE"]
+    assert env["IOTP_MQTT_URL"] == "mqtt://rabbitmq:1883"
+    assert not env["IOTP_MQTT_SHARE_GROUP"]  # RabbitMQ has no $share
+    assert int(w["deploy"]["replicas"]) >= 2
+    assert w["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert w["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "iotp worker" in " ".join(w["command"])
+    settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("IOTP_") and v})
+    assert settings.worker_source == "amqp"
+    assert settings.effective_amqp_prefetch > settings.batch_max_rows  # next batch fills
+    sync = services["rabbitmq-sync"]
+    assert sync["command"] == ["iotp", "rabbitmq", "sync"]
+    assert "@rabbitmq:15672" in sync["environment"]["IOTP_RABBITMQ_MANAGEMENT_URL"]
+    plugins = (DEPLOY / "rabbitmq" / "enabled_plugins").read_text()
+    assert "rabbitmq_management" in plugins
+    assert "rabbitmq_mqtt" in plugins
 
 
 def test_volumes_keep_data() -> None:

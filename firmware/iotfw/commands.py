@@ -116,3 +116,40 @@ def ota_params(cid, params):
     if size is not None and (not _int(size) or size <= 0):
         raise CommandError(cid, "size must be a positive integer")
     return {"url": url, "sha256": sha.lower(), "version": version, "size": size}
+
+
+class Recent:
+    """The last few command ids and their final acks. The platform may deliver a
+    command twice (it publishes again when it could not confirm the first publish);
+    a repeat is answered with the first answer and not run again. Bounded: the oldest
+    id is forgotten first. RAM only, so a reboot forgets (a reboot also ends any
+    command that was running)."""
+
+    RUNNING = "running"
+
+    def __init__(self, size=16):
+        self.size = size
+        self._acks = {}  # id -> final ack, or RUNNING until it is known
+        self._order = []  # ids, oldest first
+        self.repeats = 0
+
+    def __len__(self):
+        return len(self._order)
+
+    def begin(self, cid):
+        """None for a new id (now remembered as running); for a repeat, its final ack
+        (a dict) or RUNNING while the first delivery has not answered yet."""
+        if cid in self._acks:
+            self.repeats += 1
+            return self._acks[cid]
+        if len(self._order) >= self.size:
+            del self._acks[self._order.pop(0)]
+        self._order.append(cid)
+        self._acks[cid] = Recent.RUNNING
+        return None
+
+    def finish(self, ack):
+        """Remember a final ack (ok or error) for its command id, if that id is known."""
+        cid = ack.get("id")
+        if cid in self._acks and ack.get("status") != "progress":
+            self._acks[cid] = ack

@@ -39,6 +39,7 @@ class Device:
         self.ota_busy = False
         self.loops = 0
         self.commands_handled = 0
+        self.recent = commands.Recent()  # repeated deliveries get the first answer
         self.ignored_messages = 0
         self.sensor_errors = 0
         self.last_readings = {}
@@ -274,6 +275,7 @@ class Device:
         return self.mqtt.publish(self._t[leaf], data, 1, retain)
 
     def ack(self, msg):
+        self.recent.finish(msg)
         self.publish("ack", msg)
 
     def publish_state(self):
@@ -403,6 +405,11 @@ class Device:
         try:
             cmd = commands.parse(payload)
             cid = cmd["id"]
+            first = self.recent.begin(cid)
+            if first is not None:  # delivered again: answer again, do not run again
+                if first is not commands.Recent.RUNNING:
+                    self.publish("ack", first)
+                return
             handler = self._handlers.get(cmd["command"])
             if handler is not None:
                 result = handler(cid, cmd["params"])

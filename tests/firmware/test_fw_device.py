@@ -63,6 +63,22 @@ async def test_bad_input_gets_error_acks_and_device_keeps_running(
     assert sim.device.commands_handled == 1
 
 
+async def test_a_command_delivered_twice_runs_once_and_gets_the_same_ack(
+    device: tuple[Any, Commander],
+) -> None:
+    sim, cmd = device
+    body = b'{"id": "twice-1", "command": "relay", "params": {"name": "fan", "state": "toggle"}}'
+    first = await cmd.send_raw(body)
+    assert first == {"id": "twice-1", "status": "ok", "result": {"name": "fan", "state": True}}
+    again = await cmd.send_raw(body)  # the platform published it again
+    assert again == first
+    assert sim.hal.relays["fan"] is True  # toggled once, not twice
+    assert sim.device.commands_handled == 1
+    assert sim.device.recent.repeats == 1
+    bad = b'{"id": "twice-2", "command": "servo", "params": {"angle": 999}}'
+    assert await cmd.send_raw(bad) == await cmd.send_raw(bad)  # errors are repeated too
+
+
 async def test_relay_servo_and_retained_state(device: tuple[Any, Commander]) -> None:
     sim, cmd = device
     ack = await cmd.send("relay", {"name": "light", "state": "on"})

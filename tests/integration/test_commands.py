@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 import pytest
 import websockets
 
+from iotp.api.routes import commands as command_routes
+from iotp.services import commands as command_service
 from iotp.worker.service import Worker
 from tests.control_support import FakeDevice, command_status, device_status
 from tests.support import Stack
@@ -237,12 +241,30 @@ async def test_every_transition_is_a_websocket_event(stack: Stack) -> None:
             json={"command": "relay", "params": {"name": "fan", "state": "toggle"}},
         )
         cid = r.json()["id"]
-        seen: list[str] = []
-        while "acked" not in seen:
-            event = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
-            if event.get("type") == "command_update" and event["payload"]["id"] == cid:
-                seen.append(event["payload"]["status"])
-        assert seen == ["queued", "sent", "acked"]
+        # Online: the API claims the command at creation and publishes it itself.
+        assert await _statuses(ws, cid, until=("sent", "acked")) == ["sending", "sent", "acked"]
+        # Offline: queued until the device is back, then the worker sends it.
+        await dev.stop()
+        await device_status(stack, dev.id, "offline")
+        cid = (
+            await stack.http.post(f"/api/devices/{dev.id}/commands", json={"command": "ping"})
+        ).json()["id"]
+        await dev.start(wait_online=False)
+        seen = await _statuses(ws, cid, until=("sent", "acked"))
+        assert seen == ["queued", "sending", "sent", "acked"]
+
+
+async def _statuses(ws: Any, cid: str, *, until: Iterable[str]) -> list[str]:
+    """command_update statuses of one command, in arrival order, until all of ``until``
+    were seen. (`sent` comes from the publisher, `acked` from the worker: two processes
+    in production, so they are sorted by the step they record.)"""
+    seen: list[str] = []
+    while not set(until) <= set(seen):
+        event = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        if event.get("type") == "command_update" and event["payload"]["id"] == cid:
+            seen.append(event["payload"]["status"])
+    order = ["queued", "sending", "sent", "acked"]
+    return sorted(seen, key=order.index)
 
 
 @pytest.mark.parametrize("n", [1])
@@ -256,3 +278,105 @@ async def test_ack_flood_does_not_disturb_other_devices(stack: Stack, n: int) ->
         f"/api/devices/{calm.id}/commands?wait=true", json={"command": "ping", "timeout": 5}
     )
     assert r.json()["status"] == "acked"
+
+
+async def test_publisher_lost_after_its_claim_is_never_sent_and_is_resent(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash window: a command is claimed (`sending`, committed) and its publisher
+    dies before publishing. It must not show `sent`, and it must still be delivered."""
+    monkeypatch.setattr(command_service, "CLAIM_TIMEOUT", 1.5)
+    dev = await FakeDevice(stack, "CRASH0000001").start()
+    # The API process "dies" right after committing its claim: the publish never runs.
+    monkeypatch.setattr(command_routes, "send_claimed", lambda state, rows: None)
+    r = await stack.http.post(
+        f"/api/devices/{dev.id}/commands", json={"command": "servo", "params": {"angle": 7}}
+    )
+    cmd = r.json()
+    assert cmd["status"] == "sending"
+    await asyncio.sleep(0.8)
+    now = await stack.get(f"/api/commands/{cmd['id']}")
+    assert now["status"] == "sending"
+    assert now["sent_at"] is None
+    assert dev.received == []
+    # The claim goes stale; the worker's sweep re-queues the command and publishes it.
+    done = await command_status(stack, cmd["id"], "acked")
+    assert done["result"] == {"angle": 7}
+    assert [c["id"] for c in dev.received] == [cmd["id"]]
+    assert any(n.get("note") == "resend" for n in done["notes"]), done["notes"]
+
+
+async def test_unconfirmed_publish_is_not_sent_and_is_published_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker does not acknowledge the publish: the command goes back to queued
+    (never `sent`) and the next dispatch delivers it."""
+    dev = await FakeDevice(stack, "CRASH0000002").start()
+    await dev.stop()
+    await device_status(stack, dev.id, "offline")
+    cmd = (
+        await stack.http.post(f"/api/devices/{dev.id}/commands", json={"command": "ping"})
+    ).json()
+    assert cmd["status"] == "queued"
+    sender = stack.worker.control.sender
+    real = sender._publish_confirmed
+    attempts = 0
+    statuses: set[str] = set()
+
+    async def refused(topic: str, payload: bytes) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("no PUBACK")
+
+    monkeypatch.setattr(sender, "_publish_confirmed", refused)
+    await dev.start(wait_online=False)
+
+    async def retried() -> bool:
+        statuses.add((await stack.get(f"/api/commands/{cmd['id']}"))["status"])
+        return attempts >= 2
+
+    await stack.wait_for(retried)
+    assert "sent" not in statuses
+    assert dev.received == []
+    monkeypatch.setattr(sender, "_publish_confirmed", real)
+    done = await command_status(stack, cmd["id"], "acked")
+    assert done["sent_at"] is not None
+    assert [c["id"] for c in dev.received] == [cmd["id"]]
+    assert [n["reason"] for n in done["notes"] if n.get("note") == "resend"][:1] == [
+        "publish not confirmed"
+    ]
+
+
+async def test_ack_before_the_brokers_puback_is_accepted(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device can answer before the publisher has seen the PUBACK (the command is
+    still `sending`): the ack counts, and the command is reported sent, then acked."""
+    dev = await FakeDevice(stack, "CRASH0000003").start()
+    await dev.stop()
+    await device_status(stack, dev.id, "offline")
+    cmd = (
+        await stack.http.post(f"/api/devices/{dev.id}/commands", json={"command": "ping"})
+    ).json()
+    sender = stack.worker.control.sender
+    real = sender._publish_confirmed
+
+    async def slow_puback(topic: str, payload: bytes) -> None:
+        await real(topic, payload)
+        await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(sender, "_publish_confirmed", slow_puback)
+    async with websockets.connect(stack.ws_url) as ws:
+        await ws.send(
+            orjson.dumps(
+                {"action": "subscribe", "events": ["command_update"], "devices": [dev.id]}
+            ).decode()
+        )
+        assert orjson.loads(await ws.recv())["type"] == "subscribed"
+        await dev.start(wait_online=False)
+        done = await command_status(stack, cmd["id"], "acked")
+        assert done["sent_at"] is not None
+        seen = await _statuses(ws, cmd["id"], until=("sent", "acked"))
+        assert seen == ["sending", "sent", "acked"]
+    await asyncio.sleep(1.2)  # the late PUBACK changes nothing
+    assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "acked"

@@ -275,6 +275,23 @@ def request(state: ApiState, what: str, device_ids: list[str]) -> None:
     state.link.publish(control_topic(state.settings, what), encode_request(device_ids), qos=1)
 
 
+def publisher(state: ApiState) -> str | None:
+    """This process's claim id when it can publish commands itself (link up), else None
+    (the command is queued for a worker)."""
+    return state.command_sender.owner if state.link.is_connected else None
+
+
+def send_claimed(state: ApiState, rows: list[CommandRow]) -> None:
+    """Publish commands this process claimed at creation (``sending``, committed): in the
+    background, so the response does not wait for the broker's PUBACK. Should this
+    process die first, the claims go stale and a worker publishes them."""
+    if not rows:
+        return
+    task = asyncio.create_task(state.command_sender.send(rows))
+    state.command_sends.add(task)
+    task.add_done_callback(state.command_sends.discard)
+
+
 def emit(state: ApiState, command: dict[str, Any], ts: float) -> None:
     topic = event_topic(state.settings.events_topic_prefix, "command_update", command["device_id"])
     state.link.publish(topic, encode_event("command_update", command["device_id"], command, ts))

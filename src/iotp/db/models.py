@@ -144,6 +144,10 @@ class CommandRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     # A queued command not sent by then expires (created_at + ttl).
     expires_at: Mapped[float] = mapped_column(Float)
+    # The publisher's claim while ``sending`` (committed before the publish); a claim
+    # older than CLAIM_TIMEOUT goes back to queued (iotp.services.commands).
+    claimed_at: Mapped[float | None] = mapped_column(Float)
+    claimed_by: Mapped[str | None] = mapped_column(String(96))
     sent_at: Mapped[float | None] = mapped_column(Float)
     # A sent command not finally acked by then times out (sent_at + timeout).
     deadline: Mapped[float | None] = mapped_column(Float)

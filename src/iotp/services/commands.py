@@ -3,13 +3,23 @@ and the database operations that move a command through it.
 
 Lifecycle (every transition is a ``command_update`` event)::
 
-    queued -> sent -> acked | failed | timed_out
+    queued -> sending -> sent -> acked | failed | timed_out
     queued -> expired | cancelled
+    sending -> queued            (publish not confirmed, or its publisher died: resent)
+    sending -> acked | failed    (the device's ack beat the broker's PUBACK; reported as
+                                  sent, then acked/failed)
 
-A command is ``sent`` only by the process that publishes it (it claims the row with a
-conditional UPDATE, commits, then publishes), and ``acked``/``failed`` only by the
-device's own ack on its own ack topic. State lives in the database, so it survives a
-restart of the API or the worker.
+A command for a device that is online when it is created starts at ``sending``.
+
+``sending`` is the publisher's claim: a conditional UPDATE (queued -> sending, with
+``claimed_at``/``claimed_by``) is committed *before* the QoS 1 publish, so each command
+has one publisher at a time. The command becomes ``sent`` only after the broker's PUBACK
+(the broker has taken it), so nothing is marked sent that was not published. A claim
+whose publisher crashed (older than CLAIM_TIMEOUT) goes back to ``queued`` and is
+published again; a device can therefore see a command twice, and the firmware answers a
+repeated id with its first ack without running it again (docs/protocol.md). ``acked`` /
+``failed`` come only from the device's own ack on its own ack topic. State lives in the
+database, so it survives a restart of the API or the worker.
 """
 
 from __future__ import annotations
@@ -32,12 +42,18 @@ from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 3600.0
 DEFAULT_TTL = 60.0
+# A ``sending`` claim older than this is presumed dead (its publisher crashed) and the
+# command goes back to ``queued``. Publishers give up waiting for the broker's PUBACK
+# well before (PUBLISH_CONFIRM_TIMEOUT) and release their claim themselves.
+CLAIM_TIMEOUT = 10.0
+PUBLISH_CONFIRM_TIMEOUT = 5.0
 MAX_TTL = 7 * 86400.0
 MAX_PARAMS_BYTES = 8 * 1024
 
 
 class CommandStatus(StrEnum):
     QUEUED = "queued"
+    SENDING = "sending"
     SENT = "sent"
     ACKED = "acked"
     FAILED = "failed"
@@ -57,7 +73,10 @@ TERMINAL = frozenset(
 )
 TRANSITIONS: dict[CommandStatus, frozenset[CommandStatus]] = {
     CommandStatus.QUEUED: frozenset(
-        {CommandStatus.SENT, CommandStatus.EXPIRED, CommandStatus.CANCELLED}
+        {CommandStatus.SENDING, CommandStatus.EXPIRED, CommandStatus.CANCELLED}
+    ),
+    CommandStatus.SENDING: frozenset(
+        {CommandStatus.SENT, CommandStatus.QUEUED, CommandStatus.ACKED, CommandStatus.FAILED}
     ),
     CommandStatus.SENT: frozenset(
         {CommandStatus.ACKED, CommandStatus.FAILED, CommandStatus.TIMED_OUT}
@@ -345,20 +364,38 @@ def new_row(
     now: float,
     source: str = "api",
     rollout_id: int | None = None,
+    claimed_by: str | None = None,
 ) -> CommandRow:
+    """A new command: ``queued``, or already ``sending`` (claimed by ``claimed_by``, who
+    must publish it once this row is committed)."""
     return CommandRow(
         id=str(uuid.uuid4()),
         device_id=device_id,
         command=command,
         params=params,
-        status=CommandStatus.QUEUED.value,
+        status=(CommandStatus.SENDING if claimed_by else CommandStatus.QUEUED).value,
         source=source,
         timeout=float(timeout),
         created_at=now,
         expires_at=now + float(ttl),
+        claimed_at=now if claimed_by else None,
+        claimed_by=claimed_by,
         history=[],
         rollout_id=rollout_id,
     )
+
+
+def sent_view(row: CommandRow) -> dict[str, Any]:
+    """The ``sent`` step of a command whose ack arrived while it was still ``sending``
+    (the ack proves it was delivered), for its ``command_update`` event."""
+    return {
+        **to_dict(row),
+        "status": CommandStatus.SENT.value,
+        "finished_at": None,
+        "result": None,
+        "error": None,
+        "progress": None,
+    }
 
 
 async def create(
@@ -372,8 +409,12 @@ async def create(
     source: str = "api",
     rollout_id: int | None = None,
     now: float | None = None,
+    claim_if_online: str | None = None,
 ) -> CommandRow:
-    """Validate and queue one command (the caller commits and then asks for dispatch)."""
+    """Validate and queue one command (the caller commits and then asks for dispatch).
+
+    With ``claim_if_online`` (a publisher id) and the device online, the command is
+    created already claimed (``sending``): the caller commits, then publishes it."""
     check_limits(ack_timeout, ttl)
     device = await session.get(Device, device_id)
     if device is None:
@@ -388,6 +429,7 @@ async def create(
         now=time.time() if now is None else now,
         source=source,
         rollout_id=rollout_id,
+        claimed_by=claim_if_online if device.status == "online" else None,
     )
     session.add(row)
     await session.flush()
@@ -445,12 +487,14 @@ async def claim(
     *,
     device_ids: Sequence[str] | None,
     now: float,
+    owner: str,
     require_online: bool = True,
     limit: int = 5000,
 ) -> list[CommandRow]:
-    """queued -> sent for due commands of these devices (all devices when None), in
-    creation order. The conditional UPDATE makes each command claimed exactly once,
-    even with several workers; the caller commits, then publishes."""
+    """queued -> sending for due commands of these devices (all devices when None), in
+    creation order. The conditional UPDATE makes each command claimed by one publisher,
+    even with several workers and API processes; the caller commits, publishes (QoS 1),
+    and on the broker's PUBACK calls :func:`mark_sent`."""
     query = select(CommandRow.id).where(
         CommandRow.status == CommandStatus.QUEUED.value, CommandRow.expires_at >= now
     )
@@ -465,6 +509,30 @@ async def claim(
     stmt = (
         update(CommandRow)
         .where(CommandRow.id.in_(ids), CommandRow.status == CommandStatus.QUEUED.value)
+        .values(status=CommandStatus.SENDING.value, claimed_at=now, claimed_by=owner)
+        .returning(CommandRow)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list((await session.scalars(stmt)).all())
+    rows.sort(key=lambda r: (r.created_at, r.id))
+    return rows
+
+
+async def mark_sent(
+    session: AsyncSession, *, command_ids: Sequence[str], owner: str, now: float
+) -> list[CommandRow]:
+    """sending -> sent for commands this publisher claimed and the broker acknowledged.
+    A command already acked meanwhile, or re-claimed by another publisher after this
+    one's claim went stale, is left alone."""
+    if not command_ids:
+        return []
+    stmt = (
+        update(CommandRow)
+        .where(
+            CommandRow.id.in_(list(command_ids)),
+            CommandRow.status == CommandStatus.SENDING.value,
+            CommandRow.claimed_by == owner,
+        )
         .values(status=CommandStatus.SENT.value, sent_at=now, deadline=CommandRow.timeout + now)
         .returning(CommandRow)
         .execution_options(synchronize_session=False)
@@ -472,6 +540,45 @@ async def claim(
     rows = list((await session.scalars(stmt)).all())
     rows.sort(key=lambda r: (r.created_at, r.id))
     return rows
+
+
+async def release(
+    session: AsyncSession,
+    *,
+    command_ids: Sequence[str],
+    owner: str | None,
+    now: float,
+    reason: str = "publish not confirmed",
+) -> list[CommandRow]:
+    """sending -> queued: the publish was not confirmed (or, with ``owner`` None, the
+    claims are stale: their publisher is presumed dead). The command is published again;
+    the device answers a repeat with its first ack."""
+    if not command_ids:
+        return []
+    conditions = [
+        CommandRow.id.in_(list(command_ids)),
+        CommandRow.status == CommandStatus.SENDING.value,
+    ]
+    if owner is not None:
+        conditions.append(CommandRow.claimed_by == owner)
+    stmt = (
+        update(CommandRow)
+        .where(*conditions)
+        .values(status=CommandStatus.QUEUED.value, claimed_by=None)
+        .returning(CommandRow)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list((await session.scalars(stmt)).all())
+    for row in rows:
+        _note(row, {"note": "resend", "ts": now, "reason": reason})
+    return rows
+
+
+def _note(row: CommandRow, note: dict[str, Any]) -> None:
+    notes = list(row.history or [])
+    if len(notes) < 10:
+        notes.append(note)
+        row.history = notes
 
 
 class AckOutcome(StrEnum):
@@ -485,7 +592,12 @@ class AckOutcome(StrEnum):
 async def apply_ack(
     session: AsyncSession, *, device_id: str, ack: Ack, now: float
 ) -> tuple[AckOutcome, CommandRow | None]:
-    """Record a device's ack. Only an ack on the command's own device's topic counts."""
+    """Record a device's ack. Only an ack on the command's own device's topic counts.
+
+    An ack for a command still ``sending`` (the device answered before the publisher saw
+    the broker's PUBACK) counts too: the ack proves the command was delivered. Such a
+    row comes back with ``deadline`` None (it never was ``sent``)."""
+    live = (CommandStatus.SENDING.value, CommandStatus.SENT.value)
     if ack.id is None:
         return AckOutcome.UNKNOWN, None
     if ack.status == "progress":
@@ -495,7 +607,7 @@ async def apply_ack(
             .where(
                 CommandRow.id == ack.id,
                 CommandRow.device_id == device_id,
-                CommandRow.status == CommandStatus.SENT.value,
+                CommandRow.status.in_(live),
             )
             .values(progress={**progress, "ts": now})
             .returning(CommandRow)
@@ -511,10 +623,11 @@ async def apply_ack(
             .where(
                 CommandRow.id == ack.id,
                 CommandRow.device_id == device_id,
-                CommandRow.status == CommandStatus.SENT.value,
+                CommandRow.status.in_(live),
             )
             .values(
                 status=(CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
+                sent_at=func.coalesce(CommandRow.sent_at, now),
                 finished_at=now,
                 result=ack.result,
                 error=None if ok else (ack.error or "device reported an error"),
@@ -532,15 +645,26 @@ async def apply_ack(
         return AckOutcome.DUPLICATE, existing
     if existing.status == CommandStatus.TIMED_OUT and ack.status != "progress":
         # The truth: the device did answer, after we gave up. Kept as a note.
-        notes = list(existing.history or [])
-        if len(notes) < 10:
-            notes.append({"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
-            existing.history = notes
+        _note(existing, {"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
     return AckOutcome.LATE, existing
 
 
 async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
-    """sent -> timed_out past the deadline; queued -> expired past the TTL."""
+    """sent -> timed_out past the deadline; queued -> expired past the TTL; stale
+    sending claims (their publisher died) -> queued, to be published again."""
+    stale_ids = list(
+        (
+            await session.scalars(
+                select(CommandRow.id).where(
+                    CommandRow.status == CommandStatus.SENDING.value,
+                    CommandRow.claimed_at < now - CLAIM_TIMEOUT,
+                )
+            )
+        ).all()
+    )
+    stale = await release(
+        session, command_ids=stale_ids, owner=None, now=now, reason="publisher lost"
+    )
     timed_out = (
         update(CommandRow)
         .where(CommandRow.status == CommandStatus.SENT.value, CommandRow.deadline < now)
@@ -565,7 +689,7 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
     )
     rows = list((await session.scalars(timed_out)).all())
     rows += list((await session.scalars(expired)).all())
-    return rows
+    return stale + rows
 
 
 async def next_deadline(session: AsyncSession) -> float | None:
@@ -582,7 +706,15 @@ async def next_deadline(session: AsyncSession) -> float | None:
         .order_by(CommandRow.expires_at)
         .limit(1)
     )
-    candidates = [t for t in (sent, queued) if t is not None]
+    claimed = await session.scalar(
+        select(CommandRow.claimed_at)
+        .where(CommandRow.status == CommandStatus.SENDING.value)
+        .order_by(CommandRow.claimed_at)
+        .limit(1)
+    )
+    if claimed is not None:
+        claimed += CLAIM_TIMEOUT
+    candidates = [t for t in (sent, queued, claimed) if t is not None]
     return min(candidates) if candidates else None
 
 

@@ -75,7 +75,7 @@ def derive_device_status(
     """What a rollout device's status should be now (None: unchanged). Pure."""
     if device_firmware == target:
         new = DeviceUpdate(DeviceStatus.INSTALLED.value)
-    elif command_status is None or command_status == CommandStatus.QUEUED:
+    elif command_status in (None, CommandStatus.QUEUED, CommandStatus.SENDING):
         return None
     elif command_status == CommandStatus.ACKED:
         reported = result.get("version") if isinstance(result, dict) else None

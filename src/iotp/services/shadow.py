@@ -207,7 +207,11 @@ async def reconcile(
             CommandRow.device_id == device_id,
             CommandRow.source == "shadow",
             CommandRow.status.in_(
-                [command_service.CommandStatus.QUEUED, command_service.CommandStatus.SENT]
+                [
+                    command_service.CommandStatus.QUEUED,
+                    command_service.CommandStatus.SENDING,
+                    command_service.CommandStatus.SENT,
+                ]
             ),
         )
         .limit(1)

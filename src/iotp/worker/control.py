@@ -5,7 +5,9 @@ shadows and paces firmware rollouts. All state is in the database; this object o
 holds caches and wake-up signals, so any worker can pick up where another stopped.
 
 API processes ask for work on ``<root>/control/{dispatch,shadow,rollout}`` (root is
-the events prefix's parent, ``iotp`` by default) with ``{"devices": [...]}``.
+the events prefix's parent, ``iotp`` by default) with ``{"devices": [...]}``. An API
+process publishes a command to an online device itself (with the same :class:`Sender`);
+the worker is the fallback: offline devices coming back, retries, stale claims.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -46,6 +48,9 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 Publish = Callable[[str, bytes, int], None]  # (topic, payload, qos)
 PublishEvent = Callable[[str, str, dict[str, Any], float], None]  # (type, device, payload, ts)
+# QoS 1 publish; completes on the broker's PUBACK (iotp.mqtt.MqttLink.publish_confirmed).
+PublishConfirmed = Callable[[str, bytes], Awaitable[None]]
+EmitCommand = Callable[[dict[str, Any], float], None]
 
 
 def control_root(settings: Settings) -> str:
@@ -66,6 +71,70 @@ def control_subscription(settings: Settings) -> str:
 
 def encode_request(device_ids: Iterable[str]) -> bytes:
     return orjson.dumps({"devices": list(device_ids)})
+
+
+class Sender:
+    """Publishes commands its owner has claimed (``sending``, committed) and moves them
+    on: ``sent`` once the broker has acknowledged the publish (PUBACK), back to
+    ``queued`` when it has not within PUBLISH_CONFIRM_TIMEOUT (to be published again).
+    If this process dies in between, the claim goes stale and the sweep re-queues it."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        owner: str,
+        publish_confirmed: PublishConfirmed,
+        emit: EmitCommand,
+        counters: Counter[str] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.owner = owner
+        self._publish_confirmed = publish_confirmed
+        self._emit = emit
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.confirm_timeout = command_service.PUBLISH_CONFIRM_TIMEOUT
+
+    async def send(self, rows: Sequence[CommandRow]) -> list[CommandRow]:
+        """Publish and record; returns the rows now ``sent`` (the others are queued
+        again, or were acked meanwhile)."""
+        if not rows:
+            return []
+        futures: dict[str, asyncio.Future[None]] = {}
+        for row in rows:
+            payload = orjson.dumps(command_service.wire_payload(row))
+            futures[row.id] = asyncio.ensure_future(
+                self._publish_confirmed(command_topic(row.device_id), payload)
+            )
+        done, pending = await asyncio.wait(futures.values(), timeout=self.confirm_timeout)
+        for fut in pending:
+            fut.cancel()
+        confirmed: list[str] = []
+        unconfirmed: list[str] = []
+        for cid, fut in futures.items():
+            ok = fut in done and not fut.cancelled() and fut.exception() is None
+            (confirmed if ok else unconfirmed).append(cid)
+        try:
+            async with self.sessions.begin() as session:
+                now = time.time()
+                sent = await command_service.mark_sent(
+                    session, command_ids=confirmed, owner=self.owner, now=now
+                )
+                released = await command_service.release(
+                    session, command_ids=unconfirmed, owner=self.owner, now=now
+                )
+        except Exception:
+            # The claims stay `sending`; once stale, the sweep re-queues them.
+            log.exception("recording %d published commands failed", len(rows))
+            self.counters["send_record_failed"] += len(rows)
+            return []
+        self.counters["sent"] += len(sent)
+        self.counters["publish_unconfirmed"] += len(unconfirmed)
+        for row in (*sent, *released):
+            self._emit(command_service.to_dict(row), now)
+        if unconfirmed:
+            log.warning("%d command publishes not confirmed by the broker", len(unconfirmed))
+        return sent
 
 
 class _Bucket:
@@ -92,12 +161,24 @@ class ControlPlane:
         sessions: async_sessionmaker[AsyncSession],
         publish: Publish,
         publish_event: PublishEvent,
+        publish_confirmed: PublishConfirmed,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self._publish = publish
         self._publish_event = publish_event
         self.counters: Counter[str] = Counter()
+        self.owner = f"worker:{settings.mqtt_client_id}"
+        self.sender = Sender(
+            sessions=sessions,
+            owner=self.owner,
+            publish_confirmed=publish_confirmed,
+            emit=lambda command, ts: self._publish_event(
+                "command_update", command["device_id"], command, ts
+            ),
+            counters=self.counters,
+        )
+        self._sending: set[asyncio.Task[None]] = set()
         self._root = control_root(settings)
         self._kick_online: set[str] = set()  # known online: skip the status check
         self._kick_any: set[str] = set()
@@ -183,6 +264,11 @@ class ControlPlane:
         self.counters[f"acks_{outcome.value}"] += 1
         if row is None:
             return
+        if outcome is AckOutcome.FINAL and row.deadline is None:
+            # Acked while still `sending`: the ack proves delivery, so `sent` first.
+            self._publish_event(
+                "command_update", row.device_id, command_service.sent_view(row), now
+            )
         if outcome in (AckOutcome.FINAL, AckOutcome.PROGRESS, AckOutcome.LATE):
             self._emit(row, now)
         if outcome in (AckOutcome.FINAL, AckOutcome.DUPLICATE):
@@ -210,6 +296,8 @@ class ControlPlane:
         if self._run_task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._run_task, STOP_TIMEOUT_SECONDS)
+        if self._sending:  # publishes awaiting their PUBACK; unrecorded ones go stale
+            await asyncio.wait(set(self._sending), timeout=STOP_TIMEOUT_SECONDS)
 
     async def run(self) -> None:
         self._run_task = asyncio.current_task()
@@ -236,11 +324,19 @@ class ControlPlane:
                     rows: list[CommandRow] = []
                     if online:
                         rows += await command_service.claim(
-                            session, device_ids=sorted(online), now=now, require_online=False
+                            session,
+                            device_ids=sorted(online),
+                            now=now,
+                            owner=self.owner,
+                            require_online=False,
                         )
                     if maybe:
                         rows += await command_service.claim(
-                            session, device_ids=sorted(maybe), now=now, require_online=True
+                            session,
+                            device_ids=sorted(maybe),
+                            now=now,
+                            owner=self.owner,
+                            require_online=True,
                         )
             except Exception:
                 log.exception("dispatching commands failed; retrying")
@@ -252,15 +348,20 @@ class ControlPlane:
             self._send(rows, now)
 
     def _send(self, rows: list[CommandRow], now: float) -> None:
-        """Publish claimed commands (after their 'sent' state is committed)."""
+        """Publish claimed commands (their `sending` claim is committed) in the
+        background, so the loops go on while the broker's PUBACKs come back."""
+        if not rows:
+            return
         for row in rows:
-            self._publish(
-                command_topic(row.device_id), orjson.dumps(command_service.wire_payload(row)), 1
-            )
-            self.counters["sent"] += 1
-            self._emit(row, now)
-            if row.deadline is not None and row.deadline < self._next_sweep_at:
-                self._sweep_wake.set()
+            self._emit(row, now)  # sending
+        task = asyncio.create_task(self._send_and_track(rows))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_and_track(self, rows: list[CommandRow]) -> None:
+        sent = await self.sender.send(rows)
+        if any(r.deadline is not None and r.deadline < self._next_sweep_at for r in sent):
+            self._sweep_wake.set()
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
@@ -269,21 +370,24 @@ class ControlPlane:
             try:
                 async with self.sessions.begin() as session:
                     finished = await command_service.sweep(session, now=now)
+                    # Snapshots: a re-queued command may be claimed again just below.
+                    changes = [command_service.to_dict(row) for row in finished]
                     now = time.time()
                     claimed = await command_service.claim(
-                        session, device_ids=None, now=now, require_online=True
+                        session, device_ids=None, now=now, owner=self.owner, require_online=True
                     )
                     upcoming = await command_service.next_deadline(session)
             except Exception:
                 log.exception("command sweep failed; retrying")
-                finished, claimed, upcoming = [], [], None
-            for row in finished:
-                self.counters[row.status] += 1
-                self._emit(row, now)
-                if row.rollout_id is not None:
+                changes, claimed, upcoming = [], [], None
+            for change in changes:
+                status = change["status"]
+                self.counters["requeued" if status == CommandStatus.QUEUED else status] += 1
+                self._publish_event("command_update", change["device_id"], change, now)
+                if change["rollout_id"] is not None:
                     self._rollout_wake.set()
-                if row.source == "shadow":
-                    self.on_state(row.device_id)
+                if change["source"] == "shadow" and status != CommandStatus.QUEUED:
+                    self.on_state(change["device_id"])
             self._send(claimed, now)
             if upcoming is not None:
                 delay = min(delay, max(0.01, upcoming - time.time() + 0.005))

@@ -76,6 +76,7 @@ class Worker:
             sessions=self.ingestor.sessions,
             publish=lambda topic, payload, qos: self.link.publish(topic, payload, qos=qos),
             publish_event=self._publish_event,
+            publish_confirmed=self.link.publish_confirmed,
         )
         self.ingestor.control = self.control
         # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).

@@ -71,3 +71,27 @@ def test_reboot_and_ota_params():
         {"url": "http://h", "sha256": sha, "version": "1", "size": 0},
     ):
         raises(CommandError, commands.ota_params, "c", params)
+
+
+def test_recent_answers_a_repeat_with_the_first_ack():
+    recent = commands.Recent(size=3)
+    assert recent.begin("a") is None
+    assert recent.begin("a") is commands.Recent.RUNNING  # first delivery still running
+    recent.finish({"id": "a", "status": "progress", "result": {"stage": "x"}})
+    assert recent.begin("a") is commands.Recent.RUNNING  # progress is not an answer
+    ack = {"id": "a", "status": "ok", "result": {"n": 1}}
+    recent.finish(ack)
+    assert recent.begin("a") == ack
+    recent.finish({"id": "zz", "status": "ok"})  # unknown ids are not remembered
+    assert recent.begin("zz") is None
+    assert recent.repeats == 3
+
+
+def test_recent_is_bounded_and_forgets_the_oldest():
+    recent = commands.Recent(size=2)
+    for cid in ("a", "b", "c"):
+        assert recent.begin(cid) is None
+        recent.finish({"id": cid, "status": "error", "error": "e"})
+    assert len(recent) == 2
+    assert recent.begin("a") is None  # forgotten: runs again
+    assert recent.begin("c")["error"] == "e"

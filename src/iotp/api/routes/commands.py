@@ -18,7 +18,9 @@ from iotp.api.control import (
     CommandStatsPublic,
     emit,
     mapped_errors,
+    publisher,
     request,
+    send_claimed,
     wait_for_end,
 )
 from iotp.api.deps import SessionDep, StateDep
@@ -56,12 +58,16 @@ async def send_command(
             params=body.params,
             ack_timeout=body.timeout,
             ttl=body.ttl,
+            claim_if_online=publisher(state),
         )
     await session.commit()
     data = command_service.to_dict(row)
     futures = state.command_waiters.watch([row.id]) if wait else {}
     emit(state, data, row.created_at)
-    request(state, "dispatch", [device_id])
+    if row.status == CommandStatus.SENDING:  # device online: published from here
+        send_claimed(state, [row])
+    else:
+        request(state, "dispatch", [device_id])
     if wait:
         ended = await wait_for_end(
             state, session, futures, seconds=row.timeout + WAIT_GRACE_SECONDS
@@ -121,6 +127,7 @@ async def bulk_command(
         BulkResult(device_id=d, ok=False, error=f"device {d!r} not found") for d in missing
     ]
     rows = []
+    owner = publisher(state)
     for device in devices:
         try:
             wire, params = command_service.validate(
@@ -137,6 +144,7 @@ async def bulk_command(
             ttl=body.ttl,
             now=now,
             source="bulk",
+            claimed_by=owner if device.status == "online" else None,
         )
         session.add(row)
         rows.append(row)
@@ -145,8 +153,10 @@ async def bulk_command(
     futures = state.command_waiters.watch(data) if wait else {}
     for command in data.values():
         emit(state, command, now)
-    if rows:
-        request(state, "dispatch", [row.device_id for row in rows])
+    send_claimed(state, [row for row in rows if row.status == CommandStatus.SENDING])
+    queued = [row.device_id for row in rows if row.status == CommandStatus.QUEUED]
+    if queued:
+        request(state, "dispatch", queued)
     if wait and rows:
         data.update(
             await wait_for_end(state, session, futures, seconds=body.timeout + WAIT_GRACE_SECONDS)
@@ -177,7 +187,7 @@ async def get_command(session: SessionDep, command_id: str) -> CommandPublic:
 
 @router.delete("/api/commands/{command_id}", response_model=CommandPublic)
 async def cancel_command(state: StateDep, session: SessionDep, command_id: str) -> CommandPublic:
-    """Cancel a queued command (409 once it has been sent or has finished)."""
+    """Cancel a queued command (409 once it is being sent, was sent or has finished)."""
     with mapped_errors():
         row = await command_service.cancel(session, command_id=command_id, now=time.time())
     await session.commit()

@@ -229,6 +229,7 @@ function CustomCommand({ suggestions, onSubmit }: { suggestions: string[]; onSub
 export function CommandStatus({ status }: { status: string }) {
   const color: Record<string, string> = {
     queued: "default",
+    sending: "processing",
     sent: "processing",
     acked: "success",
     failed: "error",

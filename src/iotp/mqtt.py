@@ -61,6 +61,7 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         if ack_after_handler:
             # gmqtt would wrap every message in a Task to delay its PUBACK; at tens of
             # thousands of messages per second that Task is the largest cost. Instead the
@@ -71,12 +72,8 @@ class MqttLink:
         self._generation = 0
         self._background: set[asyncio.Future[None]] = set()
         self._acks_waiting: dict[asyncio.Future[None], list[int]] = {}
-        # publish_confirmed: the broker's PUBACK for our own QoS 1 publishes. gmqtt has
-        # no public hook; removing a message from its resend store marks the PUBACK.
-        self._pubacks: dict[int, asyncio.Future[None]] = {}
-        package_handler: Any = self._client._package_handler
-        self._forget_stored: Callable[[int], None] = package_handler._remove_message_from_queue
-        package_handler._remove_message_from_queue = self._on_puback
+        # SUBSCRIBE packets sent on the current connection whose SUBACK has not come yet.
+        self._subacks: dict[int, asyncio.Future[None]] = {}
 
     @property
     def is_connected(self) -> bool:
@@ -86,11 +83,15 @@ class MqttLink:
         self._generation += 1
         log.info("MQTT connected to %s as %s", self.url, self.client_id)
         for topic, qos in self.subscriptions:
-            client.subscribe(topic, qos=qos)
+            self._send_subscribe(topic, qos)
         self.connected.set()
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self.connected.clear()
+        # No SUBACK comes for these any more; the next connection subscribes anew.
+        for waiter in self._subacks.values():
+            waiter.cancel()
+        self._subacks.clear()
         if not self._closing:
             log.warning("MQTT connection to %s lost; reconnecting", self.url)
 
@@ -143,11 +144,38 @@ class MqttLink:
         packets = b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
         self._client._connection._protocol.write_data(packets)
 
+    def _send_subscribe(self, topic: str, qos: int) -> None:
+        mid = self._client.subscribe(topic, qos=qos)
+        if isinstance(mid, int):
+            self._subacks[mid] = asyncio.get_running_loop().create_future()
+
+    def _on_subscribe(self, client: Any, mid: int, granted: Sequence[int], properties: Any) -> None:
+        waiter = self._subacks.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if any(q >= 0x80 for q in granted):
+            log.warning("MQTT broker %s refused a subscription (SUBACK %s)", self.url, granted)
+
     def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now if connected (and after every reconnect). Returns at once; await
+        ``until_subscribed`` to know the broker has acknowledged it."""
         if (topic, qos) not in self.subscriptions:
             self.subscriptions.append((topic, qos))
         if self.is_connected:
-            self._client.subscribe(topic, qos=qos)
+            self._send_subscribe(topic, qos)
+
+    async def until_subscribed(self) -> None:
+        """Return once the link is connected and the broker has acknowledged (SUBACK)
+        every subscription sent so far: messages published from then on reach us. Waits
+        through reconnects; callers bound it with a timeout."""
+        while True:
+            if not self.is_connected:
+                await self.connected.wait()
+                continue
+            pending = [w for w in self._subacks.values() if not w.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending)  # a disconnect cancels them: then look again
 
     def unsubscribe(self, topic: str) -> None:
         self.subscriptions = [s for s in self.subscriptions if s[0] != topic]
@@ -186,30 +214,6 @@ class MqttLink:
             log.debug("link closed; not publishing to %s", topic)
             return
         self._client.publish(topic, payload, qos=qos, retain=retain)
-
-    def publish_confirmed(self, topic: str, payload: bytes | str) -> asyncio.Future[None]:
-        """QoS 1 publish whose future completes when the broker has acknowledged it
-        (PUBACK): only then is the message the broker's. While the link is down gmqtt
-        keeps it and resends it after reconnecting; the caller bounds the wait. Fails
-        at once when the link is not connected or closed."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._closing or not self.is_connected:
-            future.set_exception(ConnectionError("MQTT link is not connected"))
-            return future
-        message = gmqtt.Message(topic, payload, qos=1)
-        mid, package = self._client._connection.publish(message)
-        self._client._persistent_storage.push_message(mid, package)
-        previous = self._pubacks.pop(mid, None)  # an id reused after its wait was given up
-        if previous is not None and not previous.done():
-            previous.set_exception(ConnectionError("packet id reused before its PUBACK"))
-        self._pubacks[mid] = future
-        return future
-
-    def _on_puback(self, mid: int) -> None:
-        self._forget_stored(mid)
-        future = self._pubacks.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(None)
 
     async def close(self) -> None:
         self._closing = True

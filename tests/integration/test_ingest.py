@@ -53,10 +53,9 @@ async def _stats(stack: Stack) -> dict[str, Any]:
 
 
 async def test_newcomer_flow_device_appears_with_data_live(stack: Stack) -> None:
-    ws = await _ws(stack, ["device_registered", "device_data", "device_status"], ["*"])
-    # The API subscribes to the raw data stream on demand; give the broker a moment.
-    await asyncio.sleep(0.3)
     device = await stack.device()
+    # "subscribed" means live (the API's on-demand data subscription is acknowledged).
+    ws = await _ws(stack, ["device_registered", "device_data", "device_status"], ["*"])
     device.publish(f"devices/{DEV}/data", b'{"temperature": 21.5}')
 
     events = await _collect(ws, {"device_registered", "device_data", "device_status"})
@@ -228,9 +227,8 @@ async def test_presence_last_will_timeout_and_return(stack: Stack) -> None:
 
 
 async def test_websocket_device_filter_and_unsubscribe(stack: Stack) -> None:
-    ws = await _ws(stack, ["device_data"], ["WANTED"])
-    await asyncio.sleep(0.3)
     device = await stack.device()
+    ws = await _ws(stack, ["device_data"], ["WANTED"])  # live once answered
     device.publish("devices/OTHER/data", b'{"t": 1}')
     device.publish("devices/WANTED/data", b'{"t": 2}')
     event = await _next_event(ws, "device_data")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -29,6 +29,7 @@ EVENT_TYPES = frozenset(
     }
 )
 ALL = "*"
+LIVE_TIMEOUT_SECONDS = 10.0
 
 
 class Client:
@@ -47,12 +48,18 @@ class Client:
 
 class Hub:
     def __init__(
-        self, queue_size: int, on_interest_change: Callable[[], None] | None = None
+        self,
+        queue_size: int,
+        on_interest_change: Callable[[], None] | None = None,
+        until_live: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.queue_size = queue_size
         self.clients: set[Client] = set()
         self.dropped_total = 0
         self._on_interest_change = on_interest_change
+        # Awaited before a subscribe is answered: once it returns, every event the client
+        # asked for reaches it (e.g. the broker has acknowledged the API's subscriptions).
+        self._until_live = until_live
 
     def wanted_events(self) -> set[str]:
         out: set[str] = set()
@@ -77,7 +84,7 @@ class Hub:
         try:
             while True:
                 message = await ws.receive_text()
-                reply = self._handle_request(client, message)
+                reply = await self._handle_request(client, message)
                 await ws.send_text(reply)
         except WebSocketDisconnect:
             pass
@@ -99,7 +106,7 @@ class Hub:
                     orjson.dumps({"type": "dropped", "count": client.dropped}).decode()
                 )
 
-    def _handle_request(self, client: Client, message: str) -> str:
+    async def _handle_request(self, client: Client, message: str) -> str:
         try:
             req = orjson.loads(message)
         except orjson.JSONDecodeError:
@@ -126,6 +133,15 @@ class Hub:
             if devices != [ALL]:
                 client.devices -= set(devices)
         self._interest_changed()
+        if action == "subscribe" and self._until_live is not None:
+            # "subscribed" promises every event from now on: not before the sources are
+            # live. Bounded: a broker that is away must not hang the client.
+            try:
+                await asyncio.wait_for(self._until_live(), LIVE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning(
+                    "event sources not live after %.0f s; answering anyway", LIVE_TIMEOUT_SECONDS
+                )
         return orjson.dumps(
             {
                 "type": "subscribed",

@@ -74,6 +74,12 @@ class MqttLink:
         self._acks_waiting: dict[asyncio.Future[None], list[int]] = {}
         # SUBSCRIBE packets sent on the current connection whose SUBACK has not come yet.
         self._subacks: dict[int, asyncio.Future[None]] = {}
+        # publish_confirmed: the broker's PUBACK for our own QoS 1 publishes. gmqtt has
+        # no public hook; removing a message from its resend store marks the PUBACK.
+        self._pubacks: dict[int, asyncio.Future[None]] = {}
+        package_handler: Any = self._client._package_handler
+        self._forget_stored: Callable[[int], None] = package_handler._remove_message_from_queue
+        package_handler._remove_message_from_queue = self._on_puback
 
     @property
     def is_connected(self) -> bool:
@@ -214,6 +220,30 @@ class MqttLink:
             log.debug("link closed; not publishing to %s", topic)
             return
         self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def publish_confirmed(self, topic: str, payload: bytes | str) -> asyncio.Future[None]:
+        """QoS 1 publish whose future completes when the broker has acknowledged it
+        (PUBACK): only then is the message the broker's. While the link is down gmqtt
+        keeps it and resends it after reconnecting; the caller bounds the wait. Fails
+        at once when the link is not connected or closed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closing or not self.is_connected:
+            future.set_exception(ConnectionError("MQTT link is not connected"))
+            return future
+        message = gmqtt.Message(topic, payload, qos=1)
+        mid, package = self._client._connection.publish(message)
+        self._client._persistent_storage.push_message(mid, package)
+        previous = self._pubacks.pop(mid, None)  # an id reused after its wait was given up
+        if previous is not None and not previous.done():
+            previous.set_exception(ConnectionError("packet id reused before its PUBACK"))
+        self._pubacks[mid] = future
+        return future
+
+    def _on_puback(self, mid: int) -> None:
+        self._forget_stored(mid)
+        future = self._pubacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     async def close(self) -> None:
         self._closing = True

@@ -20,6 +20,7 @@ from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
+from iotp.worker.control import Sender
 from iotp.worker.events import encode_event, event_topic
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,15 @@ class ApiState:
         )
         self._data_subscribed = False
         self._tasks: list[asyncio.Task[Any]] = []
+        # Device control: commands to online devices are published from here (the worker
+        # handles the rest); sends awaiting the broker's PUBACK run in the background.
+        self.command_sender = Sender(
+            sessions=self.sessions,
+            owner=self.component_id,
+            publish_confirmed=self.link.publish_confirmed,
+            emit=self._command_update,
+        )
+        self.command_sends: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._connect(), name="api-mqtt"))
@@ -60,8 +70,14 @@ class ApiState:
         await self.link.connect()
 
     async def stop(self) -> None:
+        if self.command_sends:  # let PUBACKs in flight be recorded (else: stale claims)
+            await asyncio.wait(set(self.command_sends), timeout=5)
         await cancel_all(self._tasks)
         await self.link.close()
+
+    def _command_update(self, command: dict[str, Any], ts: float) -> None:
+        topic = event_topic(self.events_prefix, "command_update", command["device_id"])
+        self.link.publish(topic, encode_event("command_update", command["device_id"], command, ts))
 
     def publish_event(self, event_type: str, device_id: str, payload: dict[str, Any]) -> None:
         """An event for every API instance's WebSocket clients (through the broker)."""

@@ -4,7 +4,7 @@
 import asyncio
 
 from iotfw import (DEVICE_TYPE, VERSION, automation, clock, commands, identity, ota,
-                   payloads, settings)
+                   payloads, provision, settings, tls)
 from iotfw.backoff import Backoff
 from iotfw.commands import CommandError
 from iotfw.mqtt import MQTTClient
@@ -15,6 +15,7 @@ NTP_RESYNC_S = 6 * 3600
 NTP_RETRY_S = 60
 PORTAL_RETRY_S = 600  # with stored credentials, retry station mode this often
 MIN_FREE_MEM = 8192
+REFUSAL_BACKOFF_BASE_S = 1.0  # pause after a refused login before the next account
 _ASYNC = object()  # a handler that sends its own final ack
 
 
@@ -33,6 +34,12 @@ class Device:
         self.servo = None
         self.seq = 0
         self.mqtt = None
+        self.creds = None  # provision.Credentials: which account, provisioning state
+        self.prov_link = None  # the MQTT client of a provisioning exchange
+        self.link_status = None
+        self._tls_ctx = None
+        self._relink = asyncio.Event()
+        self._refusal_backoff = None
         self.automation = None
         self.webhook = None
         self.ota_state = None
@@ -137,6 +144,8 @@ class Device:
         self.request_reboot("crash")
 
     async def _finish(self):
+        if self.prov_link is not None:
+            self.prov_link.kill()
         if self._reason == "crash":
             await self._stop_tasks()
             if self.mqtt is not None:
@@ -221,25 +230,174 @@ class Device:
 
     # -- MQTT ---------------------------------------------------------------
 
+    def _broker_address(self):
+        if self.broker is not None:
+            return self.broker[0], self.broker[1]
+        cfg = self.cfg.data
+        return cfg["mqtt_host"], cfg["mqtt_port"]
+
+    def _credential_settings(self):
+        cfg = self.cfg.data
+        if self.broker is not None and self.broker[2] is not None:
+            # credentials handed in (simulator --broker mqtt://user:pass@...) win
+            view = dict(cfg)
+            view["mqtt_user"], view["mqtt_password"] = self.broker[2], self.broker[3] or ""
+            return view
+        return cfg
+
+    def _tls(self):
+        """ssl= for the MQTT clients: False, True, or a context pinning mqtt_ca."""
+        cfg = self.cfg.data
+        if not cfg["mqtt_tls"]:
+            return False
+        if self._tls_ctx is None:
+            self._tls_ctx = tls.client_context(cfg["mqtt_ca"] or None)
+        return self._tls_ctx
+
+    def _save(self, updates):
+        if updates:
+            try:
+                self.cfg.update(updates)
+            except Exception as exc:  # noqa: BLE001 - keep going with what is in memory
+                self.log("storing credentials failed: %r" % (exc,))
+
+    def _new_secret(self):
+        rnd = getattr(self.hal, "random_bytes", None)
+        if rnd is None:
+            import os
+
+            rnd = os.urandom
+        return provision.new_secret(rnd)
+
     def _start_mqtt(self):
         cfg = self.cfg.data
-        if self.broker is not None:
-            host, port, user, password = self.broker
-        else:
-            host, port = cfg["mqtt_host"], cfg["mqtt_port"]
-            user, password = cfg["mqtt_user"] or None, cfg["mqtt_password"] or None
+        host, port = self._broker_address()
+        self.creds = provision.Credentials(self.node_id, self._new_secret)
+        self._save(self.creds.configure(self._credential_settings()))
+        user, password = self.creds.login()
         rand = self.rand
         self.mqtt = MQTTClient(
             self.node_id, host, port, user, password, keepalive=cfg["mqtt_keepalive"],
-            will=(self._t["status"], b"offline", 1, True), ssl=cfg["mqtt_tls"],
+            will=(self._t["status"], b"offline", 1, True), ssl=self._tls(),
             on_connect=self._on_connect, on_message=self._on_message,
             backoff=Backoff(base=1.0, cap=60.0, rand=rand.random if rand else None),
-            log=self.log)
+            log=self.log, on_refused=self._on_refused)
         self.mqtt.subscribe(self._t["commands"], 1)
-        self._spawn(self.mqtt.run(), critical=True)
+        self._refusal_backoff = Backoff(base=REFUSAL_BACKOFF_BASE_S, cap=60.0,
+                                        rand=rand.random if rand else None)
+        self._spawn(self._link(), critical=True)
+
+    # -- credentials and provisioning (secure mode, iotfw/provision.py) ------
+
+    async def _link(self):
+        """Keeps the device's MQTT link up with the right account: its own
+        credentials, or provisioning with the fleet secret first. Never returns (a
+        stopped device keeps measuring and automating offline)."""
+        creds = self.creds
+        while True:
+            if creds.stopped():
+                self._show_status("stopped")
+                self.log("MQTT stopped: " + creds.reason)
+                await self._relink.wait()  # new settings (or a reboot) start over
+                self._relink.clear()
+                continue
+            if creds.provisioning():
+                self._show_status("provisioning")
+                await self._provision()
+            else:
+                m = self.mqtt
+                m.user, m.password = creds.login()
+                await m.run()  # returns when the login was refused and must change
+                if m.closed:  # the device is shutting down
+                    return
+            if not creds.stopped() and creds.refusals:
+                await asyncio.sleep(self._refusal_backoff.next_delay())
+
+    def _on_refused(self, rc):
+        """The device's own (or anonymous, or probing) login was refused."""
+        creds = self.creds
+        was = creds.login()
+        self._save(creds.refused(rc))
+        return creds.stopped() or creds.provisioning() or creds.login() != was
+
+    def _credentials_ok(self):
+        self._save(self.creds.connected())
+        self._refusal_backoff.reset()
+        self._show_status("ok")
+
+    async def _provision(self):
+        """Asks the platform for approval with the fleet secret until approved (then
+        the device logs in as itself) or stopped; waiting never blocks the device."""
+        creds = self.creds
+        node = self.node_id
+        host, port = self._broker_address()
+        leave = asyncio.Event()
+        user, fleet = creds.login()
+
+        def ask():
+            link.publish(provision.request_topic(node), provision.request_payload(creds.secret), 1)
+            creds.asked()
+
+        def on_connect():
+            creds.connected()
+            ask()
+
+        def on_message(topic, payload):
+            before = creds.mode
+            self._save(creds.answer(payload))
+            if creds.mode != before and creds.mode == provision.PENDING:
+                self._show_status("pending")
+                self.log("provisioning: waiting for approval of %s" % node)
+            if not creds.provisioning():
+                if creds.mode == provision.OWN:
+                    self.log("provisioning: approved, connecting as %s" % node)
+                leave.set()
+
+        def on_refused(rc):
+            self._save(creds.refused(rc))
+            if not creds.provisioning():
+                leave.set()
+                return True
+            return False
+
+        rand = self.rand
+        link = MQTTClient(
+            node, host, port, user, fleet, keepalive=self.cfg.get("mqtt_keepalive"),
+            ssl=self._tls(), on_connect=on_connect, on_message=on_message,
+            on_refused=on_refused, max_queue=2,
+            backoff=Backoff(base=1.0, cap=60.0, rand=rand.random if rand else None),
+            log=self.log)
+        link.subscribe(provision.response_topic(node), 1)
+        self.prov_link = link
+        runner = asyncio.create_task(link.run())
+        try:
+            while not leave.is_set() and not runner.done():
+                try:
+                    await asyncio.wait_for(leave.wait(), creds.ask_delay())
+                except asyncio.TimeoutError:
+                    if link.connected:
+                        ask()  # the answer is not retained: ask again now and then
+        finally:
+            self.prov_link = None
+            await link.close(timeout=0.5)
+            try:
+                await runner
+            except Exception:  # noqa: BLE001, S110 - it never raises; be sure
+                pass
+
+    def _show_status(self, what):
+        """ok, provisioning, pending or stopped: on a status LED where the HAL has one."""
+        self.link_status = what
+        show = getattr(self.hal, "show_status", None)
+        if show is not None:
+            try:
+                show(what)
+            except Exception:  # noqa: BLE001, S110 - a LED never stops the device
+                pass
 
     def _on_connect(self):
         m = self.mqtt
+        self._credentials_ok()
         # info first: a platform registers a new device from the first message it
         # sees, and only info carries the suggested name
         m.publish(self._t["info"], payloads.encode(self.info()), 1, True)
@@ -483,14 +641,22 @@ class Device:
         reconnect = [k for k in changed if k in settings.RECONNECT_KEYS]
         if reconnect and self.broker is None and self.mqtt is not None:
             m = self.mqtt
+            self._tls_ctx = None
             m.host, m.port = cfg["mqtt_host"], cfg["mqtt_port"]
-            m.user, m.password = cfg["mqtt_user"] or None, cfg["mqtt_password"] or None
-            m.ssl, m.keepalive = cfg["mqtt_tls"], cfg["mqtt_keepalive"]
+            m.ssl, m.keepalive = self._tls(), cfg["mqtt_keepalive"]
+            creds_keys = ("mqtt_user", "mqtt_password", "fleet_secret")
+            if [k for k in changed if k in creds_keys]:
+                self._save(self.creds.configure(cfg))
+                self._relink.set()
+            m.user, m.password = self.creds.login()
             self._spawn(self._reconnect_later())
 
     async def _reconnect_later(self):
         await asyncio.sleep(0.5)  # the ack goes out first
-        self.mqtt.kill()
+        if self.creds is not None and (self.creds.provisioning() or self.creds.stopped()):
+            self.mqtt.halt()  # another account now: the link loop takes over
+        else:
+            self.mqtt.kill()
 
     def _cmd_automation(self, cid, params):
         try:

@@ -14,6 +14,8 @@
 #             ap_stop()
 #   system:   uptime() -> s, free_mem() -> bytes|None, reset(), wdt_start(ms),
 #             wdt_feed(), log(msg)
+#   optional: show_status(what) with what in ok, provisioning, pending, stopped (a
+#             status LED), random_bytes(n) (else os.urandom)
 import asyncio
 import gc
 import os
@@ -77,6 +79,7 @@ class Hal:
         self._relays = {}
         self._active_low = False
         self._servo = None
+        self._led = None
         self._last_dht = None
         self._last_dht_ms = 0
         self._boot_ms = time.ticks_ms()
@@ -145,6 +148,8 @@ class Hal:
                 self._relays[name] = machine.Pin(pin, machine.Pin.OUT)
         if cfg["pin_servo"] >= 0:
             self._servo = machine.PWM(machine.Pin(cfg["pin_servo"]), freq=50)
+        if cfg.get("pin_led", -1) >= 0:
+            self._led = machine.Pin(cfg["pin_led"], machine.Pin.OUT)
 
     def sensors(self):
         names = []
@@ -182,6 +187,12 @@ class Hal:
         if self._servo is not None:
             # 0.5 ms .. 2.5 ms pulse in a 20 ms period
             self._servo.duty_ns(500000 + angle * 2000000 // 180)
+
+    def show_status(self, what):
+        """The status LED (pin_led): on while the device cannot reach the platform as
+        itself (provisioning, waiting for approval, or stopped: see the log)."""
+        if self._led is not None:
+            self._led.value(0 if what == "ok" else 1)
 
     # -- clock --------------------------------------------------------------
 

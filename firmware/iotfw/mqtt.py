@@ -19,12 +19,20 @@ class MQTTError(Exception):
     pass
 
 
+class MQTTRefused(MQTTError):
+    """The broker answered CONNACK with a refusal (rc 1..5)."""
+
+    def __init__(self, rc):
+        MQTTError.__init__(self, "connection refused: " + mqttpkt.CONNACK_REASONS.get(rc, str(rc)))
+        self.rc = rc
+
+
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, will=None, ssl=False, clean_session=True,
                  on_connect=None, on_message=None, on_disconnect=None, backoff=None,
                  max_inflight=20, max_queue=100, ack_timeout=10.0, connect_timeout=10.0,
-                 log=None):
+                 log=None, on_refused=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -32,11 +40,15 @@ class MQTTClient:
         self.password = password
         self.keepalive = keepalive
         self.will = will  # (topic, payload, qos, retain)
-        self.ssl = ssl
+        self.ssl = ssl  # False, True or an SSL context (iotfw.tls.client_context)
         self.clean_session = clean_session
         self.on_connect = on_connect  # called (not awaited) after CONNACK
         self.on_message = on_message  # on_message(topic, payload_bytes)
         self.on_disconnect = on_disconnect
+        # on_refused(rc) after a refused CONNACK; returning True ends run() (the owner
+        # changes the login and calls run() again)
+        self.on_refused = on_refused
+        self.refused = 0
         self.backoff = backoff or Backoff(base=1.0, cap=60.0)
         self.max_inflight = max_inflight
         self.max_queue = max_queue
@@ -58,6 +70,7 @@ class MQTTClient:
         self._transport = None
         self._pid = 0
         self._closing = False
+        self._halt = False
         self._last_rx = 0
         self._last_tx = 0
         self._buffer = b""
@@ -67,6 +80,10 @@ class MQTTClient:
     @property
     def connected(self):
         return self.up.is_set()
+
+    @property
+    def closed(self):
+        return self._closing
 
     def subscribe(self, topic_filter, qos=1):
         """Registers a subscription; it is sent on every connect."""
@@ -119,15 +136,21 @@ class MQTTClient:
         return not self.unacked()
 
     async def run(self):
-        """Connects and keeps the link up until close(); never raises. A closed
-        client stays closed."""
-        while not self._closing:
+        """Connects and keeps the link up until close() (or until on_refused asks to
+        stop, or halt()); never raises. A closed client stays closed."""
+        self._halt = False
+        self._stop = asyncio.Event()
+        while not self._closing and not self._halt:
             try:
                 await self._connect()
             except Exception as exc:  # noqa: BLE001 - any failure means: retry later
                 self.last_error = repr(exc)
                 self._log("connect to %s:%s failed: %r" % (self.host, self.port, exc))
                 await self._drop()
+                if isinstance(exc, MQTTRefused):
+                    self.refused += 1
+                    if self._refused(exc.rc):
+                        return
                 await self._pause(self.backoff.next_delay())
                 continue
             self.backoff.reset()
@@ -137,7 +160,7 @@ class MQTTClient:
                 self.last_error = repr(exc)
                 self._log("link lost: %r" % (exc,))
             await self._drop()
-            if not self._closing:
+            if not self._closing and not self._halt:
                 await self._pause(self.backoff.next_delay())
 
     async def close(self, timeout=2.0):
@@ -160,7 +183,23 @@ class MQTTClient:
         """Drops the TCP connection without DISCONNECT (the broker sends the will)."""
         self._abort()
 
+    def halt(self):
+        """Like kill(), and run() returns instead of reconnecting (it may be run again,
+        e.g. with another login)."""
+        self._halt = True
+        self._abort()
+        self._stop.set()
+
     # -- internals ----------------------------------------------------------
+
+    def _refused(self, rc):
+        if self.on_refused is None:
+            return False
+        try:
+            return bool(self.on_refused(rc))
+        except Exception as exc:  # noqa: BLE001
+            self._log("on_refused failed: %r" % (exc,))
+            return False
 
     def _log(self, msg):
         if self.log:
@@ -231,7 +270,7 @@ class MQTTClient:
 
     async def _connect(self):
         if self.ssl:
-            opener = asyncio.open_connection(self.host, self.port, ssl=True)
+            opener = asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         else:
             opener = asyncio.open_connection(self.host, self.port)
         reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
@@ -248,8 +287,7 @@ class MQTTClient:
         if packet["type"] != mqttpkt.CONNACK:
             raise MQTTError("expected CONNACK")
         if packet["rc"] != 0:
-            raise MQTTError("connection refused: " + mqttpkt.CONNACK_REASONS.get(
-                packet["rc"], str(packet["rc"])))
+            raise MQTTRefused(packet["rc"])
         self.connects += 1
         self._last_rx = clock.now_ms()
 

@@ -1,6 +1,6 @@
 # Wi-Fi provisioning: a captive portal on the setup access point. A tiny asyncio
 # HTTP server shows the nearby networks and a form (Wi-Fi password, MQTT broker,
-# device name); saving validates and stores the config, then the device reboots
+# TLS and its CA certificate, the fleet provisioning secret, device name); saving validates and stores the config, then the device reboots
 # into station mode. A small DNS responder points every name at the portal so
 # phones open it by themselves.
 import asyncio
@@ -8,9 +8,9 @@ import asyncio
 from iotfw import settings
 
 AP_IP = "192.168.4.1"
-MAX_BODY = 2048
+MAX_BODY = 12288  # a PEM certificate, URL-encoded, fits
 FORM_FIELDS = ("ssid", "ssid_manual", "password", "mqtt_host", "mqtt_port", "mqtt_user",
-               "mqtt_password", "name")
+               "mqtt_password", "mqtt_tls", "mqtt_ca", "fleet_secret", "name")
 # URLs that phones and laptops probe to detect a captive portal
 PROBES = ("/generate_204", "/gen_204", "/hotspot-detect.html", "/connecttest.txt",
           "/ncsi.txt", "/success.txt", "/library/test/success.html", "/redirect")
@@ -72,14 +72,23 @@ def form_to_config(form):
     host = form.get("mqtt_host", "").strip()
     if not host:
         raise settings.ConfigError("enter the MQTT broker host")
-    port_text = form.get("mqtt_port", "").strip() or "1883"
+    use_tls = form.get("mqtt_tls", "") in ("on", "1", "true")
+    port_text = form.get("mqtt_port", "").strip() or ("8883" if use_tls else "1883")
     if not port_text.isdigit():
         raise settings.ConfigError("MQTT port must be a number")
     updates = {"wifi_ssid": ssid, "wifi_password": form.get("password", ""),
                "mqtt_host": host, "mqtt_port": int(port_text),
                "mqtt_user": form.get("mqtt_user", "").strip(),
                "mqtt_password": form.get("mqtt_password", ""),
+               "mqtt_tls": use_tls,
+               "mqtt_ca": form.get("mqtt_ca", "").strip().replace("\r\n", "\n"),
                "name": form.get("name", "").strip()}
+    if updates["mqtt_ca"]:
+        updates["mqtt_ca"] += "\n"
+    # the fleet secret is never shown again: an empty field keeps the stored one
+    fleet = form.get("fleet_secret", "").strip()
+    if fleet:
+        updates["fleet_secret"] = fleet
     settings.validate(updates)
     return updates
 
@@ -118,6 +127,12 @@ def render_page(networks, cfg, node_id, message="", error=""):
         field("MQTT port", "mqtt_port", str(cfg.get("mqtt_port") or 1883), "number"),
         field("MQTT user", "mqtt_user", cfg.get("mqtt_user") or ""),
         field("MQTT password", "mqtt_password", "", "password"),
+        "<label><input type=\"checkbox\" name=\"mqtt_tls\" value=\"on\" style=\"width:auto\"%s>"
+        " TLS (mqtts, port 8883)</label>" % (" checked" if cfg.get("mqtt_tls") else ""),
+        "<label>Broker CA certificate (PEM; pins TLS to it)<textarea name=\"mqtt_ca\" rows=\"4\""
+        " style=\"width:100%%\">%s</textarea></label>" % escape(cfg.get("mqtt_ca") or ""),
+        field("Fleet provisioning secret (secure mode; empty keeps the stored one)",
+              "fleet_secret", "", "password"),
         field("Device name", "name", cfg.get("name") or ""),
         "<button type=\"submit\">Save and restart</button></form></body></html>",
     ])

@@ -1,9 +1,10 @@
 # Device configuration: JSON on flash, defaults, validation. A missing or corrupt
 # file, or a bad value in it, falls back to defaults instead of bricking the device.
-from iotfw import automation, jsonx
+from iotfw import automation, jsonx, tls
 
 CONFIG_FILE = "config.json"
-SECRET_KEYS = ("wifi_password", "mqtt_password")
+SECRET_KEYS = ("wifi_password", "mqtt_password", "fleet_secret", "provision_secret")
+MAX_CA_PEM = 4096
 SECRET_MASK = "********"
 
 
@@ -18,6 +19,9 @@ def _defaults():
         "mqtt_user": "",
         "mqtt_password": "",
         "mqtt_tls": False,
+        "mqtt_ca": "",
+        "fleet_secret": "",
+        "provision_secret": "",
         "mqtt_keepalive": 60,
         "interval": 2,
         "tz_offset": 0,
@@ -25,6 +29,7 @@ def _defaults():
         "pin_dht": 4,
         "pin_gas": 34,
         "pin_servo": 13,
+        "pin_led": -1,
         "relays": {"light": 26, "fan": 27},
         "relay_active_low": False,
         "automation": dict(automation.DEFAULTS),
@@ -37,11 +42,11 @@ def _defaults():
 DEFAULTS = _defaults()
 
 # keys that only take effect after a reboot
-REBOOT_KEYS = ("wifi_ssid", "wifi_password", "pin_dht", "pin_gas", "pin_servo", "relays",
-               "relay_active_low", "watchdog_ms")
+REBOOT_KEYS = ("wifi_ssid", "wifi_password", "pin_dht", "pin_gas", "pin_servo", "pin_led",
+               "relays", "relay_active_low", "watchdog_ms")
 # keys that take effect on the next MQTT connection
 RECONNECT_KEYS = ("mqtt_host", "mqtt_port", "mqtt_user", "mqtt_password", "mqtt_tls",
-                  "mqtt_keepalive")
+                  "mqtt_ca", "fleet_secret", "mqtt_keepalive")
 
 WEBHOOK_EVENTS = ("data", "gas_alarm", "gas_clear", "automation", "boot", "online",
                   "command")
@@ -108,6 +113,18 @@ def _relays_check(key, v):
     return dict(v)
 
 
+def _ca_check(key, v):
+    if not isinstance(v, str) or len(v) > MAX_CA_PEM:
+        raise ConfigError("%s must be a PEM certificate of at most %d characters"
+                          % (key, MAX_CA_PEM))
+    if v:
+        try:
+            tls.check_pem(v)
+        except tls.TLSError as exc:
+            raise ConfigError("%s: %s" % (key, exc))
+    return v
+
+
 def _automation_check(key, v):
     try:
         return automation.validate(v)
@@ -167,6 +184,9 @@ CHECKS = {
     "mqtt_user": _str_check(128),
     "mqtt_password": _str_check(128),
     "mqtt_tls": _bool_check,
+    "mqtt_ca": _ca_check,
+    "fleet_secret": _str_check(256),
+    "provision_secret": _str_check(128),
     "mqtt_keepalive": _int_check(10, 3600),
     "interval": _num_check(0.5, 86400),
     "tz_offset": _int_check(-720, 840),
@@ -174,6 +194,7 @@ CHECKS = {
     "pin_dht": _pin_check,
     "pin_gas": _pin_check,
     "pin_servo": _pin_check,
+    "pin_led": _pin_check,
     "relays": _relays_check,
     "relay_active_low": _bool_check,
     "automation": _automation_check,

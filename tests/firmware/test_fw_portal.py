@@ -7,6 +7,7 @@ import json
 import random
 
 import httpx
+import pytest
 
 from iotp.netutil import free_port
 from iotp.simulator.hal import Physics, SimHal
@@ -100,3 +101,46 @@ def test_form_parsing_and_dns_answer() -> None:
     assert reply[:2] == b"\xab\xcd"
     assert reply.endswith(bytes([192, 168, 4, 1]))
     assert portal.dns_response(b"\x00" * 5, "192.168.4.1") is None
+
+
+def test_portal_form_takes_tls_ca_and_fleet_secret() -> None:
+    portal = fw("portal")
+    settings = fw("settings")
+    ca = fw("tls").PEM_BEGIN + "\n" + _TEST_CA_BODY + "\n" + fw("tls").PEM_END
+    form = {
+        "ssid": "SimNet",
+        "mqtt_host": "iot.example",
+        "mqtt_port": "",
+        "mqtt_tls": "on",
+        "mqtt_ca": ca.replace("\n", "\r\n"),
+        "fleet_secret": " fleet-secret-0123456789 ",
+    }
+    updates = portal.form_to_config(form)
+    assert updates["mqtt_tls"] is True
+    assert updates["mqtt_port"] == 8883  # the TLS default
+    assert updates["mqtt_ca"] == ca + "\n"
+    assert updates["fleet_secret"] == "fleet-secret-0123456789"
+    # an empty fleet secret field keeps the stored one; no TLS means port 1883
+    updates = portal.form_to_config({"ssid": "SimNet", "mqtt_host": "iot.example"})
+    assert "fleet_secret" not in updates
+    assert updates["mqtt_tls"] is False
+    assert updates["mqtt_port"] == 1883
+    with pytest.raises(settings.ConfigError, match="mqtt_ca"):
+        portal.form_to_config(dict(form, mqtt_ca="not a certificate"))
+    page = portal.render_page([], {"mqtt_tls": True, "mqtt_ca": ca}, "02AABBCCDDEE")
+    for name in ("mqtt_tls", "mqtt_ca", "fleet_secret"):
+        assert f'name="{name}"' in page
+    assert " checked" in page
+
+
+# A self-signed test CA (EC P-256), made for these tests only.
+_TEST_CA_BODY = """\
+MIIBgzCCASmgAwIBAgIUEtb9pJbbYehULykHLlWDUXzUaUAwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMaW90cCB0ZXN0IENBMB4XDTI2MTEyNzIwNDg0NloXDTM2MTEy
+NDIwNDg0NlowFzEVMBMGA1UEAwwMaW90cCB0ZXN0IENBMFkwEwYHKoZIzj0CAQYI
+KoZIzj0DAQcDQgAErbeZM7l3HI1oQh0/30u3v0YPLIRF5dwKtbOC0k3UV3bY0ZHH
+gg3v3AIDR692Jm35PsqPML/haBzlvimWFUNzEaNTMFEwHQYDVR0OBBYEFLCJnvbY
+7TdtMfy5VOwMXUOR6da9MB8GA1UdIwQYMBaAFLCJnvbY7TdtMfy5VOwMXUOR6da9
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhANbQEztV8ciN1cj9
+xzcJMYlHfQMbnNnEwyEZWkrzXW/OAiBdbsRE3pWxQqpwpLK332Ptz+HOi+UAFKYr
+lkFauLH4NQ=="""

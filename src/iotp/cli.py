@@ -112,29 +112,71 @@ def broker(
     _run(run_broker(host, port, _settings()))
 
 
+def _load_credentials(path: Path | None) -> dict[str, str] | None:
+    """A JSON object {"<node id>": "<secret>", ...} (the passwords POST /api/credentials gave)."""
+    if path is None:
+        return None
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise typer.BadParameter(f'{path} must be a JSON object {{"<node id>": "<secret>"}}')
+    return data
+
+
 @app.command()
 def simulate(
     devices: Annotated[int, typer.Option(help="number of simulated devices")] = 10,
-    broker_url: Annotated[str, typer.Option("--broker", help="mqtt://host:port")] = (
+    broker_url: Annotated[str, typer.Option("--broker", help="mqtt://host:port or mqtts://")] = (
         "mqtt://127.0.0.1:1883"
     ),
     interval: Annotated[float, typer.Option(help="seconds between reports")] = 2.0,
     seed: Annotated[int | None, typer.Option(help="random seed (device ids, physics)")] = None,
     id_prefix: Annotated[str, typer.Option(help="mixed into device ids (several fleets)")] = "SIM",
+    fleet_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IOTP_PROVISIONING_SECRET",
+            help="secure mode: devices without credentials provision themselves with it",
+        ),
+    ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(help='secure mode: JSON file {"<node id>": "<secret>"} of issued credentials'),
+    ] = None,
+    ca: Annotated[
+        Path | None, typer.Option(help="the broker's CA certificate (PEM) to pin; needs mqtts://")
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="keep the devices' credentials here, so a restart reconnects as them"),
+    ] = None,
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
-    from iotp.simulator import run_simulation
+    from iotp.simulator import Fleet, SimulatorError
 
     _settings()
-    _run(
-        run_simulation(
+    try:
+        fleet = Fleet(
             devices=devices,
             broker_url=broker_url,
             interval=interval,
             seed=seed,
             id_prefix=id_prefix,
+            fleet_secret=fleet_secret or None,
+            credentials=_load_credentials(credentials),
+            ca_file=ca,
+            state_dir=state_dir,
         )
-    )
+    except SimulatorError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    _run(fleet.run())
 
 
 firmware_app = typer.Typer(no_args_is_help=True, help="Firmware bundles for OTA updates.")

@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.api.app import create_app, web_dist
 from iotp.api.security import security_banner, uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
-from iotp.broker.provisioning import start_provisioner
+from iotp.broker.provisioning import Provisioner, publish_answer, start_provisioner
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import choose_port
+from iotp.services import credentials as cred_service
+from iotp.services.credentials import CredentialStatus
 from iotp.settings import Settings
 from iotp.worker.service import Worker
 
@@ -103,7 +105,8 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
 
     sim_task: asyncio.Task[Any] | None = None
     if opts.demo > 0:
-        sim_task = asyncio.create_task(_run_demo(mqtt_default, opts, stop), name="demo")
+        demo = _run_demo(settings, engine, provisioner, mqtt_default, opts, stop)
+        sim_task = asyncio.create_task(demo, name="demo")
 
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
@@ -122,10 +125,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     lines.extend(security_banner(settings, broker))  # security
     if opts.demo:
         lines.append(f"Demo:       {opts.demo} simulated devices")
-    lines.append(
-        f"Try:        mosquitto_pub -p {mqtt_default.rsplit(':', 1)[1]} "
-        "-t devices/A4CF12B3C4D5/data -m '{\"temperature\": 21.5}'"
-    )
+    lines.extend(_try_lines(settings, mqtt_default, f"{scheme}://{url_host}:{api_port}"))
     _banner(notes + lines)
 
     await stop.wait()
@@ -145,25 +145,113 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     await engine.dispose()
 
 
+EXAMPLE_DEVICE = "A4CF12B3C4D5"
+
+
+def _try_lines(settings: Settings, mqtt_url: str, api_url: str) -> list[str]:
+    """The banner's "Try:" hint: publish as a device. In secure mode a device needs
+    its own credentials: the hint gets them from the API first."""
+    port = mqtt_url.rsplit(":", 1)[1]
+    data = f"-t devices/{EXAMPLE_DEVICE}/data -m '{{\"temperature\": 21.5}}'"
+    if not settings.secure:
+        return [f"Try:        mosquitto_pub -p {port} {data}"]
+    field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
+    return [
+        "Try:        # secure mode: an admin issues the device's credentials, then it publishes",
+        f'            TOKEN=$(curl -s -d username=admin -d password="$IOTP_ADMIN_PASSWORD" '
+        f"{api_url}/api/auth/token | {field} access_token)",
+        f'            PW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" '
+        f"{api_url}/api/credentials/{EXAMPLE_DEVICE} | {field} password)",
+        f"            mosquitto_pub -p {port} -i {EXAMPLE_DEVICE} -u {EXAMPLE_DEVICE} "
+        f'-P "$PW" {data}',
+    ]
+
+
 DEMO_CONNECT_RATE = 4.0
+DEMO_SEED = 1
+DEMO_APPROVE_POLL_S = 0.5
 
 
-async def _run_demo(mqtt_url: str, opts: ServeOptions, stop: asyncio.Event) -> None:
+async def _run_demo(
+    settings: Settings,
+    engine: AsyncEngine,
+    provisioner: Provisioner | None,
+    mqtt_url: str,
+    opts: ServeOptions,
+    stop: asyncio.Event,
+) -> None:
     try:
-        from iotp.simulator import run_simulation
+        from iotp.simulator import node_ids, run_simulation
     except ImportError:
         log.warning("simulator not available; --demo ignored")
         return
+    # Secure mode: the demo devices provision themselves with the fleet secret and the
+    # demo approves them (only them: real devices still wait for an admin). Without a
+    # fleet secret it issues their credentials. Their credentials are kept in
+    # data_dir/demo-devices, so a restart reconnects them as themselves.
+    secure: dict[str, Any] = {}
+    approver: asyncio.Task[None] | None = None
+    if settings.secure:
+        ids = node_ids(opts.demo, seed=DEMO_SEED)
+        secure["state_dir"] = settings.data_dir / "demo-devices"
+        fleet = settings.provisioning_secret.get_secret_value()
+        if fleet:
+            secure["fleet_secret"] = fleet
+            if not settings.auto_approve and provisioner is not None:
+                approver = asyncio.create_task(
+                    _approve_demo_devices(engine, provisioner, set(ids), stop), name="demo-approve"
+                )
+        else:
+            secure["credentials"] = await _issue_demo_credentials(engine, ids)
     # A few connections a second: amqtt 0.12 can fail a session when several clients
     # connect and subscribe at the same instant ("dictionary changed size").
-    await run_simulation(
-        devices=opts.demo,
-        broker_url=mqtt_url,
-        interval=opts.demo_interval,
-        seed=1,
-        stop=stop,
-        connect_rate=DEMO_CONNECT_RATE,
-    )
+    try:
+        await run_simulation(
+            devices=opts.demo,
+            broker_url=mqtt_url,
+            interval=opts.demo_interval,
+            seed=DEMO_SEED,
+            stop=stop,
+            connect_rate=DEMO_CONNECT_RATE,
+            **secure,
+        )
+    finally:
+        if approver is not None:
+            approver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await approver
+
+
+async def _approve_demo_devices(
+    engine: AsyncEngine, provisioner: Provisioner, ids: set[str], stop: asyncio.Event
+) -> None:
+    """Approves the demo's own devices when they ask (as an admin would)."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    while not stop.is_set():
+        try:
+            async with sessions.begin() as session:
+                pending = await cred_service.list_credentials(
+                    session, status=CredentialStatus.PENDING
+                )
+                approved = [c.device_id for c in pending if c.device_id in ids]
+                for device_id in approved:
+                    await cred_service.approve(session, device_id=device_id)
+            for device_id in approved:
+                log.info("demo: approved %s", device_id)
+                publish_answer(provisioner.link, device_id, CredentialStatus.APPROVED)
+        except Exception as exc:  # noqa: BLE001 - the demo must not end the platform
+            log.warning("demo: approving devices failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), DEMO_APPROVE_POLL_S)
+
+
+async def _issue_demo_credentials(engine: AsyncEngine, ids: list[str]) -> dict[str, str]:
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    issued: dict[str, str] = {}
+    async with sessions.begin() as session:
+        for device_id in ids:
+            _, issued[device_id] = await cred_service.issue(session, device_id=device_id)
+    return issued
 
 
 async def run_worker(settings: Settings) -> None:

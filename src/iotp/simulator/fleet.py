@@ -10,11 +10,12 @@ import random
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from iotp.simulator import firmware
-from iotp.simulator.hal import Physics, SimHal
+from iotp.simulator.hal import Physics, SimHal, load_persisted
 
 log = logging.getLogger("iotp.simulator")
 
@@ -120,6 +121,12 @@ class SimDevice:
         mqtt = None if self.device is None else self.device.mqtt
         return mqtt is not None and bool(mqtt.connected)
 
+    @property
+    def credential_mode(self) -> str | None:
+        """The firmware's credential state: open, own, request, pending or stopped."""
+        creds = None if self.device is None else self.device.creds
+        return None if creds is None else str(creds.mode)
+
 
 class Fleet:
     """N simulated devices. `run_simulation` is the usual way in; tests and the
@@ -136,7 +143,15 @@ class Fleet:
         connect_rate: float = CONNECT_RATE_PER_S,
         gas_events_per_hour: float = GAS_EVENTS_PER_HOUR,
         config: dict[str, Any] | None = None,
+        fleet_secret: str | None = None,
+        credentials: dict[str, str] | None = None,
+        ca_file: Path | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """Secure mode (docs/security.md): `fleet_secret` lets devices without
+        credentials provision themselves; `credentials` gives devices (node id ->
+        secret) their own; `ca_file` pins the broker's CA (needs an mqtts:// URL);
+        `state_dir` keeps what devices stored (their credentials) across runs."""
         if devices < 0:
             raise SimulatorError("devices must be >= 0")
         if not 0.5 <= interval <= 86400:
@@ -147,6 +162,17 @@ class Fleet:
         self.interval = interval
         self.connect_rate = connect_rate
         self.config = dict(config or {})
+        self.credentials = dict(credentials or {})
+        self.state_dir = state_dir
+        if fleet_secret:
+            self.config["fleet_secret"] = fleet_secret
+        if ca_file is not None:
+            if not self.broker.tls:
+                raise SimulatorError("a CA file needs a TLS broker URL (mqtts://host:8883)")
+            try:
+                self.config["mqtt_ca"] = ca_file.read_text()
+            except (OSError, UnicodeError) as exc:
+                raise SimulatorError(f"cannot read the CA file {ca_file}: {exc}") from exc
         self._fw_device = firmware.module("device")
         self._fw_ota = firmware.module("ota")
         self._builtin_version = firmware.builtin_version()
@@ -158,17 +184,22 @@ class Fleet:
                 rng=random.Random(f"{base_seed}:{index}:physics"),
                 gas_events_per_hour=gas_events_per_hour,
             )
+            node_id = mac.hex().upper()
+            state_file = None if state_dir is None else state_dir / f"{node_id}.json"
             hal = SimHal(
                 mac=mac,
                 rng=rng,
                 physics=physics,
                 ip=f"198.51.100.{index % 254 + 1}",
-                files={"config.json": self._initial_config(index, id_prefix)},
+                files={"config.json": self._initial_config(index, id_prefix, node_id, state_file)},
+                state_file=state_file,
             )
-            self.devices.append(SimDevice(index=index, node_id=mac.hex().upper(), hal=hal, rng=rng))
+            self.devices.append(SimDevice(index=index, node_id=node_id, hal=hal, rng=rng))
         self.by_id = {sim.node_id: sim for sim in self.devices}
 
-    def _initial_config(self, index: int, id_prefix: str) -> bytes:
+    def _initial_config(
+        self, index: int, id_prefix: str, node_id: str, state_file: Path | None
+    ) -> bytes:
         cfg: dict[str, Any] = {
             "name": f"{id_prefix}-{index + 1:05d}" if id_prefix else "",
             "interval": self.interval,
@@ -178,6 +209,11 @@ class Fleet:
             "wifi_ssid": "SimNet",
         }
         cfg.update(self.config)
+        # what the device stored in an earlier run, then credentials handed in
+        cfg.update(load_persisted(state_file))
+        secret = self.credentials.get(node_id)
+        if secret:
+            cfg.update(mqtt_user=node_id, mqtt_password=secret, provision_secret="")
         return json.dumps(cfg).encode()
 
     # -- running --------------------------------------------------------------
@@ -299,10 +335,14 @@ class Fleet:
 
     def stats(self) -> dict[str, int]:
         connected = published = unacked = dropped = commands = 0
+        pending = stopped = 0
         for sim in self.devices:
             device = sim.device
             if device is None:
                 continue
+            mode = sim.credential_mode
+            pending += 1 if mode in ("request", "pending") else 0
+            stopped += 1 if mode == "stopped" else 0
             published += int(device.seq)
             commands += int(device.commands_handled)
             mqtt = device.mqtt
@@ -317,6 +357,8 @@ class Fleet:
             "unacked": unacked,
             "dropped": dropped,
             "commands": commands,
+            "provisioning": pending,
+            "stopped": stopped,
         }
 
 
@@ -330,12 +372,17 @@ async def run_simulation(
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     connect_rate: float = CONNECT_RATE_PER_S,
+    fleet_secret: str | None = None,
+    credentials: dict[str, str] | None = None,
+    ca_file: Path | None = None,
+    state_dir: Path | None = None,
 ) -> None:
     """Runs `devices` simulated ESP32s with the real firmware until `stop` is set
     (or the task is cancelled), then shuts every device down cleanly.
 
     Node ids are deterministic for a (seed, id_prefix) pair; seed None means seed 0
-    for the ids. `ready` is set once every device has been online.
+    for the ids. `ready` is set once every device has been online. Secure mode: see
+    `Fleet`.
     """
     fleet = Fleet(
         devices=devices,
@@ -344,5 +391,9 @@ async def run_simulation(
         seed=seed,
         id_prefix=id_prefix,
         connect_rate=connect_rate,
+        fleet_secret=fleet_secret,
+        credentials=credentials,
+        ca_file=ca_file,
+        state_dir=state_dir,
     )
     await fleet.run(stop=stop, ready=ready)

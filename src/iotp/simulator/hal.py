@@ -15,12 +15,15 @@ lazily, only when a sensor is read):
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("iotp.simulator")
@@ -156,6 +159,26 @@ class _MemoryWriter:
         self._files[self._path] = b"".join(self._parts) if self._keep else b""
 
 
+CONFIG_FILE = "config.json"
+# What a simulated device keeps across simulator restarts (its flash is in memory):
+# its MQTT credentials and a provisioning secret it is waiting to have approved.
+PERSISTED_KEYS = ("mqtt_user", "mqtt_password", "provision_secret")
+
+
+def load_persisted(state_file: Path | None) -> dict[str, Any]:
+    """The credentials a device stored in an earlier run ({} if none or unreadable)."""
+    if state_file is None or not state_file.is_file():
+        return {}
+    try:
+        data = json.loads(state_file.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", state_file, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if k in PERSISTED_KEYS and isinstance(v, str)}
+
+
 class SimHal:
     """One simulated ESP32: flash in memory, sensors from Physics, network always up."""
 
@@ -171,8 +194,12 @@ class SimHal:
         physics: Physics,
         ip: str,
         files: dict[str, bytes] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self._mac = mac
+        self.state_file = state_file
+        self.status: str | None = None  # what the firmware shows on its status LED
+        self.statuses: list[str] = []
         self.rng = rng
         self.physics = physics
         self._ip = ip
@@ -217,6 +244,22 @@ class SimHal:
 
     def write_file(self, path: str, data: bytes) -> None:
         self.files[path] = bytes(data)
+        if path == CONFIG_FILE and self.state_file is not None:
+            self._persist(self.state_file, data)
+
+    def _persist(self, state_file: Path, data: bytes) -> None:
+        try:
+            cfg = json.loads(data)
+            keep = {k: cfg.get(k, "") for k in PERSISTED_KEYS}
+            if keep == load_persisted(state_file):
+                return
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(keep))
+            tmp.chmod(0o600)
+            os.replace(tmp, state_file)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot persist credentials: %s", self.log_name, exc)
 
     def open_write(self, path: str) -> _MemoryWriter:
         keep = not path.startswith(("slot_a/", "slot_b/"))
@@ -329,4 +372,19 @@ class SimHal:
         self.wdt_last_feed = time.monotonic()
 
     def log(self, msg: str) -> None:
-        log.debug("%s: %s", self.log_name, msg)
+        # what a person watching the simulator wants to see: credentials going wrong
+        if msg.startswith("MQTT stopped"):
+            log.warning("%s: %s", self.log_name, msg)
+        elif msg.startswith("provisioning:"):
+            log.info("%s: %s", self.log_name, msg)
+        else:
+            log.debug("%s: %s", self.log_name, msg)
+
+    def show_status(self, what: str) -> None:
+        """The status LED: ok, provisioning, pending or stopped."""
+        if what != self.status:
+            self.statuses.append(what)
+        self.status = what
+
+    def random_bytes(self, n: int) -> bytes:
+        return os.urandom(n)

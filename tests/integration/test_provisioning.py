@@ -1,0 +1,286 @@
+"""The device side of secure-mode provisioning, end to end: the real firmware (through
+the simulator) against a secure stack (embedded broker with its auth/ACL plugins, the
+provisioner, the worker, the API). A device provisions itself with the fleet secret,
+waits as pending, is approved over the API, stores its credentials, reconnects as itself
+and streams data that is stored; a wrong fleet secret is refused; a revoked device is
+disconnected and its firmware stops trying; a restart reconnects as itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from iotp.api.app import create_app
+from iotp.api.security import uvicorn_tls
+from iotp.broker.embedded import EmbeddedBroker
+from iotp.broker.provisioning import Provisioner
+from iotp.db import migrate
+from iotp.db.engine import make_engine
+from iotp.netutil import free_port
+from iotp.settings import Settings
+from iotp.simulator import Fleet, firmware
+from iotp.simulator.fleet import SimDevice
+from iotp.worker.service import Worker
+from tests.integration.test_broker_acl import FLEET, secure_settings
+from tests.support import TEST_ADMIN_PASSWORD, login
+
+
+@dataclass
+class SecureStack:
+    settings: Settings
+    engine: AsyncEngine
+    broker: EmbeddedBroker
+    worker: Worker
+    http: httpx.AsyncClient
+    fleets: list[tuple[Fleet, asyncio.Event, asyncio.Task[None]]] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        assert self.broker.authority is not None
+        return self.broker.authority.refused
+
+    async def get(self, path: str, **params: Any) -> Any:
+        r = await self.http.get(path, params=params)
+        r.raise_for_status()
+        return r.json()
+
+    async def post(self, path: str) -> Any:
+        r = await self.http.post(path)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def fleet(self, *, url: str | None = None, devices: int = 1, **kwargs: Any) -> Fleet:
+        """Starts simulated devices (the real firmware); stopped when the stack ends."""
+        kwargs.setdefault("seed", 7)
+        fleet = Fleet(
+            devices=devices,
+            broker_url=url or self.broker.url,
+            interval=0.5,
+            connect_rate=100,
+            gas_events_per_hour=0,
+            **kwargs,
+        )
+        stop = asyncio.Event()
+        self.fleets.append((fleet, stop, asyncio.create_task(fleet.run(stop=stop))))
+        return fleet
+
+    async def stop_fleet(self, fleet: Fleet) -> None:
+        for entry in list(self.fleets):
+            if entry[0] is fleet:
+                entry[1].set()
+                await asyncio.wait_for(entry[2], 20)
+                self.fleets.remove(entry)
+
+
+async def until(probe: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Polls a probe (sync or async) until it gives something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = probe()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout}s: {what} (last: {last!r})")
+
+
+@contextlib.asynccontextmanager
+async def secure_stack(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureStack]:
+    """Broker + provisioner + worker + API in secure mode, as `iotp serve --secure`."""
+    extra.setdefault("admin_password", TEST_ADMIN_PASSWORD)
+    settings = secure_settings(
+        tmp_path,
+        batch_max_delay_ms=20,
+        stats_flush_seconds=0.2,
+        offline_min_seconds=1.0,
+        mqtt_client_id=f"iotp-worker-{uuid.uuid4().hex[:6]}",
+        **extra,
+    )
+    engine = make_engine(settings.effective_database_url)
+    await migrate.upgrade(engine)
+    broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
+    await broker.start()
+    worker = Worker(settings, engine, broker.url)
+    await worker.start()
+    provisioner = Provisioner(settings, engine, broker.url)
+    await provisioner.start()
+    app = create_app(settings, engine=engine, mqtt_default=broker.url)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_tls(settings)
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    api = asyncio.create_task(server.serve())
+    while not server.started:
+        if api.done():
+            await api
+        await asyncio.sleep(0.02)
+    scheme = "https" if uvicorn_tls(settings) else "http"
+    verify: Any = True
+    if settings.tls_cert_file is not None:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=str(settings.tls_cert_file.parent / "ca.crt"))
+    http = httpx.AsyncClient(base_url=f"{scheme}://127.0.0.1:{port}", timeout=10, verify=verify)
+    http.headers["Authorization"] = f"Bearer {await login(http, 'admin', TEST_ADMIN_PASSWORD)}"
+    stack = SecureStack(settings, engine, broker, worker, http)
+    try:
+        yield stack
+    finally:
+        for fleet, stop, task in stack.fleets:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
+            del fleet
+        await http.aclose()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await api
+        await provisioner.stop()
+        await worker.stop()
+        await broker.stop()
+        await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter pauses between refused logins than on a real device (1 s, 2 s, ...)."""
+    monkeypatch.setattr(firmware.module("device"), "REFUSAL_BACKOFF_BASE_S", 0.1)
+
+
+def mode(sim: SimDevice) -> str | None:
+    return sim.credential_mode
+
+
+async def has_data(stack: SecureStack, device_id: str) -> bool:
+    r = await stack.http.get(f"/api/devices/{device_id}/latest")
+    return r.status_code == 200 and "temperature" in r.json().get("metrics", {})
+
+
+async def test_device_provisions_waits_is_approved_and_streams(tmp_path: Path) -> None:
+    state = tmp_path / "sim-state"
+    async with secure_stack(tmp_path) as stack:
+        fleet = stack.fleet(fleet_secret=FLEET, state_dir=state)
+        sim = fleet.devices[0]
+        node = sim.node_id
+
+        async def pending() -> bool:
+            body = await stack.get("/api/credentials", status="pending")
+            return [c["device_id"] for c in body["data"]] == [node]
+
+        await until(pending, what="pending in the API")
+        await until(lambda: mode(sim) == "pending", what="firmware pending")
+        assert sim.hal.status == "pending"
+        # while it waits the device keeps measuring (queued, not sent: no account yet)
+        seq = sim.device.seq
+        await until(lambda: sim.device.seq > seq + 1, what="measuring while pending")
+        assert not sim.connected
+        assert stack.worker.ingestor.known == set()
+        stored = json.loads((state / f"{node}.json").read_text())
+        assert len(stored["provision_secret"]) >= 16  # kept across a restart
+        assert stored["mqtt_user"] == ""
+
+        await stack.post(f"/api/credentials/{node}/approve")
+        await until(lambda: mode(sim) == "own" and sim.connected, what="connected as itself")
+        assert sim.hal.status == "ok"
+        stored = json.loads((state / f"{node}.json").read_text())
+        assert stored == {
+            "mqtt_user": node,
+            "mqtt_password": stored["mqtt_password"],
+            "provision_secret": "",
+        }
+        cfg = json.loads(sim.hal.files["config.json"])
+        assert cfg["mqtt_user"] == node
+        assert cfg["mqtt_password"] == stored["mqtt_password"]
+        await until(lambda: has_data(stack, node), what="data stored")
+        device = await stack.get(f"/api/devices/{node}")
+        assert device["status"] == "online"
+        creds = await stack.get(f"/api/credentials/{node}")
+        assert creds["status"] == "approved"
+
+        # A restart of the simulator: the device comes back as itself, no provisioning.
+        await stack.stop_fleet(fleet)
+        again = stack.fleet(fleet_secret=FLEET, state_dir=state)
+        sim2 = again.devices[0]
+        await until(lambda: sim2.connected, what="reconnected after restart")
+        assert mode(sim2) == "own"
+        assert "provisioning" not in sim2.hal.statuses
+        seq = sim2.device.seq
+        await until(lambda: sim2.device.seq > seq + 2)
+        assert (await stack.get(f"/api/devices/{node}"))["status"] == "online"
+
+
+async def test_wrong_fleet_secret_is_refused_and_the_device_stops(tmp_path: Path) -> None:
+    async with secure_stack(tmp_path) as stack:
+        fleet = stack.fleet(fleet_secret="not-the-fleet-secret-0000")
+        sim = fleet.devices[0]
+        await until(lambda: mode(sim) == "stopped", timeout=30, what="stopped")
+        assert "fleet secret" in sim.device.creds.reason
+        assert sim.hal.status == "stopped"
+        assert stack.refused >= 1
+        assert (await stack.get("/api/credentials"))["count"] == 0
+        # it stopped trying, and keeps working offline
+        refused = stack.refused
+        seq = sim.device.seq
+        await asyncio.sleep(2.5)
+        assert stack.refused == refused
+        assert sim.device.seq > seq
+        assert fleet.stats()["stopped"] == 1
+
+
+async def test_revoked_device_is_disconnected_and_stops_trying(tmp_path: Path) -> None:
+    async with secure_stack(tmp_path, auto_approve=True) as stack:
+        fleet = stack.fleet(fleet_secret=FLEET)
+        sim = fleet.devices[0]
+        node = sim.node_id
+        await until(lambda: mode(sim) == "own" and sim.connected, what="auto-approved")
+        await until(lambda: has_data(stack, node), what="data stored")
+
+        await stack.post(f"/api/credentials/{node}/revoke")
+        await until(lambda: not sim.connected, timeout=5, what="disconnected")
+        await until(lambda: mode(sim) == "stopped", timeout=40, what="stopped")
+        reason = sim.device.creds.reason
+        assert "refused" in reason, reason
+        refused = stack.refused
+        await asyncio.sleep(3)
+        assert stack.refused == refused  # no more attempts
+        assert not sim.connected
+        assert (await stack.get(f"/api/credentials/{node}"))["status"] == "revoked"
+
+
+async def test_issued_credentials_and_a_deleted_device_provisions_again(tmp_path: Path) -> None:
+    """Credentials issued by an admin (the simulator's --credentials); after the
+    platform forgets them (DELETE), the device asks again with the same secret."""
+    async with secure_stack(tmp_path, auto_approve=True) as stack:
+        node = Fleet(devices=1, broker_url=stack.broker.url, seed=7).devices[0].node_id
+        issued = await stack.post(f"/api/credentials/{node}")
+        fleet = stack.fleet(credentials={node: issued["password"]}, fleet_secret=FLEET)
+        sim = fleet.devices[0]
+        await until(lambda: sim.connected, what="connected with issued credentials")
+        assert mode(sim) == "own"
+        assert "provisioning" not in sim.hal.statuses
+        await until(lambda: has_data(stack, node), what="data stored")
+
+        r = await stack.http.delete(f"/api/credentials/{node}")
+        assert r.status_code == 204
+        # the broker drops it; its own login is refused; it provisions with its secret
+        await until(lambda: "provisioning" in sim.hal.statuses, timeout=30, what="asks again")
+        await until(lambda: mode(sim) == "own" and sim.connected, timeout=30, what="back")
+        assert json.loads(sim.hal.files["config.json"])["mqtt_password"] == issued["password"]
+        assert (await stack.get(f"/api/credentials/{node}"))["status"] == "approved"

@@ -6,7 +6,7 @@ import { useTheme } from "./hooks/useTheme";
 import { Shell } from "./components/Shell";
 import { AuthGate } from "./components/AuthGate";
 import { OverviewPage } from "./pages/overview/OverviewPage";
-import { Placeholder } from "./pages/placeholder/Placeholder";
+import { AdminOnly } from "./components/AdminOnly";
 
 // Charts (Recharts) load only with the device page, keeping the first load small.
 const DeviceDetailPage = lazy(() => import("./pages/device/DeviceDetailPage"));
@@ -18,6 +18,9 @@ const LoginPage = lazy(() => import("./pages/login/LoginPage"));
 const RulesPage = lazy(() => import("./pages/rules/RulesPage"));
 const AlertsPage = lazy(() => import("./pages/alerts/AlertsPage"));
 const WebhooksPage = lazy(() => import("./pages/webhooks/WebhooksPage"));
+// Admin pages (issue 5): users and API keys, device credentials and provisioning.
+const UsersPage = lazy(() => import("./pages/users/UsersPage"));
+const CredentialsPage = lazy(() => import("./pages/credentials/CredentialsPage"));
 
 function ErrorReporter() {
   const { notification } = AntApp.useApp();
@@ -76,7 +79,26 @@ export function App() {
             <Route path="automations" element={<Suspense fallback={loading}><RulesPage /></Suspense>} />
             <Route path="alerts" element={<Suspense fallback={loading}><AlertsPage /></Suspense>} />
             <Route path="webhooks" element={<Suspense fallback={loading}><WebhooksPage /></Suspense>} />
-            <Route path="users" element={<Placeholder area="Users" issue="users and API keys (issue 5)" />} />
+            <Route
+              path="users"
+              element={
+                <AdminOnly>
+                  <Suspense fallback={loading}>
+                    <UsersPage />
+                  </Suspense>
+                </AdminOnly>
+              }
+            />
+            <Route
+              path="credentials"
+              element={
+                <AdminOnly>
+                  <Suspense fallback={loading}>
+                    <CredentialsPage />
+                  </Suspense>
+                </AdminOnly>
+              }
+            />
             <Route path="*" element={<Navigate to="/" replace />} />
           </Route>
         </Routes>

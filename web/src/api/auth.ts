@@ -62,6 +62,11 @@ export function canControl(u: User | null): boolean {
   return u !== null && u.role !== "viewer";
 }
 
+/** Users, API keys and device credentials are for admins only. */
+export function isAdmin(u: User | null): boolean {
+  return u !== null && u.role === "admin";
+}
+
 /** Claims of a JWT, without verifying it (the server does that). */
 export function jwtClaims(token: string): Record<string, unknown> {
   try {

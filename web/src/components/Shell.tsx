@@ -9,6 +9,7 @@ import {
   MenuOutlined,
   MoonOutlined,
   PartitionOutlined,
+  SafetyCertificateOutlined,
   SunOutlined,
   TeamOutlined,
   ThunderboltOutlined,
@@ -18,15 +19,22 @@ import { Link, Outlet, useLocation, useNavigate } from "react-router-dom";
 import type { ThemeMode } from "../hooks/useTheme";
 import { useConnectionState } from "../hooks/useLive";
 import { useUser } from "../hooks/useAuth";
-import { logout } from "../api/auth";
+import { isAdmin, logout, type User } from "../api/auth";
 import { Notifier } from "./Notifier";
 import { startActivity } from "../live/activity";
 
 const { Header, Sider, Content } = Layout;
 
+const ADMIN_ONLY = new Set(["/credentials", "/users"]);
+
 const items = [
   { key: "/", icon: <DashboardOutlined />, label: <Link to="/">Overview</Link> },
   { key: "/devices", icon: <UnorderedListOutlined />, label: <Link to="/devices">Devices</Link> },
+  {
+    key: "/credentials",
+    icon: <SafetyCertificateOutlined />,
+    label: <Link to="/credentials">Credentials</Link>,
+  },
   { key: "/firmware", icon: <CloudUploadOutlined />, label: <Link to="/firmware">Firmware</Link> },
   { type: "divider" as const },
   {
@@ -38,6 +46,13 @@ const items = [
   { key: "/webhooks", icon: <PartitionOutlined />, label: <Link to="/webhooks">Webhooks</Link> },
   { key: "/users", icon: <TeamOutlined />, label: <Link to="/users">Users</Link> },
 ];
+
+/** The navigation for this user: users and device credentials for admins only (the API
+ * refuses the others anyway). */
+export function menuItems(user: User | null): typeof items {
+  const admin = isAdmin(user);
+  return items.filter((item) => admin || !("key" in item) || !ADMIN_ONLY.has(item.key ?? ""));
+}
 
 function selectedKey(path: string): string {
   if (path === "/") return "/";
@@ -60,7 +75,7 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
       mode="inline"
       theme={mode}
       selectedKeys={[selectedKey(location.pathname)]}
-      items={items}
+      items={menuItems(user)}
       onClick={() => setDrawer(false)}
       aria-label="Main navigation"
     />

@@ -5,6 +5,12 @@ rate of the broker to a do-nothing subscriber (mosquitto_sub, C), and report the
     python bench/ingest.py                      # Mosquitto + PostgreSQL, then embedded
     python bench/ingest.py --stack postgres --messages 300000
     python bench/ingest.py --rules 100          # without, then with 100 active rules
+    python bench/ingest.py --broker rabbitmq --workers 2   # RabbitMQ (MQTT plugin + AMQP)
+
+On RabbitMQ (the local node, see .ci/rabbitmq; a vhost of its own per run) devices publish
+through the MQTT plugin and the workers compete on one AMQP queue (IOTP_WORKER_SOURCE=
+amqp); the raw rate is the same path to a do-nothing AMQP consumer of the same kind of
+queue, acknowledging in batches (multiple=True) as the worker does, and per message.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def platform_rate(
     rules: int = 0,  # automations: this many active threshold rules (see create_rules)
     stats: dict[str, float] | None = None,  # automations: gets "cpu_us" (worker CPU/msg)
     flapping: bool = False,  # automations: gas rules inside the generator's range
+    extra_env: dict[str, str] | None = None,  # RabbitMQ: the AMQP source
 ) -> tuple[float, float, int]:
     """Returns (end-to-end stored msg/s, publish-side msg/s, rows stored)."""
     env = {
@@ -107,6 +114,7 @@ def platform_rate(
         "IOTP_BATCH_MAX_ROWS": "5000",
         "IOTP_BATCH_MAX_DELAY_MS": "100",
         "IOTP_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     procs = []
     # Migrate first, so the timed part is ingest only.
@@ -121,7 +129,7 @@ def platform_rate(
     ctxs = []
     for i in range(workers):
         wenv = {**env, "IOTP_MQTT_CLIENT_ID": f"bench-worker-{i}"}
-        if workers > 1:
+        if workers > 1 and "IOTP_WORKER_SOURCE" not in env:
             wenv["IOTP_MQTT_SHARE_GROUP"] = "bench"
         ctx = h.platform_process("worker", wenv)
         procs.append(ctx.__enter__())
@@ -180,6 +188,217 @@ def run_postgres(messages: int, devices: int, workers: int) -> dict[str, float]:
                 workers,
             )
     return {"raw": raw, "rate": rate, "publish": pub, "stored": stored, "messages": messages}
+
+
+# ---- RabbitMQ: --broker rabbitmq ----------------------------------------------------
+
+RABBITMQ_MANAGEMENT = "http://127.0.0.1:15672/api"
+RABBITMQ_MQTT_PORT = int(__import__("os").environ.get("IOTP_RABBITMQ_MQTT_PORT", "1885"))
+
+
+def _rabbitmq_vhost(create: bool, name: str) -> None:
+    import httpx
+
+    with httpx.Client(base_url=RABBITMQ_MANAGEMENT, auth=("guest", "guest"), timeout=30) as c:
+        if create:
+            c.put(f"/vhosts/{name}").raise_for_status()
+            perms = {"configure": ".*", "write": ".*", "read": ".*"}
+            c.put(f"/permissions/{name}/guest", json=perms).raise_for_status()
+        else:
+            c.delete(f"/vhosts/{name}")
+
+
+async def _amqp_drain(
+    amqp_url: str, queue: str, messages: int, batch_ack: bool
+) -> tuple[float, float]:
+    """A do-nothing consumer of ``messages`` deliveries; returns (seconds, CPU seconds of
+    this process) when it has them all."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=10_000)
+        q = await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        await q.bind("amq.topic", routing_key="devices.#")
+        raw = await channel.get_underlay_channel()
+        done = asyncio.get_running_loop().create_future()
+        got = 0
+
+        async def on_message(message: Any) -> None:
+            nonlocal got
+            got += 1
+            tag = message.delivery.delivery_tag
+            if not batch_ack:
+                await raw.basic_ack(tag, wait=False)
+            elif got % 1000 == 0 or got == messages:
+                await raw.basic_ack(tag, multiple=True, wait=False)
+            if got == messages and not done.done():
+                done.set_result(None)
+
+        await raw.basic_consume(q.name, on_message, no_ack=False)
+        started, cpu = time.monotonic(), time.process_time()
+        await done
+        return time.monotonic() - started, time.process_time() - cpu
+    finally:
+        await connection.close()
+
+
+def raw_rate_rabbitmq(
+    mqtt_url: str, amqp_url: str, messages: int, devices: int, batch_ack: bool
+) -> float:
+    """MQTT publish (QoS 1) -> amq.topic -> quorum queue -> do-nothing AMQP consumer."""
+
+    async def go() -> float:
+        queue = f"bench.raw.{time.time_ns()}"
+        consumer = asyncio.create_task(_amqp_drain(amqp_url, queue, messages, batch_ack))
+        await asyncio.sleep(1.0)  # queue declared and bound before the first publish
+        started = time.monotonic()
+        await h.raw_publish(mqtt_url, devices=devices, messages=messages, prefix="RAW")
+        await consumer
+        return messages / (time.monotonic() - started)
+
+    return asyncio.run(go())
+
+
+async def _fill(amqp_url: str, queue: str, messages: int, devices: int) -> None:
+    """``messages`` telemetry messages (as the MQTT plugin routes them) into ``queue``."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        q = await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        await q.bind("amq.topic", routing_key="devices.#")
+        exchange = await channel.get_exchange("amq.topic")
+        base_ts = time.time()
+        for start in range(0, messages, 2000):
+            sends = []
+            for seq in range(start, min(start + 2000, messages)):
+                body = b'{"temperature":%.2f,"humidity":%.1f,"gas":%d,"ts":%.4f,"seq":%d}' % (
+                    20 + (seq % 100) / 10,
+                    40 + (seq % 50) / 5,
+                    80 + seq % 40,
+                    base_ts + seq / 1e4,
+                    seq,
+                )
+                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                sends.append(exchange.publish(message, f"devices.BENCH{seq % devices:06d}.data"))
+            await asyncio.gather(*sends)
+    finally:
+        await connection.close()
+
+
+def backlog_rabbitmq(
+    amqp_url: str, mqtt_url: str, messages: int, devices: int, workers: int
+) -> dict[str, float]:
+    """The consuming side alone, without the MQTT plugin's rate in the way: a backlog of
+    ``messages`` in the queue, drained by a do-nothing consumer, then by the workers."""
+    raw_cpu = {}
+    for batch in (False, True):
+        asyncio.run(_fill(amqp_url, "bench.backlog", messages, devices))
+        seconds, cpu = asyncio.run(_amqp_drain(amqp_url, "bench.backlog", messages, batch))
+        raw, raw_cpu[batch] = messages / seconds, cpu / messages * 1e6
+        print(
+            f"  backlog, do-nothing aio-pika/aiormq consumer acking "
+            f"{'per 1,000 (multiple=True)' if batch else 'each message'}: {raw:,.0f} msg/s, "
+            f"client CPU {raw_cpu[batch]:.0f} us/msg",
+            flush=True,
+        )
+    import os
+
+    with h.pg_database() as dsn:
+        env = {
+            "IOTP_DATABASE_URL": dsn,
+            "IOTP_MQTT_URL": mqtt_url,
+            "IOTP_WORKER_SOURCE": "amqp",
+            "IOTP_AMQP_URL": amqp_url,
+            "IOTP_AMQP_QUEUE": "iotp.backlog",
+            "IOTP_BATCH_MAX_ROWS": "5000",
+            "IOTP_LOG_LEVEL": "WARNING",
+        }
+        subprocess.run(
+            [h.PY, "-m", "iotp.cli", "db", "upgrade"],
+            env={**os.environ, **env},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        asyncio.run(_fill(amqp_url, "iotp.backlog", messages, devices))
+        ctxs = [
+            h.platform_process("worker", {**env, "IOTP_MQTT_CLIENT_ID": f"bench-backlog-{i}"})
+            for i in range(workers)
+        ]
+        procs = [ctx.__enter__() for ctx in ctxs]
+        try:
+            first = 0
+            while first == 0:  # timing starts with the first stored row (not at imports)
+                first = asyncio.run(_count_pg(dsn))
+                time.sleep(0.02)
+            t0, cpu0 = time.monotonic(), sum(h.cpu_seconds(p.pid) for p in procs)
+            deadline = t0 + 600
+            stored = first
+            while stored < messages and time.monotonic() < deadline:
+                time.sleep(0.05)
+                stored = asyncio.run(_count_pg(dsn))
+            elapsed = time.monotonic() - t0
+            cpu = sum(h.cpu_seconds(p.pid) for p in procs) - cpu0
+        finally:
+            for ctx in ctxs:
+                ctx.__exit__(None, None, None)
+    done = stored - first
+    line = (
+        f"  backlog of {messages:,}: workers drained {done / elapsed:,.0f} msg/s into PostgreSQL "
+        f"({'exact' if stored == messages else f'STORED {stored} of {messages}'}), "
+        f"worker CPU {cpu / max(done, 1) * 1e6:.0f} us/msg; do-nothing AMQP consumer "
+        f"{raw:,.0f} msg/s; ratio {done / elapsed / raw:.2f}"
+    )
+    print(line, flush=True)
+    return {"backlog_rate": done / elapsed, "backlog_raw": raw, "stored": stored}
+
+
+def run_rabbitmq(messages: int, devices: int, workers: int, backlog: int = 0) -> dict[str, float]:
+    from urllib.parse import quote
+
+    vhost = f"iotp_bench_{time.time_ns()}"
+    _rabbitmq_vhost(True, vhost)
+    mqtt_url = f"mqtt://{quote(vhost + ':guest', safe='')}:guest@127.0.0.1:{RABBITMQ_MQTT_PORT}"
+    amqp_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    try:
+        if backlog:
+            backlog_rabbitmq(amqp_url, mqtt_url, backlog, devices, workers)
+        raw_single = raw_rate_rabbitmq(mqtt_url, amqp_url, messages, devices, batch_ack=False)
+        raw = raw_rate_rabbitmq(mqtt_url, amqp_url, messages, devices, batch_ack=True)
+        print(
+            f"  raw AMQP consumer: {raw:,.0f} msg/s acking per 1,000 (multiple=True), "
+            f"{raw_single:,.0f} msg/s acking each message",
+            flush=True,
+        )
+        with h.pg_database() as dsn:
+            t0 = time.time()
+            rate, pub, stored = platform_rate(
+                mqtt_url,
+                {"IOTP_DATABASE_URL": dsn},
+                lambda: asyncio.run(_count_pg(dsn)),
+                lambda: asyncio.run(_connected_pg(dsn, t0)),
+                messages,
+                devices,
+                workers,
+                extra_env={
+                    "IOTP_WORKER_SOURCE": "amqp",
+                    "IOTP_AMQP_URL": amqp_url,
+                    "IOTP_AMQP_QUEUE": "iotp.telemetry",
+                },
+            )
+    finally:
+        _rabbitmq_vhost(False, vhost)
+    return {
+        "raw": raw,
+        "raw_single": raw_single,
+        "rate": rate,
+        "publish": pub,
+        "stored": stored,
+        "messages": messages,
+    }
 
 
 def run_embedded(messages: int, devices: int) -> dict[str, float]:
@@ -357,7 +576,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--stack", choices=["postgres", "embedded", "both"], default="both")
+    parser.add_argument(
+        "--broker",
+        choices=["mosquitto", "rabbitmq"],
+        default="mosquitto",
+        help="rabbitmq: the local RabbitMQ (MQTT plugin on 1885, AMQP workers; PostgreSQL)",
+    )
     parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="with --broker rabbitmq: also time the workers draining a queued backlog of N",
+    )
     parser.add_argument("--embedded-messages", type=int, default=20_000)
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
@@ -377,6 +608,16 @@ def main() -> None:
     print(f"machine: {h.machine()}")
     if args.rules:
         run_rules(args.messages, args.devices, args.rules, args.rounds, args.flapping)
+        return
+    if args.broker == "rabbitmq":
+        r = run_rabbitmq(args.messages, args.devices, args.workers, args.backlog)
+        report(
+            f"RabbitMQ (MQTT in, AMQP queue) + PostgreSQL, {args.workers} worker(s), "
+            f"{args.messages:,} msgs x 3 metrics",
+            r,
+            15_000,
+            0.3,
+        )
         return
     if args.stack in ("postgres", "both"):
         r = run_postgres(args.messages, args.devices, args.workers)

@@ -65,6 +65,9 @@ class FakeDevice:
                 "type": "esp32-env",
                 "firmware": self.firmware,
                 "capabilities": self.caps,
+                # No telemetry is sent: a long report interval keeps the platform's
+                # last-seen timeout (3 missed reports) from calling it offline mid-test.
+                "interval": 3600,
             }
         )
 

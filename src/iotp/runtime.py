@@ -162,7 +162,7 @@ def _try_lines(settings: Settings, mqtt_url: str, api_url: str) -> list[str]:
         f"{api_url}/api/auth/token | {field} access_token)",
         f'            PW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" '
         f"{api_url}/api/credentials/{EXAMPLE_DEVICE} | {field} password)",
-        f"            mosquitto_pub -p {port} -i {EXAMPLE_DEVICE} -u {EXAMPLE_DEVICE} "
+        f"            mosquitto_pub -p {port} -q 1 -i {EXAMPLE_DEVICE} -u {EXAMPLE_DEVICE} "
         f'-P "$PW" {data}',
     ]
 

@@ -1,0 +1,163 @@
+"""`iotp serve --secure --demo 2` as a user runs it: the demo devices provision
+themselves with the fleet secret, are approved by the demo, show up online and stream;
+the banner's "Try:" commands (curl + mosquitto_pub) work as printed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from iotp.netutil import free_port
+from iotp.simulator import node_ids
+from tests.support import need
+
+PASSWORD = "serve-secure-Pass-1"
+SECURE_ENV = {
+    "IOTP_ADMIN_PASSWORD": PASSWORD,
+    "IOTP_SECRET_KEY": "k" * 48,
+    "IOTP_PROVISIONING_SECRET": "demo-fleet-secret-0123456789",
+    "IOTP_CREDENTIALS_POLL_SECONDS": "0.5",
+}
+
+
+class Serve:
+    """`iotp serve` in a process; its output collected line by line."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iotp.cli", "serve", "--data-dir", str(tmp_path), *args],
+            env={**os.environ, **SECURE_ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+async def _healthy(http: httpx.AsyncClient, serve: Serve) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if (await http.get("/api/health")).status_code == 200 and "=====" in serve.output:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "iotp serve did not become healthy\n" + serve.output
+        assert serve.proc.poll() is None, serve.output
+        await asyncio.sleep(0.2)
+
+
+def _try_commands(output: str) -> str:
+    """The banner's Try: block as a shell script."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Try:"))
+    block = []
+    for line in lines[start:]:
+        text = line.strip()
+        if text.startswith("====="):
+            break
+        block.append(text.removeprefix("Try:").strip())
+    return "\n".join(block)
+
+
+async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) -> None:
+    http_port, mqtt_port = free_port(), free_port()
+    serve = Serve(
+        tmp_path,
+        "--secure",
+        "--demo",
+        "2",
+        "--demo-interval",
+        "0.5",
+        "--port",
+        str(http_port),
+        "--mqtt-port",
+        str(mqtt_port),
+        "--mqtt-host",
+        "127.0.0.1",
+    )
+    demo_ids = set(node_ids(2, seed=1))
+    try:
+        api = f"http://127.0.0.1:{http_port}"
+        async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+            await _healthy(http, serve)
+            token = (
+                await http.post("/api/auth/token", data={"username": "admin", "password": PASSWORD})
+            ).json()["access_token"]
+            http.headers["Authorization"] = f"Bearer {token}"
+
+            async def online_with_data() -> bool:
+                body = (await http.get("/api/devices", params={"status": "online"})).json()
+                online = {d["id"] for d in body["data"]}
+                if not demo_ids <= online:
+                    return False
+                for device_id in demo_ids:
+                    latest = await http.get(f"/api/devices/{device_id}/latest")
+                    if "temperature" not in latest.json().get("metrics", {}):
+                        return False
+                return True
+
+            deadline = time.monotonic() + 45
+            while not await online_with_data():
+                assert time.monotonic() < deadline, "demo devices not online\n" + serve.output
+                assert serve.proc.poll() is None, serve.output
+                await asyncio.sleep(0.5)
+            creds = (await http.get("/api/credentials")).json()
+            assert {c["device_id"] for c in creds["data"]} == demo_ids
+            assert {c["status"] for c in creds["data"]} == {"approved"}
+
+            # The banner's hint, run as printed: issue credentials, publish as the device.
+            need(
+                bool(shutil.which("curl") and shutil.which("mosquitto_pub")), "curl, mosquitto_pub"
+            )
+            script = _try_commands(serve.output)
+            assert "-i A4CF12B3C4D5 -u A4CF12B3C4D5" in script
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                env={**os.environ, "IOTP_ADMIN_PASSWORD": PASSWORD},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr + "\n" + script
+            deadline = time.monotonic() + 15
+            while (await http.get("/api/devices/A4CF12B3C4D5")).status_code != 200:
+                assert time.monotonic() < deadline, "the hint's message did not arrive"
+                await asyncio.sleep(0.2)
+    finally:
+        code = serve.stop()
+    assert code == 0, serve.output
+    assert "secure mode" in serve.output
+    assert (tmp_path / "demo-devices").is_dir()  # the demo devices' credentials

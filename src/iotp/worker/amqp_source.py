@@ -103,6 +103,7 @@ class AmqpSource:
         # deliveries waiting on each handler awaitable (one entry per telemetry batch).
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
+        self._nacked: set[int] = set()  # done, but settled by a nack: never acked
         self._waiting: dict[asyncio.Future[None], list[int]] = {}
         self._flush_scheduled = False
         self._background: set[asyncio.Future[Any]] = set()
@@ -141,6 +142,8 @@ class AmqpSource:
 
     async def close(self) -> None:
         """Send the acknowledgements due, then close; RabbitMQ requeues the rest."""
+        for _ in range(3):  # the done callbacks of the last batches, then their flush
+            await asyncio.sleep(0)
         self._flush_acks()
         if self._background:
             await asyncio.wait(list(self._background), timeout=5)
@@ -191,6 +194,7 @@ class AmqpSource:
         self._generation += 1
         self._pending.clear()
         self._done.clear()
+        self._nacked.clear()
         self._channel = raw
         # aiormq directly: aio-pika's consumer wraps each delivery in an IncomingMessage,
         # a Future and a call_soon on top of aiormq's own Task (bench/RESULTS.md).
@@ -207,6 +211,7 @@ class AmqpSource:
         # tags mean nothing on the next one (the generation check drops their acks).
         self._pending.clear()
         self._done.clear()
+        self._nacked.clear()
 
     # ---- the hot path ----------------------------------------------------------------
 
@@ -257,6 +262,7 @@ class AmqpSource:
             return
         for tag in tags:
             self._spawn(channel.basic_nack(tag, requeue=not reject, wait=False))
+            self._nacked.add(tag)
             self._done.add(tag)  # settled: the watermark may pass it
         self._schedule_flush()
 
@@ -267,11 +273,17 @@ class AmqpSource:
 
     def _flush_acks(self) -> None:
         self._flush_scheduled = False
-        pending, done = self._pending, self._done
+        pending, done, nacked = self._pending, self._done, self._nacked
         last = 0
         while pending and pending[0] in done:
-            last = pending.popleft()
-            done.discard(last)
+            tag = pending.popleft()
+            done.discard(tag)
+            if nacked and tag in nacked:
+                # RabbitMQ refuses (closes the channel) an ack whose own tag is not
+                # outstanding, even with multiple=True: end on an unsettled one.
+                nacked.discard(tag)
+                continue
+            last = tag
         channel = self._channel
         if last and channel is not None and not channel.is_closed:
             self._spawn(channel.basic_ack(last, multiple=True, wait=False))

@@ -9,9 +9,14 @@ from typing import Any
 import orjson
 import pytest
 import websockets
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from iotp.api.routes import commands as command_routes
+from iotp.db.auth_models import DeviceCredential
+from iotp.db.models import CommandRow, DeviceShadow, RolloutDevice
 from iotp.services import commands as command_service
+from iotp.services import credentials as credential_service
 from iotp.worker.service import Worker
 from tests.control_support import FakeDevice, command_status, device_status
 from tests.support import Stack
@@ -380,3 +385,52 @@ async def test_ack_before_the_brokers_puback_is_accepted(
         assert seen == ["sending", "sent", "acked"]
     await asyncio.sleep(1.2)  # the late PUBACK changes nothing
     assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "acked"
+
+
+async def test_deleting_a_device_leaves_no_control_rows_behind(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "GONE00000001", mode="silent").start()
+    keep = await FakeDevice(stack, "KEEP00000001", mode="silent").start()
+    for d in (dev, keep):
+        r = await stack.http.post(f"/api/devices/{d.id}/commands", json={"command": "ping"})
+        await command_status(stack, r.json()["id"], "sent")
+        r = await stack.http.put(f"/api/devices/{d.id}/shadow", json={"desired": {"servo": 30}})
+        assert r.status_code == 200, r.text
+    fw = await stack.http.post(
+        "/api/firmware",
+        params={"version": "9.9.9"},
+        content=b"IOTPFW1 9.9.9\nF main.py 5\nprint\nE\n",
+        headers={"content-type": "application/octet-stream"},
+    )
+    r = await stack.http.post(
+        "/api/rollouts",
+        json={"firmware_id": fw.json()["id"], "selector": {"devices": [dev.id, keep.id]}},
+    )
+    assert r.status_code == 201, r.text
+    sessions = async_sessionmaker(stack.worker.engine, expire_on_commit=False)
+    async with sessions.begin() as session:
+        for d in (dev, keep):
+            await credential_service.issue(session, device_id=d.id)
+    tables = {
+        "commands": CommandRow.device_id,
+        "device_shadows": DeviceShadow.device_id,
+        "rollout_devices": RolloutDevice.device_id,
+        "device_credentials": DeviceCredential.device_id,
+    }
+
+    async def counts(device_id: str) -> dict[str, int]:
+        async with sessions() as session:
+            return {
+                name: int(
+                    await session.scalar(select(func.count()).where(column == device_id)) or 0
+                )
+                for name, column in tables.items()
+            }
+
+    assert all((await counts(dev.id)).values()), await counts(dev.id)
+    await dev.stop()
+    assert (await stack.http.delete(f"/api/devices/{dev.id}")).status_code == 204
+    assert await counts(dev.id) == dict.fromkeys(tables, 0)
+    assert all((await counts(keep.id)).values())  # other devices keep theirs
+    assert (await stack.http.get(f"/api/devices/{dev.id}/commands")).status_code == 404
+    rollout = await stack.get(f"/api/rollouts/{r.json()['id']}")
+    assert [d["device_id"] for d in rollout["devices"]] == [keep.id]

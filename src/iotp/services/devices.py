@@ -12,7 +12,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.db.models import Device, DeviceEventRow
+from iotp.db.auth_models import DeviceCredential
+from iotp.db.models import (
+    CommandRow,
+    Device,
+    DeviceEventRow,
+    DeviceShadow,
+    RolloutDevice,
+    TelemetryRollupHour,
+    TelemetryRollupMinute,
+)
 from iotp.protocol import DeviceInfo
 from iotp.services import telemetry
 from iotp.services.errors import NotFoundError
@@ -238,9 +247,19 @@ async def update_device(
 
 
 async def delete_device(session: AsyncSession, *, device_id: str) -> None:
+    """The device and everything that is only about it: events, telemetry and its
+    rollups, commands (whatever their state: a late ack is then counted as unknown),
+    shadow, rollout targets and MQTT credentials (the brokers drop the account). Alerts
+    and webhook deliveries stay, as history of what happened."""
     await get(session, device_id)
     await session.execute(delete(DeviceEventRow).where(DeviceEventRow.device_id == device_id))
     await telemetry.delete_device_telemetry(await session.connection(), device_id)
+    for table in (TelemetryRollupMinute, TelemetryRollupHour):
+        await session.execute(delete(table).where(table.device_id == device_id))
+    await session.execute(delete(CommandRow).where(CommandRow.device_id == device_id))
+    await session.execute(delete(DeviceShadow).where(DeviceShadow.device_id == device_id))
+    await session.execute(delete(RolloutDevice).where(RolloutDevice.device_id == device_id))
+    await session.execute(delete(DeviceCredential).where(DeviceCredential.device_id == device_id))
     await session.execute(delete(Device).where(Device.id == device_id))
 
 

@@ -298,8 +298,8 @@ class Device:
             if creds.stopped():
                 self._show_status("stopped")
                 self.log("MQTT stopped: " + creds.reason)
-                await self._relink.wait()  # new settings (or a reboot) start over
                 self._relink.clear()
+                await self._relink.wait()  # new settings (or a reboot) start over
                 continue
             if creds.provisioning():
                 self._show_status("provisioning")

@@ -31,10 +31,13 @@ web: $(STAMP)
 $(MPY_DIR)/node_modules/.package-lock.json: $(wildcard $(MPY_DIR)/package-lock.json)
 	@if [ -f $(MPY_DIR)/package.json ]; then cd $(MPY_DIR) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates deploy/compose.yaml).
+# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates deploy/compose.yaml),
+# mosquitto-clients and curl (the `iotp serve` banner's commands, run as printed).
 services:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \

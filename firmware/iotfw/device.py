@@ -639,14 +639,14 @@ class Device:
             if self.mqtt is not None and self.mqtt.connected:
                 self.publish("info", self.info(), retain=True)
         reconnect = [k for k in changed if k in settings.RECONNECT_KEYS]
-        if reconnect and self.broker is None and self.mqtt is not None:
+        if reconnect and self.mqtt is not None:
             m = self.mqtt
             self._tls_ctx = None
-            m.host, m.port = cfg["mqtt_host"], cfg["mqtt_port"]
+            m.host, m.port = self._broker_address()
             m.ssl, m.keepalive = self._tls(), cfg["mqtt_keepalive"]
             creds_keys = ("mqtt_user", "mqtt_password", "fleet_secret")
             if [k for k in changed if k in creds_keys]:
-                self._save(self.creds.configure(cfg))
+                self._save(self.creds.configure(self._credential_settings()))
                 self._relink.set()
             m.user, m.password = self.creds.login()
             self._spawn(self._reconnect_later())

@@ -1,13 +1,20 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { LiveSocket } from "./socket";
 
+const auth = vi.hoisted(() => ({ refresh: vi.fn(), expired: vi.fn() }));
+vi.mock("../api/auth", async (importOriginal) => ({
+  ...(await importOriginal<typeof import("../api/auth")>()),
+  refreshTokens: auth.refresh,
+  sessionExpired: auth.expired,
+}));
+
 class FakeWs {
   static instances: FakeWs[] = [];
   readyState = 0;
   sent: unknown[] = [];
   onopen: (() => void) | null = null;
   onmessage: ((m: { data: string }) => void) | null = null;
-  onclose: ((c: { code: number }) => void) | null = null;
+  onclose: ((c: { code: number; reason?: string }) => void) | null = null;
   constructor(readonly url: string) {
     FakeWs.instances.push(this);
   }
@@ -73,6 +80,21 @@ describe("LiveSocket", () => {
     expect(again.sent).toContainEqual({ action: "subscribe", events: ["device_data"], devices: ["A"] });
     socket.stop();
     vi.useRealTimers();
+  });
+
+  it("signs out when the server cuts the socket because access was revoked", async () => {
+    auth.refresh.mockResolvedValue(false);
+    const socket = new LiveSocket(() => "ws://x/api/ws", (u) => new FakeWs(u) as unknown as WebSocket);
+    socket.subscribe(["device_data"], ["*"], () => undefined);
+    await flush();
+    const ws = FakeWs.instances[0]!;
+    ws.open();
+    ws.onclose?.({ code: 1008, reason: "revoked" });
+    await flush();
+    expect(auth.refresh).toHaveBeenCalled();
+    expect(auth.expired).toHaveBeenCalled();
+    expect(FakeWs.instances).toHaveLength(1); // no reconnect with the dead token
+    socket.stop();
   });
 
   it("unsubscribes what no page wants any more", async () => {

@@ -1,7 +1,7 @@
 // One WebSocket for the whole app. Pages register interests ({events, devices}) and
 // handlers; the socket subscribes to the union, resubscribes after every reconnect,
 // and reconnects with capped exponential backoff.
-import { freshToken, getTokens, refreshTokens } from "../api/auth";
+import { freshToken, getTokens, refreshTokens, sessionExpired } from "../api/auth";
 
 export type EventType =
   | "device_data"
@@ -131,6 +131,12 @@ export class LiveSocket {
       this.ws = null;
       this.setState("closed");
       if (this.stopped) return;
+      if (close.code === 1008 && close.reason === "revoked") {
+        // The user was deleted or disabled, or their role or password changed: tokens
+        // issued before no longer work, so a refresh fails and they sign in again.
+        void refreshTokens().then((ok) => (ok ? this.connect() : sessionExpired()));
+        return;
+      }
       // 4401/1008: the server refused our token; refresh it before reconnecting.
       const authProblem = close.code === 4401 || close.code === 1008;
       const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempt);

@@ -4,9 +4,12 @@ instead; nothing else in the platform knows which broker it talks to."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from amqtt.broker import Broker
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.broker.auth import DeviceAuthority, TlsListener, secure_config
@@ -22,6 +25,25 @@ class BrokerHandle(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+@dataclass
+class _OpenConfig:
+    pass
+
+
+class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """Open mode: every client may connect. Unlike amqtt's AnonymousAuthPlugin it does
+    not flag the session as anonymous: amqtt 0.12 neither queues QoS 1/2 messages for a
+    disconnected anonymous session nor keeps the session at all, so the worker's
+    persistent session (clean_session=False) lost the device acks and data published
+    while it restarted. MQTT 3.1.2.4 says they are kept, as Mosquitto does (secure mode
+    already behaves so: its sessions are authenticated)."""
+
+    Config = _OpenConfig
+
+    async def authenticate(self, *, session: Session) -> bool:
+        return True
 
 
 class EmbeddedBroker:
@@ -41,7 +63,7 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
             # Quiet: no $SYS topics, no per-packet logging.
             "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                f"{__name__}.OpenAuthPlugin": {},
             },
         }
         # security (docs/security.md): secure mode and TLS

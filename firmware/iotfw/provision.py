@@ -247,7 +247,7 @@ class Credentials:
                     "(fleet_secret) or credentials (mqtt_user, mqtt_password)")
         if "provision" in tried and "own" in tried:
             return ("the broker refused this device's credentials and the fleet secret: "
-                    "revoked, or the fleet secret is wrong")
+                    "revoked, or rotated (store the new ones), or the fleet secret is wrong")
         if "provision" in tried:
             return ("the broker refused the fleet secret: wrong secret, provisioning "
                     "off, or this device id is already approved or revoked")

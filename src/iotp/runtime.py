@@ -154,7 +154,7 @@ def _try_lines(settings: Settings, mqtt_url: str, api_url: str) -> list[str]:
     port = mqtt_url.rsplit(":", 1)[1]
     data = f"-t devices/{EXAMPLE_DEVICE}/data -m '{{\"temperature\": 21.5}}'"
     if not settings.secure:
-        return [f"Try:        mosquitto_pub -p {port} {data}"]
+        return [f"Try:        mosquitto_pub -p {port} -q 1 {data}"]
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
     return [
         "Try:        # secure mode: an admin issues the device's credentials, then it publishes",

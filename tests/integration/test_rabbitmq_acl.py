@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,13 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from iotp.broker.rabbitmq import Management, RabbitMQSync, management, store_device_secret
+from iotp.broker.rabbitmq import (
+    Management,
+    RabbitMQSync,
+    management,
+    store_device_secret,
+    vhost_permissions,
+)
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.services import credentials as cred_service
@@ -34,6 +41,17 @@ from tests.support import (
 pytestmark = [pytest.mark.rabbitmq]
 
 MQTT_URL = f"mqtt://{RABBITMQ_HOST}:{RABBITMQ_MQTT_PORT}"
+
+
+# RabbitMQ users are global (not per vhost): device names of their own per run.
+RUN = uuid.uuid4().hex[:6]
+A1 = f"A1-{RUN}"
+B2 = f"B2-{RUN}"
+P3 = f"P3-{RUN}"
+Q4 = f"Q4-{RUN}"
+Q5 = f"Q5-{RUN}"
+R7 = f"R7-{RUN}"
+S8 = f"S8-{RUN}"
 
 
 @dataclass
@@ -73,7 +91,10 @@ class Rabbit:
 async def rabbit(tmp_path: Path) -> AsyncIterator[Rabbit]:
     vhost = await create_rabbitmq_vhost("iotp_acl")
     settings = secure_settings(
-        tmp_path, rabbitmq_management_url=vhost.management_url, rabbitmq_vhost=vhost.name
+        tmp_path,
+        rabbitmq_management_url=vhost.management_url,
+        rabbitmq_vhost=vhost.name,
+        mqtt_service_user=f"iotp-{RUN}",
     )
     engine = make_engine(settings.effective_database_url)
     await migrate.upgrade(engine)
@@ -90,7 +111,7 @@ async def rabbit(tmp_path: Path) -> AsyncIterator[Rabbit]:
             await c.close()
         await engine.dispose()
         users = await api.users()
-        for name in ("A1", "B2", "P3", "provision"):  # users are global: clean up ours
+        for name in (A1, B2, P3, settings.mqtt_service_user):  # users are global
             if name in users:
                 await api.delete_user(name)
         await delete_rabbitmq_vhost(vhost)
@@ -104,68 +125,68 @@ async def _silent(client: Client, seconds: float = 1.0) -> bool:
 
 
 async def test_a_device_publishes_and_reads_only_its_own_topics(rabbit: Rabbit) -> None:
-    a1 = await rabbit.issue("A1")
-    b2 = await rabbit.issue("B2")
+    a1 = await rabbit.issue(A1)
+    b2 = await rabbit.issue(B2)
     observer = await rabbit.service()
     assert await observer.subscribe("devices/#") == 1
 
-    dev = await rabbit.connect("A1", "A1", a1)
-    assert await dev.subscribe("devices/A1/commands") == 1
-    dev.publish("devices/A1/data", '{"t": 1}')
-    assert await observer.next() == ("devices/A1/data", b'{"t": 1}')
+    dev = await rabbit.connect(A1, A1, a1)
+    assert await dev.subscribe(f"devices/{A1}/commands") == 1
+    dev.publish(f"devices/{A1}/data", '{"t": 1}')
+    assert await observer.next() == (f"devices/{A1}/data", b'{"t": 1}')
 
     # Its own commands reach it (from the platform's account).
-    observer.publish("devices/A1/commands", '{"id": "c1"}')
+    observer.publish(f"devices/{A1}/commands", '{"id": "c1"}')
     topic, _ = await dev.next()
-    assert topic == "devices/A1/commands"
+    assert topic == f"devices/{A1}/commands"
 
     # Another device's commands: the subscription is refused (or the link dropped).
-    spy = await rabbit.connect("A1-spy", "A1", a1)
+    spy = await rabbit.connect(f"{A1}-spy", A1, a1)
     with contextlib.suppress(TimeoutError):
-        assert await spy.subscribe("devices/B2/commands") == 0x80
-    observer.publish("devices/B2/commands", '{"id": "c2"}')
+        assert await spy.subscribe(f"devices/{B2}/commands") == 0x80
+    observer.publish(f"devices/{B2}/commands", '{"id": "c2"}')
     assert await _silent(spy)
 
     # Speaking for another device: refused, nothing reaches the platform.
-    forger = await rabbit.connect("A1-forger", "A1", a1)
-    forger.publish("devices/B2/data", '{"forged": 1}')
+    forger = await rabbit.connect(f"{A1}-forger", A1, a1)
+    forger.publish(f"devices/{B2}/data", '{"forged": 1}')
     await asyncio.sleep(1.0)
     while not observer.messages.empty():
         topic, _ = observer.messages.get_nowait()
-        assert topic != "devices/B2/data"
+        assert topic != f"devices/{B2}/data"
 
     # The right device may.
-    good = await rabbit.connect("B2", "B2", b2)
-    good.publish("devices/B2/data", '{"t": 2}')
+    good = await rabbit.connect(B2, B2, b2)
+    good.publish(f"devices/{B2}/data", '{"t": 2}')
     seen = [await observer.next() for _ in range(1)]
-    assert ("devices/B2/data", b'{"t": 2}') in seen
+    assert (f"devices/{B2}/data", b'{"t": 2}') in seen
 
     with pytest.raises(Refused):
-        await rabbit.connect("A1-wrong", "A1", "not-the-secret-0123456789")
+        await rabbit.connect(f"{A1}-wrong", A1, "not-the-secret-0123456789")
 
 
 async def test_revoked_device_is_disconnected_and_refused(rabbit: Rabbit) -> None:
-    secret = await rabbit.issue("A1")
-    dev = await rabbit.connect("A1", "A1", secret)
+    secret = await rabbit.issue(A1)
+    dev = await rabbit.connect(A1, A1, secret)
 
     async def revoke(session: AsyncSession) -> None:
-        await cred_service.revoke(session, device_id="A1")
+        await cred_service.revoke(session, device_id=A1)
 
     await rabbit.change(revoke)
     await asyncio.wait_for(dev.disconnected.wait(), 10)
     with pytest.raises(Refused):
-        await rabbit.connect("A1-again", "A1", secret)
-    assert "A1" not in await rabbit.api.users()
+        await rabbit.connect(f"{A1}-again", A1, secret)
+    assert A1 not in await rabbit.api.users()
 
 
 async def test_rotation_replaces_the_password(rabbit: Rabbit) -> None:
-    old = await rabbit.issue("A1")
-    dev = await rabbit.connect("A1", "A1", old)
-    new = await rabbit.issue("A1")
+    old = await rabbit.issue(A1)
+    dev = await rabbit.connect(A1, A1, old)
+    new = await rabbit.issue(A1)
     await asyncio.wait_for(dev.disconnected.wait(), 10)  # connected with the old one
     with pytest.raises(Refused):
-        await rabbit.connect("A1-old", "A1", old)
-    await rabbit.connect("A1-new", "A1", new)
+        await rabbit.connect(f"{A1}-old", A1, old)
+    await rabbit.connect(f"{A1}-new", A1, new)
 
 
 async def test_pending_device_waits_for_approval(rabbit: Rabbit) -> None:
@@ -174,34 +195,34 @@ async def test_pending_device_waits_for_approval(rabbit: Rabbit) -> None:
     secret = "p3-made-this-secret-up-0123456789"
     async with AsyncSession(rabbit.engine, expire_on_commit=False) as session:
         status = await cred_service.request(
-            session, device_id="P3", secret=secret, auto_approve=False
+            session, device_id=P3, secret=secret, auto_approve=False
         )
-        await store_device_secret(rabbit.settings, "P3", secret, approved=False)
+        await store_device_secret(rabbit.settings, P3, secret, approved=False)
         await session.commit()
     assert status == "pending"
     with pytest.raises(Refused):
-        await rabbit.connect("P3", "P3", secret)
+        await rabbit.connect(P3, P3, secret)
 
     async def approve(session: AsyncSession) -> None:
-        await cred_service.approve(session, device_id="P3")
+        await cred_service.approve(session, device_id=P3)
 
     await rabbit.change(approve)
-    dev = await rabbit.connect("P3", "P3", secret)
+    dev = await rabbit.connect(P3, P3, secret)
     observer = await rabbit.service()
     assert await observer.subscribe("devices/#") == 1
-    dev.publish("devices/P3/data", orjson.dumps({"t": 3}))
-    assert (await observer.next())[0] == "devices/P3/data"
+    dev.publish(f"devices/{P3}/data", orjson.dumps({"t": 3}))
+    assert (await observer.next())[0] == f"devices/{P3}/data"
 
 
 async def test_provisioning_account(rabbit: Rabbit) -> None:
     """`provision` (fleet secret) may ask and read answers, and nothing else."""
-    prov = await rabbit.connect("Q4", "provision", FLEET)
-    assert await prov.subscribe("provision/Q4/response") == 1
+    prov = await rabbit.connect(Q4, "provision", FLEET)
+    assert await prov.subscribe(f"provision/{Q4}/response") == 1
     observer = await rabbit.service()
     assert await observer.subscribe("provision/+/request") == 1
-    prov.publish("provision/Q4/request", '{"secret": "x"}')
-    assert (await observer.next())[0] == "provision/Q4/request"
-    sneaky = await rabbit.connect("Q5", "provision", FLEET)
+    prov.publish(f"provision/{Q4}/request", '{"secret": "x"}')
+    assert (await observer.next())[0] == f"provision/{Q4}/request"
+    sneaky = await rabbit.connect(Q5, "provision", FLEET)
     with contextlib.suppress(TimeoutError):
         assert await sneaky.subscribe("devices/#") == 0x80
 
@@ -213,20 +234,31 @@ async def test_api_issue_gives_rabbitmq_the_password(tmp_path: Path) -> None:
     try:
         extra = {"rabbitmq_management_url": vhost.management_url, "rabbitmq_vhost": vhost.name}
         async with run_stack("embedded-sqlite", tmp_path, **extra) as stack:
-            response = await stack.http.post("/api/credentials/R7")
+            response = await stack.http.post(f"/api/credentials/{R7}")
             assert response.status_code == 201, response.text
             secret = response.json()["password"]
-            client = Client(MQTT_URL, "R7", f"{vhost.name}:R7", secret)
+            client = Client(MQTT_URL, R7, f"{vhost.name}:{R7}", secret)
             await client.connect()
-            assert await client.subscribe("devices/R7/commands") == 1
+            assert await client.subscribe(f"devices/{R7}/commands") == 1
             await client.close()
 
             stack.settings.rabbitmq_management_url = "http://guest:guest@127.0.0.1:1"
-            response = await stack.http.post("/api/credentials/S8")
+            response = await stack.http.post(f"/api/credentials/{S8}")
             assert response.status_code == 503, response.text
             assert "RabbitMQ" in response.json()["detail"]
-            assert (await stack.http.get("/api/credentials/S8")).status_code == 404
+            assert (await stack.http.get(f"/api/credentials/{S8}")).status_code == 404
     finally:
         api = Management(vhost.management_url)
-        await api.delete_user("R7")
+        await api.delete_user(R7)
         await delete_rabbitmq_vhost(vhost)
+
+
+def test_queue_permissions_are_exact() -> None:
+    """A device reaches only its own MQTT session queues, not those of an id extending it."""
+    import re
+
+    pattern = vhost_permissions("A1")["configure"]
+    assert re.fullmatch(pattern, "mqtt-subscription-A1qos1")
+    assert re.fullmatch(pattern, "amq.topic")
+    assert not re.fullmatch(pattern, "mqtt-subscription-A10qos1")
+    assert not re.fullmatch(pattern, "iotp.telemetry")

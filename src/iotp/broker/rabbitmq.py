@@ -8,7 +8,8 @@ device user gets
 
 - write ``^devices\\.{username}\\.(data|status|info|state|events|ack)$``: its own topics,
 - read ``^devices\\.{username}\\.commands$``: its own commands,
-- on the vhost: access to ``amq.topic`` and its own MQTT subscription queues only.
+- on the vhost: ``amq.topic`` and the MQTT subscription queues of its own client id
+  (the device id) only.
 
 RabbitMQ cannot read the platform's (Mosquitto-format) hashes, and the platform never
 keeps a device secret. So RabbitMQ gets a device's password at the two moments the
@@ -67,10 +68,12 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
-def vhost_permissions(user: str) -> dict[str, str]:
-    """amq.topic and the user's own MQTT subscription queues (``mqtt-subscription-<client
-    id>qos<n>``; the client id of a device starts with its id)."""
-    pattern = rf"^(amq\.topic|mqtt-subscription-{user}.*)$"
+def vhost_permissions(client_id: str | None) -> dict[str, str]:
+    """amq.topic and the MQTT subscription queues of one client id
+    (``mqtt-subscription-<client id>qos0|1``; a device's client id is its id, which no
+    other id extends into a match), or of any client id (``None``)."""
+    queues = rf"mqtt-subscription-{client_id}qos[01]" if client_id else r"mqtt-subscription-.*"
+    pattern = rf"^(amq\.topic|{queues})$"
     return {"configure": pattern, "write": pattern, "read": pattern}
 
 
@@ -203,9 +206,10 @@ class RabbitMQSync:
         if fleet:
             await self.api.put_user(PROVISION_USER, fleet, SERVICE_TAG)
             # Provisioning clients use the device id as client id: any subscription
-            # queue name (a clean session cannot take over a device's durable queue).
+            # queue. (So a fleet-secret holder could resume an offline device's persistent
+            # session and read its queued commands: docs/operations.md, "RabbitMQ".)
             await self.api.grant(
-                PROVISION_USER, vhost_permissions(""), PROVISION_WRITE, PROVISION_READ
+                PROVISION_USER, vhost_permissions(None), PROVISION_WRITE, PROVISION_READ
             )
 
     async def sync(self) -> bool:

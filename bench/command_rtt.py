@@ -1,8 +1,10 @@
 """Command round trip: with N simulated devices connected (each answers every command
-with an ack at once), time REST request -> worker -> MQTT -> device -> ack -> worker ->
-event -> REST response (`POST /api/devices/{id}/commands?wait=true`), one command at a
-time, p50/p99; then a bulk command to the whole fleet (commands/s). In the same run, the
-raw broker round trip (publish -> responder -> reply) is measured as the floor.
+with an ack at once), time REST request -> API claims and publishes it -> MQTT -> device
+-> ack -> worker records it -> event -> REST response (`POST
+/api/devices/{id}/commands?wait=true`), one command at a time, p50/p99; then a bulk
+command to the whole fleet (commands/s). In the same run, the raw broker round trip
+(publish -> responder -> reply) is measured as the floor, and the machine's load
+average is printed (the figures mean little on a busy machine).
 
     python bench/command_rtt.py [--devices 1000] [--commands 500] [--stack mosquitto-postgres|embedded-sqlite]
 """
@@ -214,7 +216,7 @@ def main() -> None:
         "--no-nodelay", action="store_true", help="Mosquitto without set_tcp_nodelay"
     )
     args = parser.parse_args()
-    print(f"machine: {h.machine()}")
+    print(f"machine: {h.machine()}; load average at start {os.getloadavg()[0]:.1f}")
     if args.stack == "mosquitto-postgres":
         broker = h.mosquitto() if args.no_nodelay else mosquitto_nodelay()
         database = h.pg_database()
@@ -261,7 +263,8 @@ def main() -> None:
         f"  bulk to all: {res['bulk_created']} created, {res['bulk_acked']} acked in "
         f"{res['bulk_seconds']:.2f} s = {res['bulk_acked'] / res['bulk_seconds']:.0f} commands/s\n"
         f"  raw broker round trip (publish -> responder -> reply): p50 {pct(floor, 50):.2f} ms, "
-        f"p99 {pct(floor, 99):.2f} ms"
+        f"p99 {pct(floor, 99):.2f} ms\n"
+        f"  load average at the end: {os.getloadavg()[0]:.1f} (2 cores)"
     )
 
 

@@ -11,13 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp.api.state import ApiState
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: a plain def dependency would run in a thread pool on every request
+    return state_of(request)
+
+
+def state_of(request: Request) -> ApiState:
     state: ApiState = request.app.state.iotp
     return state
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_state(request).sessions() as session:
+    async with state_of(request).sessions() as session:
         yield session
 
 

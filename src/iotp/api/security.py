@@ -372,7 +372,7 @@ async def authorize(conn: HTTPConnection) -> Principal | None:
     return principal
 
 
-def get_principal(conn: HTTPConnection) -> Principal:
+async def get_principal(conn: HTTPConnection) -> Principal:  # async: no thread-pool hop
     principal: Principal | None = getattr(conn.state, "principal", None)
     if principal is None:  # only on public routes, which must not ask for one
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated")

@@ -3042,6 +3042,13 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description RabbitMQ (when configured) could not take the password */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     delete_credentials_api_credentials__device_id__delete: {

@@ -430,3 +430,39 @@ async def test_deleting_a_device_leaves_no_control_rows_behind(stack: Stack) -> 
     assert (await stack.http.get(f"/api/devices/{dev.id}/commands")).status_code == 404
     rollout = await stack.get(f"/api/rollouts/{r.json()['id']}")
     assert [d["device_id"] for d in rollout["devices"]] == [keep.id]
+
+
+async def test_wait_is_answered_by_the_devices_own_ack(stack: Stack) -> None:
+    """?wait=true ends on the device's ack itself, not on the worker's record of it: with
+    the worker stopped, the answer still comes (and only from the right device); the
+    worker records the same ack when it is back."""
+    dev = await FakeDevice(stack, "CMD000000020", mode="silent").start()
+    other = await FakeDevice(stack, "CMD000000021", mode="silent").start()
+    waiting = asyncio.create_task(
+        stack.http.post(
+            f"/api/devices/{dev.id}/commands?wait=true", json={"command": "ping", "timeout": 20}
+        )
+    )
+
+    async def received() -> bool:
+        return bool(dev.received)
+
+    await stack.wait_for(received)
+    cid = dev.received[0]["id"]
+    await command_status(stack, cid, "sent")
+    await stack.worker.stop()
+    other.ack(cid, "ok", {"forged": True})  # not its command: does not end the wait
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    dev.ack(cid, "ok", {"uptime": 7})
+    r = await asyncio.wait_for(waiting, 10)
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "acked"
+    assert r.json()["result"] == {"uptime": 7}
+    # the worker is down: recorded only when it is back (its persistent session)
+    assert (await stack.get(f"/api/commands/{cid}"))["status"] == "sent"
+    worker = Worker(stack.settings, stack.worker.engine, stack.mqtt_url)
+    await worker.start()
+    stack.worker = worker
+    done = await command_status(stack, cid, "acked")
+    assert done["result"] == {"uptime": 7}

@@ -26,6 +26,8 @@ from iotp.worker.events import encode_event, event_topic
 log = logging.getLogger(__name__)
 
 DATA_SUBSCRIPTION = subscription(Kind.DATA)
+# Devices' command acks: `?wait=true` answers from the device's own ack (see waiters.py).
+ACK_SUBSCRIPTION = subscription(Kind.ACK)
 
 
 class ApiState:
@@ -45,7 +47,7 @@ class ApiState:
         self.link = MqttLink(
             settings.mqtt(mqtt_default),
             client_id=f"iotp-{self.component_id.replace(':', '-')}",
-            subscriptions=[(f"{self.events_prefix}/#", 1)],
+            subscriptions=[(f"{self.events_prefix}/#", 1), (ACK_SUBSCRIPTION, 0)],
             handler=self._on_message,
             clean_session=True,
             ack_after_handler=False,
@@ -113,6 +115,9 @@ class ApiState:
             return
         try:
             device_id, kind = parse_topic(topic)
+            if kind is Kind.ACK:
+                self.command_waiters.feed_ack(device_id, payload)
+                return
             if kind is not Kind.DATA:
                 return
             msg = parse_data(payload)

@@ -1,35 +1,57 @@
-"""``?wait=true`` for commands: futures resolved by the ``command_update`` events this
-API process already receives from the broker (so any API replica can wait on a
-command that any worker dispatched)."""
+"""``?wait=true`` for commands: futures resolved by whichever comes first of
+
+* the device's own ack (``devices/{id}/ack``, which every API process also receives):
+  the answer is the device's word, a few milliseconds before the worker has recorded
+  it; the worker stays the only recorder, and its ``command_update`` follows;
+* the ``command_update`` events this API process receives from the broker (so any API
+  replica can wait on a command that any worker dispatched, and a command that times
+  out, expires or is cancelled ends the wait too).
+
+An ack resolves a wait only when it is a final ack (``ok``/``error``), comes on the
+command's own device's topic, and arrives well before the command's timeout (the worker
+could otherwise record it as late, after the deadline); everything else is left to the
+worker's event.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from iotp.services.commands import is_terminal
+from iotp.protocol.payloads import RejectedMessage, parse_ack
+from iotp.services.commands import CommandStatus, is_terminal
+
+# An ack this close to the command's timeout is left to the worker to judge.
+ACK_DEADLINE_MARGIN_SECONDS = 1.0
 
 
 class CommandWaiters:
     def __init__(self) -> None:
         self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._known: dict[str, dict[str, Any]] = {}  # the command as created
 
-    def watch(self, command_ids: Iterable[str]) -> dict[str, asyncio.Future[dict[str, Any]]]:
-        """Register before the command can finish, so no event is missed."""
+    def watch(
+        self, commands: Mapping[str, dict[str, Any]]
+    ) -> dict[str, asyncio.Future[dict[str, Any]]]:
+        """Register before the command can finish, so no ack or event is missed.
+        ``commands``: id -> the command as created (``commands.to_dict``)."""
         loop = asyncio.get_running_loop()
         out: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        for cid in command_ids:
+        for cid, command in commands.items():
             fut = self._futures.get(cid)
             if fut is None or fut.done():
                 fut = self._futures[cid] = loop.create_future()
+            self._known[cid] = command
             out[cid] = fut
         return out
 
-    def forget(self, command_ids: Iterable[str]) -> None:
+    def forget(self, command_ids: Mapping[str, Any]) -> None:
         for cid in command_ids:
+            self._known.pop(cid, None)
             fut = self._futures.pop(cid, None)
             if fut is not None and not fut.done():
                 fut.cancel()
@@ -46,6 +68,40 @@ class CommandWaiters:
         fut = self._futures.get(cid) if isinstance(cid, str) else None
         if fut is not None and not fut.done() and is_terminal(command.get("status", "")):
             fut.set_result(command)
+
+    def feed_ack(self, device_id: str, payload: bytes, now: float | None = None) -> bool:
+        """A device's ack as published on ``devices/{device_id}/ack``. Returns whether it
+        ended a wait. Bad acks are ignored here: the worker counts and logs them."""
+        if not self._futures:
+            return False
+        try:
+            ack = parse_ack(payload)
+        except RejectedMessage:
+            return False
+        if ack.id is None or ack.status == "progress":
+            return False
+        fut = self._futures.get(ack.id)
+        command = self._known.get(ack.id)
+        if fut is None or fut.done() or command is None:
+            return False
+        if command.get("device_id") != device_id:
+            return False  # only the command's own device can answer it
+        now = time.time() if now is None else now
+        timeout = float(command.get("timeout") or 0.0)
+        if now + ACK_DEADLINE_MARGIN_SECONDS > float(command["created_at"]) + timeout:
+            return False  # near or past its timeout: the worker decides (acked or late)
+        ok = ack.status == "ok"
+        fut.set_result(
+            {
+                **command,
+                "status": (CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
+                "sent_at": command.get("sent_at") or now,
+                "finished_at": now,
+                "result": ack.result,
+                "error": None if ok else (ack.error or "device reported an error"),
+            }
+        )
+        return True
 
     def __len__(self) -> int:
         return len(self._futures)

@@ -62,7 +62,7 @@ async def send_command(
         )
     await session.commit()
     data = command_service.to_dict(row)
-    futures = state.command_waiters.watch([row.id]) if wait else {}
+    futures = state.command_waiters.watch({row.id: data}) if wait else {}
     emit(state, data, row.created_at)
     if row.status == CommandStatus.SENDING:  # device online: published from here
         send_claimed(state, [row])

@@ -16,9 +16,13 @@ CAPS = ["relay:light", "relay:fan", "servo", "reboot", "ota", "automation", "web
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        ("queued", "sent"),
+        ("queued", "sending"),
         ("queued", "expired"),
         ("queued", "cancelled"),
+        ("sending", "sent"),  # the broker's PUBACK
+        ("sending", "queued"),  # unconfirmed publish, or its publisher died: sent again
+        ("sending", "acked"),  # the ack beat the PUBACK
+        ("sending", "failed"),
         ("sent", "acked"),
         ("sent", "failed"),
         ("sent", "timed_out"),
@@ -32,6 +36,9 @@ def test_allowed_transitions(old: str, new: str) -> None:
     ("old", "new"),
     [
         ("queued", "acked"),
+        ("queued", "sent"),  # never without a claim (sending) first
+        ("sending", "cancelled"),
+        ("sending", "timed_out"),
         ("sent", "cancelled"),
         ("sent", "expired"),
         ("acked", "failed"),

@@ -133,6 +133,12 @@ class DeviceAuthority:
             log.info("MQTT login refused: client %r user %r", client_id[:64], (username or "")[:64])
             return False
         self._logins[client_id] = _Login(username or "", secret_hash)
+        if secret_hash is not None:
+            # Checked against the database as it is now, which the revocation watch may
+            # not have seen: (count, newest change) can come back to the value it last
+            # saw once these credentials are deleted again (issued and forgotten within
+            # one poll). The next poll compares every login with a fresh snapshot.
+            self._version = None
         return True
 
     async def _status(self, device_id: str) -> CredentialStatus | None:

@@ -432,12 +432,26 @@ async def test_deleting_a_device_leaves_no_control_rows_behind(stack: Stack) -> 
     assert [d["device_id"] for d in rollout["devices"]] == [keep.id]
 
 
-async def test_wait_is_answered_by_the_devices_own_ack(stack: Stack) -> None:
-    """?wait=true ends on the device's ack itself, not on the worker's record of it: with
-    the worker stopped, the answer still comes (and only from the right device); the
-    worker records the same ack when it is back."""
+async def test_wait_is_answered_by_the_devices_own_ack(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """?wait=true ends on the device's ack itself, not on the worker's record of it:
+    while the worker is held before recording acks, the answer still comes (and only
+    from the right device); the worker then records the same ack."""
     dev = await FakeDevice(stack, "CMD000000020", mode="silent").start()
     other = await FakeDevice(stack, "CMD000000021", mode="silent").start()
+    control = stack.worker.control
+    assert control is not None
+    record = control.on_ack
+    held = asyncio.Event()
+    seen: list[str | None] = []
+
+    async def on_ack_held(device_id: str, ack: Any, now: float) -> None:
+        seen.append(ack.id)
+        await held.wait()
+        await record(device_id, ack, now)
+
+    monkeypatch.setattr(control, "on_ack", on_ack_held)
     waiting = asyncio.create_task(
         stack.http.post(
             f"/api/devices/{dev.id}/commands?wait=true", json={"command": "ping", "timeout": 20}
@@ -450,7 +464,6 @@ async def test_wait_is_answered_by_the_devices_own_ack(stack: Stack) -> None:
     await stack.wait_for(received)
     cid = dev.received[0]["id"]
     await command_status(stack, cid, "sent")
-    await stack.worker.stop()
     other.ack(cid, "ok", {"forged": True})  # not its command: does not end the wait
     await asyncio.sleep(0.5)
     assert not waiting.done()
@@ -459,10 +472,9 @@ async def test_wait_is_answered_by_the_devices_own_ack(stack: Stack) -> None:
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "acked"
     assert r.json()["result"] == {"uptime": 7}
-    # the worker is down: recorded only when it is back (its persistent session)
+    # the worker has the ack but has not recorded it yet
+    assert cid in seen
     assert (await stack.get(f"/api/commands/{cid}"))["status"] == "sent"
-    worker = Worker(stack.settings, stack.worker.engine, stack.mqtt_url)
-    await worker.start()
-    stack.worker = worker
+    held.set()
     done = await command_status(stack, cid, "acked")
     assert done["result"] == {"uptime": 7}

@@ -25,6 +25,7 @@ from gmqtt.mqtt.constants import MQTTv311
 
 from iotp.api.app import create_app
 from iotp.broker.embedded import EmbeddedBroker
+from iotp.broker.provisioning import Provisioner
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import free_port
@@ -224,15 +225,20 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Stack]:
-    """kind: 'embedded-sqlite' or 'mosquitto-postgres'."""
+    """kind: 'embedded-sqlite' or 'mosquitto-postgres'. With ``secure=True`` (embedded
+    only) the broker enforces credentials and topic ACLs and a provisioner runs, as in
+    `iotp serve --secure`."""
     cleanup: list[Callable[[], Any]] = []
     broker: EmbeddedBroker | None = None
     mosq: MosquittoServer | None = None
     pg_url: str | None = None
+    secure = bool(overrides.get("secure"))
     if kind == "embedded-sqlite":
-        broker = EmbeddedBroker("127.0.0.1", free_port())
-        await broker.start()
-        mqtt_url = broker.url
+        # secure: the broker reads credentials from the database, so it starts below
+        broker = EmbeddedBroker("127.0.0.1", free_port()) if not secure else None
+        if broker is not None:
+            await broker.start()
+        mqtt_url = broker.url if broker is not None else ""
         db_url = f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}"
     elif kind == "mosquitto-postgres":
         mosq = start_mosquitto()
@@ -256,8 +262,19 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
     settings = Settings(**values)
     engine = make_engine(settings.effective_database_url)
     await migrate.upgrade(engine)
+    provisioner: Provisioner | None = None
+    if secure:
+        if kind != "embedded-sqlite":
+            raise ValueError("run_stack(secure=True) is for the embedded broker")
+        broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
+        await broker.start()
+        mqtt_url = broker.url
+        settings = settings.model_copy(update={"mqtt_url": mqtt_url})
     worker = Worker(settings, engine, mqtt_url)
     await worker.start()
+    if secure:
+        provisioner = Provisioner(settings, engine, mqtt_url)
+        await provisioner.start()
     app = create_app(settings, engine=engine, mqtt_default=mqtt_url)
     port = free_port()
     server = uvicorn.Server(
@@ -289,6 +306,8 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
         server.should_exit = True
         with contextlib.suppress(Exception):
             await api_task
+        if provisioner is not None:
+            await provisioner.stop()
         await worker.stop()
         await engine.dispose()
         if broker is not None:

@@ -3,26 +3,14 @@ platform stack (embedded broker, worker, API serving web/dist) in this process."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
-from iotp.api.app import create_app
-from iotp.broker.embedded import EmbeddedBroker
-from iotp.broker.provisioning import Provisioner
-from iotp.db import migrate
-from iotp.db.engine import make_engine
-from iotp.netutil import free_port
-from iotp.settings import Settings
-from iotp.worker.service import Worker
-from tests.support import TEST_ADMIN_PASSWORD, Stack, login_admin, need, run_stack
+from tests.support import TEST_ADMIN_PASSWORD, Stack, need, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -56,68 +44,20 @@ FLEET_SECRET = "fleet-provisioning-secret-for-e2e"
 
 @pytest.fixture
 async def secure_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    """Secure mode, as `iotp serve --secure` composes it: the embedded broker with the
-    credential and topic ACL plugins, the worker and the provisioner on the service
-    account, the API serving web/dist."""
+    """As `iotp serve --secure`: the embedded broker with its credential and topic ACL
+    plugins, the worker and the provisioner on the service account, the API serving
+    web/dist."""
     need(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
     need((ROOT / "web" / "dist" / "index.html").is_file(), "web/dist (make web)")
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}",
+    async with run_stack(
+        "embedded-sqlite",
+        tmp_path,
         secure=True,
         secret_key="e2e-secret-key-" + "s" * 40,
         provisioning_secret=FLEET_SECRET,
-        admin_password=TEST_ADMIN_PASSWORD,
         credentials_poll_seconds=0.2,
-        batch_max_delay_ms=20,
-        stats_flush_seconds=0.2,
-    )
-    engine = make_engine(settings.effective_database_url)
-    await migrate.upgrade(engine)
-    broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
-    await broker.start()
-    worker = Worker(settings, engine, broker.url)
-    await worker.start()
-    provisioner = Provisioner(settings, engine, broker.url)
-    await provisioner.start()
-    app = create_app(settings, engine=engine, mqtt_default=broker.url)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
-        )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    api_task = asyncio.create_task(server.serve())
-    api_url = f"http://127.0.0.1:{port}"
-    http = httpx.AsyncClient(base_url=api_url, timeout=10)
-    stack = Stack("secure-embedded-sqlite", settings, broker.url, api_url, worker, http)
-    try:
-        while not server.started:
-            if api_task.done():
-                await api_task
-            await asyncio.sleep(0.02)
-        await stack.wait_for(lambda: _healthy(http), timeout=20)
-        await login_admin(stack)
+    ) as stack:
         yield stack
-    finally:
-        for fn in reversed(stack.cleanup):
-            with contextlib.suppress(Exception):
-                result = fn()
-                if asyncio.iscoroutine(result):
-                    await result
-        await http.aclose()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await api_task
-        await provisioner.stop()
-        await worker.stop()
-        await broker.stop()
-        await engine.dispose()
-
-
-async def _healthy(http: httpx.AsyncClient) -> bool:
-    return (await http.get("/api/health")).status_code == 200
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 // Devices > Credentials: provisioning requests waiting for an admin, and every device's
 // MQTT credentials (rotate, revoke, forget). See docs/security.md and docs/dashboard.md.
-import { useCallback, useEffect, useState } from "react";
+import { useEffect, useState } from "react";
 import { Alert, App, Badge, Button, Card, Form, Input, Modal, Popconfirm, Space, Table, Tag, Typography } from "antd";
 import { KeyOutlined } from "@ant-design/icons";
 import { Link } from "react-router-dom";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ShownOnce } from "../../components/ShownOnce";
-import type { ApiError } from "../../api/errors";
+import { errorText, useList } from "../../hooks/useList";
 import {
   POLL_MS,
   STATUS_COLOR,
@@ -22,24 +22,11 @@ const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export default function CredentialsPage() {
   const { message } = App.useApp();
-  const [rows, setRows] = useState<Credential[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { rows, error, setError, refresh } = useList<Credential>(listCredentials);
   const [secret, setSecret] = useState<{ device: string; password: string } | null>(null);
   const [issuing, setIssuing] = useState(false);
 
-  const refresh = useCallback(async () => {
-    try {
-      const next = await listCredentials();
-      // Polling: re-render only when something changed.
-      setRows((prev) => (prev && JSON.stringify(prev) === JSON.stringify(next) ? prev : next));
-    } catch (exc) {
-      setError((exc as ApiError).detail ?? String(exc));
-      setRows((r) => r ?? []);
-    }
-  }, []);
-
   useEffect(() => {
-    void refresh();
     // No live event announces a provisioning request: poll while the page is open.
     const timer = setInterval(() => void refresh(), POLL_MS);
     return () => clearInterval(timer);
@@ -51,7 +38,7 @@ export default function CredentialsPage() {
       await call();
       message.success(what);
     } catch (exc) {
-      setError((exc as ApiError).detail ?? String(exc));
+      setError(errorText(exc));
     }
     await refresh();
   }
@@ -62,7 +49,7 @@ export default function CredentialsPage() {
       const issued = await issue(deviceId);
       setSecret({ device: issued.device_id, password: issued.password });
     } catch (exc) {
-      setError((exc as ApiError).detail ?? String(exc));
+      setError(errorText(exc));
     }
     await refresh();
   }

@@ -1,13 +1,13 @@
 // Users and API keys, for admins (docs/security.md, docs/dashboard.md). Errors the API
 // explains (the last admin, a taken name) are shown on the page, as the API words them.
-import { useCallback, useEffect, useState } from "react";
+import { useState } from "react";
 import { Alert, App, Button, Card, Form, Input, Modal, Popconfirm, Select, Space, Table, Tabs, Tag, Tooltip, Typography } from "antd";
 import { PlusOutlined } from "@ant-design/icons";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ShownOnce } from "../../components/ShownOnce";
 import { useUser } from "../../hooks/useAuth";
+import { errorText, useList } from "../../hooks/useList";
 import type { Role } from "../../api/auth";
-import type { ApiError } from "../../api/errors";
 import {
   ROLES,
   ROLE_HELP,
@@ -26,9 +26,7 @@ import {
 const roleOptions = ROLES.map((r) => ({ value: r, label: r, title: ROLE_HELP[r] }));
 const ROLE_COLOR: Record<string, string> = { admin: "red", operator: "blue", viewer: "default" };
 
-function detail(exc: unknown): string {
-  return (exc as ApiError).detail ?? String(exc);
-}
+const detail = errorText;
 
 export default function UsersPage() {
   return (
@@ -52,22 +50,9 @@ function ErrorLine({ error, onClose }: { error: string | null; onClose: () => vo
 export function UsersTab() {
   const me = useUser();
   const { message } = App.useApp();
-  const [rows, setRows] = useState<UserRow[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { rows, error, setError, refresh } = useList<UserRow>(listUsers);
   const [creating, setCreating] = useState(false);
   const [passwordFor, setPasswordFor] = useState<UserRow | null>(null);
-
-  const refresh = useCallback(async () => {
-    try {
-      setRows(await listUsers());
-    } catch (exc) {
-      setError(detail(exc));
-      setRows((r) => r ?? []);
-    }
-  }, []);
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
 
   async function act(done: string, call: () => Promise<unknown>) {
     setError(null);
@@ -247,22 +232,9 @@ function SetPassword({ user, onClose, onSet }: { user: UserRow | null; onClose: 
 
 export function ApiKeysTab() {
   const { message } = App.useApp();
-  const [rows, setRows] = useState<ApiKey[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { rows, error, setError, refresh } = useList<ApiKey>(listApiKeys);
   const [creating, setCreating] = useState(false);
   const [created, setCreated] = useState<string | null>(null);
-
-  const refresh = useCallback(async () => {
-    try {
-      setRows(await listApiKeys());
-    } catch (exc) {
-      setError(detail(exc));
-      setRows((r) => r ?? []);
-    }
-  }, []);
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
 
   return (
     <Card

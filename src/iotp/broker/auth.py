@@ -54,7 +54,7 @@ def account_kind(username: str | None, service_user: str) -> AccountKind | None:
         return AccountKind.SERVICE
     if username == PROVISION_USER:
         return AccountKind.PROVISION
-    if DEVICE_ID_RE.match(username) and username not in RESERVED_USERNAMES:
+    if DEVICE_ID_RE.fullmatch(username) and username not in RESERVED_USERNAMES:
         return AccountKind.DEVICE
     return None
 
@@ -66,7 +66,7 @@ def topic_allowed(
     if kind is AccountKind.SERVICE:
         return True
     if kind is AccountKind.PROVISION:
-        if DEVICE_ID_RE.match(client_id) is None:
+        if DEVICE_ID_RE.fullmatch(client_id) is None:
             return False
         if action is Action.PUBLISH:
             return topic == f"{PROVISION_ROOT}/{client_id}/request"
@@ -117,7 +117,7 @@ class DeviceAuthority:
             ok = (
                 bool(self.fleet_secret)
                 and hmac.compare_digest(password.encode(), self.fleet_secret.encode())
-                and DEVICE_ID_RE.match(client_id) is not None
+                and DEVICE_ID_RE.fullmatch(client_id) is not None
                 and client_id not in RESERVED_USERNAMES
                 # An approved or revoked device's client id cannot be taken over
                 # (connecting with it would disconnect the real device).

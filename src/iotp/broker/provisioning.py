@@ -94,7 +94,7 @@ class Provisioner:
         if len(parts) != 3 or parts[0] != PROVISION_ROOT or parts[2] != "request":
             return
         device_id = parts[1]
-        if DEVICE_ID_RE.match(device_id) is None or device_id in RESERVED_USERNAMES:
+        if DEVICE_ID_RE.fullmatch(device_id) is None or device_id in RESERVED_USERNAMES:
             return
         try:
             secret = _parse_request(payload)

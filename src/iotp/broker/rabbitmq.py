@@ -174,7 +174,7 @@ async def store_device_secret(
     and a connection made with an older password is closed; a pending one gets none
     until ``RabbitMQSync`` sees it approved. Raises RabbitMQError."""
     api = management(settings)
-    if api is None or DEVICE_ID_RE.match(device_id) is None:
+    if api is None or DEVICE_ID_RE.fullmatch(device_id) is None:
         return
     await api.put_user(device_id, secret, DEVICE_TAG)
     if approved:

@@ -77,7 +77,7 @@ def parse_data(payload: bytes, received_at: float | None = None) -> DataMessage:
     ts_raw = obj.pop("ts", None)
     seq_raw = obj.pop("seq", None)
     for name, value in obj.items():
-        if NAME_RE.match(name) is None:
+        if NAME_RE.fullmatch(name) is None:
             raise RejectedMessage("bad_name", repr(name)[:80])
         kind = type(value)
         if kind is float:

@@ -58,6 +58,6 @@ def parse_topic(topic: str) -> tuple[str, Kind]:
     kind = _KINDS.get(kind_name)
     if kind is None:
         raise TopicError("bad_topic", topic)
-    if DEVICE_ID_RE.match(device_id) is None:
+    if DEVICE_ID_RE.fullmatch(device_id) is None:
         raise TopicError("bad_device_id", topic)
     return device_id, kind

@@ -181,7 +181,7 @@ def validate_automation(params: dict[str, Any], where: str = "automation") -> di
         if key in AUTOMATION_BOOL and not isinstance(value, bool):
             raise _bad(f"{where}.{key} must be true or false")
         if key in AUTOMATION_TIME and not (
-            value is None or value == "" or (isinstance(value, str) and HHMM_RE.match(value))
+            value is None or value == "" or (isinstance(value, str) and HHMM_RE.fullmatch(value))
         ):
             raise _bad(f"{where}.{key} must be 'HH:MM' (or null to disable), got {value!r}")
         if key in AUTOMATION_RANGES and value is not None:
@@ -250,7 +250,7 @@ def validate(
         if not params:
             raise _bad("set_config: give at least one config key")
         for key, value in params.items():
-            if NAME_RE.match(key) is None:
+            if NAME_RE.fullmatch(key) is None:
                 raise _bad(f"set_config: bad key {key!r}")
             if key in CONFIG_NUMBERS:
                 lo, hi = CONFIG_NUMBERS[key]
@@ -269,7 +269,7 @@ def validate(
         _only(command, params, ("url", "sha256", "version", "size"))
         _http_url(params.get("url"), "ota: url")
         sha = params.get("sha256")
-        if not isinstance(sha, str) or SHA256_RE.match(sha) is None:
+        if not isinstance(sha, str) or SHA256_RE.fullmatch(sha) is None:
             raise _bad("ota: sha256 must be 64 hex characters")
         version = params.get("version")
         if not isinstance(version, str) or not 0 < len(version) <= 64 or " " in version:
@@ -299,7 +299,7 @@ def validate(
         return command, {}
     if command == "custom":
         name = params.pop("name", None)
-        if not isinstance(name, str) or NAME_RE.match(name) is None:
+        if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
             raise _bad("custom: params.name must name the device's command (cmd:<name>)")
         if name in BUILTIN_COMMANDS:
             raise _bad(f"custom: {name!r} is a built-in command; send it directly")

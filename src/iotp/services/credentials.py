@@ -37,7 +37,7 @@ class CredentialStatus(StrEnum):
 
 
 def _check_id(device_id: str) -> None:
-    if DEVICE_ID_RE.match(device_id) is None:
+    if DEVICE_ID_RE.fullmatch(device_id) is None:
         raise InvalidRequestError(f"device id must match {DEVICE_ID_RE.pattern}")
     if device_id in RESERVED_USERNAMES:
         raise InvalidRequestError(f"{device_id!r} is reserved")

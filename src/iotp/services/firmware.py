@@ -53,7 +53,7 @@ async def upload(
     device_type: str = "",
     now: float | None = None,
 ) -> FirmwareRow:
-    if VERSION_RE.match(version) is None:
+    if VERSION_RE.fullmatch(version) is None:
         raise InvalidRequestError(
             "version must be 1..64 characters of letters, digits and . _ + - "
             "(starting with a letter or digit)"

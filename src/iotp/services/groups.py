@@ -33,7 +33,7 @@ class Selector:
         if len(self.devices) > MAX_SELECTOR_DEVICES:
             raise InvalidRequestError(f"selector: at most {MAX_SELECTOR_DEVICES} device ids")
         for tag in self.tags:
-            if NAME_RE.match(tag) is None:
+            if NAME_RE.fullmatch(tag) is None:
                 raise InvalidRequestError(f"selector: bad tag {tag!r}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,7 +82,7 @@ async def tag_devices(
     session: AsyncSession, *, tag: str, add: list[str], remove: list[str]
 ) -> tuple[int, list[str]]:
     """Add/remove one tag on many devices. Returns (devices changed, unknown ids)."""
-    if NAME_RE.match(tag) is None:
+    if NAME_RE.fullmatch(tag) is None:
         raise InvalidRequestError(f"tag {tag!r} must match {NAME_RE.pattern}")
     ids = list(dict.fromkeys([*add, *remove]))
     rows = {d.id: d for d in (await session.scalars(select(Device).where(Device.id.in_(ids))))}

@@ -53,7 +53,7 @@ async def insert_rows(engine: AsyncEngine, rows: Sequence[Row]) -> int:
 
 def _metric_expr(dialect: str, metric: str) -> str:
     # Names are validated against the protocol's pattern before they reach SQL.
-    if _METRIC_RE.match(metric) is None:
+    if _METRIC_RE.fullmatch(metric) is None:
         raise ValueError(f"bad metric name {metric!r}")
     if dialect == "postgresql":
         return f"(metrics->>'{metric}')::float8"

@@ -34,7 +34,7 @@ def _check_password(password: str) -> None:
 
 
 async def create(session: AsyncSession, *, username: str, password: str, role: Role) -> User:
-    if USERNAME_RE.match(username) is None:
+    if USERNAME_RE.fullmatch(username) is None:
         raise InvalidRequestError(f"username must match {USERNAME_RE.pattern}")
     _check_password(password)
     if await get_by_name(session, username) is not None:

@@ -6,7 +6,7 @@ def test_topics_and_ids():
     assert payloads.topic("A4CF12B3C4D5", "data") == "devices/A4CF12B3C4D5/data"
     assert payloads.valid_node_id("A4CF12B3C4D5")
     assert payloads.valid_node_id("sim_device-1")
-    for bad in ("", "a/b", "a+b", "x" * 65, "caf\u00e9", 5):
+    for bad in ("", "a/b", "a+b", "x" * 65, "caf\u00e9", 5, "A1\n", "\nA1"):
         assert not payloads.valid_node_id(bad)
 
 

@@ -95,7 +95,7 @@ async def update_device(
 ) -> DevicePublic:
     if body.tags is not None:
         for tag in body.tags:
-            if NAME_RE.match(tag) is None:
+            if NAME_RE.fullmatch(tag) is None:
                 raise HTTPException(
                     status.HTTP_422_UNPROCESSABLE_CONTENT,
                     f"tag {tag!r} must match {NAME_RE.pattern}",
@@ -177,7 +177,7 @@ async def history(
     conn = await session.connection()
     names = metric or await telemetry.metric_names(conn, device_id=device_id)
     for name in names:
-        if NAME_RE.match(name) is None:
+        if NAME_RE.fullmatch(name) is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"metric {name!r} must match {NAME_RE.pattern}",

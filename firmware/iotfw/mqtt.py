@@ -11,7 +11,6 @@ from iotfw import clock, mqttpkt
 from iotfw.backoff import Backoff
 
 READ_CHUNK = 2048
-DIRECT_WRITE_LIMIT = 16384
 MIN_KEEPALIVE_TICK_MS = 500
 
 
@@ -67,7 +66,6 @@ class MQTTClient:
         self._stop = asyncio.Event()
         self._reader = None
         self._writer = None
-        self._transport = None
         self._pid = 0
         self._closing = False
         self._halt = False
@@ -108,13 +106,6 @@ class MQTTClient:
                 return False
             self._queue_raw(mqttpkt.publish(topic, payload, 0, retain))
             return True
-        if (self._transport is not None and self.connected and not self.pending
-                and not self._raw and not self._wake.is_set()
-                and len(self.inflight) < self.max_inflight):
-            pid = self._next_pid()
-            if self._write_now(mqttpkt.publish(topic, payload, 1, retain, pid)):
-                self.inflight.append([pid, topic, payload, retain, self._last_tx, True])
-                return True
         ok = True
         if len(self.pending) >= self.max_queue:
             self.pending.pop(0)
@@ -209,21 +200,6 @@ class MQTTClient:
         self._pid = self._pid % 65535 + 1
         return self._pid
 
-    def _write_now(self, packet):
-        """Writes at once when the transport takes data without blocking (CPython
-        asyncio); saves waking the sender task for every message."""
-        transport = self._transport
-        if transport.is_closing() or transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT:
-            return False
-        try:
-            self._writer.write(packet)
-        except Exception as exc:  # noqa: BLE001
-            self.last_error = repr(exc)
-            self._abort()
-            return False
-        self._last_tx = clock.now_ms()
-        return True
-
     def _queue_raw(self, packet):
         self._raw.append(packet)
         self._wake.set()
@@ -240,11 +216,12 @@ class MQTTClient:
         writer = self._writer
         if writer is not None:
             try:
-                transport = getattr(writer, "transport", None)
-                if transport is not None:
-                    transport.abort()
-                else:
-                    writer.close()
+                writer.close()
+                # MicroPython's Stream.close() leaves the socket open (wait_closed()
+                # closes it): close it here, so a blocked read ends now
+                sock = getattr(writer, "s", None)
+                if sock is not None:
+                    sock.close()
             except Exception:  # noqa: BLE001
                 pass
 
@@ -253,7 +230,6 @@ class MQTTClient:
         self.up.clear()
         writer = self._writer
         self._writer = None
-        self._transport = None
         self._reader = None
         self._raw = []
         if writer is not None:
@@ -276,8 +252,6 @@ class MQTTClient:
         reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
         self._reader = reader
         self._writer = writer
-        # MicroPython streams have no transport: writes always go through the sender
-        self._transport = getattr(writer, "transport", None)
         self._buffer = b""
         writer.write(mqttpkt.connect(self.client_id, self.keepalive, self.user,
                                      self.password, self.will, self.clean_session))

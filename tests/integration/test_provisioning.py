@@ -161,7 +161,7 @@ async def secure_stack(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureStac
 @pytest.fixture(autouse=True)
 def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter pauses between refused logins than on a real device (1 s, 2 s, ...)."""
-    monkeypatch.setattr(firmware.module("device"), "REFUSAL_BACKOFF_BASE_S", 0.1)
+    monkeypatch.setattr(firmware.module("link"), "REFUSAL_BACKOFF_BASE_S", 0.1)
 
 
 def mode(sim: SimDevice) -> str | None:

@@ -32,7 +32,8 @@ $(MPY_DIR)/node_modules/.package-lock.json: $(wildcard $(MPY_DIR)/package-lock.j
 	@if [ -f $(MPY_DIR)/package.json ]; then cd $(MPY_DIR) && npm ci --no-audit --no-fund --loglevel=error; fi
 
 # Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates deploy/compose.yaml),
-# mosquitto-clients and curl (the `iotp serve` banner's commands, run as printed).
+# mosquitto-clients and curl (the `iotp serve` banner's commands, run as printed), nginx
+# (deploy/nginx/default.conf in front of a real stack).
 services:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -40,6 +41,7 @@ services:
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -24,6 +24,7 @@ import uvicorn
 from gmqtt.mqtt.constants import MQTTv311
 
 from iotp.api.app import create_app
+from iotp.api.security import uvicorn_proxy
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.broker.provisioning import Provisioner
 from iotp.db import migrate
@@ -279,7 +280,12 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws="websockets-sansio",
+            **uvicorn_proxy(settings),
         )
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

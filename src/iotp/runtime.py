@@ -13,7 +13,7 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.api.app import create_app, web_dist
-from iotp.api.security import security_banner, uvicorn_tls
+from iotp.api.security import security_banner, uvicorn_proxy, uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.broker.provisioning import Provisioner, publish_answer, start_provisioner
 from iotp.db import migrate
@@ -97,6 +97,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         lifespan="on",
         ws="websockets-sansio",
         **uvicorn_tls(settings),  # security: HTTPS when a certificate is configured
+        **uvicorn_proxy(settings),
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None
@@ -279,7 +280,13 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings, engine=engine)
     tls = uvicorn_tls(settings)  # security: HTTPS when a certificate is configured
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", ws="websockets-sansio", **tls
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        **tls,
+        **uvicorn_proxy(settings),
     )
     scheme = "https" if tls else "http"
     print(f"IoT Platform API on {scheme}://{host}:{port}/ (docs at /docs)", flush=True)

@@ -113,8 +113,19 @@ class Settings(BaseSettings):
     # Messages per second per device (token bucket; burst = 5 s worth). None: off in open
     # mode, 20/s in secure mode; 0 = off.
     device_rate_limit: float | None = Field(default=None, ge=0)
+    # Sign-in throttling (docs/security.md#sign-in): failures per (user, address) and per
+    # address before that address is refused for the window; past login_max_failures a
+    # user's attempts from anywhere are slowed (up to login_max_delay_seconds), never refused.
     login_max_failures: int = Field(default=5, ge=1)
+    login_address_max_failures: int = Field(default=20, ge=1)
     login_window_seconds: float = Field(default=300, gt=0)
+    login_max_delay_seconds: float = Field(default=2.0, ge=0, le=30)
+    # Argon2 verifications running at once (each takes a core for ~0.1 s).
+    login_verify_concurrency: int = Field(default=1, ge=1, le=64)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's
+    # forwarded_allow_ips: addresses or networks, comma-separated; "*" trusts anyone).
+    # Behind compose's nginx: the compose network.
+    forwarded_allow_ips: str = "127.0.0.1"
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     cors_origins: list[str] = []
     # TLS: the embedded broker adds an MQTTS listener and the API serves HTTPS.

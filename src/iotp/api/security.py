@@ -33,6 +33,7 @@ from iotp.services import users as user_service
 from iotp.services.auth import (
     AuthError,
     LoginThrottle,
+    PasswordVerifier,
     Role,
     api_key_matches,
     api_key_prefix,
@@ -258,8 +259,12 @@ class SecurityContext:
         self.settings = settings
         self.secret_key = resolve_secret_key(settings)
         self.login_throttle = LoginThrottle(
-            settings.login_max_failures, settings.login_window_seconds
+            settings.login_max_failures,
+            settings.login_window_seconds,
+            address_max_failures=settings.login_address_max_failures,
+            max_delay=settings.login_max_delay_seconds,
         )
+        self.passwords = PasswordVerifier(settings.login_verify_concurrency)
         self.principals = PrincipalCache(PRINCIPAL_CACHE_SECONDS)
         self.sockets = SocketGuard(REVOCATION_POLL_SECONDS)
 
@@ -641,6 +646,12 @@ def uvicorn_tls(settings: Settings) -> dict[str, Any]:
             "ssl_keyfile": str(settings.tls_key_file),
         }
     return {}
+
+
+def uvicorn_proxy(settings: Settings) -> dict[str, Any]:
+    """Which proxies' X-Forwarded-For the API believes: the address sign-in throttling
+    counts is the client's, not the proxy's."""
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
 
 
 def security_banner(settings: Settings, broker: Any) -> list[str]:

@@ -3,6 +3,7 @@ login throttling, and the secure-mode secret policy. No FastAPI imports."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import ApiKey, LoginFailure, User
@@ -323,52 +324,153 @@ async def authenticate_api_key(session: AsyncSession, key: str) -> ApiKey:
 # ---- login throttling ------------------------------------------------------------------
 
 
-class LoginThrottle:
-    """Failed sign-ins per client address and per username in a sliding window; past
-    the limit, sign-ins are refused (HTTP 429) until the window has moved on.
+@dataclass(frozen=True)
+class LoginAttempt:
+    """One sign-in attempt, recorded before its password is verified."""
 
-    Stored in the database (``login_failures``), so every API replica counts the same
-    failures: brute force spread over several replicas is slowed as much as against
-    one. Keys are stored as SHA-256 digests; expired rows are deleted as new failures
-    arrive. Two replicas checking at the same instant may each let one more attempt
-    through (no lock): the limit is approximate by a few attempts, never unbounded.
+    ids: tuple[int, ...]  # its rows in login_failures
+    pair: str  # digest of the (user, address) key
+    retry_after: float  # > 0: refused (HTTP 429), not verified
+    delay: float  # seconds to wait before verifying (the user is under attack)
+
+
+class LoginThrottle:
+    """Sign-in attempts per (user, address), per address and per user, in a sliding
+    window, stored in the database (``login_failures``) so that every API replica counts
+    the same attempts.
+
+    - (user, address): ``max_failures`` failures, then that address is refused for that
+      user (HTTP 429) until the window moves on.
+    - address: ``address_max_failures`` failures over all usernames (password spraying),
+      then the address is refused.
+    - user, over all addresses: never refused, since anyone could then lock the real
+      user out; past ``max_failures`` each attempt waits before it is verified, doubling
+      from a quarter second up to ``max_delay``.
+
+    An attempt is recorded *before* its password is verified and then counted together
+    with the attempts in flight, so parallel requests cannot each take a free guess. A
+    successful sign-in removes its own rows and clears its (user, address) failures.
+    Keys are stored as SHA-256 digests; expired rows are deleted as new attempts arrive.
     The caller commits."""
 
-    def __init__(self, max_failures: int, window_seconds: float) -> None:
+    BASE_DELAY = 0.25
+    MAX_REMEMBERED = 10_000
+
+    def __init__(
+        self,
+        max_failures: int,
+        window_seconds: float,
+        *,
+        address_max_failures: int | None = None,
+        max_delay: float = 2.0,
+    ) -> None:
         self.max_failures = max(1, max_failures)
+        self.address_max_failures = max(1, address_max_failures or 4 * self.max_failures)
         self.window = window_seconds
+        self.max_delay = max_delay
+        # Refusals this process has answered, until when: a flood of refused attempts
+        # costs no database reads (other replicas find the same rows in the table).
+        self._refused: dict[str, float] = {}
 
     @staticmethod
     def _digest(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
 
-    async def retry_after(
-        self, session: AsyncSession, keys: list[str], now: float | None = None
-    ) -> float:
-        """Seconds until a sign-in may be tried again; 0 if allowed now."""
-        now = time.time() if now is None else now
-        wait = 0.0
-        for key in keys:
-            # The max_failures-th most recent failure in the window, if there is one.
+    def _limits(self, address: str, username: str) -> list[tuple[str, int]]:
+        return [
+            (self._digest(f"pair:{username[:64]}\0{address}"), self.max_failures),
+            (self._digest(f"ip:{address}"), self.address_max_failures),
+        ]
+
+    async def _count(self, session: AsyncSession, digest: str, now: float) -> int:
+        counted = await session.scalar(
+            select(func.count())
+            .select_from(LoginFailure)
+            .where(LoginFailure.key == digest, LoginFailure.at > now - self.window)
+        )
+        return int(counted or 0)
+
+    async def _over(
+        self, session: AsyncSession, limits: list[tuple[str, int]], now: float, margin: int
+    ) -> dict[str, float]:
+        """The keys over their limit, each with the time its oldest counted attempt
+        leaves the window (``margin``: attempts in flight that are not in the table)."""
+        over: dict[str, float] = {}
+        for digest, limit in limits:
             oldest_counted = await session.scalar(
                 select(LoginFailure.at)
-                .where(LoginFailure.key == self._digest(key), LoginFailure.at > now - self.window)
-                .order_by(LoginFailure.at.desc())
-                .offset(self.max_failures - 1)
+                .where(LoginFailure.key == digest, LoginFailure.at > now - self.window)
+                .order_by(LoginFailure.at.desc(), LoginFailure.id.desc())
+                .offset(limit - margin)
                 .limit(1)
             )
             if oldest_counted is not None:
-                wait = max(wait, oldest_counted + self.window - now)
-        return wait
+                over[digest] = max(oldest_counted + self.window, now + 0.001)
+        return over
 
-    async def failed(
-        self, session: AsyncSession, keys: list[str], now: float | None = None
-    ) -> None:
+    def _remember(self, over: dict[str, float], now: float) -> float:
+        """Keep the refusal in memory; returns the seconds to wait."""
+        if len(self._refused) + len(over) > self.MAX_REMEMBERED:
+            self._refused = {k: t for k, t in self._refused.items() if t > now}
+            if len(self._refused) + len(over) > self.MAX_REMEMBERED:
+                self._refused.clear()
+        self._refused.update(over)
+        return max(over.values()) - now
+
+    async def retry_after(
+        self, session: AsyncSession, address: str, username: str, now: float | None = None
+    ) -> float:
+        """Seconds until this address may try this user again; 0 if allowed now."""
         now = time.time() if now is None else now
-        await session.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window))
-        session.add_all(LoginFailure(key=self._digest(key), at=now) for key in keys)
-        await session.flush()
+        over = await self._over(session, self._limits(address, username), now, margin=1)
+        return max(over.values()) - now if over else 0.0
 
-    async def succeeded(self, session: AsyncSession, keys: list[str]) -> None:
-        digests = [self._digest(key) for key in keys]
-        await session.execute(delete(LoginFailure).where(LoginFailure.key.in_(digests)))
+    async def attempt(
+        self, session: AsyncSession, address: str, username: str, now: float | None = None
+    ) -> LoginAttempt:
+        """Check, record the attempt (committed, so that other requests and replicas see
+        it), then count again together with the attempts in flight."""
+        now = time.time() if now is None else now
+        limits = self._limits(address, username)
+        pair = limits[0][0]
+        known = max(self._refused.get(digest, 0.0) for digest, _ in limits) - now
+        if known > 0:
+            return LoginAttempt((), pair, known, 0.0)
+        over = await self._over(session, limits, now, margin=1)
+        if over:
+            return LoginAttempt((), pair, self._remember(over, now), 0.0)
+        user = self._digest(f"user:{username[:64]}")
+        await session.execute(delete(LoginFailure).where(LoginFailure.at <= now - self.window))
+        rows = [LoginFailure(key=digest, at=now) for digest in (pair, limits[1][0], user)]
+        session.add_all(rows)
+        await session.flush()
+        ids = tuple(row.id for row in rows)
+        await session.commit()  # visible to parallel attempts before anything is verified
+        over = await self._over(session, limits, now, margin=0)
+        if over:  # parallel attempts took the last guesses: this one is refused
+            await session.execute(delete(LoginFailure).where(LoginFailure.id.in_(ids)))
+            return LoginAttempt((), pair, self._remember(over, now), 0.0)
+        earlier = await self._count(session, user, now) - 1
+        excess = earlier - self.max_failures
+        delay = 0.0 if excess < 0 else min(self.max_delay, self.BASE_DELAY * 2**excess)
+        return LoginAttempt(ids, pair, 0.0, delay)
+
+    async def succeeded(self, session: AsyncSession, attempt: LoginAttempt) -> None:
+        await session.execute(
+            delete(LoginFailure).where(
+                (LoginFailure.key == attempt.pair) | LoginFailure.id.in_(attempt.ids)
+            )
+        )
+
+
+class PasswordVerifier:
+    """Argon2 verification in worker threads, at most ``concurrency`` at a time: a
+    burst of sign-ins neither blocks the event loop (which `iotp serve` shares with the
+    worker's ingest) nor takes more than its share of the CPU."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(verify_password, password, password_hash)

@@ -13,10 +13,10 @@ from iotp.db.auth_models import User
 from iotp.services.auth import (
     MIN_PASSWORD_LENGTH,
     AuthError,
+    PasswordVerifier,
     Role,
     generate_password,
     hash_password,
-    verify_password,
 )
 from iotp.services.errors import InvalidRequestError, NotFoundError
 
@@ -119,9 +119,11 @@ async def delete(session: AsyncSession, *, user_id: int) -> None:
     await session.flush()
 
 
-async def authenticate(session: AsyncSession, *, username: str, password: str) -> User:
+async def authenticate(
+    session: AsyncSession, *, username: str, password: str, verifier: PasswordVerifier
+) -> User:
     user = await get_by_name(session, username)
-    ok = verify_password(password, user.password_hash if user is not None else None)
+    ok = await verifier.verify(password, user.password_hash if user is not None else None)
     if user is None or not ok or user.disabled:
         raise AuthError("incorrect username or password")
     return user

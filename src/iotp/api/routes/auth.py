@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.api.deps import SessionDep
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import User
 from iotp.services import users as user_service
-from iotp.services.auth import AuthError, decode_token, issue_tokens, verify_password
+from iotp.services.auth import AuthError, LoginAttempt, decode_token, issue_tokens
 from iotp.services.errors import InvalidRequestError, NotFoundError
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -46,6 +49,24 @@ def _security(request: Request) -> SecurityContext:
     return sec
 
 
+async def _attempt(request: Request, session: AsyncSession, username: str) -> LoginAttempt:
+    """Record a password attempt before it is verified (HTTP 429 past the limits), and
+    wait as long as the throttle asks (docs/security.md#sign-in)."""
+    sec = _security(request)
+    address = request.client.host if request.client else "?"
+    attempt = await sec.login_throttle.attempt(session, address, username)
+    await session.commit()
+    if attempt.retry_after > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed sign-ins; try again later",
+            headers={"Retry-After": str(math.ceil(attempt.retry_after))},
+        )
+    if attempt.delay > 0:
+        await asyncio.sleep(attempt.delay)
+    return attempt
+
+
 def _tokens(sec: SecurityContext, user: User) -> TokenPublic:
     pair = issue_tokens(
         user,
@@ -73,28 +94,18 @@ async def login(
 ) -> TokenPublic:
     """OAuth2 password flow: form fields `username`, `password`."""
     sec = _security(request)
-    client = request.client.host if request.client else "?"
-    keys = [f"ip:{client}", f"user:{form.username[:64]}"]
-    wait = await sec.login_throttle.retry_after(session, keys)
-    if wait > 0:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed sign-ins; try again later",
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
+    attempt = await _attempt(request, session, form.username)
     try:
         user = await user_service.authenticate(
-            session, username=form.username, password=form.password
+            session, username=form.username, password=form.password, verifier=sec.passwords
         )
     except AuthError:
-        await sec.login_throttle.failed(session, keys)
-        await session.commit()  # every replica sees it (shared throttling)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
-    await sec.login_throttle.succeeded(session, keys[1:])
+    await sec.login_throttle.succeeded(session, attempt)
     await session.commit()
     response.headers["Cache-Control"] = "no-store"
     return _tokens(sec, user)
@@ -124,7 +135,9 @@ async def me(principal: CurrentPrincipal) -> MePublic:
     )
 
 
-@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses={400: {}, 403: {}})
+@router.post(
+    "/password", status_code=status.HTTP_204_NO_CONTENT, responses={400: {}, 403: {}, 429: {}}
+)
 async def change_password(
     request: Request, principal: CurrentPrincipal, session: SessionDep, body: PasswordChange
 ) -> Response:
@@ -132,8 +145,11 @@ async def change_password(
     if principal.kind != "user":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "API keys have no password")
     user = await user_service.get(session, principal.id)
-    if not verify_password(body.current_password, user.password_hash):
+    sec = _security(request)
+    attempt = await _attempt(request, session, user.username)
+    if not await sec.passwords.verify(body.current_password, user.password_hash):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "current password is wrong")
+    await sec.login_throttle.succeeded(session, attempt)
     try:
         await user_service.update(session, user_id=user.id, password=body.new_password)
     except InvalidRequestError as exc:

@@ -156,3 +156,39 @@ def test_ack_and_event() -> None:
     assert event.data == {"value": 612}
     with pytest.raises(RejectedMessage):
         p.parse_event(b'{"level": "critical"}')
+
+
+def test_control_requests_round_trip_and_bad_ones_are_refused() -> None:
+    from iotp.protocol.control import (
+        ControlRequest,
+        control_subscription,
+        control_topic,
+        encode_request,
+        parse_request,
+    )
+
+    topic = control_topic("iotp/events", ControlRequest.DISPATCH)
+    assert topic == "iotp/control/dispatch"
+    assert control_subscription("iotp/events", "g") == "$share/g/iotp/control/+"
+    assert parse_request(topic, encode_request(["A", "B"])) == (ControlRequest.DISPATCH, ["A", "B"])
+    assert parse_request("iotp/control/reboot", encode_request(["A"])) is None
+    assert parse_request(topic, b"not json") is None
+    assert parse_request(topic, b"[1]") is None
+
+
+def test_event_publisher_writes_the_event_envelope_on_its_topic() -> None:
+    import orjson
+
+    from iotp.protocol.events import EventPublisher, EventType
+
+    sent: list[tuple[str, bytes, int]] = []
+    publish = EventPublisher("iotp/events", lambda t, p, q: sent.append((t, p, q)))
+    publish(EventType.ALERT, "D1", {"action": "raised"}, 12.5)
+    [(topic, payload, qos)] = sent
+    assert (topic, qos) == ("iotp/events/alert/D1", 1)
+    assert orjson.loads(payload) == {
+        "type": "alert",
+        "device_id": "D1",
+        "ts": 12.5,
+        "payload": {"action": "raised"},
+    }

@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.api.state import ApiState
 from iotp.db.models import CommandRow, FirmwareRow, RolloutDevice
+from iotp.protocol.control import ControlRequest, control_topic, encode_request
+from iotp.protocol.events import EventType
 from iotp.services import commands as command_service
 from iotp.services.commands import ConflictError
 from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.services.groups import Selector
-from iotp.worker.control import control_topic, encode_request
-from iotp.worker.events import encode_event, event_topic
 
 WAIT_GRACE_SECONDS = 1.0
 
@@ -270,9 +270,10 @@ def http_error(exc: IotpError) -> NoReturn:
     raise exc
 
 
-def request(state: ApiState, what: str, device_ids: list[str]) -> None:
-    """Ask a worker to act: dispatch / shadow / rollout."""
-    state.link.publish(control_topic(state.settings, what), encode_request(device_ids), qos=1)
+def request(state: ApiState, what: ControlRequest, device_ids: list[str]) -> None:
+    """Ask a worker to act."""
+    topic = control_topic(state.events_prefix, what)
+    state.link.publish(topic, encode_request(device_ids), qos=1)
 
 
 def publisher(state: ApiState) -> str | None:
@@ -293,8 +294,7 @@ def send_claimed(state: ApiState, rows: list[CommandRow]) -> None:
 
 
 def emit(state: ApiState, command: dict[str, Any], ts: float) -> None:
-    topic = event_topic(state.settings.events_topic_prefix, "command_update", command["device_id"])
-    state.link.publish(topic, encode_event("command_update", command["device_id"], command, ts))
+    state.publish_event(EventType.COMMAND_UPDATE, command["device_id"], command, ts)
 
 
 async def wait_for_end(

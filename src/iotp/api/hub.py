@@ -11,23 +11,10 @@ from collections.abc import Awaitable, Callable
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from iotp.protocol.events import EVENT_TYPES
+
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = frozenset(
-    {
-        "device_data",
-        "device_status",
-        "device_registered",
-        "device_updated",
-        "device_deleted",
-        "device_state",
-        "device_event",
-        "command_ack",
-        "command_update",
-        "alert",  # automations (issue 7): raised / acknowledged / cleared
-        "notification",  # automations (issue 7): a rule's notify action
-    }
-)
 ALL = "*"
 LIVE_TIMEOUT_SECONDS = 10.0
 

@@ -15,13 +15,13 @@ from iotp.api.hub import Hub
 from iotp.api.waiters import CommandWaiters
 from iotp.mqtt import MqttLink
 from iotp.protocol import Kind, RejectedMessage, parse_topic
+from iotp.protocol.events import EventPublisher, EventType, event_subscription
 from iotp.protocol.payloads import parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
+from iotp.services.command_sender import Sender
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
-from iotp.worker.control import Sender
-from iotp.worker.events import encode_event, event_topic
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,13 @@ class ApiState:
         self.link = MqttLink(
             settings.mqtt(mqtt_default),
             client_id=f"iotp-{self.component_id.replace(':', '-')}",
-            subscriptions=[(f"{self.events_prefix}/#", 1), (ACK_SUBSCRIPTION, 0)],
+            subscriptions=[(event_subscription(self.events_prefix), 1), (ACK_SUBSCRIPTION, 0)],
             handler=self._on_message,
             clean_session=True,
             ack_after_handler=False,
         )
+        # To every API instance's WebSocket clients (through the broker).
+        self.publish_event = EventPublisher(self.events_prefix, self.link.publish)
         self._data_subscribed = False
         self._tasks: list[asyncio.Task[Any]] = []
         # Device control: commands to online devices are published from here (the worker
@@ -60,7 +62,7 @@ class ApiState:
             sessions=self.sessions,
             owner=self.component_id,
             publish_confirmed=self.link.publish_confirmed,
-            emit=self._command_update,
+            publish_event=self.publish_event,
         )
         self.command_sends: set[asyncio.Task[Any]] = set()
 
@@ -77,15 +79,6 @@ class ApiState:
         await cancel_all(self._tasks)
         await self.link.close()
 
-    def _command_update(self, command: dict[str, Any], ts: float) -> None:
-        topic = event_topic(self.events_prefix, "command_update", command["device_id"])
-        self.link.publish(topic, encode_event("command_update", command["device_id"], command, ts))
-
-    def publish_event(self, event_type: str, device_id: str, payload: dict[str, Any]) -> None:
-        """An event for every API instance's WebSocket clients (through the broker)."""
-        topic = event_topic(self.events_prefix, event_type, device_id)
-        self.link.publish(topic, encode_event(event_type, device_id, payload), qos=1)
-
     def session(self) -> AsyncSession:
         return self.sessions()
 
@@ -97,7 +90,7 @@ class ApiState:
 
     def _sync_subscriptions(self) -> None:
         """Take the raw data stream from the broker only while some client wants it."""
-        want = "device_data" in self.hub.wanted_events()
+        want = EventType.DEVICE_DATA in self.hub.wanted_events()
         if want and not self._data_subscribed:
             self.link.subscribe(DATA_SUBSCRIPTION, qos=0)
             self._data_subscribed = True
@@ -109,7 +102,7 @@ class ApiState:
         if topic.startswith(self.events_prefix):
             parts = topic.split("/")
             if len(parts) >= 2:
-                if parts[-2] == "command_update":  # device control: ?wait=true
+                if parts[-2] == EventType.COMMAND_UPDATE:  # ?wait=true
                     self.command_waiters.feed(payload)
                 self.hub.broadcast(parts[-2], parts[-1], payload.decode())
             return
@@ -124,12 +117,12 @@ class ApiState:
         except (TopicError, RejectedMessage):
             return  # the worker counts and logs rejections
         event = {
-            "type": "device_data",
+            "type": EventType.DEVICE_DATA,
             "device_id": device_id,
             "ts": msg.ts,
             "payload": {"metrics": msg.metrics, "attributes": msg.attributes, "seq": msg.seq},
         }
-        self.hub.broadcast("device_data", device_id, orjson.dumps(event).decode())
+        self.hub.broadcast(EventType.DEVICE_DATA, device_id, orjson.dumps(event).decode())
 
     async def _stats_loop(self) -> None:
         while True:

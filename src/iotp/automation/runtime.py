@@ -41,6 +41,7 @@ from iotp.automation.spec import (
     render,
 )
 from iotp.db.models import Device
+from iotp.protocol.events import PublishEvent
 from iotp.services import alerts as alert_service
 from iotp.services import rules as rule_service
 from iotp.services import webhooks as webhook_service
@@ -60,8 +61,6 @@ MAX_OUTBOX = 100_000
 COMMAND_TIMEOUT = 10.0
 ACTION_ATTEMPTS = 6
 COMMAND_TTL = 60.0
-
-PublishEvent = Callable[[str, str, dict[str, Any], float], None]
 
 
 class Control(Protocol):

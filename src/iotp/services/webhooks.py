@@ -24,18 +24,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.automation.models import WebhookDelivery, WebhookRow
+from iotp.protocol.events import WEBHOOK_EVENT_TYPES
 from iotp.services.errors import InvalidRequestError, NotFoundError
 
-EVENT_TYPES = (
-    "device_registered",
-    "device_status",
-    "alert",
-    "command_update",
-    "telemetry",
-    "notification",
-)
-# Sent only to the webhook a rule action or the "test" button names.
-DIRECT_EVENT_TYPES = ("rule", "test")
 SIGNATURE_HEADER = "X-IoTP-Signature"
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_SECONDS = 60.0
@@ -111,9 +102,11 @@ def check_url(url: str, *, allow_private: bool) -> str:
 
 
 def _check_events(events: Sequence[str]) -> list[str]:
-    unknown = sorted(set(events) - set(EVENT_TYPES))
+    unknown = sorted(set(events) - set(WEBHOOK_EVENT_TYPES))
     if unknown:
-        raise InvalidRequestError(f"unknown event types {unknown}: one of {list(EVENT_TYPES)}")
+        raise InvalidRequestError(
+            f"unknown event types {unknown}: one of {list(WEBHOOK_EVENT_TYPES)}"
+        )
     return sorted(set(events))
 
 

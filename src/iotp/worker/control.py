@@ -4,10 +4,10 @@ after a restart), records acks, times out and expires commands, reconciles devic
 shadows and paces firmware rollouts. All state is in the database; this object only
 holds caches and wake-up signals, so any worker can pick up where another stopped.
 
-API processes ask for work on ``<root>/control/{dispatch,shadow,rollout}`` (root is
-the events prefix's parent, ``iotp`` by default) with ``{"devices": [...]}``. An API
-process publishes a command to an online device itself (with the same :class:`Sender`);
-the worker is the fallback: offline devices coming back, retries, stale claims.
+API processes ask for work with control requests (iotp.protocol.control). An API
+process publishes a command to an online device itself (with the same
+iotp.services.command_sender.Sender); the worker is the fallback: offline devices
+coming back, retries, stale claims.
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db.models import CommandRow
 from iotp.protocol import payloads as p
-from iotp.protocol.topics import command_topic
+from iotp.protocol.control import ControlRequest, parse_request
+from iotp.protocol.events import EventType, PublishEvent
 from iotp.services import commands as command_service
 from iotp.services import rollouts as rollout_service
 from iotp.services import shadow as shadow_service
+from iotp.services.command_sender import PublishConfirmed, Sender
 from iotp.services.commands import AckOutcome, CommandStatus
 from iotp.settings import Settings
 from iotp.tasks import run_together
@@ -45,96 +45,6 @@ ACK_BURST = 50.0
 # Ack writes in flight at once, so a flood cannot take every database connection.
 ACK_CONCURRENCY = 8
 STOP_TIMEOUT_SECONDS = 5.0
-
-Publish = Callable[[str, bytes, int], None]  # (topic, payload, qos)
-PublishEvent = Callable[[str, str, dict[str, Any], float], None]  # (type, device, payload, ts)
-# QoS 1 publish; completes on the broker's PUBACK (iotp.mqtt.MqttLink.publish_confirmed).
-PublishConfirmed = Callable[[str, bytes], Awaitable[None]]
-EmitCommand = Callable[[dict[str, Any], float], None]
-
-
-def control_root(settings: Settings) -> str:
-    prefix = settings.events_topic_prefix.rstrip("/")
-    parent = prefix.rpartition("/")[0]
-    return f"{parent or prefix}/control"
-
-
-def control_topic(settings: Settings, what: str) -> str:
-    return f"{control_root(settings)}/{what}"
-
-
-def control_subscription(settings: Settings) -> str:
-    topic = f"{control_root(settings)}/+"
-    group = settings.mqtt_share_group
-    return f"$share/{group}/{topic}" if group else topic
-
-
-def encode_request(device_ids: Iterable[str]) -> bytes:
-    return orjson.dumps({"devices": list(device_ids)})
-
-
-class Sender:
-    """Publishes commands its owner has claimed (``sending``, committed) and moves them
-    on: ``sent`` once the broker has acknowledged the publish (PUBACK), back to
-    ``queued`` when it has not within PUBLISH_CONFIRM_TIMEOUT (to be published again).
-    If this process dies in between, the claim goes stale and the sweep re-queues it."""
-
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        owner: str,
-        publish_confirmed: PublishConfirmed,
-        emit: EmitCommand,
-        counters: Counter[str] | None = None,
-    ) -> None:
-        self.sessions = sessions
-        self.owner = owner
-        self._publish_confirmed = publish_confirmed
-        self._emit = emit
-        self.counters: Counter[str] = Counter() if counters is None else counters
-        self.confirm_timeout = command_service.PUBLISH_CONFIRM_TIMEOUT
-
-    async def send(self, rows: Sequence[CommandRow]) -> list[CommandRow]:
-        """Publish and record; returns the rows now ``sent`` (the others are queued
-        again, or were acked meanwhile)."""
-        if not rows:
-            return []
-        futures: dict[str, asyncio.Future[None]] = {}
-        for row in rows:
-            payload = orjson.dumps(command_service.wire_payload(row))
-            futures[row.id] = asyncio.ensure_future(
-                self._publish_confirmed(command_topic(row.device_id), payload)
-            )
-        done, pending = await asyncio.wait(futures.values(), timeout=self.confirm_timeout)
-        for fut in pending:
-            fut.cancel()
-        confirmed: list[str] = []
-        unconfirmed: list[str] = []
-        for cid, fut in futures.items():
-            ok = fut in done and not fut.cancelled() and fut.exception() is None
-            (confirmed if ok else unconfirmed).append(cid)
-        try:
-            async with self.sessions.begin() as session:
-                now = time.time()
-                sent = await command_service.mark_sent(
-                    session, command_ids=confirmed, owner=self.owner, now=now
-                )
-                released = await command_service.release(
-                    session, command_ids=unconfirmed, owner=self.owner, now=now
-                )
-        except Exception:
-            # The claims stay `sending`; once stale, the sweep re-queues them.
-            log.exception("recording %d published commands failed", len(rows))
-            self.counters["send_record_failed"] += len(rows)
-            return []
-        self.counters["sent"] += len(sent)
-        self.counters["publish_unconfirmed"] += len(unconfirmed)
-        for row in (*sent, *released):
-            self._emit(command_service.to_dict(row), now)
-        if unconfirmed:
-            log.warning("%d command publishes not confirmed by the broker", len(unconfirmed))
-        return sent
 
 
 class _Bucket:
@@ -159,13 +69,11 @@ class ControlPlane:
         *,
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
-        publish: Publish,
         publish_event: PublishEvent,
         publish_confirmed: PublishConfirmed,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self._publish = publish
         self._publish_event = publish_event
         self.counters: Counter[str] = Counter()
         self.owner = f"worker:{settings.mqtt_client_id}"
@@ -173,13 +81,10 @@ class ControlPlane:
             sessions=sessions,
             owner=self.owner,
             publish_confirmed=publish_confirmed,
-            emit=lambda command, ts: self._publish_event(
-                "command_update", command["device_id"], command, ts
-            ),
+            publish_event=publish_event,
             counters=self.counters,
         )
         self._sending: set[asyncio.Task[None]] = set()
-        self._root = control_root(settings)
         self._kick_online: set[str] = set()  # known online: skip the status check
         self._kick_any: set[str] = set()
         self._dispatch_wake = asyncio.Event()
@@ -211,23 +116,19 @@ class ControlPlane:
         self._shadow_wake.set()
 
     async def on_control_message(self, topic: str, payload: bytes) -> None:
-        what = topic.rsplit("/", 1)[-1]
-        try:
-            body = orjson.loads(payload)
-            devices = [d for d in body.get("devices", []) if isinstance(d, str)]
-        except (orjson.JSONDecodeError, AttributeError):
+        request = parse_request(topic, payload)
+        if request is None:
             self.counters["control_rejected"] += 1
             return
-        if what == "dispatch":
+        what, devices = request
+        if what is ControlRequest.DISPATCH:
             self.kick(devices)
-        elif what == "shadow":
+        elif what is ControlRequest.SHADOW:
             for d in devices:
                 self._shadow_todo.setdefault(d, False)
             self._shadow_wake.set()
-        elif what == "rollout":
-            self._rollout_wake.set()
         else:
-            self.counters["control_rejected"] += 1
+            self._rollout_wake.set()
 
     async def on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
         self.counters["acks"] += 1
@@ -267,7 +168,7 @@ class ControlPlane:
         if outcome is AckOutcome.FINAL and row.deadline is None:
             # Acked while still `sending`: the ack proves delivery, so `sent` first.
             self._publish_event(
-                "command_update", row.device_id, command_service.sent_view(row), now
+                EventType.COMMAND_UPDATE, row.device_id, command_service.sent_view(row), now
             )
         if outcome in (AckOutcome.FINAL, AckOutcome.PROGRESS, AckOutcome.LATE):
             self._emit(row, now)
@@ -383,7 +284,7 @@ class ControlPlane:
             for change in changes:
                 status = change["status"]
                 self.counters["requeued" if status == CommandStatus.QUEUED else status] += 1
-                self._publish_event("command_update", change["device_id"], change, now)
+                self._publish_event(EventType.COMMAND_UPDATE, change["device_id"], change, now)
                 if change["rollout_id"] is not None:
                     self._rollout_wake.set()
                 if change["source"] == "shadow" and status != CommandStatus.QUEUED:
@@ -441,7 +342,9 @@ class ControlPlane:
     # ---- helpers -------------------------------------------------------------------
 
     def _emit(self, row: CommandRow, now: float) -> None:
-        self._publish_event("command_update", row.device_id, command_service.to_dict(row), now)
+        self._publish_event(
+            EventType.COMMAND_UPDATE, row.device_id, command_service.to_dict(row), now
+        )
 
     def _remember_finished(self, command_id: str) -> None:
         self._finished[command_id] = None

@@ -17,6 +17,8 @@ from iotp.automation.runtime import Automations
 from iotp.db.models import ComponentStats
 from iotp.metrics import WorkerMetrics  # operations
 from iotp.mqtt import MqttLink
+from iotp.protocol.control import control_root, control_subscription
+from iotp.protocol.events import EventPublisher, EventType, event_subscription
 from iotp.protocol.topics import Kind, inbound_subscription, subscription
 from iotp.services import devices as device_service
 from iotp.services import retention  # operations
@@ -24,8 +26,7 @@ from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
 from iotp.worker.amqp_source import AmqpSource
-from iotp.worker.control import ControlPlane, control_root, control_subscription
-from iotp.worker.events import encode_event, event_topic
+from iotp.worker.control import ControlPlane
 from iotp.worker.ingest import Ingestor
 from iotp.worker.leader import Leadership, refresh_from_database  # operations
 
@@ -45,13 +46,17 @@ class Worker:
         url = settings.mqtt(mqtt_default)
         # Device messages and the APIs' control requests: an MQTT subscription, or (on
         # RabbitMQ) a queue the workers compete on (worker/amqp_source.py).
-        inbound = [inbound_subscription(settings.mqtt_share_group), control_subscription(settings)]
+        events_prefix = settings.events_topic_prefix
+        inbound = [
+            inbound_subscription(settings.mqtt_share_group),
+            control_subscription(events_prefix, settings.mqtt_share_group),
+        ]
         self.source: AmqpSource | None = None
         if settings.worker_source == "amqp":
             self.source = AmqpSource(
                 settings.amqp_url,
                 queue=settings.amqp_queue,
-                bindings=[inbound_subscription(), control_root(settings) + "/+"],
+                bindings=[inbound_subscription(), control_subscription(events_prefix)],
                 handler=self._on_message,
                 prefetch=settings.effective_amqp_prefetch,
                 queue_type=settings.amqp_queue_type,
@@ -63,18 +68,18 @@ class Worker:
             subscriptions=[
                 *((topic, 1) for topic in inbound),
                 # Not shared: every worker must forget a device deleted through the API.
-                (f"{settings.events_topic_prefix}/device_deleted/+", 1),
+                (event_subscription(events_prefix, EventType.DEVICE_DELETED), 1),
             ],
             handler=self._on_message,
             clean_session=False,
             ack_after_handler=True,
         )
+        self.events = EventPublisher(events_prefix, self.link.publish)
         self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
         # Device control (issue 4): command dispatch, timeouts, shadow, rollouts.
         self.control = ControlPlane(
             settings=settings,
             sessions=self.ingestor.sessions,
-            publish=lambda topic, payload, qos: self.link.publish(topic, payload, qos=qos),
             publish_event=self._publish_event,
             publish_confirmed=self.link.publish_confirmed,
         )
@@ -87,8 +92,8 @@ class Worker:
             control=self.control,
         )
         self.ingestor.rules = self.automations
-        self._control_prefix = control_root(settings) + "/"
-        self._deleted_prefix = f"{settings.events_topic_prefix}/device_deleted/"
+        self._control_prefix = control_root(events_prefix) + "/"
+        self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"
         # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
         self.shared = bool(settings.mqtt_share_group) or self.source is not None
         self.ingestor.presence_owner = not self.shared
@@ -104,8 +109,7 @@ class Worker:
     def _publish_event(
         self, event_type: str, device_id: str, payload: dict[str, Any], ts: float
     ) -> None:
-        topic = event_topic(self.settings.events_topic_prefix, event_type, device_id)
-        self.link.publish(topic, encode_event(event_type, device_id, payload, ts), qos=1)
+        self.events(event_type, device_id, payload, ts)
         self.automations.on_event(event_type, device_id, payload, ts)  # automations
 
     def _on_message(

@@ -16,11 +16,11 @@ from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal
 from iotp.api.state import ApiState
 from iotp.automation.models import AlertRow
+from iotp.protocol.events import EventType
 from iotp.services import alerts as alert_service
 from iotp.services import webhooks as webhook_service
 from iotp.services.alerts import AlertConflict
 from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
-from iotp.worker.events import encode_event, event_topic
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -43,14 +43,6 @@ def mapped_errors() -> Iterator[None]:
         yield
     except IotpError as exc:
         _http_error(exc)
-
-
-def publish_event(
-    state: ApiState, event_type: str, device_id: str, payload: dict[str, Any]
-) -> None:
-    """To dashboards (every API replica relays platform events to its WebSockets)."""
-    topic = event_topic(state.settings.events_topic_prefix, event_type, device_id)
-    state.link.publish(topic, encode_event(event_type, device_id, payload, time.time()))
 
 
 # ---- schemas -----------------------------------------------------------------------------
@@ -145,7 +137,7 @@ async def _changed(state: ApiState, session: SessionDep, row: AlertRow, action: 
         ts=time.time(),
     )
     await session.commit()
-    publish_event(state, "alert", row.device_id or "-", payload)
+    state.publish_event(EventType.ALERT, row.device_id or "-", payload)
 
 
 @router.post("/{alert_id}/acknowledge", response_model=AlertPublic)

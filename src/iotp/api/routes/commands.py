@@ -24,6 +24,7 @@ from iotp.api.control import (
     wait_for_end,
 )
 from iotp.api.deps import SessionDep, StateDep
+from iotp.protocol.control import ControlRequest
 from iotp.services import commands as command_service
 from iotp.services import devices as device_service
 from iotp.services import groups
@@ -67,7 +68,7 @@ async def send_command(
     if row.status == CommandStatus.SENDING:  # device online: published from here
         send_claimed(state, [row])
     else:
-        request(state, "dispatch", [device_id])
+        request(state, ControlRequest.DISPATCH, [device_id])
     if wait:
         ended = await wait_for_end(
             state, session, futures, seconds=row.timeout + WAIT_GRACE_SECONDS
@@ -156,7 +157,7 @@ async def bulk_command(
     send_claimed(state, [row for row in rows if row.status == CommandStatus.SENDING])
     queued = [row.device_id for row in rows if row.status == CommandStatus.QUEUED]
     if queued:
-        request(state, "dispatch", queued)
+        request(state, ControlRequest.DISPATCH, queued)
     if wait and rows:
         data.update(
             await wait_for_end(state, session, futures, seconds=body.timeout + WAIT_GRACE_SECONDS)

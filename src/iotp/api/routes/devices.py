@@ -24,6 +24,7 @@ from iotp.api.schemas import (
     TelemetryPublic,
     iso,
 )
+from iotp.protocol.events import EventType
 from iotp.protocol.payloads import NAME_RE
 from iotp.services import devices as device_service
 from iotp.services import telemetry
@@ -108,7 +109,7 @@ async def update_device(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     await session.commit()
     public = DevicePublic.of(device)
-    state.publish_event("device_updated", device_id, public.model_dump(mode="json"))
+    state.publish_event(EventType.DEVICE_UPDATED, device_id, public.model_dump(mode="json"))
     return public
 
 
@@ -119,7 +120,7 @@ async def delete_device(session: SessionDep, state: StateDep, device_id: str) ->
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     await session.commit()
-    state.publish_event("device_deleted", device_id, {})
+    state.publish_event(EventType.DEVICE_DELETED, device_id, {})
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

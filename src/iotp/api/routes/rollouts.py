@@ -17,6 +17,7 @@ from iotp.api.control import (
 )
 from iotp.api.deps import SessionDep, StateDep
 from iotp.db.models import RolloutRow
+from iotp.protocol.control import ControlRequest
 from iotp.services import rollouts as rollout_service
 from iotp.services.auth import sign_path
 from iotp.services.rollouts import DeviceStatus
@@ -64,7 +65,7 @@ async def create_rollout(
             ),
         )
     await session.commit()
-    request(state, "rollout", [])
+    request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
 
 
@@ -100,7 +101,7 @@ async def pause_rollout(state: StateDep, session: SessionDep, rollout_id: int) -
     with mapped_errors():
         row = await rollout_service.pause(session, rollout_id=rollout_id)
     await session.commit()
-    request(state, "rollout", [])
+    request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
 
 
@@ -110,7 +111,7 @@ async def resume_rollout(state: StateDep, session: SessionDep, rollout_id: int) 
     with mapped_errors():
         row = await rollout_service.resume(session, rollout_id=rollout_id)
     await session.commit()
-    request(state, "rollout", [])
+    request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
 
 
@@ -120,5 +121,5 @@ async def cancel_rollout(state: StateDep, session: SessionDep, rollout_id: int) 
     with mapped_errors():
         row = await rollout_service.cancel(session, rollout_id=rollout_id)
     await session.commit()
-    request(state, "rollout", [])
+    request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from iotp.api.control import ShadowPublic, ShadowUpdate, mapped_errors, request
 from iotp.api.deps import SessionDep, StateDep
+from iotp.protocol.control import ControlRequest
 from iotp.services import shadow as shadow_service
 
 router = APIRouter(prefix="/api/devices", tags=["shadow"])
@@ -25,7 +26,7 @@ async def _set(
             session, device_id=device_id, desired=body.desired, merge=merge
         )
     await session.commit()
-    request(state, "shadow", [device_id])
+    request(state, ControlRequest.SHADOW, [device_id])
     return ShadowPublic.model_validate(view)
 
 

@@ -15,13 +15,11 @@ from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
 from iotp.automation import delivery
 from iotp.automation.models import WebhookDelivery, WebhookRow
+from iotp.protocol.events import WebhookEventType
 from iotp.services import webhooks as webhook_service
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
-EventType = Literal[
-    "device_registered", "device_status", "alert", "command_update", "telemetry", "notification"
-]
 DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
@@ -29,7 +27,7 @@ class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
     url: str = Field(min_length=8, max_length=2000, examples=["https://example.com/hooks/iotp"])
-    events: list[EventType] = Field(min_length=1)
+    events: list[WebhookEventType] = Field(min_length=1)
     devices: list[DeviceId] = Field(
         default_factory=list, max_length=1000, description="only these devices; empty = all"
     )
@@ -39,7 +37,7 @@ class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=128)
     url: str | None = Field(default=None, min_length=8, max_length=2000)
-    events: list[EventType] | None = Field(default=None, min_length=1)
+    events: list[WebhookEventType] | None = Field(default=None, min_length=1)
     devices: list[DeviceId] | None = Field(default=None, max_length=1000)
     enabled: bool | None = None
 

@@ -74,7 +74,7 @@ class FakeDevice:
     async def start(self, *, wait_online: bool = True) -> FakeDevice:
         will = gmqtt.Message(self.topic("status"), b"offline", qos=1, retain=True)
         self.client = await MqttTestClient(self.stack.mqtt_url, self.id, will=will).connect()
-        self.client.subscribe(self.topic("commands"), qos=1)
+        await self.client.subscribe(self.topic("commands"), qos=1)
         self.client.publish(self.topic("info"), self.info(), retain=True)
         self.client.publish(self.topic("status"), b"online", retain=True)
         self.publish_state()

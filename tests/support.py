@@ -157,10 +157,17 @@ class MqttTestClient:
         self.client.set_config({"reconnect_retries": 0})
         self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._subacks: dict[int, asyncio.Future[tuple[int, ...]]] = {}
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
         self.messages.put_nowait((topic, payload))
         return 0
+
+    def _on_subscribe(self, client: Any, mid: int, qos: tuple[int, ...], props: Any) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(qos)
 
     async def connect(self) -> MqttTestClient:
         host, port = self.url.split("://", 1)[1].rsplit(":", 1)
@@ -170,8 +177,15 @@ class MqttTestClient:
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        self.client.subscribe(topic, qos=qos)
+    async def subscribe(self, topic: str, qos: int = 1, timeout: float = 10.0) -> None:
+        """Returns once the broker has acknowledged the subscription (SUBACK): every
+        message published after that reaches this client."""
+        mid = self.client.subscribe(topic, qos=qos)
+        # The SUBACK is read by the event loop, so it cannot arrive before this line.
+        future = self._subacks[mid] = asyncio.get_running_loop().create_future()
+        granted = await asyncio.wait_for(future, timeout)
+        if any(q >= 0x80 for q in granted):
+            raise AssertionError(f"the broker refused the subscription to {topic}: {granted}")
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

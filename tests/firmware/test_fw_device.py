@@ -19,7 +19,7 @@ async def device() -> AsyncIterator[tuple[Any, Commander]]:
     async with run_broker("amqtt") as broker, running_fleet(broker.url, interval=0.5) as fleet:
         sim = fleet.devices[0]
         observer = await broker.observer()
-        observer.subscribe(f"devices/{sim.node_id}/#")
+        await observer.subscribe(f"devices/{sim.node_id}/#")
         await asyncio.sleep(0.3)
         try:
             yield sim, Commander(observer, sim.node_id)

@@ -35,7 +35,7 @@ async def test_connect_birth_and_commands(broker: BrokerUnderTest) -> None:
     received: list[tuple[str, bytes]] = []
     client = make_client(broker.port, on_message=lambda t, p: received.append((t, p)))
     client.subscribe(COMMANDS, 1)
-    observer.subscribe(STATUS)
+    await observer.subscribe(STATUS)
     task = asyncio.create_task(client.run())
     try:
         assert await next_message(observer, STATUS) == b"online"
@@ -44,8 +44,7 @@ async def test_connect_birth_and_commands(broker: BrokerUnderTest) -> None:
         await wait_until(lambda: received)
         assert received == [(COMMANDS, b'{"id": "1"}')]
         # QoS 0 and QoS 1 publishes both arrive
-        observer.subscribe("devices/LINK01/data")
-        await asyncio.sleep(0.2)
+        await observer.subscribe("devices/LINK01/data")
         client.publish("devices/LINK01/data", b"q0", 0)
         client.publish("devices/LINK01/data", b"q1", 1)
         assert await next_message(observer, "devices/LINK01/data") == b"q0"
@@ -59,7 +58,7 @@ async def test_connect_birth_and_commands(broker: BrokerUnderTest) -> None:
 
 async def test_last_will_on_killed_connection(broker: BrokerUnderTest) -> None:
     observer = await broker.observer()
-    observer.subscribe(STATUS)
+    await observer.subscribe(STATUS)
     client = make_client(broker.port)
     task = asyncio.create_task(client.run())
     try:
@@ -77,7 +76,7 @@ async def test_last_will_on_killed_connection(broker: BrokerUnderTest) -> None:
 async def test_qos1_retransmitted_after_dropped_connection(broker: BrokerUnderTest) -> None:
     proxy = await TcpProxy(broker.port).start()
     observer = await broker.observer()
-    observer.subscribe("devices/LINK01/data")
+    await observer.subscribe("devices/LINK01/data")
     client = make_client(proxy.port)
     task = asyncio.create_task(client.run())
     try:

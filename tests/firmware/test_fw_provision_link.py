@@ -19,8 +19,8 @@ async def test_set_fleet_secret_then_provision_and_come_back_as_itself() -> None
         sim = fleet.devices[0]
         node = sim.node_id
         platform = await broker.observer()
-        platform.subscribe(f"devices/{node}/#")
-        platform.subscribe(f"provision/{node}/request")
+        await platform.subscribe(f"devices/{node}/#")
+        await platform.subscribe(f"provision/{node}/request")
         await asyncio.sleep(0.3)
         try:
             assert sim.credential_mode == "open"

@@ -24,8 +24,8 @@ async def test_fleet_online_reporting_and_clean_shutdown() -> None:
     devices = 30
     async with run_broker("mosquitto") as broker:
         observer = await broker.observer()
-        observer.subscribe("devices/+/data")
-        observer.subscribe("devices/+/status")
+        await observer.subscribe("devices/+/data")
+        await observer.subscribe("devices/+/status")
         stop, ready = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
             run_simulation(

@@ -61,7 +61,7 @@ async def test_ota_update_rollback_and_hash_mismatch(
     ):
         sim = fleet.devices[0]
         observer = await broker.observer()
-        observer.subscribe(f"devices/{sim.node_id}/#")
+        await observer.subscribe(f"devices/{sim.node_id}/#")
         await asyncio.sleep(0.3)
         cmd = Commander(observer, sim.node_id)
         try:

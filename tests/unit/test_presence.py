@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from iotp.worker.presence import Presence, PresenceTracker, Reason
+from iotp.protocol.events import Presence, PresenceReason
+from iotp.worker.presence import PresenceTracker
 
 
 def test_first_message_brings_device_online() -> None:
     tracker = PresenceTracker()
     t = tracker.seen("A", 100.0)
     assert t is not None
-    assert (t.old, t.new, t.reason) == (Presence.UNKNOWN, Presence.ONLINE, Reason.DATA)
+    assert (t.old, t.new, t.reason) == (Presence.UNKNOWN, Presence.ONLINE, PresenceReason.DATA)
     assert tracker.seen("A", 101.0) is None
 
 
@@ -16,7 +17,7 @@ def test_last_will_takes_device_offline_once() -> None:
     tracker.seen("A", 100.0)
     t = tracker.reported("A", online=False, now=101.0)
     assert t is not None
-    assert (t.new, t.reason) == (Presence.OFFLINE, Reason.STATUS)
+    assert (t.new, t.reason) == (Presence.OFFLINE, PresenceReason.STATUS)
     assert tracker.reported("A", online=False, now=102.0) is None
 
 
@@ -29,7 +30,7 @@ def test_timeout_is_missed_reports_times_interval_with_a_floor() -> None:
     assert tracker.expire(5.9) == []
     expired = tracker.expire(6.5)
     assert [t.device_id for t in expired] == ["fast"]
-    assert expired[0].reason is Reason.TIMEOUT
+    assert expired[0].reason is PresenceReason.TIMEOUT
     assert tracker.expire(29.0) == []
     assert [t.device_id for t in tracker.expire(30.5)] == ["slow"]
     # Each device goes offline exactly once.

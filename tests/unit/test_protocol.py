@@ -192,3 +192,20 @@ def test_event_publisher_writes_the_event_envelope_on_its_topic() -> None:
         "ts": 12.5,
         "payload": {"action": "raised"},
     }
+
+
+def test_the_dashboards_event_types_are_generated_from_the_current_models() -> None:
+    """web/events.json is iotp.protocol.events as it is (regenerate: in web/,
+    `npm run dump:events && npm run gen:api`), and events.gen.ts was generated from it."""
+    import json
+    import re
+    from pathlib import Path
+
+    from iotp.protocol.events import EventType, schema_document
+
+    web = Path(__file__).resolve().parents[2] / "web"
+    assert json.loads((web / "events.json").read_text()) == schema_document()
+    generated = (web / "src/live/events.gen.ts").read_text()
+    union = re.search(r"^\s*EventType: (.*);$", generated, re.MULTILINE)
+    assert union is not None
+    assert re.findall(r'"([a-z_]+)"', union.group(1)) == [t.value for t in EventType]

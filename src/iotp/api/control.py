@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp.api.state import ApiState
 from iotp.db.models import CommandRow, FirmwareRow, RolloutDevice
 from iotp.protocol.control import ControlRequest, control_topic, encode_request
-from iotp.protocol.events import EventType
+from iotp.protocol.events import CommandStatus, EventType
 from iotp.services import commands as command_service
 from iotp.services.commands import ConflictError
 from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
@@ -78,7 +78,7 @@ class CommandPublic(BaseModel):
     device_id: str
     command: str
     params: dict[str, Any]
-    status: command_service.CommandStatus
+    status: CommandStatus
     source: str
     timeout: float
     created_at: datetime

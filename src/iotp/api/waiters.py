@@ -22,8 +22,9 @@ from typing import Any
 
 import orjson
 
+from iotp.protocol.events import CommandStatus
 from iotp.protocol.payloads import RejectedMessage, parse_ack
-from iotp.services.commands import CommandStatus, is_terminal
+from iotp.services.commands import is_terminal
 
 # An ack this close to the command's timeout is left to the worker to judge.
 ACK_DEADLINE_MARGIN_SECONDS = 1.0

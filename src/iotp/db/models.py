@@ -126,7 +126,7 @@ class ComponentStats(Base):
 
 
 class CommandRow(Base):
-    """One command and its lifecycle (iotp.services.commands.CommandStatus)."""
+    """One command and its lifecycle (iotp.protocol.events.CommandStatus)."""
 
     __tablename__ = "commands"
     __table_args__ = (

@@ -9,6 +9,8 @@ from enum import StrEnum
 from typing import Any, Literal, get_args
 
 import orjson
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
 
 
 class EventType(StrEnum):
@@ -26,6 +28,161 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES = frozenset(EventType)
+
+
+class Presence(StrEnum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class PresenceReason(StrEnum):
+    STATUS = "status"  # the device (or its last will) published on devices/{id}/status
+    DATA = "data"  # a message arrived from a device we thought offline
+    TIMEOUT = "timeout"  # nothing heard for N report intervals
+
+
+class CommandStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    ACKED = "acked"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+# ---- payloads: what ``payload`` holds for each event type ------------------------------
+# Published as plain dicts (no validation on the hot path); tests check what the
+# platform publishes against these models, and the dashboard's types are generated
+# from them (web/src/live/events.gen.ts).
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceDataPayload(_Payload):
+    metrics: dict[str, float]
+    attributes: dict[str, Any]
+    seq: int | None
+
+
+class DeviceStatusPayload(_Payload):
+    status: Presence
+    previous: Presence
+    reason: PresenceReason
+
+
+class DeviceRegisteredPayload(_Payload):
+    name: str
+    type: str | None  # None until the device's info arrives
+    capabilities: list[str]
+
+
+class DeviceUpdatedPayload(BaseModel):
+    """The fields that changed: the device's info when it reports it, the whole
+    device (as GET /api/devices/{id} answers) after an edit through the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DeviceDeletedPayload(_Payload):
+    pass
+
+
+class DeviceStatePayload(BaseModel):
+    """The state the device reported, as it reported it."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DeviceEventPayload(BaseModel):
+    """The device's event name and level, and its other fields."""
+
+    model_config = ConfigDict(extra="allow")
+    event: str
+    level: Literal["info", "warning", "critical"]
+
+
+class CommandAckPayload(_Payload):
+    id: str | None
+    status: Literal["ok", "error", "progress"]
+    result: Any = None
+    error: str | None = None
+
+
+class CommandUpdatePayload(_Payload):
+    id: str
+    device_id: str
+    command: str
+    params: dict[str, Any]
+    status: CommandStatus
+    source: str
+    timeout: float
+    created_at: float
+    expires_at: float | None
+    sent_at: float | None
+    deadline: float | None
+    finished_at: float | None
+    result: Any = None
+    error: str | None
+    progress: Any = None
+    rollout_id: int | None
+    notes: list[dict[str, Any]]
+
+
+class AlertPayload(_Payload):
+    action: Literal["raised", "acknowledged", "cleared"]
+    id: int
+    key: str
+    rule_id: int | None
+    device_id: str | None
+    name: str
+    severity: Literal["info", "warning", "critical"]
+    status: Literal["active", "acknowledged", "cleared"]
+    message: str
+    data: dict[str, Any]
+    raised_at: float
+    acknowledged_at: float | None
+    acknowledged_by: str | None
+    cleared_at: float | None
+    cleared_by: str | None
+    history: list[dict[str, Any]]
+
+
+class NotificationPayload(_Payload):
+    level: Literal["info", "warning", "critical"]
+    message: str
+    rule_id: int
+    rule: str
+    kind: str
+
+
+EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
+    EventType.DEVICE_DATA: DeviceDataPayload,
+    EventType.DEVICE_STATUS: DeviceStatusPayload,
+    EventType.DEVICE_REGISTERED: DeviceRegisteredPayload,
+    EventType.DEVICE_UPDATED: DeviceUpdatedPayload,
+    EventType.DEVICE_DELETED: DeviceDeletedPayload,
+    EventType.DEVICE_STATE: DeviceStatePayload,
+    EventType.DEVICE_EVENT: DeviceEventPayload,
+    EventType.COMMAND_ACK: CommandAckPayload,
+    EventType.COMMAND_UPDATE: CommandUpdatePayload,
+    EventType.ALERT: AlertPayload,
+    EventType.NOTIFICATION: NotificationPayload,
+}
+
+
+class Event(BaseModel):
+    """The envelope every event travels in (MQTT and the WebSocket)."""
+
+    type: EventType
+    device_id: str
+    ts: float
+    payload: dict[str, Any]
+
 
 # What a webhook can subscribe to: "telemetry" is a stored batch's metrics, which only
 # webhooks receive (the dashboard streams device_data).
@@ -82,3 +239,18 @@ class EventPublisher:
             encode_event(event_type, device_id, payload, ts),
             1,
         )
+
+
+def schema_document() -> dict[str, Any]:
+    """The event models as an OpenAPI document (components only), from which the
+    dashboard's types are generated like its REST client (web/scripts/gen_api.mjs)."""
+    models: list[type[BaseModel]] = [Event, *EVENT_PAYLOADS.values()]
+    _, top = models_json_schema(
+        [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "IoT Platform events", "version": "1"},
+        "paths": {},
+        "components": {"schemas": top["$defs"]},
+    }

@@ -36,6 +36,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device
+from iotp.protocol.events import CommandStatus, Presence
 from iotp.protocol.payloads import NAME_RE, Ack
 from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 
@@ -49,17 +50,6 @@ CLAIM_TIMEOUT = 10.0
 PUBLISH_CONFIRM_TIMEOUT = 5.0
 MAX_TTL = 7 * 86400.0
 MAX_PARAMS_BYTES = 8 * 1024
-
-
-class CommandStatus(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    ACKED = "acked"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
 
 
 TERMINAL = frozenset(
@@ -429,7 +419,7 @@ async def create(
         now=time.time() if now is None else now,
         source=source,
         rollout_id=rollout_id,
-        claimed_by=claim_if_online if device.status == "online" else None,
+        claimed_by=claim_if_online if device.status == Presence.ONLINE else None,
     )
     session.add(row)
     await session.flush()
@@ -501,7 +491,7 @@ async def claim(
     if device_ids is not None:
         query = query.where(CommandRow.device_id.in_(list(device_ids)))
     if require_online:
-        online = select(Device.id).where(Device.status == "online")
+        online = select(Device.id).where(Device.status == Presence.ONLINE)
         query = query.where(CommandRow.device_id.in_(online))
     ids = list((await session.scalars(query.limit(limit))).all())
     if not ids:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import Device
+from iotp.protocol.events import Presence
 from iotp.protocol.payloads import NAME_RE
 from iotp.services.errors import InvalidRequestError
 
@@ -55,7 +56,7 @@ async def resolve(session: AsyncSession, selector: Selector) -> tuple[list[Devic
     if selector.type:
         query = query.where(Device.type == selector.type)
     if selector.online_only:
-        query = query.where(Device.status == "online")
+        query = query.where(Device.status == Presence.ONLINE)
     devices = list((await session.scalars(query.order_by(Device.id))).all())
     if selector.tags:
         wanted = set(selector.tags)

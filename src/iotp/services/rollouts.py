@@ -21,9 +21,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, RolloutDevice, RolloutRow
+from iotp.protocol.events import CommandStatus, Presence
 from iotp.services import commands as command_service
 from iotp.services import firmware as firmware_service
-from iotp.services.commands import CommandStatus, ConflictError
+from iotp.services.commands import ConflictError
 from iotp.services.errors import InvalidRequestError, NotFoundError
 from iotp.services.groups import Selector, resolve
 
@@ -401,7 +402,7 @@ async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
                     RolloutDevice.rollout_id == rollout.id,
                     RolloutDevice.status == DeviceStatus.PENDING,
                     RolloutDevice.command_id.is_(None),
-                    Device.status == "online",
+                    Device.status == Presence.ONLINE,
                 )
                 .order_by(RolloutDevice.device_id)
                 .limit(n)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, DeviceShadow
+from iotp.protocol.events import CommandStatus, Presence
 from iotp.services import commands as command_service
 from iotp.services.errors import InvalidRequestError, NotFoundError
 
@@ -193,7 +194,7 @@ async def reconcile(
     if shadow is None or not shadow.desired:
         return []
     device = await session.get(Device, device_id)
-    if device is None or not (online or device.status == "online"):
+    if device is None or not (online or device.status == Presence.ONLINE):
         return []
     diff = delta(shadow.desired, device.reported_state)
     if not diff:
@@ -208,9 +209,9 @@ async def reconcile(
             CommandRow.source == "shadow",
             CommandRow.status.in_(
                 [
-                    command_service.CommandStatus.QUEUED,
-                    command_service.CommandStatus.SENDING,
-                    command_service.CommandStatus.SENT,
+                    CommandStatus.QUEUED,
+                    CommandStatus.SENDING,
+                    CommandStatus.SENT,
                 ]
             ),
         )

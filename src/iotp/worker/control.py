@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from iotp.db.models import CommandRow
 from iotp.protocol import payloads as p
 from iotp.protocol.control import ControlRequest, parse_request
-from iotp.protocol.events import EventType, PublishEvent
+from iotp.protocol.events import CommandStatus, EventType, PublishEvent
 from iotp.services import commands as command_service
 from iotp.services import rollouts as rollout_service
 from iotp.services import shadow as shadow_service
 from iotp.services.command_sender import PublishConfirmed, Sender
-from iotp.services.commands import AckOutcome, CommandStatus
+from iotp.services.commands import AckOutcome
 from iotp.settings import Settings
 from iotp.tasks import run_together
 

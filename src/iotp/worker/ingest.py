@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from iotp.db.models import Device
 from iotp.protocol import Kind, RejectedMessage, parse_topic
 from iotp.protocol import payloads as p
+from iotp.protocol.events import Presence
 from iotp.protocol.topics import TopicError
 from iotp.services import devices as device_service
 from iotp.services import telemetry
 from iotp.services.devices import NewDevice
 from iotp.settings import Settings
 from iotp.worker.batcher import TelemetryBatcher
-from iotp.worker.presence import Presence, PresenceTracker, Transition
+from iotp.worker.presence import PresenceTracker, Transition
 from iotp.worker.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
 from iotp.worker.ratelimit import DeviceRateLimiter
 

@@ -30,7 +30,8 @@ from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from iotp.db.models import Device
-from iotp.worker.presence import Presence, PresenceTracker, Transition
+from iotp.protocol.events import Presence
+from iotp.worker.presence import PresenceTracker, Transition
 
 log = logging.getLogger(__name__)
 

@@ -4,19 +4,8 @@ last will), by any message from the device, and by a last-seen timeout."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class Presence(StrEnum):
-    UNKNOWN = "unknown"
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
-class Reason(StrEnum):
-    STATUS = "status"  # the device (or its last will) published on devices/{id}/status
-    DATA = "data"  # a message arrived from a device we thought offline
-    TIMEOUT = "timeout"  # nothing heard for N report intervals
+from iotp.protocol.events import Presence, PresenceReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +13,7 @@ class Transition:
     device_id: str
     old: Presence
     new: Presence
-    reason: Reason
+    reason: PresenceReason
     ts: float
 
 
@@ -61,7 +50,7 @@ class PresenceTracker:
         dev = self._get(device_id)
         dev.last_seen = max(dev.last_seen, now)
         if dev.status is not Presence.ONLINE:
-            return self._move(device_id, dev, Presence.ONLINE, Reason.DATA, now)
+            return self._move(device_id, dev, Presence.ONLINE, PresenceReason.DATA, now)
         return None
 
     def reported(self, device_id: str, online: bool, now: float) -> Transition | None:
@@ -72,14 +61,16 @@ class PresenceTracker:
             dev.last_seen = max(dev.last_seen, now)
         if dev.status is target:
             return None
-        return self._move(device_id, dev, target, Reason.STATUS, now)
+        return self._move(device_id, dev, target, PresenceReason.STATUS, now)
 
     def expire(self, now: float) -> list[Transition]:
         """Devices silent for longer than their timeout go offline."""
         out: list[Transition] = []
         for device_id, dev in self.devices.items():
             if dev.status is Presence.ONLINE and now - dev.last_seen > self.timeout_for(dev):
-                out.append(self._move(device_id, dev, Presence.OFFLINE, Reason.TIMEOUT, now))
+                out.append(
+                    self._move(device_id, dev, Presence.OFFLINE, PresenceReason.TIMEOUT, now)
+                )
         return out
 
     def forget(self, device_id: str) -> None:
@@ -87,7 +78,7 @@ class PresenceTracker:
 
     @staticmethod
     def _move(
-        device_id: str, dev: DevicePresence, new: Presence, reason: Reason, now: float
+        device_id: str, dev: DevicePresence, new: Presence, reason: PresenceReason, now: float
     ) -> Transition:
         old = dev.status
         dev.status = new

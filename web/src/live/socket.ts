@@ -2,18 +2,11 @@
 // handlers; the socket subscribes to the union, resubscribes after every reconnect,
 // and reconnects with capped exponential backoff.
 import { freshToken, getTokens, refreshTokens, sessionExpired } from "../api/auth";
+import type { components } from "./events.gen";
 
-export type EventType =
-  | "device_data"
-  | "device_status"
-  | "device_registered"
-  | "device_updated"
-  | "device_state"
-  | "device_event"
-  | "command_ack"
-  | "command_update"
-  | "alert" // automations: raised / acknowledged / cleared
-  | "notification"; // automations: a rule's notify action
+type Schemas = components["schemas"];
+/** Every platform event type (iotp.protocol.events.EventType). */
+export type EventType = Schemas["EventType"];
 
 export interface LiveEvent<P = Record<string, unknown>> {
   type: EventType;
@@ -22,11 +15,7 @@ export interface LiveEvent<P = Record<string, unknown>> {
   payload: P;
 }
 
-export interface DataPayload {
-  metrics: Record<string, number>;
-  attributes: Record<string, unknown>;
-  seq: number | null;
-}
+export type DataPayload = Schemas["DeviceDataPayload"];
 
 export type ConnectionState = "connecting" | "open" | "closed";
 

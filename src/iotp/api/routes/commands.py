@@ -25,11 +25,11 @@ from iotp.api.control import (
 )
 from iotp.api.deps import SessionDep, StateDep
 from iotp.protocol.control import ControlRequest
+from iotp.protocol.events import CommandStatus
 from iotp.services import commands as command_service
 from iotp.services import devices as device_service
 from iotp.services import groups
 from iotp.services import stats as stats_service
-from iotp.services.commands import CommandStatus
 from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(tags=["commands"])

@@ -419,7 +419,7 @@ def run_embedded(messages: int, devices: int) -> dict[str, float]:
     return {"raw": raw, "rate": rate, "publish": pub, "stored": stored, "messages": messages}
 
 
-# ---- automations (issue 7): --rules N --------------------------------------------------
+# ---- automations: --rules N ----------------------------------------------------------
 
 # Value ranges of the load generator (_harness.raw_publish) per metric.
 METRIC_RANGES = {"temperature": (20.0, 30.0), "humidity": (40.0, 50.0), "gas": (80.0, 120.0)}

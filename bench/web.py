@@ -1,6 +1,6 @@
 """Dashboard performance, measured in headless Chromium against a real `iotp serve`.
 
-Figures (issue 6, item 4), written to the "## Dashboard" section of bench/RESULTS.md:
+Figures, written to the "## Dashboard" section of bench/RESULTS.md:
 - first load on localhost: navigation start -> load event, and -> first statistics shown,
   cold (new browser context, empty cache) and warm (reload), medians;
 - JS bundle size, gzip: everything the first load fetches, and the whole build;

@@ -1,5 +1,5 @@
 """A WebSocket client told "subscribed" receives everything published from then on, even
-the first message right after the answer (issue 8).
+the first message right after the answer.
 
 The API takes its raw data stream from the broker only when a client asks for it; it must
 answer once the broker has acknowledged that subscription (SUBACK), not before. To make the

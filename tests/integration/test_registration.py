@@ -1,7 +1,7 @@
 """Registration and the control-plane writer on real databases (SQLite and PostgreSQL):
 every event from ingest is announced once its transaction has committed, exactly once per
 real change, even when two workers register the same new devices at the same moment or a
-grouped transaction rolls back and its jobs run again (issue 8)."""
+grouped transaction rolls back and its jobs run again."""
 
 from __future__ import annotations
 

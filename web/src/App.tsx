@@ -14,11 +14,11 @@ const FirmwarePage = lazy(() => import("./pages/firmware/FirmwarePage"));
 // The device table (virtual Table, Select, Modal) and the login form load on demand too.
 const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
 const LoginPage = lazy(() => import("./pages/login/LoginPage"));
-// Automations, alerts and webhooks (issue 7).
+// Automations, alerts and webhooks.
 const RulesPage = lazy(() => import("./pages/rules/RulesPage"));
 const AlertsPage = lazy(() => import("./pages/alerts/AlertsPage"));
 const WebhooksPage = lazy(() => import("./pages/webhooks/WebhooksPage"));
-// Admin pages (issue 5): users and API keys, device credentials and provisioning.
+// Admin pages: users and API keys, device credentials and provisioning.
 const UsersPage = lazy(() => import("./pages/users/UsersPage"));
 const CredentialsPage = lazy(() => import("./pages/credentials/CredentialsPage"));
 

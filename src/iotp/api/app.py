@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from iotp import __version__
 from iotp.api import security
-from iotp.api.routes import (  # automations (issue 7), device control (issue 4)
+from iotp.api.routes import (
     alerts,
     apikeys,
     auth,
@@ -108,7 +108,7 @@ def create_app(
     app.include_router(metrics_routes.router)  # operations: Prometheus /metrics
     for control_router in (commands, shadow, firmware, rollouts, groups):  # device control
         app.include_router(control_router.router)
-    for automation_router in (rules, alerts, webhooks):  # automations (issue 7)
+    for automation_router in (rules, alerts, webhooks):
         app.include_router(automation_router.router)
 
     @app.websocket("/api/ws")

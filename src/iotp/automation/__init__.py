@@ -1,4 +1,4 @@
-"""Server-side automations (issue 7): rules evaluated on the live stream, alerts, webhooks.
+"""Server-side automations: rules evaluated on the live stream, alerts, webhooks.
 
 ``spec`` (what a rule is), ``engine`` (pure evaluation), ``schedule`` (time of day,
 weekdays, cron), ``runtime`` (the worker's I/O around the engine), ``delivery``

@@ -63,7 +63,7 @@ class Telemetry(Base):
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
 
-# ---- telemetry at scale (issue 8, iotp.services.retention) ---------------------------
+# ---- telemetry at scale (iotp.services.retention) ------------------------------------
 # On PostgreSQL `telemetry` is partitioned by day (migration 0005); its partitions live in
 # the schema `telemetry_partitions`, outside these models.
 
@@ -122,7 +122,7 @@ class ComponentStats(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
 
 
-# ---- device control (issue 4): commands, shadow, firmware, rollouts ------------------
+# ---- device control: commands, shadow, firmware, rollouts ---------------------------
 
 
 class CommandRow(Base):

@@ -1,4 +1,4 @@
-"""Long history kept cheap: partitions, retention and rollups (operations, issue 8).
+"""Long history kept cheap: partitions, retention and rollups .
 
 PostgreSQL
     ``telemetry`` is partitioned by day on ``ts`` (migration 0005). The leader worker

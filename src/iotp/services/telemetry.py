@@ -71,7 +71,7 @@ async def query_series(
     limit: int = 100_000,
     raw_only: bool = False,
 ) -> list[dict[str, float | int]]:
-    if bucket is not None and not raw_only:  # operations (issue 8): long ranges, rollups
+    if bucket is not None and not raw_only:  # long ranges read the rollups
         from iotp.services.retention import query_with_rollups
 
         rolled = await query_with_rollups(

@@ -125,12 +125,12 @@ class Ingestor:
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
         self._jobs: asyncio.Queue[tuple[Job | NewDevice, asyncio.Future[None]]] = asyncio.Queue()
-        # Device control (issue 4): acks, online transitions and reported state go to
+        # Device control: acks, online transitions and reported state go to
         # the command dispatcher / shadow reconciler when the worker sets this.
         self.control: ControlPlane | None = None
-        # Automations (issue 7): the rule engine sees every telemetry message.
+        # Automations: the rule engine sees every telemetry message.
         self.rules: Automations | None = None
-        # Operations (issue 8): with several workers only the presence owner records
+        # With several workers only the presence owner records
         # presence transitions (see worker/leader.py); metrics see every stored batch.
         self.presence_owner = True
         self.on_batch: Callable[[int, float], None] | None = None
@@ -247,7 +247,7 @@ class Ingestor:
                 if device_id not in self.known:
                     return self._data_from_new_device(device_id, row, now, msg.metrics, msg.ts)
                 self._seen(device_id, now)
-                if self.rules is not None:  # automations (issue 7): in-memory only
+                if self.rules is not None:  # in-memory only
                     self.rules.on_data(device_id, msg.metrics, msg.ts)
                 return self.batcher.add(row)
             if kind is Kind.STATUS:
@@ -276,7 +276,7 @@ class Ingestor:
     ) -> None:
         await self._register(device_id, now)
         self._seen(device_id, now)
-        if self.rules is not None:  # automations (issue 7): a new device's first sample too
+        if self.rules is not None:  # a new device's first sample too
             self.rules.on_data(device_id, metrics, ts)
         await self.batcher.add(row)
 

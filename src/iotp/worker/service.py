@@ -76,7 +76,7 @@ class Worker:
         )
         self.events = EventPublisher(events_prefix, self.link.publish)
         self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
-        # Device control (issue 4): command dispatch, timeouts, shadow, rollouts.
+        # Device control: command dispatch, timeouts, shadow, rollouts.
         self.control = ControlPlane(
             settings=settings,
             sessions=self.ingestor.sessions,
@@ -84,7 +84,7 @@ class Worker:
             publish_confirmed=self.link.publish_confirmed,
         )
         self.ingestor.control = self.control
-        # Automations (issue 7): rules, alerts, webhooks (iotp.automation.runtime).
+        # Rules, alerts, webhooks (iotp.automation.runtime).
         self.automations = Automations(
             settings=settings,
             sessions=self.ingestor.sessions,
@@ -94,7 +94,7 @@ class Worker:
         self.ingestor.rules = self.automations
         self._control_prefix = control_root(events_prefix) + "/"
         self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"
-        # Operations (issue 8): one leader owns presence and maintenance (worker/leader.py).
+        # One leader owns presence and maintenance (worker/leader.py).
         self.shared = bool(settings.mqtt_share_group) or self.source is not None
         self.ingestor.presence_owner = not self.shared
         self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
@@ -193,7 +193,7 @@ class Worker:
                         self.ingestor._record_transition(transition)
             self.ingestor.expire()
 
-    # ---- operations (issue 8): leadership and storage maintenance -------------------
+    # ---- leadership and storage maintenance ------------------------------------------
 
     async def _leadership_changed(self, leader: bool) -> None:
         if not self.shared:

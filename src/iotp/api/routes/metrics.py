@@ -1,4 +1,4 @@
-"""Prometheus scrape endpoint of the API (operations, issue 8). Not under /api: nginx
+"""Prometheus scrape endpoint of the API. Not under /api: nginx
 does not route it; Prometheus scrapes each replica directly with a viewer API key."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Device page calls: history, events, commands (issue 4), shadow (issue 4).
+// Device page calls: history, events, commands, shadow.
 import { api, quietIfMissing, unwrap, type components } from "../../api/client";
 import { ApiError } from "../../api/errors";
 

@@ -5,7 +5,7 @@ export type Firmware = components["schemas"]["FirmwarePublic"];
 export type Rollout = components["schemas"]["RolloutPublic"];
 export type RolloutCreate = components["schemas"]["RolloutCreate"];
 
-/** null: this server has no firmware API yet (issue 4). */
+/** null: this server has no firmware API. */
 export async function listFirmware(): Promise<Firmware[] | null> {
   try {
     return (await unwrap(api.GET("/api/firmware"), quietIfMissing)).data;

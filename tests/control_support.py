@@ -12,8 +12,20 @@ from typing import Any
 import gmqtt
 import httpx
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from iotp.services.manifest import BundleFile, build
 from tests.support import MqttTestClient, Stack
+
+# An offline signing key of the tests (fixed, so failures reproduce).
+TEST_SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def small_bundle(version: str, *, key: Ed25519PrivateKey | None = TEST_SIGNING_KEY) -> bytes:
+    """A one-file bundle (main.py = print), signed with key (None: unsigned)."""
+    bundle = build(version, [BundleFile("main.py", b"print")])
+    return (bundle if key is None else bundle.sign(key)).to_bytes()
+
 
 CAPS = ["temperature", "relay:light", "relay:fan", "servo", "reboot", "ota", "automation"]
 

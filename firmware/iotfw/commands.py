@@ -102,7 +102,7 @@ def is_sha256_hex(value):
 
 
 def ota_params(cid, params):
-    _only(cid, params, ("url", "sha256", "version", "size"))
+    _only(cid, params, ("url", "sha256", "version", "size", "allow_downgrade"))
     url = params.get("url")
     if not isinstance(url, str) or not (url.startswith("http://") or url.startswith("https://")):
         raise CommandError(cid, "url must be an http:// or https:// URL")
@@ -115,7 +115,11 @@ def ota_params(cid, params):
     size = params.get("size")
     if size is not None and (not _int(size) or size <= 0):
         raise CommandError(cid, "size must be a positive integer")
-    return {"url": url, "sha256": sha.lower(), "version": version, "size": size}
+    downgrade = params.get("allow_downgrade", False)
+    if not isinstance(downgrade, bool):
+        raise CommandError(cid, "allow_downgrade must be true or false")
+    return {"url": url, "sha256": sha.lower(), "version": version, "size": size,
+            "allow_downgrade": downgrade}
 
 
 class Recent:

@@ -1,4 +1,6 @@
 # Topics and payloads of the device protocol (docs/protocol.md, version 1).
+import sys
+
 from iotfw import PROTOCOL, jsonx
 
 MAX_PAYLOAD = 16384
@@ -47,10 +49,22 @@ def info(device_type, firmware, capabilities, interval, mac, ip=None, rssi=None,
         msg["rssi"] = rssi
     if name:
         msg["name"] = name
+    micropython = micropython_version()
+    if micropython:
+        msg["micropython"] = micropython
     if extra:
         for key in extra:
             msg[key] = extra[key]
     return msg
+
+
+def micropython_version():
+    """"1.24.1" on MicroPython, None elsewhere: an OTA bundle's .mpy files are
+    chosen by it (iotfw/bundle.py)."""
+    impl = sys.implementation
+    if impl.name != "micropython":
+        return None
+    return "%d.%d.%d" % impl.version[:3]
 
 
 def capabilities(sensors, relays, servo=True, custom=()):

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from iotp import logs
+from iotp.cli_firmware import firmware_app
 from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app
 from iotp.services.errors import ConfigurationError
 from iotp.settings import Settings
@@ -20,6 +21,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")  # security
 app.add_typer(mosquitto_app, name="mosquitto")  # security
 app.add_typer(rabbitmq_app, name="rabbitmq")  # operations: RabbitMQ device accounts
+app.add_typer(firmware_app, name="firmware")
 
 
 def _settings(data_dir: Path | None = None, secure: bool = False) -> Settings:
@@ -156,6 +158,10 @@ def simulate(
         Path | None,
         typer.Option(help="keep the devices' credentials here, so a restart reconnects as them"),
     ] = None,
+    ota_key: Annotated[
+        Path | None,
+        typer.Option(help="the key file devices are flashed with (`iotp firmware pubkey`)"),
+    ] = None,
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
     from iotp.simulator import Fleet, SimulatorError
@@ -172,31 +178,12 @@ def simulate(
             credentials=_load_credentials(credentials),
             ca_file=ca,
             state_dir=state_dir,
+            ota_key=None if ota_key is None else ota_key.read_bytes(),
         )
     except SimulatorError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     _run(fleet.run())
-
-
-firmware_app = typer.Typer(no_args_is_help=True, help="Firmware bundles for OTA updates.")
-app.add_typer(firmware_app, name="firmware")
-
-
-@firmware_app.command("bundle")
-def firmware_bundle(
-    version: Annotated[str, typer.Argument(help="version the bundle installs, e.g. 1.1.0")],
-    out: Annotated[Path, typer.Argument(help="file to write")],
-    source: Annotated[Path | None, typer.Option(help="firmware folder (default: ours)")] = None,
-) -> None:
-    """Build an OTA bundle of the firmware (upload it with POST /api/firmware)."""
-    import hashlib
-
-    from iotp.simulator.bundle import build_firmware_bundle
-
-    data = build_firmware_bundle(version, source)
-    out.write_bytes(data)
-    print(f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 @db_app.command("upgrade")

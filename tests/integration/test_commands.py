@@ -18,7 +18,7 @@ from iotp.db.models import CommandRow, DeviceShadow, RolloutDevice
 from iotp.services import commands as command_service
 from iotp.services import credentials as credential_service
 from iotp.worker.service import Worker
-from tests.control_support import FakeDevice, command_status, device_status
+from tests.control_support import FakeDevice, command_status, device_status, small_bundle
 from tests.support import Stack
 
 
@@ -394,7 +394,7 @@ async def test_deleting_a_device_leaves_no_control_rows_behind(stack: Stack) -> 
     fw = await stack.http.post(
         "/api/firmware",
         params={"version": "9.9.9"},
-        content=b"IOTPFW1 9.9.9\nF main.py 5\nprint\nE\n",
+        content=small_bundle("9.9.9"),
         headers={"content-type": "application/octet-stream"},
     )
     r = await stack.http.post(

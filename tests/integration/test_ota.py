@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.control_support import FakeDevice
-from tests.support import Stack
+from iotp.services import manifest, signing
+from iotp.services.manifest import public_bytes
+from tests.control_support import TEST_SIGNING_KEY, FakeDevice, small_bundle
+from tests.support import Stack, login
 
-BUNDLE = b"IOTPFW1 2.0.0\nF main.py 5\nprint\nE\n"
+BUNDLE = small_bundle("2.0.0")
 
 
 async def _upload(stack: Stack, version: str, data: bytes = BUNDLE, **params: str) -> Any:
@@ -49,7 +51,7 @@ async def test_firmware_registry(stack: Stack) -> None:
     assert (await _upload(stack, "2.0.0")).status_code == 409  # same version again
     assert (await _upload(stack, "bad version!")).status_code == 422
     assert (await _upload(stack, "3.0.0", b"")).status_code == 422
-    assert (await stack.http.post("/api/firmware", content=BUNDLE)).status_code == 422
+    assert (await stack.http.post("/api/firmware", content=BUNDLE)).status_code == 409
     assert (await stack.http.get("/api/firmware/999")).status_code == 404
     assert (await stack.http.get("/api/firmware/999/download")).status_code == 404
     assert (await stack.http.get("/api/firmware/abc")).status_code == 422
@@ -165,3 +167,73 @@ async def test_rollout_bad_input(stack: Stack) -> None:
         assert reason in r.text, (body, r.text)
     assert (await stack.http.get("/api/rollouts/999")).status_code == 404
     assert (await stack.get("/api/rollouts"))["count"] == 0
+
+
+async def test_upload_signs_checks_and_records_the_key(stack: Stack) -> None:
+    """Unsigned uploads are signed with the server's key once it has one; pre-signed
+    ones keep their signature; broken bundles are refused with the reason."""
+    data_dir = Path(stack.settings.data_dir)
+    offline = (await _upload(stack, "3.0.0", small_bundle("3.0.0"))).json()
+    assert offline["key_id"] == manifest.key_id(public_bytes(TEST_SIGNING_KEY.public_key()))
+    unsigned = (await _upload(stack, "3.0.1", small_bundle("3.0.1", key=None))).json()
+    assert unsigned["key_id"] is None
+    server = signing.write_new_key(signing.current_path(data_dir))
+    server_id = manifest.key_id(public_bytes(server.public_key()))
+    signed = (await _upload(stack, "3.0.2", small_bundle("3.0.2", key=None))).json()
+    assert signed["key_id"] == server_id
+    assert signed["next_key_id"] is None
+    stored = await stack.http.get(signed["download_path"])
+    assert manifest.parse(stored.content).key_id == server_id
+    assert hashlib.sha256(stored.content).hexdigest() == signed["sha256"]
+    # a rotation: the next key rides along in every bundle signed from now on
+    nxt = signing.write_new_key(signing.next_path(data_dir))
+    rotating = (await _upload(stack, "3.0.3", small_bundle("3.0.3", key=None))).json()
+    assert rotating["key_id"] == server_id
+    assert rotating["next_key_id"] == manifest.key_id(public_bytes(nxt.public_key()))
+    # pre-signed with another key: kept as it is
+    assert (await _upload(stack, "3.0.4", small_bundle("3.0.4"))).json()["key_id"] == offline[
+        "key_id"
+    ]
+    good = small_bundle("4.0.0")
+    cases = [
+        (small_bundle("4.0.0"), {"version": "4.0.1"}, "not '4.0.1'"),
+        (good[:-1] + b"X", {}, "main.py does not match"),
+        (good.replace(b'"4.0.0"', b'"4.0.9"'), {}, "bad signature"),
+        (b"IOTPFW1 4\nF main.py 5\nprint\nE\n", {}, "unsupported bundle format"),
+        (b"garbage", {}, "not a firmware bundle"),
+    ]
+    for data, params, reason in cases:
+        r = await stack.http.post(
+            "/api/firmware",
+            params=params,
+            content=data,
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert r.status_code == 422, r.text
+        assert reason in r.text, r.text
+
+
+async def test_unsigned_rollout_needs_an_admin_saying_so(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "UNSIGNED0001").start()
+    fw = (await _upload(stack, "5.0.0", small_bundle("5.0.0", key=None))).json()
+    body = {"firmware_id": fw["id"], "selector": {"devices": [dev.id]}}
+    r = await stack.http.post("/api/rollouts", json=body)
+    assert r.status_code == 422
+    assert "unsigned" in r.text
+    assert "allow_unsigned" in r.text
+    r = await stack.http.post(
+        "/api/users", json={"username": "otto", "password": "operator-pw-1", "role": "operator"}
+    )
+    assert r.status_code == 201, r.text
+    operator = await login(stack.http, "otto", "operator-pw-1")
+    r = await stack.http.post(
+        "/api/rollouts",
+        json={**body, "allow_unsigned": True},
+        headers={"Authorization": f"Bearer {operator}"},
+    )
+    assert r.status_code == 403
+    assert "admin" in r.text
+    r = await stack.http.post("/api/rollouts", json={**body, "allow_unsigned": True})
+    assert r.status_code == 201, r.text
+    assert r.json()["allow_unsigned"] is True
+    assert r.json()["key_id"] is None

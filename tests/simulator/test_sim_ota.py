@@ -1,5 +1,7 @@
 """OTA end to end in the simulator: HTTP download, SHA-256, staging, reboot into the
-new version, and rollback when the new version cannot reach the broker."""
+new version, and rollback when the new version cannot reach the broker. The device is
+flashed with the tests' signing key and the bundles are signed with it (the refusals
+of everything else: test_sim_signed_ota.py); the broker is open on purpose."""
 
 from __future__ import annotations
 
@@ -10,54 +12,41 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.firmware.fwlink import Commander, fw, next_message, run_broker, running_fleet
+from iotp.services.manifest import BundleFile, build, public_bytes
+from iotp.services.signing import device_key_file
+from tests.control_support import TEST_SIGNING_KEY
+from tests.firmware.fwlink import Commander, next_message, run_broker, running_fleet
+from tests.simulator.fleet_support import file_server
+
+OTA_KEY = device_key_file(public_bytes(TEST_SIGNING_KEY.public_key()))
 
 
 @pytest.fixture
-async def file_server() -> AsyncIterator[tuple[dict[str, bytes], int]]:
-    files: dict[str, bytes] = {}
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        path = head.decode().split(" ")[1]
-        body = files.get(path)
-        if body is None:
-            writer.write(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-        else:
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield files, server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+async def served() -> AsyncIterator[tuple[dict[str, bytes], int]]:
+    async with file_server() as server:
+        yield server
 
 
 def bundle(version: str) -> bytes:
-    data: bytes = fw("bundle").build(
-        version,
-        [
-            ("iotfw/__init__.py", f'VERSION = "{version}"\n'.encode()),
-            ("iotfw/extra.py", b"# " + b"x" * 20000 + b"\n"),
-        ],
-    )
-    return data
+    files = [
+        BundleFile("iotfw/__init__.py", f'VERSION = "{version}"\n'.encode()),
+        BundleFile("iotfw/extra.py", b"# " + b"x" * 20000 + b"\n"),
+    ]
+    return build(version, files).sign(TEST_SIGNING_KEY).to_bytes()
 
 
 async def test_ota_update_rollback_and_hash_mismatch(
-    file_server: tuple[dict[str, bytes], int],
+    served: tuple[dict[str, bytes], int],
 ) -> None:
-    files, port = file_server
+    files, port = served
     good, broken = bundle("1.1.0"), bundle("1.2.0-broken")
     files["/fw-1.1.0.bin"] = good
     files["/fw-1.2.0.bin"] = broken
     async with (
         run_broker("amqtt") as broker,
-        running_fleet(broker.url, interval=1, config={"ota_confirm_timeout": 10}) as fleet,
+        running_fleet(
+            broker.url, interval=1, config={"ota_confirm_timeout": 10}, ota_key=OTA_KEY
+        ) as fleet,
     ):
         sim = fleet.devices[0]
         observer = await broker.observer()

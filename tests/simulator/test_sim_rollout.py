@@ -1,6 +1,8 @@
 """A firmware rollout from the API to simulated devices running the real firmware: they
 download the bundle over HTTP (a signed URL: devices have no user token), verify its
-SHA-256, switch version, reconnect and report."""
+SHA-256 and its signature (the platform signs it at upload with its key, the devices are
+flashed with that key's file), switch version, reconnect and report. Open broker on
+purpose."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from iotp.services import signing
+from iotp.services.manifest import public_bytes
 from iotp.simulator.bundle import build_firmware_bundle
 from tests.simulator.fleet_support import running_fleet
 from tests.support import run_stack
@@ -17,9 +21,11 @@ DEVICES = 3
 
 
 async def test_rollout_updates_simulated_fleet(tmp_path: Path) -> None:
+    key = signing.write_new_key(signing.current_path(tmp_path))  # `iotp firmware keygen`
+    ota_key = signing.device_key_file(public_bytes(key.public_key()))
     async with (
         run_stack("embedded-sqlite", tmp_path) as stack,
-        running_fleet(stack.mqtt_url, devices=DEVICES, seed=11) as fleet,
+        running_fleet(stack.mqtt_url, devices=DEVICES, seed=11, ota_key=ota_key) as fleet,
     ):
         ids = sorted(sim.node_id for sim in fleet.devices)
 

@@ -153,6 +153,10 @@ class FirmwarePublic(BaseModel):
     notes: str
     size: int
     sha256: str
+    key_id: str | None = Field(description="id of the Ed25519 key that signed it; null: unsigned")
+    next_key_id: str | None = Field(
+        description="id of the key this bundle rotates devices to, if any"
+    )
     created_at: datetime
     download_path: str
 
@@ -165,6 +169,8 @@ class FirmwarePublic(BaseModel):
             notes=row.notes,
             size=row.size,
             sha256=row.sha256,
+            key_id=row.key_id,
+            next_key_id=row.next_key_id,
             created_at=datetime.fromtimestamp(row.created_at, UTC),
             download_path=f"/api/firmware/{row.id}/download",
         )
@@ -188,6 +194,12 @@ class RolloutCreate(_In):
         max_length=256,
         pattern=r"^https?://",
         description="how devices reach this API (default: the URL of this request)",
+    )
+    allow_unsigned: bool = Field(
+        default=False, description="start even though the bundle is unsigned (admins only)"
+    )
+    allow_downgrade: bool = Field(
+        default=False, description="let devices install a version older than the one they run"
     )
 
 
@@ -231,6 +243,9 @@ class RolloutPublic(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     paused_reason: str | None
+    key_id: str | None
+    allow_unsigned: bool
+    allow_downgrade: bool
     devices_total: int
     counts: dict[str, int]
     devices: list[RolloutDevicePublic] | None = None

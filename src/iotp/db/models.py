@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -186,6 +187,10 @@ class FirmwareRow(Base):
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # id of the Ed25519 key that signed the bundle (None: unsigned), and of the key a
+    # rotation moves devices to
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    next_key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -212,6 +217,10 @@ class RolloutRow(Base):
     paused_reason: Mapped[str | None] = mapped_column(Text)
     # Failures counted before the last resume; the threshold applies to new ones.
     failure_baseline: Mapped[int] = mapped_column(Integer, default=0)
+    # the firmware's signing key (None: unsigned, started with allow_unsigned)
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    allow_unsigned: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_downgrade: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class RolloutDevice(Base):

@@ -256,7 +256,7 @@ def validate(
         return command, validate_automation(params)
     if command == "ota":
         _require(caps, "ota", command)
-        _only(command, params, ("url", "sha256", "version", "size"))
+        _only(command, params, ("url", "sha256", "version", "size", "allow_downgrade"))
         _http_url(params.get("url"), "ota: url")
         sha = params.get("sha256")
         if not isinstance(sha, str) or SHA256_RE.fullmatch(sha) is None:
@@ -267,6 +267,8 @@ def validate(
         size = params.get("size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
             raise _bad("ota: size must be a positive integer")
+        if not isinstance(params.get("allow_downgrade", False), bool):
+            raise _bad("ota: allow_downgrade must be true or false")
         return command, {**params, "sha256": sha.lower()}
     if command == "webhook":
         _require(caps, "webhook", command)

@@ -1,5 +1,7 @@
 """Firmware registry: bundles on disk under ``data_dir/firmware``, metadata in the
-database, SHA-256 computed by the platform (never trusted from the uploader)."""
+database, SHA-256 computed by the platform (never trusted from the uploader). Every
+bundle is checked whole at upload (services.manifest); an unsigned one is signed with
+the server's key when it has one (services.signing), a signed one is kept as signed."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import FirmwareRow, RolloutRow
+from iotp.services import manifest, signing
 from iotp.services.commands import ConflictError
 from iotp.services.errors import InvalidRequestError, NotFoundError
+from iotp.services.manifest import BundleFormatError, public_bytes
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
@@ -47,13 +51,14 @@ async def upload(
     session: AsyncSession,
     *,
     data_dir: Path,
-    version: str,
+    version: str | None,
     data: bytes,
     notes: str = "",
     device_type: str = "",
     now: float | None = None,
 ) -> FirmwareRow:
-    if VERSION_RE.fullmatch(version) is None:
+    """version, when given, must be the bundle's own."""
+    if version is not None and VERSION_RE.fullmatch(version) is None:
         raise InvalidRequestError(
             "version must be 1..64 characters of letters, digits and . _ + - "
             "(starting with a letter or digit)"
@@ -62,6 +67,20 @@ async def upload(
         raise InvalidRequestError("the bundle is empty: send it as the request body")
     if len(data) > MAX_BUNDLE_BYTES:
         raise InvalidRequestError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+    try:
+        bundle = await asyncio.to_thread(manifest.parse, data)
+    except BundleFormatError as exc:
+        raise InvalidRequestError(f"bad bundle: {exc}") from None
+    if version is not None and version != bundle.version:
+        raise InvalidRequestError(
+            f"the bundle is version {bundle.version!r}, not {version!r} as the request says"
+        )
+    if VERSION_RE.fullmatch(bundle.version) is None:
+        raise InvalidRequestError(
+            f"the bundle's version {bundle.version!r} must be 1..64 characters of letters, "
+            "digits and . _ + - (starting with a letter or digit)"
+        )
+    version = bundle.version
     if len(notes) > 4000:
         raise InvalidRequestError("notes are longer than 4000 characters")
     if device_type and len(device_type) > 64:
@@ -76,6 +95,13 @@ async def upload(
             f"firmware {version!r}{' for ' + device_type if device_type else ''} "
             f"already exists (id {existing}); delete it first or use a new version"
         )
+    if bundle.key_id is None:
+        current, nxt = await asyncio.to_thread(signing.server_keys, data_dir)
+        if current is not None:
+            bundle = bundle.sign(
+                current, next_key=None if nxt is None else public_bytes(nxt.public_key())
+            )
+            data = bundle.to_bytes()
     sha = hashlib.sha256(data).hexdigest()
     filename = f"{uuid.uuid4().hex}.bin"
     row = FirmwareRow(
@@ -85,6 +111,8 @@ async def upload(
         filename=filename,
         size=len(data),
         sha256=sha,
+        key_id=bundle.key_id,
+        next_key_id=bundle.next_key_id,
         created_at=time.time() if now is None else now,
     )
     path = firmware_dir(data_dir) / filename

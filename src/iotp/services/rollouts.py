@@ -136,10 +136,14 @@ async def create(
     device_timeout: float,
     download_base: str,
     sign: Callable[[str], str] | None = None,
+    allow_unsigned: bool = False,
+    allow_downgrade: bool = False,
     now: float | None = None,
 ) -> RolloutRow:
     """``sign`` turns the download path into one a device may fetch without a user token
-    (services.auth.sign_path)."""
+    (services.auth.sign_path). An unsigned bundle is refused unless ``allow_unsigned``
+    (the caller checks that an admin asked); ``allow_downgrade`` lets devices install a
+    version older than the one they run."""
     now = time.time() if now is None else now
     if not 0 < rate_per_minute <= 100_000:
         raise InvalidRequestError("rate_per_minute must be > 0 and <= 100000")
@@ -148,6 +152,13 @@ async def create(
     if not 10 <= device_timeout <= command_service.MAX_TIMEOUT:
         raise InvalidRequestError("timeout must be 10..3600 seconds per device")
     fw = await firmware_service.get(session, firmware_id)
+    if fw.key_id is None and not allow_unsigned:
+        raise InvalidRequestError(
+            f"firmware {fw.version!r} is unsigned: devices refuse it unless flashed to allow "
+            "unsigned bundles; sign it (`iotp firmware sign`, or upload it where the server "
+            "has a key: `iotp firmware keygen`) or start the rollout with allow_unsigned "
+            "(admins only)"
+        )
     devices, missing = await resolve(session, selector)
     if missing:
         raise InvalidRequestError(f"unknown device(s): {missing[:20]}")
@@ -181,6 +192,9 @@ async def create(
         updated_at=now,
         next_start_at=now,
         failure_baseline=0,
+        key_id=fw.key_id,
+        allow_unsigned=allow_unsigned,
+        allow_downgrade=allow_downgrade,
     )
     session.add(rollout)
     await session.flush()
@@ -382,10 +396,21 @@ async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
         )
         limit = failure_limit(rollout.failure_threshold, int(targeted or 0))
         if failed - rollout.failure_baseline >= limit:
+            last_error = await session.scalar(
+                select(RolloutDevice.error)
+                .where(
+                    RolloutDevice.rollout_id == rollout.id,
+                    RolloutDevice.status.in_(FAILURES),
+                    RolloutDevice.error.is_not(None),
+                )
+                .order_by(RolloutDevice.updated_at.desc())
+                .limit(1)
+            )
             rollout.status = RolloutStatus.PAUSED.value
             rollout.paused_reason = (
                 f"failure threshold reached: {failed - rollout.failure_baseline} failed "
                 f"(limit {limit} = {rollout.failure_threshold:g} of {targeted})"
+                + (f"; last error: {last_error}" if last_error else "")
             )
             rollout.updated_at = now
             continue
@@ -422,6 +447,7 @@ async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
                     "sha256": rollout.sha256,
                     "version": rollout.version,
                     "size": rollout.size,
+                    **({"allow_downgrade": True} if rollout.allow_downgrade else {}),
                 },
                 timeout=rollout.timeout,
                 ttl=min(OTA_TTL_SECONDS, rollout.timeout),
@@ -458,6 +484,9 @@ def to_dict(row: RolloutRow, device_counts: dict[str, int]) -> dict[str, Any]:
         "updated_at": row.updated_at,
         "finished_at": row.finished_at,
         "paused_reason": row.paused_reason,
+        "key_id": row.key_id,
+        "allow_unsigned": row.allow_unsigned,
+        "allow_downgrade": row.allow_downgrade,
         "devices_total": total,
         "counts": {s.value: device_counts.get(s.value, 0) for s in DeviceStatus},
     }

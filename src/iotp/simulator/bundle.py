@@ -1,9 +1,11 @@
-"""Builds OTA bundles of the firmware (the format is defined in firmware/iotfw/bundle.py).
+"""Builds OTA bundles of the firmware (the format: iotp.services.manifest).
 
     python -m iotp.simulator.bundle 1.1.0 fw-1.1.0.bin
 
 The bundle carries the iotfw package with its VERSION set to the given version;
-boot.py and main.py stay as flashed.
+boot.py and main.py stay as flashed. It is unsigned unless a key is given: the
+platform signs it at upload with its own key (`iotp firmware keygen`), or sign it
+offline with `iotp firmware sign`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ import hashlib
 import re
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from iotp.services.manifest import BundleFile, build
 from iotp.simulator import firmware
 
 _VERSION_LINE = re.compile(r'^VERSION = ".*"$', re.MULTILINE)
 
 
-def build_firmware_bundle(version: str, source: Path | None = None) -> bytes:
+def build_firmware_bundle(
+    version: str, source: Path | None = None, *, key: Ed25519PrivateKey | None = None
+) -> bytes:
     root = source or firmware.firmware_dir()
-    files: list[tuple[str, bytes]] = []
+    files: list[BundleFile] = []
     for path in sorted((root / firmware.FIRMWARE_PACKAGE).glob("*.py")):
         data = path.read_bytes()
         if path.name == "__init__.py":
@@ -28,13 +35,13 @@ def build_firmware_bundle(version: str, source: Path | None = None) -> bytes:
             if count != 1:
                 raise ValueError("iotfw/__init__.py has no VERSION line")
             data = text.encode()
-        files.append((f"{firmware.FIRMWARE_PACKAGE}/{path.name}", data))
-    bundle: bytes = firmware.module("bundle").build(version, files)
-    return bundle
+        files.append(BundleFile(f"{firmware.FIRMWARE_PACKAGE}/{path.name}", data))
+    bundle = build(version, files)
+    return (bundle if key is None else bundle.sign(key)).to_bytes()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="build a firmware OTA bundle")
+    parser = argparse.ArgumentParser(description="build a firmware OTA bundle (unsigned)")
     parser.add_argument("version")
     parser.add_argument("output", type=Path)
     args = parser.parse_args()

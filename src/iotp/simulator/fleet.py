@@ -147,11 +147,14 @@ class Fleet:
         credentials: dict[str, str] | None = None,
         ca_file: Path | None = None,
         state_dir: Path | None = None,
+        ota_key: bytes | None = None,
     ) -> None:
         """Secure mode (docs/security.md): `fleet_secret` lets devices without
         credentials provision themselves; `credentials` gives devices (node id ->
         secret) their own; `ca_file` pins the broker's CA (needs an mqtts:// URL);
-        `state_dir` keeps what devices stored (their credentials) across runs."""
+        `state_dir` keeps what devices stored (their credentials) across runs.
+        `ota_key` is the key file devices are flashed with (`iotp firmware pubkey`):
+        without it they refuse every OTA bundle."""
         if devices < 0:
             raise SimulatorError("devices must be >= 0")
         if not 0.5 <= interval <= 86400:
@@ -186,12 +189,15 @@ class Fleet:
             )
             node_id = mac.hex().upper()
             state_file = None if state_dir is None else state_dir / f"{node_id}.json"
+            files = {"config.json": self._initial_config(index, id_prefix, node_id, state_file)}
+            if ota_key is not None:
+                files[self._fw_ota.KEY_FILE] = ota_key
             hal = SimHal(
                 mac=mac,
                 rng=rng,
                 physics=physics,
                 ip=f"198.51.100.{index % 254 + 1}",
-                files={"config.json": self._initial_config(index, id_prefix, node_id, state_file)},
+                files=files,
                 state_file=state_file,
             )
             self.devices.append(SimDevice(index=index, node_id=node_id, hal=hal, rng=rng))

@@ -31,11 +31,16 @@ async def upload_firmware(
     state: StateDep,
     session: SessionDep,
     request: Request,
-    version: Annotated[str, Query(min_length=1, max_length=64)],
+    version: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="if given, must be the bundle's version"),
+    ] = None,
     notes: Annotated[str, Query(max_length=4000)] = "",
     device_type: Annotated[str, Query(max_length=64, description="empty: any type")] = "",
 ) -> FirmwarePublic:
-    """The bundle is the raw request body; the SHA-256 is computed here."""
+    """The bundle is the raw request body (`iotp firmware bundle`), checked whole; the
+    SHA-256 is computed here. An unsigned bundle is signed with the server's key when it
+    has one (`iotp firmware keygen`); one signed offline (`iotp firmware sign`) is kept."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > firmware_service.MAX_BUNDLE_BYTES:
         raise HTTPException(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from iotp.api.control import (
     RolloutCreate,
@@ -16,10 +16,11 @@ from iotp.api.control import (
     request,
 )
 from iotp.api.deps import SessionDep, StateDep
+from iotp.api.security import CurrentPrincipal
 from iotp.db.models import RolloutRow
 from iotp.protocol.control import ControlRequest
 from iotp.services import rollouts as rollout_service
-from iotp.services.auth import sign_path
+from iotp.services.auth import Role, sign_path
 from iotp.services.rollouts import DeviceStatus
 
 router = APIRouter(prefix="/api/rollouts", tags=["rollouts"])
@@ -46,8 +47,15 @@ ROLLOUT_URL_TTL_SECONDS = 90 * 86400
 
 @router.post("", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
 async def create_rollout(
-    state: StateDep, session: SessionDep, body: RolloutCreate, http: Request
+    state: StateDep,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    body: RolloutCreate,
+    http: Request,
 ) -> RolloutPublic:
+    """An unsigned bundle needs ``allow_unsigned``, which only an admin may set."""
+    if body.allow_unsigned and not principal.role.allows(Role.ADMIN):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "allow_unsigned needs the admin role")
     with mapped_errors():
         row = await rollout_service.create(
             session,
@@ -63,6 +71,8 @@ async def create_rollout(
                 key=http.app.state.security.secret_key,
                 ttl_seconds=ROLLOUT_URL_TTL_SECONDS,
             ),
+            allow_unsigned=body.allow_unsigned,
+            allow_downgrade=body.allow_downgrade,
         )
     await session.commit()
     request(state, ControlRequest.ROLLOUT, [])

@@ -64,13 +64,17 @@ def _block(h, data, pos):
 
 
 def digest_pure(data):
-    """SHA-512 of bytes, in plain Python."""
+    """SHA-512 of bytes, in plain Python. Whole blocks are read in place; only the
+    tail is copied to be padded (the heap holds the message once)."""
     n = len(data)
-    pad = b"\x80" + b"\x00" * ((111 - n) % 128) + (n * 8).to_bytes(16, "big")
-    data = bytes(data) + pad
     h = list(_H0)
-    for pos in range(0, len(data), 128):
+    full = n - n % 128
+    for pos in range(0, full, 128):
         h = _block(h, data, pos)
+    tail = bytes(data[full:]) + b"\x80" + b"\x00" * ((111 - n) % 128) \
+        + (n * 8).to_bytes(16, "big")
+    for pos in range(0, len(tail), 128):
+        h = _block(h, tail, pos)
     return b"".join([x.to_bytes(8, "big") for x in h])
 
 

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Stack, run_stack
+from tests.support import OPEN, SUPERVISED_KINDS, Stack, run_stack
 
-STACKS = ["embedded-sqlite", "mosquitto-postgres"]
+STACKS = list(SUPERVISED_KINDS)
 
 
 @pytest.fixture(params=STACKS)
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    """The platform on embedded defaults, and on Mosquitto + PostgreSQL."""
-    async with run_stack(request.param, tmp_path) as s:
+    """The platform on its default broker with SQLite, and with PostgreSQL; open mode on
+    purpose (these tests are about ingest and control, not who may connect)."""
+    async with run_stack(request.param, tmp_path, mode=OPEN) as s:
         yield s

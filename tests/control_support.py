@@ -46,8 +46,11 @@ class FakeDevice:
         mode: str = "ack",
         ota_fail: str | None = None,
         http: httpx.AsyncClient | None = None,
+        secret: str | None = None,
     ) -> None:
+        """``secret``: the device's MQTT password (a provisioned stack); none in open mode."""
         self.stack = stack
+        self.secret = secret
         self.id = device_id
         self.caps = CAPS if caps is None else caps
         self.firmware = firmware
@@ -85,7 +88,10 @@ class FakeDevice:
 
     async def start(self, *, wait_online: bool = True) -> FakeDevice:
         will = gmqtt.Message(self.topic("status"), b"offline", qos=1, retain=True)
-        self.client = await MqttTestClient(self.stack.mqtt_url, self.id, will=will).connect()
+        credentials = (self.id, self.secret) if self.secret is not None else None
+        self.client = await MqttTestClient(
+            self.stack.mqtt_url, self.id, will=will, credentials=credentials
+        ).connect()
         await self.client.subscribe(self.topic("commands"), qos=1)
         self.client.publish(self.topic("info"), self.info(), retain=True)
         self.client.publish(self.topic("status"), b"online", retain=True)

@@ -27,6 +27,7 @@ from iotp.api.app import create_app
 from iotp.api.security import uvicorn_proxy
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.broker.provisioning import Provisioner
+from iotp.broker.supervisor import SupervisedMosquitto
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import free_port
@@ -151,10 +152,18 @@ async def drop_pg_database(url: str) -> None:
 class MqttTestClient:
     """Publishes and receives like a device or an observer."""
 
-    def __init__(self, url: str, client_id: str | None = None, will: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        client_id: str | None = None,
+        will: Any = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.client = gmqtt.Client(client_id or f"test-{uuid.uuid4().hex[:8]}", will_message=will)
         self.client.set_config({"reconnect_retries": 0})
+        if credentials is not None:
+            self.client.set_auth_credentials(*credentials)
         self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
@@ -195,27 +204,41 @@ class MqttTestClient:
 # ---- A running platform -----------------------------------------------------------
 
 
+# How a stack's devices authenticate: every stack says it (run_stack's ``mode``).
+OPEN = "open"  # open mode on purpose: anyone may connect to the device listener
+PROVISIONED = "provisioned"  # secure mode: devices need credentials (issued or provisioned)
+# The platform's default: Debian's Mosquitto supervised by the platform (as `iotp serve`).
+SUPERVISED_KINDS = ("embedded-sqlite", "mosquitto-postgres")
+AMQTT_KIND = "amqtt-sqlite"  # the fallback where no mosquitto binary exists
+TEST_SECRET_KEY = "test-secret-key-" + "k" * 40
+
+
 @dataclass
 class Stack:
     """Broker + worker + API on real parts, as `iotp serve` composes them."""
 
     kind: str
     settings: Settings
-    mqtt_url: str
+    mqtt_url: str  # where devices connect
     api_url: str
     worker: Worker
     http: httpx.AsyncClient
     cleanup: list[Callable[[], Any]] = field(default_factory=list)
     # security: the admin's access token; Stack.http sends it (see login_admin below)
     token: str = ""
+    broker: SupervisedMosquitto | EmbeddedBroker | None = None
+    # Where the platform's own processes connect (their own listener on Mosquitto).
+    platform_url: str = ""
 
     @property
     def ws_url(self) -> str:
         """The WebSocket URL, with the token browsers must pass as a query parameter."""
         return self.api_url.replace("http", "ws", 1) + f"/api/ws?token={self.token}"
 
-    async def device(self, client_id: str | None = None) -> MqttTestClient:
-        client = await MqttTestClient(self.mqtt_url, client_id).connect()
+    async def device(
+        self, client_id: str | None = None, credentials: tuple[str, str] | None = None
+    ) -> MqttTestClient:
+        client = await MqttTestClient(self.mqtt_url, client_id, credentials=credentials).connect()
         self.cleanup.append(client.close)
         return client
 
@@ -239,58 +262,60 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Stack]:
-    """kind: 'embedded-sqlite' or 'mosquitto-postgres'. With ``secure=True`` (embedded
-    only) the broker enforces credentials and topic ACLs and a provisioner runs, as in
-    `iotp serve --secure`."""
-    cleanup: list[Callable[[], Any]] = []
-    broker: EmbeddedBroker | None = None
-    mosq: MosquittoServer | None = None
+async def run_stack(
+    kind: str, tmp_path: Path, *, mode: str, **overrides: Any
+) -> AsyncIterator[Stack]:
+    """The platform on real parts. ``kind``: "embedded-sqlite" (the supervised Mosquitto
+    + SQLite, what `iotp serve` runs), "mosquitto-postgres" (supervised Mosquitto +
+    PostgreSQL) or "amqtt-sqlite" (the amqtt fallback). ``mode``: OPEN or PROVISIONED
+    (the broker enforces device credentials and topic ACLs; a provisioner runs)."""
+    if mode not in (OPEN, PROVISIONED):
+        raise ValueError(f"mode must be OPEN or PROVISIONED, not {mode!r}")
+    if kind not in (*SUPERVISED_KINDS, AMQTT_KIND):
+        raise ValueError(kind)
+    secure = mode == PROVISIONED
     pg_url: str | None = None
-    secure = bool(overrides.get("secure"))
-    if kind == "embedded-sqlite":
-        # secure: the broker reads credentials from the database, so it starts below
-        broker = EmbeddedBroker("127.0.0.1", free_port()) if not secure else None
-        if broker is not None:
-            await broker.start()
-        mqtt_url = broker.url if broker is not None else ""
-        db_url = f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}"
-    elif kind == "mosquitto-postgres":
-        mosq = start_mosquitto()
-        mqtt_url = mosq.url
+    if kind == "mosquitto-postgres":
         pg_url = await create_pg_database()
         db_url = pg_url
     else:
-        raise ValueError(kind)
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}"
     values: dict[str, Any] = {
         "data_dir": tmp_path,
         "database_url": db_url,
-        "mqtt_url": mqtt_url,
-        "mqtt_client_id": f"iotp-worker-{uuid.uuid4().hex[:6]}",
+        "mqtt_client_id": f"iotp.worker.{uuid.uuid4().hex[:6]}",
         "batch_max_delay_ms": 20,
         "stats_flush_seconds": 0.2,
         "offline_min_seconds": 1.0,
         "reject_log_interval_seconds": 0,
+        "secret_key": TEST_SECRET_KEY,
+        "secure": secure,
     }
     values["admin_password"] = TEST_ADMIN_PASSWORD  # security: API auth is always on
     values.update(overrides)
     settings = Settings(**values)
     engine = make_engine(settings.effective_database_url)
     await migrate.upgrade(engine)
-    provisioner: Provisioner | None = None
-    if secure:
-        if kind != "embedded-sqlite":
-            raise ValueError("run_stack(secure=True) is for the embedded broker")
+    broker: SupervisedMosquitto | EmbeddedBroker
+    if kind == AMQTT_KIND:
         broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
         await broker.start()
-        mqtt_url = broker.url
-        settings = settings.model_copy(update={"mqtt_url": mqtt_url})
-    worker = Worker(settings, engine, mqtt_url)
+        platform_url = broker.url
+    else:
+        need(os.path.exists(MOSQUITTO), "mosquitto binary")
+        broker = SupervisedMosquitto(
+            settings, engine, host="127.0.0.1", port=free_port(), binary=MOSQUITTO
+        )
+        await broker.start()
+        platform_url = broker.platform_url
+    mqtt_url = broker.url
+    worker = Worker(settings, engine, platform_url)
     await worker.start()
+    provisioner: Provisioner | None = None
     if secure:
-        provisioner = Provisioner(settings, engine, mqtt_url)
+        provisioner = Provisioner(settings, engine, platform_url)
         await provisioner.start()
-    app = create_app(settings, engine=engine, mqtt_default=mqtt_url)
+    app = create_app(settings, engine=engine, mqtt_default=platform_url)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -310,7 +335,7 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
         await asyncio.sleep(0.02)
     api_url = f"http://127.0.0.1:{port}"
     http = httpx.AsyncClient(base_url=api_url, timeout=10)
-    stack = Stack(kind, settings, mqtt_url, api_url, worker, http, cleanup)
+    stack = Stack(kind, settings, mqtt_url, api_url, worker, http, [], "", broker, platform_url)
     # The API's own MQTT link must be up before tests rely on live events.
     await stack.wait_for(lambda: _health_ok(http))
     await login_admin(stack)  # security
@@ -330,10 +355,7 @@ async def run_stack(kind: str, tmp_path: Path, **overrides: Any) -> AsyncIterato
             await provisioner.stop()
         await worker.stop()
         await engine.dispose()
-        if broker is not None:
-            await broker.stop()
-        if mosq is not None:
-            mosq.stop()
+        await broker.stop()
         if pg_url is not None:
             await drop_pg_database(pg_url)
 

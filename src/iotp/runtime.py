@@ -10,16 +10,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.api.app import create_app, web_dist
 from iotp.api.security import security_banner, uvicorn_proxy, uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.broker.provisioning import Provisioner, publish_answer, start_provisioner
+from iotp.broker.supervisor import SupervisedMosquitto, find_mosquitto
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import choose_port
 from iotp.services import credentials as cred_service
+from iotp.services.auth import resolve_secret_key
 from iotp.services.credentials import CredentialStatus
 from iotp.settings import Settings
 from iotp.worker.service import Worker
@@ -69,9 +72,12 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     if moved:
         notes.append(f"!! HTTP port {opts.port} is taken: using {api_port} instead")
     engine = await prepare_database(settings)
-    broker: EmbeddedBroker | None = None
+    if not settings.secret_key.get_secret_value():
+        # The platform's own MQTT accounts derive their passwords from it.
+        settings.secret_key = SecretStr(resolve_secret_key(settings))
+    broker: SupervisedMosquitto | EmbeddedBroker | None = None
     if settings.mqtt_url:
-        mqtt_default = settings.mqtt_url
+        mqtt_default = device_url = settings.mqtt_url
     else:
         mqtt_port, moved = choose_port(
             opts.mqtt_host, opts.mqtt_port, explicit=opts.mqtt_port_explicit, what="MQTT"
@@ -80,9 +86,10 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
             notes.append(
                 f"!! MQTT port {opts.mqtt_port} is taken (another broker?): using {mqtt_port}"
             )
-        broker = EmbeddedBroker.for_settings(settings, engine, opts.mqtt_host, mqtt_port)
+        broker = own_broker(settings, engine, opts.mqtt_host, mqtt_port)
         await broker.start()
-        mqtt_default = broker.url
+        device_url = broker.url
+        mqtt_default = platform_url(broker)
 
     stop = asyncio.Event()
     worker = Worker(settings, engine, mqtt_default)
@@ -106,7 +113,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
 
     sim_task: asyncio.Task[Any] | None = None
     if opts.demo > 0:
-        demo = _run_demo(settings, engine, provisioner, mqtt_default, opts, stop)
+        demo = _run_demo(settings, engine, provisioner, device_url, opts, stop)
         sim_task = asyncio.create_task(demo, name="demo")
 
     while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -120,13 +127,13 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         "IoT Platform is running",
         f"Dashboard:  {web}",
         f"API docs:   {scheme}://{url_host}:{api_port}/docs",
-        f"MQTT:       {mqtt_default}" + ("  (embedded broker)" if broker else ""),
+        f"MQTT:       {device_url}" + broker_note(broker),
         f"Database:   {engine.url.render_as_string(hide_password=True)}",
     ]
     lines.extend(security_banner(settings, broker))  # security
     if opts.demo:
         lines.append(f"Demo:       {opts.demo} simulated devices")
-    lines.extend(_try_lines(settings, mqtt_default, f"{scheme}://{url_host}:{api_port}"))
+    lines.extend(_try_lines(settings, device_url, f"{scheme}://{url_host}:{api_port}"))
     _banner(notes + lines)
 
     await stop.wait()
@@ -144,6 +151,37 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     if broker is not None:
         await broker.stop()
     await engine.dispose()
+
+
+def own_broker(
+    settings: Settings, engine: AsyncEngine, host: str, port: int
+) -> SupervisedMosquitto | EmbeddedBroker:
+    """Debian's Mosquitto, supervised; amqtt only where no mosquitto binary exists."""
+    binary = find_mosquitto()
+    if binary is None:
+        log.warning("no mosquitto binary: falling back to the embedded amqtt broker")
+        return EmbeddedBroker.for_settings(settings, engine, host, port)
+    return SupervisedMosquitto(
+        settings,
+        engine,
+        host=host,
+        port=port,
+        binary=binary,
+        platform_port=settings.mqtt_platform_port,
+    )
+
+
+def platform_url(broker: SupervisedMosquitto | EmbeddedBroker) -> str:
+    """Where the platform's own processes connect to their broker."""
+    return broker.platform_url if isinstance(broker, SupervisedMosquitto) else broker.url
+
+
+def broker_note(broker: SupervisedMosquitto | EmbeddedBroker | None) -> str:
+    if broker is None:
+        return ""
+    if isinstance(broker, SupervisedMosquitto):
+        return f"  (Mosquitto, supervised; config in {broker.workdir})"
+    return "  (amqtt FALLBACK: no mosquitto binary found; `apt install mosquitto` for the default)"
 
 
 EXAMPLE_DEVICE = "A4CF12B3C4D5"

@@ -12,6 +12,10 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Each platform process connects to the broker as its role's own account.
+PlatformRole = Literal["worker", "api", "provisioner"]
+PLATFORM_ROLES: tuple[PlatformRole, ...] = ("worker", "api", "provisioner")
+
 
 class MqttUrl:
     """A parsed ``mqtt://user:pass@host:port`` (or ``mqtts://``) address."""
@@ -43,7 +47,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty means: the embedded broker of `iotp serve` (or 127.0.0.1:1883 for `iotp worker`).
     mqtt_url: str = ""
-    mqtt_client_id: str = "iotp-worker"
+    # The worker's (persistent) session. Platform client ids contain a '.', which no
+    # device id has, so no device account can ever take one over.
+    mqtt_client_id: str = "iotp.worker"
     # Shared-subscription group for scaling workers out (`$share/<group>/...`); empty = off.
     mqtt_share_group: str = ""
     events_topic_prefix: str = "iotp/events"
@@ -77,6 +83,16 @@ class Settings(BaseSettings):
     # How often the maintenance leader rolls up, drops old data and creates partitions.
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # ---- the supervised Mosquitto of `iotp serve` (docs/operations.md) ----------------
+    # Larger MQTT packets are refused (the connection is closed).
+    mqtt_max_packet_bytes: int = Field(default=262_144, ge=1024)
+    # Per client session, global in Mosquitto 2.0: they bound the worker's queue while it
+    # is away as much as a device's (docs/operations.md#limits).
+    mqtt_max_queued_messages: int = Field(default=100_000, ge=100)
+    mqtt_max_queued_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # The platform's own listener (127.0.0.1); 0: a free port.
+    mqtt_platform_port: int = Field(default=0, ge=0, le=65535)
+
     # ---- RabbitMQ (docs/operations.md#rabbitmq) ---------------------------------------
     # Where the worker takes device messages from: "mqtt" (a subscription, shared with
     # IOTP_MQTT_SHARE_GROUP) or "amqp" (competing consumers on one RabbitMQ queue bound to
@@ -106,7 +122,8 @@ class Settings(BaseSettings):
     # Fleet provisioning secret: unknown devices connect with it to ask for credentials.
     provisioning_secret: SecretStr = SecretStr("")
     auto_approve: bool = False
-    # MQTT account of the platform's own services (worker, API) in secure mode.
+    # MQTT accounts of the platform's own processes: "<this>-worker", "<this>-api",
+    # "<this>-provisioner", passwords derived from the secret key.
     mqtt_service_user: str = "iotp"
     # How often brokers pick up credential changes (revocations disconnect within this).
     credentials_poll_seconds: float = Field(default=2.0, gt=0)
@@ -179,18 +196,31 @@ class Settings(BaseSettings):
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'iotp.db').resolve()}"
 
-    def mqtt(self, default: str = "mqtt://127.0.0.1:1883") -> MqttUrl:
+    def mqtt(
+        self, default: str = "mqtt://127.0.0.1:1883", role: PlatformRole = "worker"
+    ) -> MqttUrl:
+        """Where a platform process connects, as its role's own account (unless the URL
+        names one)."""
         url = MqttUrl(self.mqtt_url or default)
-        if self.secure and not url.username:  # security: the platform's own MQTT account
-            url.username = self.mqtt_service_user
-            url.password = self.mqtt_service_password
+        if not url.username and self.secret_key.get_secret_value():
+            url.username = self.mqtt_service_account(role)
+            url.password = self.mqtt_service_password(role)
         return url
 
-    @property
-    def mqtt_service_password(self) -> str:
+    def mqtt_service_account(self, role: PlatformRole) -> str:
+        return f"{self.mqtt_service_user}-{role}"
+
+    def mqtt_service_password(self, role: PlatformRole) -> str:
         """Derived from secret_key, so every process that shares the key agrees on it."""
         key = self.secret_key.get_secret_value().encode()
-        return hmac.new(key, b"iotp-mqtt-service", hashlib.sha256).hexdigest()
+        return hmac.new(key, f"iotp-mqtt-{role}".encode(), hashlib.sha256).hexdigest()
+
+    def mqtt_service_accounts(self) -> dict[str, str]:
+        """Every platform account: username -> password."""
+        return {
+            self.mqtt_service_account(role): self.mqtt_service_password(role)
+            for role in PLATFORM_ROLES
+        }
 
 
 @lru_cache

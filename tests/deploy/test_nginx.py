@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from iotp.netutil import free_port
-from tests.support import TEST_ADMIN_PASSWORD, Stack, need, run_stack
+from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, need, run_stack
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -73,6 +73,7 @@ async def proxied(tmp_path: Path) -> AsyncIterator[Proxied]:
     async with run_stack(
         "embedded-sqlite",
         tmp_path,
+        mode=OPEN,
         login_max_failures=MAX_FAILURES,
         forwarded_allow_ips="127.0.0.1",
     ) as stack:

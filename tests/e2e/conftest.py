@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import TEST_ADMIN_PASSWORD, Stack, need, run_stack
+from tests.support import OPEN, PROVISIONED, TEST_ADMIN_PASSWORD, Stack, need, run_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 async def e2e_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     need(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
     need((ROOT / "web" / "dist" / "index.html").is_file(), "web/dist (make web)")
-    async with run_stack("embedded-sqlite", tmp_path, offline_min_seconds=1.0) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, offline_min_seconds=1.0) as stack:
         yield stack
 
 
@@ -52,7 +52,7 @@ async def secure_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     async with run_stack(
         "embedded-sqlite",
         tmp_path,
-        secure=True,
+        mode=PROVISIONED,
         secret_key="e2e-secret-key-" + "s" * 40,
         provisioning_secret=FLEET_SECRET,
         credentials_poll_seconds=0.2,

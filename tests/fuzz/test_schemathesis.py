@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import need, run_stack
+from tests.support import OPEN, need, run_stack
 
 EXAMPLES = int(os.environ.get("IOTP_FUZZ_EXAMPLES", "5"))
 # Operations that would sign the fuzzer itself out (it keeps its token otherwise).
@@ -30,7 +30,7 @@ async def test_openapi_fuzz_has_no_server_errors(tmp_path: Path) -> None:
     st = _st()
     need(st is not None, "schemathesis (pip install schemathesis)")
     assert st is not None
-    async with run_stack("embedded-sqlite", tmp_path, login_max_failures=1000) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, login_max_failures=1000) as stack:
         cmd = [
             st,
             "run",

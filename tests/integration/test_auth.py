@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import TEST_ADMIN_PASSWORD, Stack, login, run_stack
+from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, login, run_stack
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack("embedded-sqlite", tmp_path, login_max_failures=3) as s:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, login_max_failures=3) as s:
         yield s
 
 

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from iotp.api.app import create_app
 from iotp.settings import Settings
-from tests.support import TEST_ADMIN_PASSWORD, Stack, login, run_stack
+from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, login, run_stack
 
 # The whole contract, written out independently of iotp.api.security.
 PUBLIC = {("/api/health", "GET"), ("/api/auth/token", "POST"), ("/api/auth/refresh", "POST")}
@@ -58,7 +58,7 @@ def concrete(path: str, route: APIRoute) -> str:
 
 @pytest.fixture
 async def roles(tmp_path: Path) -> AsyncIterator[tuple[Stack, dict[str, dict[str, str]]]]:
-    async with run_stack("embedded-sqlite", tmp_path) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack:
         headers: dict[str, dict[str, str]] = {"none": {}, "admin": dict(stack.http.headers)}
         for role in ("viewer", "operator"):
             r = await stack.http.post(
@@ -122,7 +122,9 @@ async def test_websocket_needs_a_token(roles: tuple[Stack, dict[str, dict[str, s
 
 
 async def test_websocket_ends_when_its_token_expires(tmp_path: Path) -> None:
-    async with run_stack("embedded-sqlite", tmp_path, access_token_minutes=0.05) as stack:
+    async with run_stack(
+        "embedded-sqlite", tmp_path, mode=OPEN, access_token_minutes=0.05
+    ) as stack:
         token = await login(stack.http, "admin", TEST_ADMIN_PASSWORD)  # lives 3 s
         url = stack.api_url.replace("http", "ws", 1) + f"/api/ws?token={token}"
         async with websockets.connect(url) as ws:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.support import run_stack
+from tests.support import OPEN, run_stack
 
 
 async def test_flooding_device_is_limited_and_others_are_not(tmp_path: Path) -> None:
-    async with run_stack("embedded-sqlite", tmp_path, device_rate_limit=2.0) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, device_rate_limit=2.0) as stack:
         flood = await stack.device("FLOOD1")
         calm = await stack.device("CALM1")
         for seq in range(60):

@@ -13,14 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import TEST_ADMIN_PASSWORD, Stack, run_stack
+from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, run_stack
 
 MAX_FAILURES = 3
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack("embedded-sqlite", tmp_path, login_max_failures=MAX_FAILURES) as s:
+    async with run_stack(
+        "embedded-sqlite", tmp_path, mode=OPEN, login_max_failures=MAX_FAILURES
+    ) as s:
         yield s
 
 

@@ -108,7 +108,9 @@ class SecureBroker:
     async def service(self) -> Client:
         s = self.settings
         return await self.connect(
-            f"svc-{uuid.uuid4().hex[:6]}", s.mqtt_service_user, s.mqtt_service_password
+            f"svc-{uuid.uuid4().hex[:6]}",
+            s.mqtt_service_account("worker"),
+            s.mqtt_service_password("worker"),
         )
 
     async def issue(self, device_id: str) -> str:

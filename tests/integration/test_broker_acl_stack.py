@@ -125,7 +125,9 @@ async def test_mqtts_with_pinned_ca_and_https_api(tmp_path: Path) -> None:
         assert broker.tls_url == f"mqtts://127.0.0.1:{settings.mqtt_tls_port}"
         pinned = ssl.create_default_context(cafile=str(ca))  # only our CA is trusted
         client = gmqtt.Client("svc-tls")
-        client.set_auth_credentials(settings.mqtt_service_user, settings.mqtt_service_password)
+        client.set_auth_credentials(
+            settings.mqtt_service_account("worker"), settings.mqtt_service_password("worker")
+        )
         await client.connect("127.0.0.1", settings.mqtt_tls_port, ssl=pinned, version=MQTTv311)
         assert client.is_connected
         await client.disconnect()

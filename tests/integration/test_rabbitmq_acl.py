@@ -30,6 +30,7 @@ from iotp.services import credentials as cred_service
 from iotp.settings import Settings
 from tests.integration.test_broker_acl import FLEET, Client, Refused, secure_settings
 from tests.support import (
+    OPEN,
     RABBITMQ_HOST,
     RABBITMQ_MQTT_PORT,
     RabbitVhost,
@@ -70,7 +71,9 @@ class Rabbit:
 
     async def service(self) -> Client:
         s = self.settings
-        return await self.connect("svc-observer", s.mqtt_service_user, s.mqtt_service_password)
+        return await self.connect(
+            "svc-observer", s.mqtt_service_account("worker"), s.mqtt_service_password("worker")
+        )
 
     async def issue(self, device_id: str) -> str:
         """As POST /api/credentials/{id} does: RabbitMQ gets the password, then commit."""
@@ -111,7 +114,7 @@ async def rabbit(tmp_path: Path) -> AsyncIterator[Rabbit]:
             await c.close()
         await engine.dispose()
         users = await api.users()
-        for name in (A1, B2, P3, settings.mqtt_service_user):  # users are global
+        for name in (A1, B2, P3, *settings.mqtt_service_accounts()):  # users are global
             if name in users:
                 await api.delete_user(name)
         await delete_rabbitmq_vhost(vhost)
@@ -233,7 +236,7 @@ async def test_api_issue_gives_rabbitmq_the_password(tmp_path: Path) -> None:
     vhost = await create_rabbitmq_vhost("iotp_acl_api")
     try:
         extra = {"rabbitmq_management_url": vhost.management_url, "rabbitmq_vhost": vhost.name}
-        async with run_stack("embedded-sqlite", tmp_path, **extra) as stack:
+        async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, **extra) as stack:
             response = await stack.http.post(f"/api/credentials/{R7}")
             assert response.status_code == 201, response.text
             secret = response.json()["password"]

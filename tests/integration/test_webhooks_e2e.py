@@ -21,7 +21,7 @@ import uvicorn
 
 from iotp.netutil import free_port
 from tests.conftest import STACKS
-from tests.support import Stack, run_stack
+from tests.support import OPEN, Stack, run_stack
 
 # Fast retries so the test sees several attempts within seconds.
 FAST_RETRIES: dict[str, Any] = {
@@ -34,7 +34,7 @@ FAST_RETRIES: dict[str, Any] = {
 
 @pytest.fixture(params=STACKS)
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack(request.param, tmp_path, **FAST_RETRIES) as s:
+    async with run_stack(request.param, tmp_path, mode=OPEN, **FAST_RETRIES) as s:
         yield s
 
 
@@ -257,7 +257,7 @@ async def test_test_button_rotate_secret_and_device_filter(stack: Stack) -> None
 async def test_dead_target_is_disabled_with_an_alert(tmp_path: Path) -> None:
     dead = Receiver()  # never started
     async with run_stack(
-        "embedded-sqlite", tmp_path, **{**FAST_RETRIES, "webhook_disable_after": 3}
+        "embedded-sqlite", tmp_path, mode=OPEN, **{**FAST_RETRIES, "webhook_disable_after": 3}
     ) as stack:
         hook = await _create(stack, dead.url, ["device_registered", "device_status"], [])
         automations = stack.worker.automations

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.simulator.fleet_support import running_fleet
-from tests.support import run_stack
+from tests.support import OPEN, run_stack
 
 DEVICES = 10
 
 
 async def test_fleet_fills_the_platform(tmp_path: Path) -> None:
     async with (
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         running_fleet(stack.mqtt_url, devices=DEVICES, seed=5) as fleet,
     ):
         ids = {sim.node_id for sim in fleet.devices}

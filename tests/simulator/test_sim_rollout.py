@@ -15,7 +15,7 @@ from iotp.services import signing
 from iotp.services.manifest import public_bytes
 from iotp.simulator.bundle import build_firmware_bundle
 from tests.simulator.fleet_support import running_fleet
-from tests.support import run_stack
+from tests.support import OPEN, run_stack
 
 DEVICES = 3
 
@@ -24,7 +24,7 @@ async def test_rollout_updates_simulated_fleet(tmp_path: Path) -> None:
     key = signing.write_new_key(signing.current_path(tmp_path))  # `iotp firmware keygen`
     ota_key = signing.device_key_file(public_bytes(key.public_key()))
     async with (
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         running_fleet(stack.mqtt_url, devices=DEVICES, seed=11, ota_key=ota_key) as fleet,
     ):
         ids = sorted(sim.node_id for sim in fleet.devices)

@@ -94,12 +94,13 @@ def test_secure_mode_with_strong_secrets_and_open_mode_defaults() -> None:
     s = Settings(secure=True, secret_key=STRONG, provisioning_secret="p" * 20)  # type: ignore[arg-type]
     assert s.effective_device_rate_limit == 20.0
     url = s.mqtt("mqtt://broker:1883")
-    assert url.username == "iotp"
-    assert url.password == s.mqtt_service_password
+    assert url.username == "iotp-worker"
+    assert url.password == s.mqtt_service_password("worker")
+    assert s.mqtt("mqtt://broker:1883", role="api").username == "iotp-api"
+    assert len(set(s.mqtt_service_accounts().values())) == 3  # a password per role
     assert "***" in str(url)
     open_mode = Settings()
     assert open_mode.effective_device_rate_limit == 0.0
-    assert open_mode.mqtt("mqtt://broker:1883").username is None
 
 
 @pytest.mark.parametrize(
@@ -131,11 +132,11 @@ def test_declared_roles() -> None:
 
 def test_topic_acl() -> None:
     dev = AccountKind.DEVICE
-    assert account_kind("A1", "iotp") is dev
-    assert account_kind("iotp", "iotp") is AccountKind.SERVICE
-    assert account_kind("provision", "iotp") is AccountKind.PROVISION
-    assert account_kind("bad/id", "iotp") is None
-    assert account_kind(None, "iotp") is None
+    assert account_kind("A1", {"iotp-worker"}) is dev
+    assert account_kind("iotp-worker", {"iotp-worker"}) is AccountKind.SERVICE
+    assert account_kind("provision", {"iotp-worker"}) is AccountKind.PROVISION
+    assert account_kind("bad/id", {"iotp-worker"}) is None
+    assert account_kind(None, {"iotp-worker"}) is None
     pub, sub, rcv = Action.PUBLISH, Action.SUBSCRIBE, Action.RECEIVE
     for kind in ("data", "status", "info", "state", "events", "ack"):
         assert topic_allowed(dev, "A1", "A1", f"devices/A1/{kind}", pub)

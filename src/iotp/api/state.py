@@ -45,8 +45,8 @@ class ApiState:
         self.command_waiters = CommandWaiters()  # device control: ?wait=true
         self.events_prefix = settings.events_topic_prefix
         self.link = MqttLink(
-            settings.mqtt(mqtt_default),
-            client_id=f"iotp-{self.component_id.replace(':', '-')}",
+            settings.mqtt(mqtt_default, role="api"),
+            client_id=f"iotp.{self.component_id.replace(':', '.')}",
             subscriptions=[(event_subscription(self.events_prefix), 1), (ACK_SUBSCRIPTION, 0)],
             handler=self._on_message,
             clean_session=True,

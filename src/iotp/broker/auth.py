@@ -2,8 +2,8 @@
 
 Accounts (the same rules are generated for Mosquitto in iotp.broker.mosquitto):
 
-- the platform's services: username ``settings.mqtt_service_user``, password derived
-  from the secret key; every topic.
+- the platform's processes: one account per role (``settings.mqtt_service_accounts()``),
+  password derived from the secret key; every topic.
 - a device: username = client id = its node id, password = its secret (approved
   credentials in the database). Publishes only ``devices/{id}/<kind>`` (not
   ``commands``), subscribes and receives only ``devices/{id}/commands``. Its last will
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -47,10 +48,10 @@ class AccountKind(Enum):
     PROVISION = "provision"
 
 
-def account_kind(username: str | None, service_user: str) -> AccountKind | None:
+def account_kind(username: str | None, service_users: Collection[str]) -> AccountKind | None:
     if not username:
         return None
-    if username == service_user:
+    if username in service_users:
         return AccountKind.SERVICE
     if username == PROVISION_USER:
         return AccountKind.PROVISION
@@ -92,8 +93,7 @@ class DeviceAuthority:
     def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
         self.settings = settings
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self.service_user = settings.mqtt_service_user
-        self.service_password = settings.mqtt_service_password
+        self.service_accounts = settings.mqtt_service_accounts()
         self.fleet_secret = settings.provisioning_secret.get_secret_value()
         self.broker: Any = None  # amqtt Broker, set by EmbeddedBroker
         self._logins: dict[str, _Login] = {}  # client id -> what it logged in with
@@ -108,11 +108,12 @@ class DeviceAuthority:
         username = session.username
         password = session.password or ""
         client_id = session.client_id or ""
-        kind = account_kind(username, self.service_user)
+        kind = account_kind(username, self.service_accounts)
         ok = False
         secret_hash: str | None = None
         if kind is AccountKind.SERVICE:
-            ok = hmac.compare_digest(password.encode(), self.service_password.encode())
+            expected = self.service_accounts[username or ""]
+            ok = hmac.compare_digest(password.encode(), expected.encode())
         elif kind is AccountKind.PROVISION:
             ok = (
                 bool(self.fleet_secret)
@@ -158,7 +159,7 @@ class DeviceAuthority:
     def allowed(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
         if session is None or topic is None or action is None:
             return False
-        kind = account_kind(session.username, self.service_user)
+        kind = account_kind(session.username, self.service_accounts)
         if kind is None:
             return False
         return topic_allowed(kind, session.username or "", session.client_id or "", topic, action)
@@ -202,7 +203,7 @@ class DeviceAuthority:
             if entry is None or entry[0].transitions.state != "connected":
                 self._logins.pop(client_id, None)
                 continue
-            kind = account_kind(login.username, self.service_user)
+            kind = account_kind(login.username, self.service_accounts)
             if kind is AccountKind.DEVICE:
                 stale = snap.approved.get(login.username) != login.secret_hash
             else:

@@ -75,8 +75,8 @@ class Provisioner:
         if settings.mqtt_share_group:
             topic = f"$share/{settings.mqtt_share_group}/{topic}"
         self.link = MqttLink(
-            settings.mqtt(mqtt_default),
-            client_id=f"iotp-provisioner-{uuid.uuid4().hex[:8]}",
+            settings.mqtt(mqtt_default, role="provisioner"),
+            client_id=f"iotp.provisioner.{uuid.uuid4().hex[:8]}",
             subscriptions=[(topic, 1)],
             handler=self.handle,
             clean_session=True,

@@ -198,10 +198,10 @@ class RabbitMQSync:
     async def ensure_service_accounts(self) -> None:
         """The platform's own account (secure mode) and the provisioning account."""
         if self.settings.secure:
-            user = self.settings.mqtt_service_user
-            await self.api.put_user(user, self.settings.mqtt_service_password, SERVICE_TAG)
             everything = {"configure": ".*", "write": ".*", "read": ".*"}
-            await self.api.grant(user, everything, ".*", ".*")
+            for user, password in self.settings.mqtt_service_accounts().items():
+                await self.api.put_user(user, password, SERVICE_TAG)
+                await self.api.grant(user, everything, ".*", ".*")
         fleet = self.settings.provisioning_secret.get_secret_value()
         if fleet:
             await self.api.put_user(PROVISION_USER, fleet, SERVICE_TAG)

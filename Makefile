@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MPY_DIR := tests/firmware/micropython
 WEB_DIR := web
 
-.PHONY: run test test-fast check lint format bench web clean services deps
+.PHONY: run test test-fast check lint format bench web clean services deps broker
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,15 @@ services:
 		|| echo "warning: could not install$$missing"; \
 	fi
 
-run: $(STAMP) web
+# `make run`'s broker: Debian's Mosquitto, which `iotp serve` configures and supervises
+# (without it, serve falls back to the embedded amqtt broker and says so).
+broker:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+		echo "installing: mosquitto"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+		|| echo "warning: could not install mosquitto: iotp serve falls back to amqtt"; }
+
+run: $(STAMP) web broker
 	$(BIN)/iotp serve --demo 5
 
 test: $(STAMP) web services $(MPY_DIR)/node_modules/.package-lock.json

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp import logs
 from iotp.cli_firmware import firmware_app
-from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app
+from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app, with_session
 from iotp.services.errors import ConfigurationError
 from iotp.settings import Settings
 
@@ -24,8 +26,8 @@ app.add_typer(rabbitmq_app, name="rabbitmq")  # operations: RabbitMQ device acco
 app.add_typer(firmware_app, name="firmware")
 
 
-def _settings(data_dir: Path | None = None, secure: bool = False) -> Settings:
-    settings = load_settings(secure)  # security: refuses weak secrets with a clear error
+def _settings(data_dir: Path | None = None, open_mode: bool = False) -> Settings:
+    settings = load_settings(open_mode)  # security: refuses weak secrets with a clear error
     if data_dir is not None:
         settings.data_dir = data_dir
     logs.setup(settings.log_level, settings.log_json)
@@ -58,19 +60,29 @@ def serve(
     host: Annotated[str, typer.Option(help="HTTP bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     mqtt_port: Annotated[int, typer.Option(help="embedded broker port")] = 1883,
-    mqtt_host: Annotated[str, typer.Option(help="embedded broker bind address")] = "0.0.0.0",
+    mqtt_host: Annotated[
+        str | None,
+        typer.Option(help="MQTT bind address [default: 0.0.0.0; 127.0.0.1 in open mode]"),
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="where the SQLite file lives")] = Path("./data"),
     demo: Annotated[int, typer.Option(help="run N simulated devices")] = 0,
     demo_interval: Annotated[float, typer.Option(help="seconds between demo reports")] = 2.0,
-    secure: Annotated[
-        bool, typer.Option(help="devices need credentials (same as IOTP_SECURE=true)")
+    open_mode: Annotated[
+        bool,
+        typer.Option(
+            "--open",
+            help="open mode: any client may act as any device (same as IOTP_OPEN=true)",
+        ),
     ] = False,
 ) -> None:
-    """Broker + worker + API + dashboard in one process, on embedded defaults."""
+    """Broker + worker + API + dashboard in one process. Secure unless --open: devices
+    join by provisioning (approved by an admin, or during a pairing window)."""
     from iotp.runtime import ServeOptions
     from iotp.runtime import serve as run_serve
 
-    settings = _settings(data_dir, secure)
+    settings = _settings(data_dir, open_mode)
+    if mqtt_host is None:  # open mode stays on this machine unless a host is given
+        mqtt_host = "127.0.0.1" if settings.open else "0.0.0.0"
     opts = ServeOptions(
         host=host,
         port=port,
@@ -184,6 +196,58 @@ def simulate(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     _run(fleet.run())
+
+
+pairing_app = typer.Typer(
+    no_args_is_help=True, help="The pairing window: provisioning devices are approved at once."
+)
+app.add_typer(pairing_app, name="pairing")
+
+
+def _pairing_line(until: float | None) -> str:
+    if until is None:
+        return "pairing window: closed (provisioning devices wait for an admin's approval)"
+    from datetime import UTC, datetime
+
+    left = max(0, round((until - time.time()) / 60))
+    at = datetime.fromtimestamp(until, UTC).strftime("%H:%M:%S UTC")
+    return f"pairing window: open until {at} (~{left} min): new devices are approved at once"
+
+
+@pairing_app.command("open")
+def pairing_open(
+    minutes: Annotated[float, typer.Option(help="how long the window stays open")] = 10,
+) -> None:
+    """Approve devices that provision with the fleet secret, for the next N minutes."""
+    from iotp.services import pairing
+
+    async def go(session: AsyncSession) -> float:
+        return await pairing.open_window(session, minutes=minutes)
+
+    typer.echo(_pairing_line(with_session(go)))
+
+
+@pairing_app.command("close")
+def pairing_close() -> None:
+    """Close the window: provisioning devices wait for an admin again."""
+    from iotp.services import pairing
+
+    async def go(session: AsyncSession) -> None:
+        await pairing.close_window(session)
+
+    with_session(go)
+    typer.echo(_pairing_line(None))
+
+
+@pairing_app.command("status")
+def pairing_status() -> None:
+    """Is the window open, and until when."""
+    from iotp.services import pairing
+
+    async def go(session: AsyncSession) -> float | None:
+        return await pairing.open_until(session)
+
+    typer.echo(_pairing_line(with_session(go)))
 
 
 @db_app.command("upgrade")

@@ -21,12 +21,12 @@ user_app = typer.Typer(no_args_is_help=True, help="Users of the dashboard and AP
 T = TypeVar("T")
 
 
-def load_settings(secure: bool = False) -> Settings:
-    """Settings, with `--secure` applied; weak secrets end the command with a clear error."""
+def load_settings(open_mode: bool = False) -> Settings:
+    """Settings, with `--open` applied; weak secrets end the command with a clear error."""
     try:
         settings = get_settings()
-        if secure and not settings.secure:
-            settings = Settings.model_validate({**settings.model_dump(), "secure": True})
+        if open_mode and not settings.open:
+            settings = Settings.model_validate({**settings.model_dump(), "open": True})
     except ValidationError as exc:
         messages = "; ".join(str(e["msg"]) for e in exc.errors())
         typer.secho(f"error: {messages}", fg=typer.colors.RED, err=True)
@@ -34,7 +34,7 @@ def load_settings(secure: bool = False) -> Settings:
     return settings
 
 
-def _with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def with_session(fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from iotp.runtime import prepare_database
 
     async def go() -> T:
@@ -78,7 +78,7 @@ def create(
     async def go(session: AsyncSession) -> None:
         await user_service.create(session, username=username, password=secret, role=role)
 
-    _with_session(go)
+    with_session(go)
     typer.echo(f"created {role.value} {username!r}")
     if generated:
         typer.echo(f"password: {secret}")
@@ -92,7 +92,7 @@ def list_users() -> None:
         rows = await user_service.list_users(session)
         return [(u.id, u.username, u.role, u.disabled) for u in rows]
 
-    for user_id, name, role, disabled in _with_session(go):
+    for user_id, name, role, disabled in with_session(go):
         typer.echo(f"{user_id:>4}  {name:<32} {role:<9}{'  (disabled)' if disabled else ''}")
 
 
@@ -110,7 +110,7 @@ def set_password(
     async def go(session: AsyncSession) -> None:
         await user_service.set_password(session, username=username, password=secret)
 
-    _with_session(go)
+    with_session(go)
     typer.echo(f"password of {username!r} changed")
     if generated:
         typer.echo(f"password: {secret}")
@@ -126,7 +126,7 @@ def delete(username: str) -> None:
             raise NotFoundError("user", username)
         await user_service.delete(session, user_id=user.id)
 
-    _with_session(go)
+    with_session(go)
     typer.echo(f"deleted {username!r}")
 
 

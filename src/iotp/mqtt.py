@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -252,3 +254,28 @@ class MqttLink:
         except Exception:
             log.debug("MQTT disconnect failed", exc_info=True)
         self.connected.clear()
+
+
+ANONYMOUS_PROBE_TIMEOUT_SECONDS = 5.0
+
+
+async def accepts_anonymous(url: MqttUrl) -> bool:
+    """Does the broker at ``url`` accept a CONNECT without username and password?"""
+    client: Any = gmqtt.Client(f"iotp.anonymous-probe.{uuid.uuid4().hex[:8]}")
+    client.set_config({"reconnect_retries": 0})
+    handler_log = logging.getLogger("gmqtt.mqtt.handler")
+    level = handler_log.level
+    handler_log.setLevel(logging.CRITICAL)  # the refusal hoped for is not an error
+    try:
+        await asyncio.wait_for(
+            client.connect(url.host, url.port, ssl=url.tls, version=MQTTv311),
+            ANONYMOUS_PROBE_TIMEOUT_SECONDS,
+        )
+    except (TimeoutError, OSError, gmqtt.mqtt.handler.MQTTConnectError):
+        return False
+    finally:
+        handler_log.setLevel(level)
+    accepted = bool(client.is_connected)
+    with contextlib.suppress(Exception):
+        await client.disconnect()
+    return accepted

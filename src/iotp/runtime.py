@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.api.app import create_app, web_dist
@@ -20,14 +19,18 @@ from iotp.broker.provisioning import Provisioner, publish_answer, start_provisio
 from iotp.broker.supervisor import SupervisedMosquitto, find_mosquitto
 from iotp.db import migrate
 from iotp.db.engine import make_engine
+from iotp.mqtt import accepts_anonymous
 from iotp.netutil import choose_port
 from iotp.services import credentials as cred_service
-from iotp.services.auth import resolve_secret_key
+from iotp.services.auth import FLEET_SECRET_FILE, ensure_secrets
 from iotp.services.credentials import CredentialStatus
-from iotp.settings import Settings
+from iotp.services.errors import ConfigurationError
+from iotp.settings import MqttUrl, Settings
 from iotp.worker.service import Worker
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"  # `iotp worker` / `iotp api` without IOTP_MQTT_URL
 
 
 @dataclass
@@ -57,8 +60,11 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+BANNER_WIDTH = 96  # the rule's width; longer lines (commands to copy) run past it
+
+
 def _banner(lines: list[str]) -> None:
-    width = max(len(line) for line in lines) + 4
+    width = min(max(len(line) for line in lines), BANNER_WIDTH) + 4
     print("\n" + "=" * width)
     for line in lines:
         print(f"  {line}")
@@ -72,9 +78,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     if moved:
         notes.append(f"!! HTTP port {opts.port} is taken: using {api_port} instead")
     engine = await prepare_database(settings)
-    if not settings.secret_key.get_secret_value():
-        # The platform's own MQTT accounts derive their passwords from it.
-        settings.secret_key = SecretStr(resolve_secret_key(settings))
+    generated = ensure_secrets(settings)
     broker: SupervisedMosquitto | EmbeddedBroker | None = None
     if settings.mqtt_url:
         mqtt_default = device_url = settings.mqtt_url
@@ -90,6 +94,8 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         await broker.start()
         device_url = broker.url
         mqtt_default = platform_url(broker)
+    if settings.secure:
+        await refuse_anonymous_broker(device_url, broker)
 
     stop = asyncio.Event()
     worker = Worker(settings, engine, mqtt_default)
@@ -131,6 +137,11 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         f"Database:   {engine.url.render_as_string(hide_password=True)}",
     ]
     lines.extend(security_banner(settings, broker))  # security
+    lines.extend(mode_lines(settings, device_url, opts.mqtt_host))
+    if FLEET_SECRET_FILE in generated:
+        fleet = settings.provisioning_secret.get_secret_value()
+        lines.append(f"Fleet:      {fleet}  (the fleet secret: shown once here; admins")
+        lines.append("            find it on the dashboard's Credentials page)")
     if opts.demo:
         lines.append(f"Demo:       {opts.demo} simulated devices")
     lines.extend(_try_lines(settings, device_url, f"{scheme}://{url_host}:{api_port}"))
@@ -184,6 +195,41 @@ def broker_note(broker: SupervisedMosquitto | EmbeddedBroker | None) -> str:
     return "  (amqtt FALLBACK: no mosquitto binary found; `apt install mosquitto` for the default)"
 
 
+async def refuse_anonymous_broker(
+    url: str, broker: SupervisedMosquitto | EmbeddedBroker | None
+) -> None:
+    """Secure mode on a broker that lets anyone in would be a lie: refuse to run."""
+    if not await accepts_anonymous(MqttUrl(url)):
+        return
+    if broker is not None:
+        await broker.stop()
+    raise ConfigurationError(
+        f"secure mode, but the broker at {url} accepts an anonymous CONNECT: configure it to"
+        " refuse anonymous clients (allow_anonymous false) or start with --open"
+    )
+
+
+def mode_lines(settings: Settings, device_url: str, mqtt_host: str) -> list[str]:
+    if settings.secure:
+        joining = (
+            ["new devices provision with the fleet secret and are approved at once"]
+            if settings.auto_approve
+            else [
+                "new devices provision with the fleet secret; an admin approves each",
+                "one, or opens a pairing window: iotp pairing open --minutes 10",
+            ]
+        )
+        lines = ["SECURE: anonymous MQTT is refused; devices need their own credentials"]
+        return [f"Security:   {lines[0]}", *(f"            {line}" for line in joining)]
+    local = mqtt_host in ("127.0.0.1", "localhost", "::1")
+    who = "anyone on this machine" if local else f"ANYONE WHO CAN REACH {mqtt_host}"
+    return [
+        "!! OPEN MODE (--open / IOTP_OPEN=true): MQTT without any authentication.",
+        f"!! {who} can connect to {device_url}, read every",
+        "!! device's data, command any device, change its broker or firmware URL.",
+    ]
+
+
 EXAMPLE_DEVICE = "A4CF12B3C4D5"
 
 
@@ -196,7 +242,8 @@ def _try_lines(settings: Settings, mqtt_url: str, api_url: str) -> list[str]:
         return [f"Try:        mosquitto_pub -p {port} -q 1 {data}"]
     field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
     return [
-        "Try:        # secure mode: an admin issues the device's credentials, then it publishes",
+        "Try:        # an admin issues a device's credentials (IOTP_ADMIN_PASSWORD=the admin's"
+        " password), then it publishes",
         f'            TOKEN=$(curl -s -d username=admin -d password="$IOTP_ADMIN_PASSWORD" '
         f"{api_url}/api/auth/token | {field} access_token)",
         f'            PW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" '
@@ -295,11 +342,14 @@ async def _issue_demo_credentials(engine: AsyncEngine, ids: list[str]) -> dict[s
 
 async def run_worker(settings: Settings) -> None:
     engine = await prepare_database(settings)
+    ensure_secrets(settings)
+    if settings.secure:
+        await refuse_anonymous_broker(settings.mqtt_url or DEFAULT_MQTT_URL, None)
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    worker = Worker(settings, engine, "mqtt://127.0.0.1:1883")
+    worker = Worker(settings, engine, DEFAULT_MQTT_URL)
     connect = asyncio.create_task(worker.start(stop))
-    provisioning = asyncio.create_task(start_provisioner(settings, engine, "mqtt://127.0.0.1:1883"))
+    provisioning = asyncio.create_task(start_provisioner(settings, engine, DEFAULT_MQTT_URL))
     await stop.wait()
     if not provisioning.done():  # security
         provisioning.cancel()
@@ -315,6 +365,7 @@ async def run_worker(settings: Settings) -> None:
 
 async def run_api(settings: Settings, host: str, port: int) -> None:
     engine = await prepare_database(settings)
+    ensure_secrets(settings)
     app = create_app(settings, engine=engine)
     tls = uvicorn_tls(settings)  # security: HTTPS when a certificate is configured
     config = uvicorn.Config(
@@ -336,6 +387,7 @@ async def run_broker(host: str, port: int, settings: Settings | None = None) -> 
     # security: secure mode reads device credentials from the database; TLS from settings
     engine = await prepare_database(settings) if settings and settings.secure else None
     if settings is not None:
+        ensure_secrets(settings)
         broker = EmbeddedBroker.for_settings(settings, engine, host, port)
     else:
         broker = EmbeddedBroker(host, port)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Each platform process connects to the broker as its role's own account.
@@ -110,16 +111,19 @@ class Settings(BaseSettings):
     rabbitmq_vhost: str = "/"
 
     # ---- security (docs/security.md) ----------------------------------------------
-    # Secure mode: devices need credentials (topic ACLs in the broker), secrets required.
-    secure: bool = False
-    # Signs API tokens and derives the platform's own MQTT password. Empty in open mode:
-    # generated once and kept in data_dir/secret_key. Required in secure mode.
+    # Open mode (IOTP_OPEN=true, `--open`): anyone who reaches the MQTT port may act as
+    # any device. Default: secure, devices need credentials (topic ACLs in the broker).
+    # IOTP_SECURE (its older, inverse name) is read only when IOTP_OPEN is not set.
+    open: bool = False
+    # Signs API tokens and derives the platform's own MQTT passwords. Empty: generated
+    # once into data_dir/secret_key (every process sharing the data dir uses it).
     secret_key: SecretStr = SecretStr("")
     # Password of the user `admin` created on first start (empty: generated, printed once).
     admin_password: SecretStr = SecretStr("")
     access_token_minutes: float = Field(default=30, gt=0)
     refresh_token_days: float = Field(default=7, gt=0)
     # Fleet provisioning secret: unknown devices connect with it to ask for credentials.
+    # Empty in secure mode: generated once into data_dir/fleet_secret.
     provisioning_secret: SecretStr = SecretStr("")
     auto_approve: bool = False
     # MQTT accounts of the platform's own processes: "<this>-worker", "<this>-api",
@@ -166,6 +170,25 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_mode(cls, data: Any) -> Any:
+        """``secure`` (IOTP_SECURE, or ``Settings(secure=...)``) is the inverse of ``open``;
+        when both are given, ``open`` wins."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        secure = data.pop("secure", None)
+        if secure is None:
+            secure = os.environ.get("IOTP_SECURE")
+        if "open" not in data and secure is not None:
+            data["open"] = not TypeAdapter(bool).validate_python(secure)
+        return data
+
+    @property
+    def secure(self) -> bool:
+        return not self.open
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:

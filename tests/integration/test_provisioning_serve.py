@@ -1,6 +1,8 @@
-"""`iotp serve --secure --demo 2` as a user runs it: the demo devices provision
+"""`iotp serve --demo 2` as a user runs it, with no secrets configured: secure by
+default, the secrets are generated into the data dir, the demo devices provision
 themselves with the fleet secret, are approved by the demo, show up online and stream;
-the banner's "Try:" commands (curl + mosquitto_pub) work as printed."""
+an anonymous CONNECT is refused; the banner's "Try:" commands (curl + mosquitto_pub) work
+as printed."""
 
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ from iotp.simulator import node_ids
 from tests.support import need
 
 PASSWORD = "serve-secure-Pass-1"
+# Only what the banner's example needs (the admin's password); every other secret is
+# generated at first start.
 SECURE_ENV = {
     "IOTP_ADMIN_PASSWORD": PASSWORD,
-    "IOTP_SECRET_KEY": "k" * 48,
-    "IOTP_PROVISIONING_SECRET": "demo-fleet-secret-0123456789",
     "IOTP_CREDENTIALS_POLL_SECONDS": "0.5",
 }
+MODE_VARIABLES = ("IOTP_OPEN", "IOTP_SECURE", "IOTP_SECRET_KEY", "IOTP_PROVISIONING_SECRET")
 
 
 class Serve:
@@ -35,7 +38,7 @@ class Serve:
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iotp.cli", "serve", "--data-dir", str(tmp_path), *args],
-            env={**os.environ, **SECURE_ENV},
+            env={k: v for k, v in os.environ.items() if k not in MODE_VARIABLES} | SECURE_ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -95,7 +98,6 @@ async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) ->
     http_port, mqtt_port = free_port(), free_port()
     serve = Serve(
         tmp_path,
-        "--secure",
         "--demo",
         "2",
         "--demo-interval",
@@ -141,6 +143,14 @@ async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) ->
             need(
                 bool(shutil.which("curl") and shutil.which("mosquitto_pub")), "curl, mosquitto_pub"
             )
+            anonymous = subprocess.run(
+                ["mosquitto_pub", "-p", str(mqtt_port), "-t", "devices/X1/data", "-m", "{}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert anonymous.returncode != 0, "an anonymous CONNECT was accepted"
             script = _try_commands(serve.output)
             assert "-i A4CF12B3C4D5 -u A4CF12B3C4D5" in script
             done = subprocess.run(
@@ -159,5 +169,9 @@ async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) ->
     finally:
         code = serve.stop()
     assert code == 0, serve.output
-    assert "secure mode" in serve.output
+    assert "SECURE" in serve.output
+    fleet = (tmp_path / "fleet_secret").read_text().strip()
+    assert serve.output.count(fleet) == 1  # printed once, at first start
+    assert (tmp_path / "secret_key").is_file()
+    assert (tmp_path / "mosquitto" / "mosquitto.conf").is_file()
     assert (tmp_path / "demo-devices").is_dir()  # the demo devices' credentials

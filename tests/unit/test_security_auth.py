@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from amqtt.contexts import Action
 from pydantic import ValidationError
@@ -78,7 +80,6 @@ def test_signed_paths() -> None:
 @pytest.mark.parametrize(
     "values",
     [
-        {},
         {"secret_key": "changeme"},
         {"secret_key": "short"},
         {"secret_key": STRONG, "provisioning_secret": "secret"},
@@ -90,6 +91,33 @@ def test_secure_mode_refuses_weak_secrets(values: dict[str, str]) -> None:
         Settings(secure=True, **values)  # type: ignore[arg-type]
 
 
+def test_secure_by_default_and_missing_secrets_generated_once(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.secure
+    assert sorted(auth.ensure_secrets(s)) == ["fleet_secret", "secret_key"]
+    key, fleet = s.secret_key.get_secret_value(), s.provisioning_secret.get_secret_value()
+    assert len(key) >= 32
+    assert len(fleet) >= 16
+    again = Settings(data_dir=tmp_path)  # another process sharing the data dir
+    assert auth.ensure_secrets(again) == []
+    assert again.secret_key.get_secret_value() == key
+    assert again.provisioning_secret.get_secret_value() == fleet
+    assert (tmp_path / "fleet_secret").stat().st_mode & 0o777 == 0o600
+    opened = Settings(data_dir=tmp_path / "o", open=True)
+    assert auth.ensure_secrets(opened) == ["secret_key"]  # open mode: no fleet secret
+
+
+def test_one_mode_setting_iotp_open_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IOTP_OPEN", raising=False)
+    monkeypatch.setenv("IOTP_SECURE", "false")  # the older, inverse name
+    assert Settings().open
+    monkeypatch.setenv("IOTP_OPEN", "false")  # both set: IOTP_OPEN decides
+    assert Settings().secure
+    monkeypatch.delenv("IOTP_SECURE")
+    monkeypatch.setenv("IOTP_OPEN", "true")
+    assert not Settings().secure
+
+
 def test_secure_mode_with_strong_secrets_and_open_mode_defaults() -> None:
     s = Settings(secure=True, secret_key=STRONG, provisioning_secret="p" * 20)  # type: ignore[arg-type]
     assert s.effective_device_rate_limit == 20.0
@@ -99,7 +127,7 @@ def test_secure_mode_with_strong_secrets_and_open_mode_defaults() -> None:
     assert s.mqtt("mqtt://broker:1883", role="api").username == "iotp-api"
     assert len(set(s.mqtt_service_accounts().values())) == 3  # a password per role
     assert "***" in str(url)
-    open_mode = Settings()
+    open_mode = Settings(open=True)
     assert open_mode.effective_device_rate_limit == 0.0
 
 

@@ -27,6 +27,7 @@ from iotp.api.routes import (
     firmware,
     groups,
     info,
+    pairing,
     rollouts,
     rules,
     shadow,
@@ -100,7 +101,7 @@ def create_app(
         dependencies=[Depends(security.authorize)],
     )
     security.install(app, settings)
-    for router in (auth.router, users.router, apikeys.router, credentials.router):
+    for router in (auth.router, users.router, apikeys.router, credentials.router, pairing.router):
         app.include_router(router)
     app.include_router(system.router)
     app.include_router(devices.router)

@@ -655,14 +655,9 @@ def uvicorn_proxy(settings: Settings) -> dict[str, Any]:
 
 
 def security_banner(settings: Settings, broker: Any) -> list[str]:
-    """Lines for the `iotp serve` banner."""
+    """Lines for the `iotp serve` banner (the mode's own lines: runtime.mode_lines)."""
     lines = []
     tls_url = getattr(broker, "tls_url", None)
     if tls_url:
         lines.append(f"MQTTS:      {tls_url}")
-    if settings.secure:
-        approve = "auto-approved" if settings.auto_approve else "approved by an admin"
-        lines.append(f"Security:   secure mode: devices need credentials ({approve})")
-    else:
-        lines.append("Security:   open mode: any device may connect (IOTP_SECURE=true to lock)")
     return lines

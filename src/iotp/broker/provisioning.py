@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from iotp.mqtt import MqttLink
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
+from iotp.services import pairing
 from iotp.services.credentials import RESERVED_USERNAMES, CredentialStatus
 from iotp.services.errors import InvalidRequestError
 from iotp.settings import Settings
@@ -99,11 +100,12 @@ class Provisioner:
         try:
             secret = _parse_request(payload)
             async with self.sessions.begin() as session:
+                pairing_open = await pairing.open_until(session) is not None
                 status = await cred_service.request(
                     session,
                     device_id=device_id,
                     secret=secret,
-                    auto_approve=self.settings.auto_approve,
+                    auto_approve=self.settings.auto_approve or pairing_open,
                 )
                 if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
                     from iotp.broker.rabbitmq import store_device_secret

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import pwd
 import shutil
+import signal
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -189,6 +191,11 @@ class SupervisedMosquitto:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            # Its own session: Ctrl-C in the terminal reaches the platform, which stops
+            # the broker last (after its clients); the kernel ends it should the
+            # platform die without stopping it.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._tasks.append(asyncio.create_task(self._forward_log(self._proc)))
         await self._wait_ready(self._proc)
@@ -198,7 +205,7 @@ class SupervisedMosquitto:
         async for raw in proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self._last_lines = [*self._last_lines[-9:], line]
-            log.warning("mosquitto: %s", line)
+            log.log(logging.WARNING if "Error" in line else logging.INFO, "mosquitto: %s", line)
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
@@ -246,6 +253,15 @@ class SupervisedMosquitto:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the platform's process ends (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 async def _port_open(host: str, port: int) -> bool:

@@ -90,7 +90,8 @@ class TelemetryRollupHour(_RollupColumns, Base):
 
 
 class StorageState(Base):
-    """Progress of storage maintenance: rollup watermarks, last retention run."""
+    """Small platform-wide values by name: rollup watermarks, the last retention run,
+    the end of the pairing window (services/pairing.py)."""
 
     __tablename__ = "storage_state"
 

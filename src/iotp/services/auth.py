@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from pydantic import SecretStr
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import ApiKey, LoginFailure, User
-from iotp.services.errors import ConfigurationError, IotpError, NotFoundError
+from iotp.services.errors import IotpError, NotFoundError
 
 if TYPE_CHECKING:
     from iotp.settings import Settings
@@ -127,9 +128,11 @@ def _weak(value: str, min_length: int) -> bool:
 
 
 def check_secure_settings(settings: Settings) -> None:
-    """Secure (production) mode refuses default, empty or short secrets."""
+    """Secure mode refuses default or short secrets (empty ones are generated at start,
+    ``ensure_secrets``)."""
     problems = []
-    if _weak(settings.secret_key.get_secret_value(), MIN_SECRET_KEY_LENGTH):
+    key = settings.secret_key.get_secret_value()
+    if key and _weak(key, MIN_SECRET_KEY_LENGTH):
         problems.append(
             f"IOTP_SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH}"
             " characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
@@ -150,27 +153,51 @@ def check_secure_settings(settings: Settings) -> None:
         raise ValueError("secure mode refuses weak secrets: " + "; ".join(problems))
 
 
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+FLEET_SECRET_FILE = "fleet_secret"  # noqa: S105 - a file name
+
+
 def resolve_secret_key(settings: Settings) -> str:
-    """IOTP_SECRET_KEY, or in open mode a key generated once into data_dir/secret_key."""
+    """IOTP_SECRET_KEY, or a key generated once into data_dir/secret_key."""
     key = settings.secret_key.get_secret_value()
     if key:
         return key
-    if settings.secure:
-        raise ConfigurationError("IOTP_SECRET_KEY is required in secure mode")
-    path = Path(settings.data_dir) / "secret_key"
+    return _stored_secret(Path(settings.data_dir) / SECRET_KEY_FILE, 48)[0]
+
+
+def ensure_secrets(settings: Settings) -> list[str]:
+    """Fill in the secrets left empty from the data dir, generating those missing (the
+    fleet secret only in secure mode). Returns the names of the ones generated now."""
+    generated = []
+    if not settings.secret_key.get_secret_value():
+        key, created = _stored_secret(Path(settings.data_dir) / SECRET_KEY_FILE, 48)
+        settings.secret_key = SecretStr(key)
+        if created:
+            generated.append(SECRET_KEY_FILE)
+    if settings.secure and not settings.provisioning_secret.get_secret_value():
+        fleet, created = _stored_secret(Path(settings.data_dir) / FLEET_SECRET_FILE, 24)
+        settings.provisioning_secret = SecretStr(fleet)
+        if created:
+            generated.append(FLEET_SECRET_FILE)
+    return generated
+
+
+def _stored_secret(path: Path, nbytes: int) -> tuple[str, bool]:
+    """The secret kept in ``path``, or a new one written there (mode 0600). ``True``
+    when it was created by this call."""
     try:
-        return path.read_text().strip()
+        return path.read_text().strip(), False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
+    value = secrets.token_urlsafe(nbytes)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its key
-        return path.read_text().strip()
+    except FileExistsError:  # another process won the race: use its secret
+        return path.read_text().strip(), False
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+        f.write(value + "\n")
+    return value, True
 
 
 # ---- tokens (JWT, HS256) --------------------------------------------------------------

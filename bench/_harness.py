@@ -86,7 +86,42 @@ def mosquitto() -> Iterator[str]:
 
 
 @contextmanager
+def supervised_mosquitto() -> Iterator[str]:
+    """Mosquitto with the configuration `iotp serve --open` writes (the platform's limits
+    and listeners); the device listener's URL."""
+    from iotp.broker.mosquitto import render_passwords, render_platform_acl
+    from iotp.broker.supervisor import render_conf
+    from iotp.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="iotp-bench-supervised-"))
+    settings = Settings(open=True, secret_key="bench-" + "k" * 40, data_dir=work)
+    port = free_port()
+    (work / "passwd-platform").write_text(
+        render_passwords(settings.mqtt_service_accounts(), "", {})
+    )
+    (work / "acl-platform").write_text(render_platform_acl(settings))
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        render_conf(
+            settings,
+            workdir=work,
+            device_host="127.0.0.1",
+            device_port=port,
+            platform_port=free_port(),
+        )
+    )
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
 def embedded_broker() -> Iterator[str]:
+    """amqtt (`iotp broker`), the fallback where no mosquitto binary exists."""
     port = free_port()
     proc = subprocess.Popen(
         [PY, "-m", "iotp.cli", "broker", "--host", "127.0.0.1", "--port", str(port)],
@@ -125,7 +160,9 @@ def pg_database() -> Iterator[str]:
 def platform_process(
     command: str, env: dict[str, str], *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    full_env = {**os.environ, **env}
+    # The benchmarks' devices connect without credentials: open mode on purpose
+    # (bench/broker_auth.py measures what the accounts of secure mode cost).
+    full_env = {**os.environ, "IOTP_OPEN": "true", **env}
     proc = subprocess.Popen([PY, "-m", "iotp.cli", command, *args], env=full_env)
     try:
         yield proc

@@ -3,6 +3,7 @@ it; we measure messages per second stored in the database, and in the same run t
 rate of the broker to a do-nothing subscriber (mosquitto_sub, C), and report the ratio.
 
     python bench/ingest.py                      # Mosquitto + PostgreSQL, then embedded
+    python bench/ingest.py --stack embedded     # iotp serve: its Mosquitto, then amqtt
     python bench/ingest.py --stack postgres --messages 300000
     python bench/ingest.py --rules 100          # without, then with 100 active rules
     python bench/ingest.py --broker rabbitmq --workers 2   # RabbitMQ (MQTT plugin + AMQP)
@@ -401,10 +402,12 @@ def run_rabbitmq(messages: int, devices: int, workers: int, backlog: int = 0) ->
     }
 
 
-def run_embedded(messages: int, devices: int) -> dict[str, float]:
+def run_embedded(messages: int, devices: int, broker: str) -> dict[str, float]:
+    """`iotp serve`'s stack: its supervised Mosquitto (or the amqtt fallback) + SQLite."""
     import tempfile
 
-    with h.embedded_broker() as url:
+    start = h.supervised_mosquitto if broker == "mosquitto" else h.embedded_broker
+    with start() as url:
         raw = raw_rate(url, messages, devices)
         data = Path(tempfile.mkdtemp(prefix="iotp-bench-"))
         t0 = time.time()
@@ -628,10 +631,14 @@ def main() -> None:
             0.3,
         )
     if args.stack in ("embedded", "both"):
-        r = run_embedded(args.embedded_messages, args.devices)
-        report(
-            f"embedded amqtt + SQLite, {args.embedded_messages:,} msgs x 3 metrics", r, 2_000, None
-        )
+        for broker, label in (("mosquitto", "supervised Mosquitto"), ("amqtt", "amqtt fallback")):
+            r = run_embedded(args.embedded_messages, args.devices, broker)
+            report(
+                f"iotp serve's {label} + SQLite, {args.embedded_messages:,} msgs x 3 metrics",
+                r,
+                2_000,
+                None,
+            )
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ class Proc:
 
 def platform_env(db_url: str, mqtt_url: str, **extra: Any) -> dict[str, str]:
     env = {
+        # Open mode on purpose: these processes meet faults, not strangers.
+        "IOTP_OPEN": "true",
         "IOTP_DATABASE_URL": db_url,
         "IOTP_MQTT_URL": mqtt_url,
         "IOTP_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,

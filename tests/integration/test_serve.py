@@ -53,6 +53,7 @@ async def test_serve_ingests_and_flushes_pending_writes_on_shutdown(tmp_path: Pa
         str(mqtt_port),
         "--mqtt-host",
         "127.0.0.1",
+        "--open",  # the device below connects without credentials, on purpose
         IOTP_BATCH_MAX_DELAY_MS="10000",
     )
     try:

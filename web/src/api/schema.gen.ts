@@ -239,6 +239,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/pairing": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Pairing */
+        get: operations["get_pairing_api_pairing_get"];
+        /**
+         * Open Pairing
+         * @description Open (or extend) the window for ``minutes``.
+         */
+        put: operations["open_pairing_api_pairing_put"];
+        post?: never;
+        /** Close Pairing */
+        delete: operations["close_pairing_api_pairing_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/health": {
         parameters: {
             query?: never;
@@ -490,7 +512,9 @@ export interface paths {
         put?: never;
         /**
          * Upload Firmware
-         * @description The bundle is the raw request body; the SHA-256 is computed here.
+         * @description The bundle is the raw request body (`iotp firmware bundle`), checked whole; the
+         *     SHA-256 is computed here. An unsigned bundle is signed with the server's key when it
+         *     has one (`iotp firmware keygen`); one signed offline (`iotp firmware sign`) is kept.
          */
         post: operations["upload_firmware_api_firmware_post"];
         delete?: never;
@@ -550,7 +574,10 @@ export interface paths {
         /** List Rollouts */
         get: operations["list_rollouts_api_rollouts_get"];
         put?: never;
-        /** Create Rollout */
+        /**
+         * Create Rollout
+         * @description An unsigned bundle needs ``allow_unsigned``, which only an admin may set.
+         */
         post: operations["create_rollout_api_rollouts_post"];
         delete?: never;
         options?: never;
@@ -1638,6 +1665,16 @@ export interface components {
             /** Sha256 */
             sha256: string;
             /**
+             * Key Id
+             * @description id of the Ed25519 key that signed it; null: unsigned
+             */
+            key_id: string | null;
+            /**
+             * Next Key Id
+             * @description id of the key this bundle rotates devices to, if any
+             */
+            next_key_id: string | null;
+            /**
              * Created At
              * Format: date-time
              */
@@ -1804,6 +1841,36 @@ export interface components {
              */
             type: "online";
         };
+        /** PairingOpen */
+        PairingOpen: {
+            /**
+             * Minutes
+             * @default 10
+             */
+            minutes?: number;
+        };
+        /** PairingPublic */
+        PairingPublic: {
+            /** Open */
+            open: boolean;
+            /** Open Until */
+            open_until: string | null;
+            /**
+             * Secure
+             * @description false: open mode, devices need no credentials
+             */
+            secure: boolean;
+            /**
+             * Fleet Secret
+             * @description what devices provision with (secure mode; admins only)
+             */
+            fleet_secret: string | null;
+            /**
+             * Auto Approve
+             * @description IOTP_AUTO_APPROVE: every request is approved
+             */
+            auto_approve: boolean;
+        };
         /** PasswordChange */
         PasswordChange: {
             /** Current Password */
@@ -1891,6 +1958,18 @@ export interface components {
              * @description how devices reach this API (default: the URL of this request)
              */
             base_url?: string | null;
+            /**
+             * Allow Unsigned
+             * @description start even though the bundle is unsigned (admins only)
+             * @default false
+             */
+            allow_unsigned?: boolean;
+            /**
+             * Allow Downgrade
+             * @description let devices install a version older than the one they run
+             * @default false
+             */
+            allow_downgrade?: boolean;
         };
         /** RolloutDevicePublic */
         RolloutDevicePublic: {
@@ -1952,6 +2031,12 @@ export interface components {
             finished_at: string | null;
             /** Paused Reason */
             paused_reason: string | null;
+            /** Key Id */
+            key_id: string | null;
+            /** Allow Unsigned */
+            allow_unsigned: boolean;
+            /** Allow Downgrade */
+            allow_downgrade: boolean;
             /** Devices Total */
             devices_total: number;
             /** Counts */
@@ -2677,6 +2762,13 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     list_users_api_users_get: {
@@ -3159,6 +3251,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_pairing_api_pairing_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PairingPublic"];
+                };
+            };
+        };
+    };
+    open_pairing_api_pairing_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PairingOpen"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PairingPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    close_pairing_api_pairing_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PairingPublic"];
                 };
             };
         };
@@ -3789,8 +3954,9 @@ export interface operations {
     };
     upload_firmware_api_firmware_post: {
         parameters: {
-            query: {
-                version: string;
+            query?: {
+                /** @description if given, must be the bundle's version */
+                version?: string | null;
                 notes?: string;
                 /** @description empty: any type */
                 device_type?: string;

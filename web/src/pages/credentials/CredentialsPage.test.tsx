@@ -11,6 +11,9 @@ vi.mock("./service", async (importOriginal) => ({
   issue: vi.fn(),
   revoke: vi.fn(),
   forget: vi.fn(),
+  getPairing: vi.fn(),
+  openPairing: vi.fn(),
+  closePairing: vi.fn(),
 }));
 const service = await import("./service");
 const { default: CredentialsPage } = await import("./CredentialsPage");
@@ -51,12 +54,32 @@ function button(el: HTMLElement, text: string): HTMLElement {
   return within(el).getByText(text).closest("button") as HTMLElement;
 }
 
+const FLEET = "fleet-secret-shown-to-admins";
+const closed = { open: false, open_until: null, secure: true, fleet_secret: FLEET, auto_approve: false };
+
 beforeEach(() => {
   vi.clearAllMocks();
+  vi.mocked(service.getPairing).mockResolvedValue(closed);
   vi.mocked(service.listCredentials).mockResolvedValue([row("NEW1", "pending"), row("OLD1", "approved"), row("BAD1", "revoked")]);
 });
 
 describe("CredentialsPage", { timeout: 90_000 }, () => {
+  it("shows the fleet secret and opens a pairing window", async () => {
+    vi.mocked(service.openPairing).mockResolvedValue({ ...closed, open: true, open_until: "2026-11-29T10:10:00Z" });
+    page();
+    const card = await screen.findByTestId("pairing");
+    await waitFor(() => expect(within(card).getByTestId("fleet-secret").textContent).toContain(FLEET));
+    fireEvent.click(button(card, "Pair devices for 10 minutes"));
+    await waitFor(() => expect(within(card).getByTestId("pairing-state").textContent).toContain("Pairing is open"));
+    expect(service.openPairing).toHaveBeenCalledWith(10);
+  });
+
+  it("says so plainly in open mode", async () => {
+    vi.mocked(service.getPairing).mockResolvedValue({ ...closed, secure: false, fleet_secret: null });
+    page();
+    await waitFor(() => expect(screen.getByTestId("pairing").textContent).toContain("Open mode"));
+  });
+
   it("lists pending requests apart from credentials, and approves one", async () => {
     vi.mocked(service.approve).mockResolvedValue(row("NEW1", "approved"));
     page();

@@ -7,6 +7,7 @@ import { Link } from "react-router-dom";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ShownOnce } from "../../components/ShownOnce";
 import { errorText, useList } from "../../hooks/useList";
+import { PairingCard } from "./PairingCard";
 import {
   POLL_MS,
   STATUS_COLOR,
@@ -63,6 +64,7 @@ export default function CredentialsPage() {
       {error && (
         <Alert type="error" showIcon closable message={error} onClose={() => setError(null)} style={{ marginBottom: 16 }} data-testid="credentials-error" />
       )}
+      <PairingCard />
       <Card
         title={
           <Space>

@@ -35,3 +35,19 @@ export async function forget(deviceId: string): Promise<void> {
 export const STATUS_COLOR: Record<string, string> = { pending: "gold", approved: "green", revoked: "red" };
 /** No event tells of new provisioning requests: the page polls this often (ms). */
 export const POLL_MS = 3000;
+
+export type Pairing = components["schemas"]["PairingPublic"];
+
+/** The fleet secret and whether the pairing window is open. */
+export async function getPairing(): Promise<Pairing> {
+  return unwrap(api.GET("/api/pairing"), quiet);
+}
+
+/** Provisioning devices are approved at once for the next ``minutes``. */
+export async function openPairing(minutes: number): Promise<Pairing> {
+  return unwrap(api.PUT("/api/pairing", { body: { minutes } }), quiet);
+}
+
+export async function closePairing(): Promise<Pairing> {
+  return unwrap(api.DELETE("/api/pairing"), quiet);
+}

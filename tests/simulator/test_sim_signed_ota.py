@@ -30,7 +30,7 @@ from iotp.services.manifest import key_id, parse, public_bytes
 from iotp.simulator import firmware
 from iotp.simulator.bundle import build_firmware_bundle
 from tests.simulator.fleet_support import file_server, running_fleet
-from tests.support import Stack, run_stack
+from tests.support import OPEN, Stack, run_stack
 
 
 def _flashed_with(key: Ed25519PrivateKey) -> bytes:
@@ -85,7 +85,7 @@ async def test_device_installs_only_bundles_signed_with_its_key(tmp_path: Path) 
     }
     async with (
         file_server() as (files, port),
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         running_fleet(
             stack.mqtt_url,
             devices=1,
@@ -135,7 +135,7 @@ async def test_rollout_of_a_tampered_bundle_pauses_with_the_reason(tmp_path: Pat
     check is what stops it."""
     key = signing.write_new_key(signing.current_path(tmp_path))
     async with (
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         running_fleet(stack.mqtt_url, devices=4, seed=22, ota_key=_flashed_with(key)) as fleet,
     ):
         await _described(stack, 4)
@@ -195,7 +195,7 @@ async def test_key_rotation(tmp_path: Path) -> None:
     new_id = key_id(public_bytes(new.public_key()))
 
     async with (
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         running_fleet(stack.mqtt_url, devices=2, seed=23, ota_key=_flashed_with(old)) as fleet,
     ):
         await _described(stack, 2)

@@ -201,7 +201,8 @@ def test_the_dashboards_event_types_are_generated_from_the_current_models() -> N
     import re
     from pathlib import Path
 
-    from iotp.protocol.events import EventType, schema_document
+    from iotp.protocol.events import EventType
+    from iotp.protocol.schema import schema_document
 
     web = Path(__file__).resolve().parents[2] / "web"
     assert json.loads((web / "events.json").read_text()) == schema_document()

@@ -1,4 +1,4 @@
-"""Write the platform events' schema (iotp.protocol.events) to a file.
+"""Write the contract's schema (iotp.protocol.schema: events, command parameters) to a file.
 
 Usage (from web/): ../.venv/bin/python scripts/dump_events.py events.json
 The dashboard's event types (src/live/events.gen.ts) are generated from that file by
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from iotp.protocol.events import schema_document
+from iotp.protocol.schema import schema_document
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict
-from pydantic.json_schema import models_json_schema
 
 
 class EventType(StrEnum):
@@ -239,18 +238,3 @@ class EventPublisher:
             encode_event(event_type, device_id, payload, ts),
             1,
         )
-
-
-def schema_document() -> dict[str, Any]:
-    """The event models as an OpenAPI document (components only), from which the
-    dashboard's types are generated like its REST client (web/scripts/gen_api.mjs)."""
-    models: list[type[BaseModel]] = [Event, *EVENT_PAYLOADS.values()]
-    _, top = models_json_schema(
-        [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
-    )
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "IoT Platform events", "version": "1"},
-        "paths": {},
-        "components": {"schemas": top["$defs"]},
-    }

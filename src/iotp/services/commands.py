@@ -25,10 +25,9 @@ database, so it survives a restart of the API or the worker.
 from __future__ import annotations
 
 import math
-import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device
+from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.protocol.payloads import NAME_RE, Ack
 from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
@@ -97,40 +97,13 @@ def is_terminal(status: str) -> bool:
 
 # ---- validation against the device's capabilities ------------------------------------
 
-BUILTIN_COMMANDS = (
-    "relay",
-    "servo",
-    "reboot",
-    "set_config",
-    "automation",
-    "ota",
-    "webhook",
-    "ping",
-    "custom",
-)
-RELAY_STATES = {"on": "on", "off": "off", "toggle": "toggle", True: "on", False: "off"}
-AUTOMATION_BOOL = ("light_auto", "fan_auto")
-AUTOMATION_TIME = ("light_on", "light_off")
-AUTOMATION_RANGES: dict[str, tuple[float, float]] = {
-    "fan_temp_on": (-40, 125),
-    "fan_temp_off": (-40, 125),
-    "fan_hum_on": (0, 100),
-    "fan_hum_off": (0, 100),
-    "gas_alarm": (0, 100_000),
-    "gas_clear": (0, 100_000),
-}
-HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-WEBHOOK_EVENTS = ("data", "gas_alarm", "gas_clear", "automation", "boot", "online", "command")
-# set_config keys the platform knows how to check (the reference firmware's schema);
-# other keys pass through for user firmware, which acks an error if it rejects them.
-CONFIG_NUMBERS: dict[str, tuple[float, float]] = {
-    "interval": (0.5, 86400),
-    "mqtt_keepalive": (10, 3600),
-    "ota_confirm_timeout": (10, 3600),
-    "tz_offset": (-720, 840),
-    "watchdog_ms": (0, 3_600_000),
-    "wifi_max_failures": (1, 1000),
+# The capability a device must list for each built-in command (relays are checked by name).
+REQUIRED_CAPABILITY = {
+    "servo": "servo",
+    "reboot": "reboot",
+    "automation": "automation",
+    "ota": "ota",
+    "webhook": "webhook",
 }
 
 
@@ -146,12 +119,6 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _only(command: str, params: dict[str, Any], allowed: Iterable[str]) -> None:
-    extra = sorted(set(params) - set(allowed))
-    if extra:
-        raise _bad(f"{command}: unknown parameter(s) {extra}; allowed: {sorted(allowed)}")
-
-
 def relay_names(capabilities: Sequence[str]) -> list[str]:
     return [c.split(":", 1)[1] for c in capabilities if c.startswith("relay:")]
 
@@ -162,133 +129,38 @@ def _require(capabilities: Sequence[str], cap: str, command: str) -> None:
         raise _bad(f"device does not support {command!r} (capability {cap!r}); it has: {have}")
 
 
+def _params(command: str, params: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+    try:
+        return parse_params(command, params, where)
+    except ParamsError as exc:
+        raise _bad(str(exc)) from None
+
+
 def validate_automation(params: dict[str, Any], where: str = "automation") -> dict[str, Any]:
-    if not params:
-        raise _bad(f"{where}: give at least one setting")
-    known = (*AUTOMATION_BOOL, *AUTOMATION_TIME, *AUTOMATION_RANGES)
-    _only(where, params, known)
-    for key, value in params.items():
-        if key in AUTOMATION_BOOL and not isinstance(value, bool):
-            raise _bad(f"{where}.{key} must be true or false")
-        if key in AUTOMATION_TIME and not (
-            value is None or value == "" or (isinstance(value, str) and HHMM_RE.fullmatch(value))
-        ):
-            raise _bad(f"{where}.{key} must be 'HH:MM' (or null to disable), got {value!r}")
-        if key in AUTOMATION_RANGES and value is not None:
-            lo, hi = AUTOMATION_RANGES[key]
-            if not _is_number(value) or not lo <= value <= hi:
-                raise _bad(f"{where}.{key} must be a number {lo}..{hi} (or null), got {value!r}")
-    for on, off in (("fan_temp_on", "fan_temp_off"), ("fan_hum_on", "fan_hum_off")):
-        a, b = params.get(on), params.get(off)
-        if _is_number(a) and _is_number(b) and float(a) < float(b):  # type: ignore[arg-type]
-            raise _bad(f"{where}: {on} ({a}) must be >= {off} ({b})")
-    a, b = params.get("gas_alarm"), params.get("gas_clear")
-    if _is_number(a) and _is_number(b) and float(a) < float(b):  # type: ignore[arg-type]
-        raise _bad(f"{where}: gas_alarm ({a}) must be >= gas_clear ({b})")
-    return dict(params)
-
-
-def _http_url(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise _bad(f"{what} must be an http:// or https:// URL")
-    if len(value) > 512:
-        raise _bad(f"{what} is longer than 512 characters")
-    return value
+    return _params("automation", params, where)
 
 
 def validate(
     command: str, params: dict[str, Any] | None, capabilities: Sequence[str]
 ) -> tuple[str, dict[str, Any]]:
-    """Check a command against the protocol and the device's capabilities.
+    """Check a command against its parameters' shape (iotp.protocol.commands) and the
+    device's capabilities.
 
     Returns the (wire command, normalised params); raises InvalidRequestError with the
     reason. ``custom`` takes ``name`` (the device's ``cmd:<name>`` capability) and the
     rest of its params are sent as the command's params."""
     params = dict(params or {})
     caps = list(capabilities)
-    if command == "relay":
-        _only(command, params, ("name", "state"))
-        name, state = params.get("name"), params.get("state")
-        names = relay_names(caps)
-        if not isinstance(name, str):
-            raise _bad(f"relay: name must be a string, one of {names}")
-        if name not in names:
-            raise _bad(f"relay: device has no relay {name!r} (its relays: {names or 'none'})")
-        key = state.lower() if isinstance(state, str) else state
-        if not isinstance(key, str | bool) or key not in RELAY_STATES:
-            raise _bad("relay: state must be 'on', 'off' or 'toggle'")
-        return command, {"name": name, "state": RELAY_STATES[key]}
-    if command == "servo":
-        _require(caps, "servo", command)
-        _only(command, params, ("angle",))
-        angle = params.get("angle")
-        if isinstance(angle, float) and angle.is_integer():
-            angle = int(angle)
-        if not isinstance(angle, int) or isinstance(angle, bool):
-            raise _bad(f"servo: angle must be an integer 0..180, got {angle!r}")
-        if not 0 <= angle <= 180:
-            raise _bad(f"servo: angle must be 0..180, got {angle}")
-        return command, {"angle": angle}
-    if command == "reboot":
-        _require(caps, "reboot", command)
-        _only(command, params, ("delay",))
-        delay = params.get("delay", 0)
-        if not _is_number(delay) or not 0 <= delay <= 3600:
-            raise _bad("reboot: delay must be a number of seconds 0..3600")
-        return command, ({"delay": delay} if "delay" in params else {})
-    if command == "set_config":
-        if not params:
-            raise _bad("set_config: give at least one config key")
-        for key, value in params.items():
-            if NAME_RE.fullmatch(key) is None:
-                raise _bad(f"set_config: bad key {key!r}")
-            if key in CONFIG_NUMBERS:
-                lo, hi = CONFIG_NUMBERS[key]
-                if not _is_number(value) or not lo <= value <= hi:
-                    raise _bad(f"set_config: {key} must be a number {lo}..{hi}, got {value!r}")
-            elif key == "automation":
-                if not isinstance(value, dict):
-                    raise _bad("set_config: automation must be an object")
-                validate_automation(value, "set_config.automation")
-        return command, params
-    if command == "automation":
-        _require(caps, "automation", command)
-        return command, validate_automation(params)
-    if command == "ota":
-        _require(caps, "ota", command)
-        _only(command, params, ("url", "sha256", "version", "size", "allow_downgrade"))
-        _http_url(params.get("url"), "ota: url")
-        sha = params.get("sha256")
-        if not isinstance(sha, str) or SHA256_RE.fullmatch(sha) is None:
-            raise _bad("ota: sha256 must be 64 hex characters")
-        version = params.get("version")
-        if not isinstance(version, str) or not 0 < len(version) <= 64 or " " in version:
-            raise _bad("ota: version must be a non-empty string without spaces (<= 64)")
-        size = params.get("size")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-            raise _bad("ota: size must be a positive integer")
-        if not isinstance(params.get("allow_downgrade", False), bool):
-            raise _bad("ota: allow_downgrade must be true or false")
-        return command, {**params, "sha256": sha.lower()}
-    if command == "webhook":
-        _require(caps, "webhook", command)
-        _only(command, params, ("url", "method", "events"))
-        if not params:
-            raise _bad("webhook: give url, method and/or events")
-        if "url" in params and params["url"] != "":
-            _http_url(params["url"], "webhook: url")
-        method = params.get("method", "POST")
-        if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
-            raise _bad("webhook: method must be GET or POST")
-        events = params.get("events", [])
-        if not isinstance(events, list) or any(e not in WEBHOOK_EVENTS for e in events):
-            raise _bad(f"webhook: events must be a list of {list(WEBHOOK_EVENTS)}")
-        if "method" in params:
-            params["method"] = method.upper()
-        return command, params
-    if command == "ping":
-        _only(command, params, ())
-        return command, {}
+    if command in REQUIRED_CAPABILITY:
+        _require(caps, REQUIRED_CAPABILITY[command], command)
+    if command in COMMAND_PARAMS:
+        checked = _params(command, params)
+        if command == "relay":
+            names = relay_names(caps)
+            if checked["name"] not in names:
+                name = checked["name"]
+                raise _bad(f"relay: device has no relay {name!r} (its relays: {names or 'none'})")
+        return command, checked
     if command == "custom":
         name = params.pop("name", None)
         if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:

@@ -55,6 +55,44 @@ export interface components {
                 [key: string]: unknown;
             }[];
         };
+        /**
+         * _Automation
+         * @description The reference firmware's local automation settings (null disables one).
+         */
+        AutomationParams: {
+            /**
+             * Light Auto
+             * @description true or false
+             */
+            light_auto?: boolean;
+            /**
+             * Fan Auto
+             * @description true or false
+             */
+            fan_auto?: boolean;
+            /**
+             * Light On
+             * @description 'HH:MM' (or null to disable)
+             */
+            light_on?: string | "" | null;
+            /**
+             * Light Off
+             * @description 'HH:MM' (or null to disable)
+             */
+            light_off?: string | "" | null;
+            /** Fan Temp On */
+            fan_temp_on?: (number) | null;
+            /** Fan Temp Off */
+            fan_temp_off?: (number) | null;
+            /** Fan Hum On */
+            fan_hum_on?: (number) | null;
+            /** Fan Hum Off */
+            fan_hum_off?: (number) | null;
+            /** Gas Alarm */
+            gas_alarm?: (number) | null;
+            /** Gas Clear */
+            gas_clear?: (number) | null;
+        };
         /** CommandAckPayload */
         CommandAckPayload: {
             /** Id */
@@ -222,6 +260,36 @@ export interface components {
             /** Kind */
             kind: string;
         };
+        /** Ota */
+        OtaParams: {
+            /**
+             * Url
+             * @description an http:// or https:// URL (<= 512)
+             */
+            url: string;
+            /**
+             * Sha256
+             * @description 64 hex characters
+             */
+            sha256: string;
+            /**
+             * Version
+             * @description a non-empty string without spaces (<= 64)
+             */
+            version: string;
+            /**
+             * Size
+             * @description a positive integer
+             */
+            size?: number | null;
+            /**
+             * Allow Downgrade
+             * @description true or false
+             */
+            allow_downgrade?: boolean;
+        };
+        /** Ping */
+        PingParams: Record<string, never>;
         /**
          * Presence
          * @enum {string}
@@ -232,6 +300,134 @@ export interface components {
          * @enum {string}
          */
         PresenceReason: "status" | "data" | "timeout";
+        /** Reboot */
+        RebootParams: {
+            /**
+             * Delay
+             * @description a number of seconds 0..3600
+             */
+            delay?: number;
+        };
+        /** Relay */
+        RelayParams: {
+            /**
+             * Name
+             * @description a relay the device has (capability relay:<name>)
+             */
+            name: string;
+            /**
+             * State
+             * @description 'on', 'off' or 'toggle'
+             * @enum {string}
+             */
+            state: "on" | "off" | "toggle";
+        };
+        /** Servo */
+        ServoParams: {
+            /**
+             * Angle
+             * @description an integer 0..180
+             */
+            angle: number;
+        };
+        /**
+         * _SetConfig
+         * @description Config keys the platform knows how to check (the reference firmware's schema);
+         *     other keys pass through for user firmware, which acks an error if it rejects them.
+         */
+        SetConfigParams: {
+            /**
+             * Interval
+             * @description a number 0.5..86400
+             */
+            interval?: number;
+            /**
+             * Mqtt Keepalive
+             * @description a number 10..3600
+             */
+            mqtt_keepalive?: number;
+            /**
+             * Ota Confirm Timeout
+             * @description a number 10..3600
+             */
+            ota_confirm_timeout?: number;
+            /**
+             * Tz Offset
+             * @description a number -720..840
+             */
+            tz_offset?: number;
+            /**
+             * Watchdog Ms
+             * @description a number 0..3.6e+06
+             */
+            watchdog_ms?: number;
+            /**
+             * Wifi Max Failures
+             * @description a number 1..1000
+             */
+            wifi_max_failures?: number;
+            /** @description an object */
+            automation?: components["schemas"]["_Automation"];
+        } & {
+            [key: string]: unknown;
+        };
+        /** _Webhook */
+        WebhookParams: {
+            /**
+             * Url
+             * @description an http:// or https:// URL (<= 512), or '' for none
+             */
+            url?: string | "";
+            /**
+             * Method
+             * @description GET or POST
+             * @enum {string}
+             */
+            method?: "GET" | "POST";
+            /**
+             * Events
+             * @description a list of ['data', 'gas_alarm', 'gas_clear', 'automation', 'boot', 'online', 'command']
+             */
+            events?: ("data" | "gas_alarm" | "gas_clear" | "automation" | "boot" | "online" | "command")[];
+        };
+        /**
+         * _Automation
+         * @description The reference firmware's local automation settings (null disables one).
+         */
+        _Automation: {
+            /**
+             * Light Auto
+             * @description true or false
+             */
+            light_auto?: boolean;
+            /**
+             * Fan Auto
+             * @description true or false
+             */
+            fan_auto?: boolean;
+            /**
+             * Light On
+             * @description 'HH:MM' (or null to disable)
+             */
+            light_on?: string | "" | null;
+            /**
+             * Light Off
+             * @description 'HH:MM' (or null to disable)
+             */
+            light_off?: string | "" | null;
+            /** Fan Temp On */
+            fan_temp_on?: (number) | null;
+            /** Fan Temp Off */
+            fan_temp_off?: (number) | null;
+            /** Fan Hum On */
+            fan_hum_on?: (number) | null;
+            /** Fan Hum Off */
+            fan_hum_off?: (number) | null;
+            /** Gas Alarm */
+            gas_alarm?: (number) | null;
+            /** Gas Clear */
+            gas_clear?: (number) | null;
+        };
     };
     responses: never;
     parameters: never;

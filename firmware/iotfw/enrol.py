@@ -14,6 +14,8 @@ async def run(dev):
     host, port = dev._broker_address()
     leave = asyncio.Event()
     user, fleet = creds.login()
+    dev.log("provisioning: asking as %s, fingerprint %s (approve only a request "
+            "showing the same)" % (node, provision.fingerprint(creds.secret)))
 
     def ask():
         link.publish(provision.request_topic(node), provision.request_payload(creds.secret), 1)

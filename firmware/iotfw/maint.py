@@ -24,7 +24,8 @@ async def run_portal(dev, retry_after=None):
     ip = await hal.ap_start(ssid)
     dev.log("setup mode: join Wi-Fi %s and open http://%s/" % (ssid, ip))
     portal = Portal(hal, dev.cfg, dev.node_id,
-                    lambda: dev.request_reboot("provisioned"), dev.log)
+                    lambda: dev.request_reboot("provisioned"), dev.log,
+                    new_secret=dev._new_secret)
     await portal.start(port=getattr(hal, "portal_port", 80))
     stop_dns = asyncio.Event()
     dns = None

@@ -5,7 +5,7 @@
 # phones open it by themselves.
 import asyncio
 
-from iotfw import settings
+from iotfw import provision, settings
 
 AP_IP = "192.168.4.1"
 MAX_BODY = 12288  # a PEM certificate, URL-encoded, fits
@@ -93,6 +93,16 @@ def form_to_config(form):
     return updates
 
 
+def fingerprint_note(cfg):
+    """The fingerprint an admin compares before approving this device (secure mode)."""
+    secret = cfg.get("provision_secret") or ""
+    if not secret or cfg.get("mqtt_user"):
+        return ""
+    return ("<p>Provisioning fingerprint <b><code>%s</code></b>: approve this device in the "
+            "dashboard only if its request shows the same.</p>"
+            % escape(provision.fingerprint(secret)))
+
+
 def render_page(networks, cfg, node_id, message="", error=""):
     opts = []
     for ssid, rssi in networks:
@@ -117,7 +127,7 @@ def render_page(networks, cfg, node_id, message="", error=""):
         "label{display:block;margin:.6em 0}input,select{width:100%;padding:.4em}",
         ".err{color:#b00}.ok{color:#080}button{padding:.6em 2em;margin-top:1em}",
         "</style></head><body><h1>IoT Platform setup</h1>",
-        "<p>Device <b>%s</b></p>" % escape(node_id), note,
+        "<p>Device <b>%s</b></p>" % escape(node_id), fingerprint_note(cfg), note,
         "<form method=\"post\" action=\"/save\">",
         "<label>Wi-Fi network<select name=\"ssid\"><option value=\"\">choose...</option>",
         "".join(opts), "</select></label>",
@@ -164,8 +174,9 @@ class Portal:
     on_saved() is called after a valid form was stored.
     """
 
-    def __init__(self, hal, cfg, node_id, on_saved, log=None):
+    def __init__(self, hal, cfg, node_id, on_saved, log=None, new_secret=None):
         self.hal = hal
+        self.new_secret = new_secret  # () -> a provisioning secret (secure mode)
         self.cfg = cfg
         self.node_id = node_id
         self.on_saved = on_saved
@@ -228,6 +239,7 @@ class Portal:
             body = await reader.readexactly(length) if length else b""
             try:
                 updates = form_to_config(parse_form(body))
+                self._provisioning_secret(updates)
                 self.cfg.update(updates)
             except (settings.ConfigError, ValueError) as exc:
                 page = render_page(self._networks(), self.cfg.data, self.node_id, error=str(exc))
@@ -236,7 +248,8 @@ class Portal:
             self.saved = True
             await self._send(writer, 200, "text/html",
                              "<!DOCTYPE html><html><body><h1>Saved</h1><p>The device restarts "
-                             "and joins %s.</p></body></html>" % escape(updates["wifi_ssid"]))
+                             "and joins %s.</p>%s</body></html>"
+                             % (escape(updates["wifi_ssid"]), fingerprint_note(self.cfg.data)))
             self.on_saved()
             return
         if method == "GET" and path == "/":
@@ -245,6 +258,17 @@ class Portal:
             return
         # captive-portal probes and anything else: send the browser to the form
         await self._send(writer, 302, "text/plain", "", {"Location": "http://%s/" % AP_IP})
+
+    def _provisioning_secret(self, updates):
+        """With a fleet secret and no credentials of its own, the device's provisioning
+        secret is made now, so this page can show its fingerprint before it asks."""
+        cfg = self.cfg.data
+        fleet = updates.get("fleet_secret") or cfg.get("fleet_secret")
+        if not fleet or updates.get("mqtt_user") or self.new_secret is None:
+            return
+        if len(cfg.get("provision_secret") or "") >= provision.MIN_SECRET:
+            return
+        updates["provision_secret"] = self.new_secret()
 
     async def _send(self, writer, status, ctype, body, headers=None):
         reason = {200: "OK", 302: "Found", 400: "Bad Request", 413: "Payload Too Large"}

@@ -31,6 +31,18 @@ ASK_CAP_S = 300
 REFUSED_CODES = (4, 5)  # CONNACK: bad user name or password, not authorized
 
 
+def fingerprint(secret):
+    """What the platform shows beside this device's pending request: the first 6 bytes
+    of the secret's SHA-256 in hex groups of 4. An admin approves only a request whose
+    fingerprint the device shows (its log, its setup page): anyone holding the fleet
+    secret can ask in this device's name."""
+    import hashlib
+
+    digest = hashlib.sha256(secret.encode()).digest()
+    text = "".join(["%02X" % b for b in digest[:6]])
+    return text[0:4] + "-" + text[4:8] + "-" + text[8:12]
+
+
 def request_topic(node_id):
     return "provision/" + node_id + "/request"
 

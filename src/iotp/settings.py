@@ -40,6 +40,11 @@ class MqttUrl:
         return f"{scheme}://{auth}{self.host}:{self.port}"
 
 
+# MQTT packets over this size are refused by every broker configuration the platform
+# ships (embedded, Mosquitto, RabbitMQ): device payloads are at most 16 KiB.
+DEFAULT_MAX_PACKET_BYTES = 262_144
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOTP_", env_file=".env", extra="ignore")
 
@@ -85,8 +90,9 @@ class Settings(BaseSettings):
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
     # ---- the supervised Mosquitto of `iotp serve` (docs/operations.md) ----------------
-    # Larger MQTT packets are refused (the connection is closed).
-    mqtt_max_packet_bytes: int = Field(default=262_144, ge=1024)
+    # Larger MQTT packets are refused (the connection is closed), by the embedded broker
+    # too; the shipped Mosquitto and RabbitMQ configs use the same.
+    mqtt_max_packet_bytes: int = Field(default=DEFAULT_MAX_PACKET_BYTES, ge=1024)
     # Per client session, global in Mosquitto 2.0: they bound the worker's queue while it
     # is away as much as a device's (docs/operations.md#limits).
     mqtt_max_queued_messages: int = Field(default=100_000, ge=100)
@@ -126,6 +132,11 @@ class Settings(BaseSettings):
     # Empty in secure mode: generated once into data_dir/fleet_secret.
     provisioning_secret: SecretStr = SecretStr("")
     auto_approve: bool = False
+    # Provisioning requests (each provisioner): per device id and for all ids, per second;
+    # requests waiting for an admin at most (a refused device asks again later).
+    provisioning_rate_per_id: float = Field(default=0.2, gt=0)
+    provisioning_rate: float = Field(default=20.0, gt=0)
+    provisioning_max_pending: int = Field(default=200, ge=1)
     # MQTT accounts of the platform's own processes: "<this>-worker", "<this>-api",
     # "<this>-provisioner", passwords derived from the secret key.
     mqtt_service_user: str = "iotp"

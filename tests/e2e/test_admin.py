@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from iotp.services import credentials as cred_service
 from tests.e2e.conftest import FLEET_SECRET, navigate, open_logged_in, screenshot
 from tests.integration.test_broker_acl import Client
 from tests.support import Stack
@@ -32,8 +33,14 @@ async def test_admin_approves_a_device_and_creates_a_viewer(
     pending = page.get_by_test_id("pending")
     request = pending.locator(".ant-table-row:has-text('E2EPROV01')")
     await request.wait_for(timeout=TIMEOUT_MS)
+    # The admin compares the fingerprint with the one the device shows, then approves.
+    shown = await request.get_by_test_id("fingerprint").inner_text()
+    assert shown == cred_service.fingerprint(device_secret)
     await screenshot(page, "credentials-pending")
     await request.get_by_role("button", name="Approve").click()
+    confirm = page.locator(".ant-popover:not(.ant-popover-hidden)")
+    assert shown in await confirm.inner_text()
+    await confirm.get_by_role("button", name="Approve").click()
     # The device is told at once, and may now connect with its own secret.
     assert orjson.loads((await device.next(10))[1]) == {"status": "approved"}
     approved = page.get_by_test_id("credentials").locator(".ant-table-row:has-text('E2EPROV01')")

@@ -144,3 +144,34 @@ gg3v3AIDR692Jm35PsqPML/haBzlvimWFUNzEaNTMFEwHQYDVR0OBBYEFLCJnvbY
 MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhANbQEztV8ciN1cj9
 xzcJMYlHfQMbnNnEwyEZWkrzXW/OAiBdbsRE3pWxQqpwpLK332Ptz+HOi+UAFKYr
 lkFauLH4NQ=="""
+
+
+async def test_portal_shows_the_fingerprint_the_platform_will_show() -> None:
+    """Saving a fleet secret makes the device's provisioning secret at once, so the
+    saved page (and the setup page from then on) shows its fingerprint: the admin
+    approves only the pending request with the same one."""
+    from iotp.services.credentials import fingerprint
+
+    hal = unprovisioned_hal()
+    device = fw("device").Device(hal)
+    run = asyncio.create_task(device.run())
+    base = f"http://127.0.0.1:{hal.portal_port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            await wait_until(lambda: _listening(hal.portal_port), timeout=5)
+            assert "fingerprint" not in (await http.get("/")).text.lower()
+            saved = await http.post(
+                "/save",
+                data={"ssid": "SimNet", "mqtt_host": "broker.example", "fleet_secret": "f" * 24},
+            )
+            assert saved.status_code == 200
+        await asyncio.wait_for(run, 5)
+        cfg = json.loads(hal.files["config.json"])
+        secret = cfg["provision_secret"]
+        assert len(secret) >= 16
+        assert fingerprint(secret) in saved.text
+        page = fw("portal").render_page([], cfg, "02AABBCCDDEE")
+        assert fingerprint(secret) in page
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

@@ -28,6 +28,7 @@ from iotp.broker.provisioning import Provisioner
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import free_port
+from iotp.services import credentials as cred_service
 from iotp.settings import Settings
 from iotp.simulator import Fleet, firmware
 from iotp.simulator.fleet import SimDevice
@@ -173,7 +174,10 @@ async def has_data(stack: SecureStack, device_id: str) -> bool:
     return r.status_code == 200 and "temperature" in r.json().get("metrics", {})
 
 
-async def test_device_provisions_waits_is_approved_and_streams(tmp_path: Path) -> None:
+async def test_device_provisions_waits_is_approved_and_streams(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="iotp.simulator")
     state = tmp_path / "sim-state"
     async with secure_stack(tmp_path) as stack:
         fleet = stack.fleet(fleet_secret=FLEET, state_dir=state)
@@ -195,6 +199,10 @@ async def test_device_provisions_waits_is_approved_and_streams(tmp_path: Path) -
         stored = json.loads((state / f"{node}.json").read_text())
         assert len(stored["provision_secret"]) >= 16  # kept across a restart
         assert stored["mqtt_user"] == ""
+        # the device shows the fingerprint the admin sees beside its request
+        shown = cred_service.fingerprint(stored["provision_secret"])
+        assert f"fingerprint {shown}" in caplog.text
+        assert (await stack.get(f"/api/credentials/{node}"))["fingerprint"] == shown
 
         await stack.post(f"/api/credentials/{node}/approve")
         await until(lambda: mode(sim) == "own" and sim.connected, what="connected as itself")
@@ -266,7 +274,9 @@ async def test_revoked_device_is_disconnected_and_stops_trying(tmp_path: Path) -
 
 async def test_issued_credentials_and_a_deleted_device_provisions_again(tmp_path: Path) -> None:
     """Credentials issued by an admin (the simulator's --credentials); after the
-    platform forgets them (DELETE), the device asks again with the same secret."""
+    platform forgets them (DELETE), the device asks again with the same secret. Even
+    with auto-approval a known device's id waits for an admin: it is not handed to
+    whoever asks first."""
     async with secure_stack(tmp_path, auto_approve=True) as stack:
         node = Fleet(devices=1, broker_url=stack.broker.url, seed=7).devices[0].node_id
         issued = await stack.post(f"/api/credentials/{node}")
@@ -281,6 +291,11 @@ async def test_issued_credentials_and_a_deleted_device_provisions_again(tmp_path
         assert r.status_code == 204
         # the broker drops it; its own login is refused; it provisions with its secret
         await until(lambda: "provisioning" in sim.hal.statuses, timeout=30, what="asks again")
+        await until(lambda: mode(sim) == "pending", timeout=30, what="pending")
+        credential = await stack.get(f"/api/credentials/{node}")
+        assert credential["status"] == "pending"
+        assert credential["fingerprint"] == cred_service.fingerprint(issued["password"])
+        await stack.post(f"/api/credentials/{node}/approve")
         await until(lambda: mode(sim) == "own" and sim.connected, timeout=30, what="back")
         assert json.loads(sim.hal.files["config.json"])["mqtt_password"] == issued["password"]
         assert (await stack.get(f"/api/credentials/{node}"))["status"] == "approved"

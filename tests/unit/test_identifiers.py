@@ -111,3 +111,9 @@ def test_pydantic_patterns_anchor_at_the_very_end() -> None:
     adapter: TypeAdapter[str] = TypeAdapter(DeviceId)
     assert adapter.validate_python("A1") == "A1"
     _raises(lambda: adapter.validate_python("A1\n"), ValidationError)
+
+
+def test_provisioning_fingerprint_vector() -> None:
+    """The firmware shows the same value (tests/firmware/pure/test_fw_provision.py):
+    ``printf %s device-secret-0123456789abcdef | sha256sum``, first 12 hex digits."""
+    assert credentials.fingerprint("device-secret-0123456789abcdef") == "B2BA-7FB3-4363"

@@ -7,12 +7,18 @@ It subscribes, then publishes ``{"secret": "<a random secret it generated>"}``. 
 platform answers ``{"status": "pending" | "approved" | "revoked" | "rejected"}``; once
 approved, the device reconnects with username = its node id and password = that secret.
 A device that hears nothing asks again (the answer is not retained).
+
+Refusals say why in ``error``: another secret holds the id (counted, alerted: see
+services.credentials), or a limit (requests per id and overall, pending requests), which
+end in "ask again later" so the firmware keeps asking.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections import Counter
 from typing import Protocol
 
 import orjson
@@ -22,15 +28,25 @@ from iotp.mqtt import MqttLink
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
 from iotp.services import pairing
-from iotp.services.credentials import RESERVED_USERNAMES, CredentialStatus
+from iotp.services.alerts import to_dict as alert_dict
+from iotp.services.credentials import (
+    PROVISIONING_BURST,
+    PROVISIONING_ID_BURST,
+    RESERVED_USERNAMES,
+    CredentialStatus,
+    ProvisioningConflict,
+    ProvisioningFull,
+)
 from iotp.services.errors import InvalidRequestError
 from iotp.settings import Settings
+from iotp.worker.ratelimit import DeviceRateLimiter
 
 log = logging.getLogger(__name__)
 
 PROVISION_USER = "provision"
 PROVISION_ROOT = "provision"
 MAX_REQUEST_BYTES = 1024
+ALL_IDS = "*"
 
 
 def request_topic(device_id: str) -> str:
@@ -83,6 +99,11 @@ class Provisioner:
             clean_session=True,
         )
         self.handled = 0
+        # outcome -> requests: approved, pending, revoked, rejected, conflict,
+        # rate_limited, capped (logged; tests and docs/security.md read them)
+        self.outcomes: Counter[str] = Counter()
+        self.per_id = DeviceRateLimiter(settings.provisioning_rate_per_id, PROVISIONING_ID_BURST)
+        self.overall = DeviceRateLimiter(settings.provisioning_rate, PROVISIONING_BURST)
 
     async def start(self) -> None:
         await self.link.connect()
@@ -97,6 +118,10 @@ class Provisioner:
         device_id = parts[1]
         if DEVICE_ID_RE.fullmatch(device_id) is None or device_id in RESERVED_USERNAMES:
             return
+        now = time.time()
+        if not self.per_id.allow(device_id, now) or not self.overall.allow(ALL_IDS, now):
+            self._refuse(device_id, "rate_limited", "too many requests: ask again later")
+            return
         try:
             secret = _parse_request(payload)
             async with self.sessions.begin() as session:
@@ -106,22 +131,51 @@ class Provisioner:
                     device_id=device_id,
                     secret=secret,
                     auto_approve=self.settings.auto_approve or pairing_open,
+                    max_pending=self.settings.provisioning_max_pending,
+                    now=now,
                 )
                 if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
                     from iotp.broker.rabbitmq import store_device_secret
 
                     approved = status is CredentialStatus.APPROVED
                     await store_device_secret(self.settings, device_id, secret, approved=approved)
+        except ProvisioningConflict as exc:
+            await self._alert(exc, now)
+            self._refuse(device_id, "conflict", str(exc))
+            return
+        except ProvisioningFull as exc:
+            self._refuse(device_id, "capped", str(exc))
+            return
         except (orjson.JSONDecodeError, InvalidRequestError) as exc:
-            publish_answer(self.link, device_id, "rejected", str(exc))
+            self._refuse(device_id, "rejected", str(exc))
             return
         except Exception:
             log.exception("provisioning request from %s failed", device_id)
             publish_answer(self.link, device_id, "rejected", "internal error, ask again later")
             return
         self.handled += 1
+        self.outcomes[status.value] += 1
         log.info("provisioning request from %s: %s", device_id, status.value)
         publish_answer(self.link, device_id, status)
+
+    def _refuse(self, device_id: str, outcome: str, reason: str) -> None:
+        self.outcomes[outcome] += 1
+        log.warning("provisioning request from %s refused (%s): %s", device_id, outcome, reason)
+        publish_answer(self.link, device_id, "rejected", reason)
+
+    async def _alert(self, conflict: ProvisioningConflict, now: float) -> None:
+        """Counted on the id's row, alerted to admins (and to open dashboards)."""
+        try:
+            async with self.sessions.begin() as session:
+                row, created = await cred_service.record_conflict(session, conflict, now)
+                data = alert_dict(row)
+        except Exception:
+            log.exception("recording the provisioning conflict for %s failed", conflict.device_id)
+            return
+        if created:
+            prefix = self.settings.events_topic_prefix
+            payload = encode_event("alert", conflict.device_id, {"action": "raised", **data}, now)
+            self.link.publish(event_topic(prefix, "alert", conflict.device_id), payload, qos=1)
 
 
 async def start_provisioner(

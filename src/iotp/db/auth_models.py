@@ -59,6 +59,10 @@ class DeviceCredential(Base):
     approved_at: Mapped[float | None] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float, index=True)
+    # what the device shows too (services.credentials.fingerprint); None when issued
+    fingerprint: Mapped[str | None] = mapped_column(String(16))
+    # provisioning requests refused because another secret held the id
+    conflicts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LoginFailure(Base):

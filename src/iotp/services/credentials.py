@@ -8,10 +8,17 @@ A device's MQTT username is its node id. Two ways to get a secret:
   with a secret it generated itself (``request``); it is *pending* until an admin
   approves it (or at once with auto-approval). The secret never travels back, so
   another holder of the fleet secret cannot pick it up.
+
+Every device holds the fleet secret, so whoever opens one can ask in any id's name. The
+first secret asked with holds the id: another one is refused (``ProvisioningConflict``,
+counted on the row and raised as an alert by ``record_conflict``), and the admin checks
+the request's ``fingerprint`` against the one the device itself shows before approving.
+Auto-approval admits new ids only: a device the platform already knows waits for an admin.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,8 +26,11 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from iotp.automation.models import AlertRow
 from iotp.db.auth_models import DeviceCredential
+from iotp.db.models import Device
 from iotp.protocol.topics import DEVICE_ID_RE
+from iotp.services import alerts as alert_service
 from iotp.services.auth import generate_secret, hash_mqtt_secret, verify_mqtt_secret
 from iotp.services.errors import InvalidRequestError, NotFoundError
 
@@ -28,6 +38,36 @@ MIN_DEVICE_SECRET_LENGTH = 16
 # MQTT usernames that are never device ids: provisioning and the platform's services.
 RESERVED_USERNAMES = frozenset({"provision", "iotp"})
 MAX_DEVICE_SECRET_LENGTH = 256
+# Bursts of the provisioner's token buckets (their rates are settings): a device asks
+# again every few seconds while it waits, a fleet switched on together asks at once.
+PROVISIONING_ID_BURST = 5
+PROVISIONING_BURST = 100
+FINGERPRINT_BYTES = 6
+
+
+def fingerprint(secret: str) -> str:
+    """What the device shows beside its id (firmware: iotfw.provision.fingerprint):
+    the first 6 bytes of the secret's SHA-256, in hex groups of 4 (``3F2A-91BC-07DE``).
+    It says nothing usable about the 256-bit secret itself."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()[: FINGERPRINT_BYTES * 2].upper()
+    return "-".join(digest[i : i + 4] for i in range(0, len(digest), 4))
+
+
+class ProvisioningConflict(InvalidRequestError):
+    """Another secret already holds the id (pending or approved)."""
+
+    def __init__(self, device_id: str, status: str, offered: str, held: str | None) -> None:
+        super().__init__(
+            f"another secret is already {status} for {device_id!r}: if this device was "
+            "reset, an admin must delete its request (or credentials) first"
+        )
+        self.device_id = device_id
+        self.offered = offered
+        self.held = held
+
+
+class ProvisioningFull(InvalidRequestError):
+    """Too many requests wait for an admin."""
 
 
 class CredentialStatus(StrEnum):
@@ -85,9 +125,12 @@ async def request(
     device_id: str,
     secret: str,
     auto_approve: bool,
+    max_pending: int | None = None,
     now: float | None = None,
 ) -> CredentialStatus:
-    """A provisioning request (the device proved it holds the fleet secret)."""
+    """A provisioning request (the device proved it holds the fleet secret). Raises
+    ProvisioningConflict when another secret holds the id, ProvisioningFull when
+    ``max_pending`` requests already wait for an admin."""
     _check_id(device_id)
     if not MIN_DEVICE_SECRET_LENGTH <= len(secret) <= MAX_DEVICE_SECRET_LENGTH:
         raise InvalidRequestError(
@@ -97,23 +140,68 @@ async def request(
     row = await session.get(DeviceCredential, device_id)
     if row is not None and row.status == CredentialStatus.REVOKED.value:
         return CredentialStatus.REVOKED
-    if row is not None and row.status == CredentialStatus.APPROVED.value:
-        # A device asking again with its current secret (it missed the answer) is told
-        # so; nobody can replace an approved device's secret with the fleet secret.
+    if row is not None:
+        # Asking again with the secret it asked with (it missed the answer) is answered
+        # as before; any other secret is someone else, or a reset device: refused.
         if verify_mqtt_secret(secret, row.secret_hash):
-            return CredentialStatus.APPROVED
-        raise InvalidRequestError(f"device {device_id!r} already has credentials")
-    if row is None:
-        row = DeviceCredential(device_id=device_id, updated_at=now)
-        session.add(row)
-    row.secret_hash = hash_mqtt_secret(secret)
-    row.requested_at = now
-    row.updated_at = now
-    row.status = (CredentialStatus.APPROVED if auto_approve else CredentialStatus.PENDING).value
-    if auto_approve:
-        row.approved_at = now
+            return CredentialStatus(row.status)
+        raise ProvisioningConflict(device_id, row.status, fingerprint(secret), row.fingerprint)
+    if max_pending is not None:
+        waiting = await session.scalar(
+            select(func.count())
+            .select_from(DeviceCredential)
+            .where(DeviceCredential.status == CredentialStatus.PENDING.value)
+        )
+        if (waiting or 0) >= max_pending:
+            raise ProvisioningFull(
+                f"{waiting} requests are already pending approval: ask again later"
+            )
+    if auto_approve and await session.get(Device, device_id) is not None:
+        auto_approve = False  # a known device's id is never handed out unseen
+    status = CredentialStatus.APPROVED if auto_approve else CredentialStatus.PENDING
+    row = DeviceCredential(
+        device_id=device_id,
+        status=status.value,
+        secret_hash=hash_mqtt_secret(secret),
+        fingerprint=fingerprint(secret),
+        conflicts=0,
+        requested_at=now,
+        approved_at=now if auto_approve else None,
+        updated_at=now,
+    )
+    session.add(row)
     await session.flush()
-    return CredentialStatus(row.status)
+    return status
+
+
+def conflict_alert_key(device_id: str) -> str:
+    return f"provisioning:{device_id}"
+
+
+async def record_conflict(
+    session: AsyncSession, conflict: ProvisioningConflict, now: float | None = None
+) -> tuple[AlertRow, bool]:
+    """Count the refused request on the id's row and raise (or repeat) its alert."""
+    now = time.time() if now is None else now
+    row = await session.get(DeviceCredential, conflict.device_id)
+    if row is not None:
+        row.conflicts = (row.conflicts or 0) + 1
+    held = conflict.held or "unknown (credentials issued by an admin)"
+    return await alert_service.raise_alert(
+        session,
+        key=conflict_alert_key(conflict.device_id),
+        name="Provisioning conflict",
+        severity="critical",
+        message=(
+            f"A provisioning request for {conflict.device_id} came with another secret "
+            f"(fingerprint {conflict.offered}) than the one holding the id (fingerprint "
+            f"{held}); it was refused. Someone else holds the fleet secret, or the device "
+            "was reset: compare the fingerprint the device shows before approving."
+        ),
+        device_id=conflict.device_id,
+        data={"offered": conflict.offered, "held": conflict.held},
+        now=now,
+    )
 
 
 async def approve(

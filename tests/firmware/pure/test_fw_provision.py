@@ -5,6 +5,7 @@ from iotfw import jsonx, provision, settings, tls
 
 NODE = "A4CF12B3C4D5"
 FLEET = "fleet-secret-0123456789"
+FINGERPRINT_VECTOR = "B2BA-7FB3-4363"  # sha256sum of the text, first 12 hex digits
 
 # A self-signed test CA (EC P-256), made for these tests only.
 CA_PEM = """-----BEGIN CERTIFICATE-----
@@ -45,6 +46,12 @@ def test_new_secret_is_hex_of_random_bytes():
     assert len(secret) == 2 * provision.SECRET_BYTES
     assert secret.startswith("000102")
     assert provision.MIN_SECRET <= len(secret) <= provision.MAX_SECRET
+
+
+def test_fingerprint_is_the_one_the_platform_shows():
+    # the same vector as tests/unit/test_identifiers.py (services.credentials.fingerprint)
+    assert provision.fingerprint("device-secret-0123456789abcdef") == FINGERPRINT_VECTOR
+    assert provision.fingerprint("device-secret-0123456789abcdeg") != FINGERPRINT_VECTOR
 
 
 def test_modes_from_settings():

@@ -1405,6 +1405,16 @@ export interface components {
             /** Updated At */
             updated_at: string | null;
             /**
+             * Fingerprint
+             * @description of the secret the device asked with; the device shows the same one (log line, setup portal): compare before approving
+             */
+            fingerprint: string | null;
+            /**
+             * Conflicts
+             * @description provisioning requests refused because another secret held this id
+             */
+            conflicts: number;
+            /**
              * Password
              * @description the device's MQTT password: shown only in this response
              */
@@ -1425,6 +1435,16 @@ export interface components {
             revoked_at: string | null;
             /** Updated At */
             updated_at: string | null;
+            /**
+             * Fingerprint
+             * @description of the secret the device asked with; the device shows the same one (log line, setup portal): compare before approving
+             */
+            fingerprint: string | null;
+            /**
+             * Conflicts
+             * @description provisioning requests refused because another secret held this id
+             */
+            conflicts: number;
         };
         /**
          * CredentialStatus

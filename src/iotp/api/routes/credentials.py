@@ -32,6 +32,13 @@ class CredentialPublic(BaseModel):
     approved_at: datetime | None
     revoked_at: datetime | None
     updated_at: datetime | None
+    fingerprint: str | None = Field(
+        description="of the secret the device asked with; the device shows the same one "
+        "(log line, setup portal): compare before approving"
+    )
+    conflicts: int = Field(
+        description="provisioning requests refused because another secret held this id"
+    )
 
     @classmethod
     def of(cls, c: DeviceCredential) -> CredentialPublic:
@@ -43,6 +50,8 @@ class CredentialPublic(BaseModel):
             approved_at=iso(c.approved_at),
             revoked_at=iso(c.revoked_at),
             updated_at=iso(c.updated_at),
+            fingerprint=c.fingerprint,
+            conflicts=c.conflicts or 0,
         )
 
 

@@ -28,6 +28,8 @@ const row = (device_id: string, status: Credential["status"]): Credential => ({
   approved_at: status === "approved" ? T : null,
   revoked_at: status === "revoked" ? T : null,
   updated_at: T,
+  fingerprint: status === "pending" ? "3F2A-91BC-07DE" : null,
+  conflicts: 0,
 });
 
 function page() {
@@ -80,19 +82,29 @@ describe("CredentialsPage", { timeout: 90_000 }, () => {
     await waitFor(() => expect(screen.getByTestId("pairing").textContent).toContain("Open mode"));
   });
 
-  it("lists pending requests apart from credentials, and approves one", async () => {
+  it("lists pending requests apart from credentials, and approves one after its fingerprint", async () => {
     vi.mocked(service.approve).mockResolvedValue(row("NEW1", "approved"));
     page();
     const pending = await screen.findByTestId("pending");
     expect(await within(pending).findByText("NEW1")).toBeInTheDocument();
+    expect(within(pending).getByTestId("fingerprint")).toHaveTextContent("3F2A-91BC-07DE");
     expect(within(pending).queryByText("OLD1")).toBeNull();
     const creds = screen.getByTestId("credentials");
     expect(within(creds).getByText("OLD1")).toBeInTheDocument();
     expect(within(creds).getByText("approved")).toBeInTheDocument();
     expect(within(creds).getByText("revoked")).toBeInTheDocument();
     fireEvent.click(button(pending, "Approve"));
+    expect(service.approve).not.toHaveBeenCalled();
+    await confirm();
     await waitFor(() => expect(service.approve).toHaveBeenCalledWith("NEW1"));
     expect(await screen.findByText("NEW1 approved")).toBeInTheDocument();
+  });
+
+  it("marks a pending request that other secrets were refused for", async () => {
+    vi.mocked(service.listCredentials).mockResolvedValue([{ ...row("NEW1", "pending"), conflicts: 2 }]);
+    page();
+    const pending = await screen.findByTestId("pending");
+    expect(await within(pending).findByText("2 refused")).toBeInTheDocument();
   });
 
   it("rejects a pending request by revoking it, after a confirmation", async () => {

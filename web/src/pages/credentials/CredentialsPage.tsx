@@ -86,6 +86,20 @@ export default function CredentialsPage() {
           }}
           columns={[
             { title: "Device", dataIndex: "device_id", render: (id: string) => <code>{id}</code> },
+            {
+              title: "Fingerprint",
+              dataIndex: "fingerprint",
+              render: (f: string | null, c: Credential) => (
+                <Space>
+                  <code data-testid="fingerprint">{f ?? "unknown"}</code>
+                  {c.conflicts > 0 && (
+                    <Tag color="red" title="Requests with another secret for this id were refused: someone else may hold the fleet secret">
+                      {c.conflicts} refused
+                    </Tag>
+                  )}
+                </Space>
+              ),
+            },
             { title: "Asked", dataIndex: "requested_at", render: (t: string | null) => <RelativeTime iso={t} /> },
             {
               title: "",
@@ -93,9 +107,21 @@ export default function CredentialsPage() {
               align: "right",
               render: (_: unknown, c: Credential) => (
                 <Space>
-                  <Button size="small" type="primary" onClick={() => act(`${c.device_id} approved`, () => approve(c.device_id))}>
-                    Approve
-                  </Button>
+                  <Popconfirm
+                    title={`Approve ${c.device_id}?`}
+                    description={
+                      <>
+                        Only if the device shows fingerprint <code>{c.fingerprint ?? "unknown"}</code> (its log and its setup page):
+                        anyone holding the fleet secret can ask in its name.
+                      </>
+                    }
+                    okText="Approve"
+                    onConfirm={() => act(`${c.device_id} approved`, () => approve(c.device_id))}
+                  >
+                    <Button size="small" type="primary">
+                      Approve
+                    </Button>
+                  </Popconfirm>
                   <Popconfirm
                     title={`Reject ${c.device_id}?`}
                     description="Its credentials are revoked: it is refused, also when it asks again, until you forget it."

@@ -1,20 +1,35 @@
 """amqtt inside `iotp serve`. Production points IOTP_MQTT_URL at Mosquitto or RabbitMQ
-instead; nothing else in the platform knows which broker it talks to."""
+instead; nothing else in the platform knows which broker it talks to.
+
+Two guards at our boundary with amqtt 0.12 (``GuardedBroker``):
+
+- a CONNECT is authenticated before any session is touched. amqtt deletes a clean
+  session's namesake, or takes over a persistent one (and copies the newcomer's
+  credentials and will into it), before it asks the auth plugins: one refused CONNECT
+  with the worker's or a device's client id would stop ingest or cut the device off.
+- a packet larger than ``max_packet_bytes`` is refused at its fixed header, before its
+  body is read: amqtt would read a PUBLISH of up to 256 MB into memory.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from amqtt.adapters import ReaderAdapter
 from amqtt.broker import Broker
+from amqtt.errors import MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.broker.auth import DeviceAuthority, TlsListener, secure_config
 from iotp.services.errors import ConfigurationError
-from iotp.settings import Settings
+from iotp.settings import DEFAULT_MAX_PACKET_BYTES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +61,143 @@ class OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return True
 
 
+class PacketTooLarge(NoDataError):  # type: ignore[misc]
+    """Ends the connection the way a closed socket does (amqtt stops its reader)."""
+
+
+class _FramedReader(ReaderAdapter):  # type: ignore[misc]
+    """Follows the MQTT framing of everything a client sends, and refuses a packet
+    whose remaining length is over the limit as soon as its length is known."""
+
+    def __init__(self, inner: Any, limit: int, refused: Any) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.refused = refused  # (announced size) -> None
+        self._body_left = 0
+        self._length: tuple[int, int] | None = None  # (value so far, multiplier)
+
+    async def read(self, n: int = -1) -> bytes:
+        data: bytes = await self.inner.read(n)
+        self._follow(data)
+        return data
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+    def _follow(self, data: bytes) -> None:
+        i = 0
+        while i < len(data):
+            if self._body_left:
+                step = min(self._body_left, len(data) - i)
+                self._body_left -= step
+                i += step
+            elif self._length is None:  # the packet's first byte: type and flags
+                self._length = (0, 1)
+                i += 1
+            else:
+                value, multiplier = self._length
+                byte = data[i]
+                i += 1
+                value += (byte & 0x7F) * multiplier
+                if byte & 0x80:
+                    self._length = (value, multiplier * 128)
+                    continue
+                self._length = None
+                if value > self.limit:
+                    self.refused(value)
+                    raise PacketTooLarge(f"packet of {value} bytes (limit {self.limit})")
+                self._body_left = value
+
+
+class _Replay(ReaderAdapter):  # type: ignore[misc]
+    """A packet already read, for amqtt to parse again."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self, n: int = -1) -> bytes:
+        size = len(self._data) if n < 0 else n
+        out, self._data = self._data[:size], self._data[size:]
+        return out
+
+    def feed_eof(self) -> None:
+        self._data = b""
+
+
+# Set for one connection (its task) once its CONNECT passed the auth plugins.
+_connect_authenticated: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "iotp_connect_authenticated", default=False
+)
+
+
+async def _read_packet(reader: _FramedReader) -> bytes:
+    """One whole packet's bytes, the size limit applied by the framed reader."""
+    first = await reader.read(1)
+    if not first:
+        raise NoDataError("no CONNECT")
+    header = bytearray(first)
+    value, multiplier = 0, 1
+    while True:
+        byte = await reader.read(1)
+        if not byte:
+            raise NoDataError("CONNECT cut short")
+        header += byte
+        value += (byte[0] & 0x7F) * multiplier
+        if not byte[0] & 0x80:
+            break
+        multiplier *= 128
+        if multiplier > 128**3:
+            raise MQTTError("malformed remaining length")
+    body = await reader.read(value) if value else b""
+    if len(body) < value:
+        raise NoDataError("CONNECT cut short")
+    return bytes(header) + body
+
+
+class GuardedBroker(Broker):  # type: ignore[misc]
+    """amqtt's Broker with a CONNECT authenticated first and packets size-limited."""
+
+    def __init__(self, config: dict[str, Any], *, max_packet_bytes: int) -> None:
+        super().__init__(config)
+        self.max_packet_bytes = max_packet_bytes
+        self.oversized = 0
+        self.refused_connects = 0
+
+    def _oversized(self, size: int) -> None:
+        self.oversized += 1
+        log.warning(
+            "MQTT packet of %d bytes refused (limit %d): connection closed",
+            size,
+            self.max_packet_bytes,
+        )
+
+    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+        framed = _FramedReader(reader, self.max_packet_bytes, self._oversized)
+        await super()._client_connected(listener_name, framed, writer)
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> Any:
+        raw = await _read_packet(reader)
+        _handler, probe = await BrokerProtocolHandler.init_from_connect(
+            _Replay(raw), writer, self.plugins_manager
+        )
+        if not await super()._authenticate(probe, None):
+            self.refused_connects += 1
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"CONNECT refused: client {probe.client_id!r} not authorised")
+        _connect_authenticated.set(True)
+        return await super()._initialize_client_session(
+            _Replay(raw), writer, remote_address, remote_port
+        )
+
+    async def _authenticate(self, session: Session, listener: Any) -> bool:
+        if _connect_authenticated.get():  # checked before the session was looked up
+            return True
+        return bool(await super()._authenticate(session, listener))
+
+
 class EmbeddedBroker:
     def __init__(
         self,
@@ -54,6 +206,7 @@ class EmbeddedBroker:
         *,
         authority: DeviceAuthority | None = None,
         tls: TlsListener | None = None,
+        max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
     ) -> None:
         self.host = host
         self.port = port
@@ -69,7 +222,7 @@ class EmbeddedBroker:
         # security (docs/security.md): secure mode and TLS
         self.authority = authority
         self.tls_url = secure_config(config, host, authority, tls)
-        self._broker = Broker(config)
+        self._broker = GuardedBroker(config, max_packet_bytes=max_packet_bytes)
         if authority is not None:
             authority.broker = self._broker
         # amqtt logs every connection at INFO; keep the platform's log readable.
@@ -91,7 +244,13 @@ class EmbeddedBroker:
             tls = TlsListener(
                 str(settings.tls_cert_file), str(settings.tls_key_file), settings.mqtt_tls_port
             )
-        return cls(host, port, authority=authority, tls=tls)
+        return cls(
+            host,
+            port,
+            authority=authority,
+            tls=tls,
+            max_packet_bytes=settings.mqtt_max_packet_bytes,
+        )
 
     async def start(self) -> None:
         await self._broker.start()

@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.mqtt import MqttLink
+from iotp.protocol.events import EventPublisher, EventType
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
 from iotp.services import pairing
@@ -173,9 +174,8 @@ class Provisioner:
             log.exception("recording the provisioning conflict for %s failed", conflict.device_id)
             return
         if created:
-            prefix = self.settings.events_topic_prefix
-            payload = encode_event("alert", conflict.device_id, {"action": "raised", **data}, now)
-            self.link.publish(event_topic(prefix, "alert", conflict.device_id), payload, qos=1)
+            publish = EventPublisher(self.settings.events_topic_prefix, self.link.publish)
+            publish(EventType.ALERT, conflict.device_id, {"action": "raised", **data}, now)
 
 
 async def start_provisioner(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -81,10 +82,16 @@ def topic_allowed(
     return topic == own + Kind.COMMANDS.value
 
 
+# A login is authenticated before its session is set up and connected (that takes a
+# few awaits); the revocation watch keeps it this long before it counts as gone.
+LOGIN_SETUP_SECONDS = 10.0
+
+
 @dataclass
 class _Login:
     username: str
     secret_hash: str | None
+    at: float
 
 
 class DeviceAuthority:
@@ -133,7 +140,7 @@ class DeviceAuthority:
             self.refused += 1
             log.info("MQTT login refused: client %r user %r", client_id[:64], (username or "")[:64])
             return False
-        self._logins[client_id] = _Login(username or "", secret_hash)
+        self._logins[client_id] = _Login(username or "", secret_hash, time.monotonic())
         if secret_hash is not None:
             # Checked against the database as it is now, which the revocation watch may
             # not have seen: (count, newest change) can come back to the value it last
@@ -201,7 +208,10 @@ class DeviceAuthority:
         for client_id, login in list(self._logins.items()):
             entry = sessions.get(client_id)
             if entry is None or entry[0].transitions.state != "connected":
-                self._logins.pop(client_id, None)
+                if time.monotonic() - login.at > LOGIN_SETUP_SECONDS:
+                    self._logins.pop(client_id, None)
+                else:
+                    self._version = None  # look again at the next poll
                 continue
             kind = account_kind(login.username, self.service_accounts)
             if kind is AccountKind.DEVICE:

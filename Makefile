@@ -31,7 +31,7 @@ web: $(STAMP)
 $(MPY_DIR)/node_modules/.package-lock.json: $(wildcard $(MPY_DIR)/package-lock.json)
 	@if [ -f $(MPY_DIR)/package.json ]; then cd $(MPY_DIR) && npm ci --no-audit --no-fund --loglevel=error; fi
 
-# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates deploy/compose.yaml),
+# Debian packages the test suite drives: mosquitto (own instances), chromium (browser tests), docker-compose (validates compose.yaml),
 # mosquitto-clients and curl (the `iotp serve` banner's commands, run as printed), nginx
 # (deploy/nginx/default.conf in front of a real stack).
 services:

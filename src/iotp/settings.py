@@ -259,4 +259,10 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """From the environment, .env, and the files in IOTP_SECRETS_DIR when it is set: one
+    file per setting, named like its variable (``IOTP_SECRET_KEY``), as the compose
+    deployment generates them once for every replica. The environment wins."""
+    secrets_dir = os.environ.get("IOTP_SECRETS_DIR")
+    if secrets_dir:
+        return Settings(_secrets_dir=secrets_dir)
     return Settings()

@@ -1,12 +1,17 @@
-"""deploy/: the compose file validated by docker-compose itself (no Docker engine runs
-here), and the broker configs checked by the real brokers' rules where we can run them."""
+"""compose.yaml (repository root) and deploy/: the compose file validated by
+docker-compose itself (no Docker engine runs here), its secrets generator run for real,
+and the broker configs checked by the real brokers where we can run them: Mosquitto with
+compose's own config refuses anonymous clients and packets over the limit."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,23 +21,35 @@ import pytest
 import yaml
 
 from iotp.netutil import free_port
-from iotp.settings import Settings
+from iotp.services.auth import hash_mqtt_secret
+from iotp.settings import DEFAULT_MAX_PACKET_BYTES, Settings
+from tests.integration.test_broker_acl import Client, Refused
 from tests.support import MOSQUITTO, need
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = ROOT / "compose.yaml"
 SERVICES = {"postgres", "mosquitto", "rabbitmq", "api", "worker", "web"}
+PLATFORM = ("migrate", "api", "worker", "mosquitto-sync", "worker-rabbitmq", "rabbitmq-sync")
 
 
 def compose_config(*profiles: str) -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     need(exe is not None, "docker-compose (Debian package docker-compose)")
     assert exe is not None
-    args = [exe, "-f", str(DEPLOY / "compose.yaml")]
+    args = [exe]
     for p in profiles:
         args += ["--profile", p]
-    env = {**os.environ, "POSTGRES_PASSWORD": "test-password"}
+    # from the repository root, with nothing set: no variable is required
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTP_", "POSTGRES_"))}
     out = subprocess.run(
-        [*args, "config"], env=env, capture_output=True, text=True, timeout=60, check=False
+        [*args, "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     config: dict[str, Any] = yaml.safe_load(out.stdout)
@@ -40,9 +57,10 @@ def compose_config(*profiles: str) -> dict[str, Any]:
 
 
 def test_compose_is_valid_and_has_every_service() -> None:
-    config = compose_config("rabbitmq", "secure", "rabbitmq-secure")
+    config = compose_config("rabbitmq")
     services = config["services"]
     assert set(services) >= SERVICES | {
+        "secrets",
         "migrate",
         "mosquitto-sync",
         "worker-rabbitmq",
@@ -56,10 +74,9 @@ def test_default_profile_runs_mosquitto_not_rabbitmq() -> None:
     services = compose_config()["services"]
     # docker-compose 1.x lists every service in `config`; profiles decide what starts.
     assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
-    assert services["mosquitto-sync"]["profiles"] == ["secure"]
     assert services["worker-rabbitmq"]["profiles"] == ["rabbitmq"]
-    assert services["rabbitmq-sync"]["profiles"] == ["rabbitmq-secure"]
-    for name in SERVICES - {"rabbitmq"}:
+    assert "rabbitmq" in services["rabbitmq-sync"]["profiles"]  # accounts with the broker
+    for name in SERVICES - {"rabbitmq"} | {"secrets", "mosquitto-sync"}:
         assert "profiles" not in services[name], name
 
 
@@ -83,16 +100,121 @@ def test_replicas_and_shared_subscriptions() -> None:
     assert env["IOTP_METRICS_PORT"] == "9100"
     for name in ("api", "worker", "migrate"):
         env = services[name]["environment"]
-        assert env["IOTP_DATABASE_URL"].startswith("postgresql://iotp:test-password@postgres")
         assert env["IOTP_MQTT_URL"] == "mqtt://mosquitto:1883"
-        # Every value the platform reads must be a valid setting.
-        Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("IOTP_") and v})
+        _settings(env)
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    """Every value the platform reads must be a valid setting (with generated secrets,
+    as the `secrets` service writes them)."""
+    generated = {
+        "secret_key": secrets.token_urlsafe(48),
+        "provisioning_secret": secrets.token_urlsafe(24),
+        "admin_password": secrets.token_urlsafe(12),
+    }
+    given = {k[5:].lower(): v for k, v in env.items() if k.startswith("IOTP_") and v}
+    return Settings(**{**generated, **given})
+
+
+def test_secure_by_default_with_secrets_generated_once_and_shared() -> None:
+    """Every platform process runs secure and reads the same generated secrets (one
+    volume, read-only); PostgreSQL takes its password from there too; Mosquitto has
+    no anonymous access and its accounts come from the platform (mosquitto-sync)."""
+    services = compose_config("rabbitmq")["services"]
+    secrets = services["secrets"]
+    assert secrets["restart"] == "no"
+    assert any("generate.py" in str(v) for v in secrets["volumes"])
+    for name in PLATFORM:
+        env = services[name]["environment"]
+        assert env["IOTP_SECURE"] == "true", name
+        assert env["IOTP_SECRETS_DIR"] == "/run/iotp-secrets", name
+        for secret in ("SECRET_KEY", "PROVISIONING_SECRET", "ADMIN_PASSWORD", "DATABASE_URL"):
+            assert f"IOTP_{secret}" not in env, (name, secret)  # from the files only
+        mounts = [_mount(v) for v in services[name]["volumes"]]
+        assert ("iotp-secrets", "/run/iotp-secrets", True) in mounts, name
+    postgres = services["postgres"]
+    assert (
+        postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/iotp-secrets/postgres_password"
+    )
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+    for name in ("postgres", "mosquitto", "migrate"):
+        assert services[name]["depends_on"]["secrets"]["condition"] == (
+            "service_completed_successfully"
+        )
+    conf = _conf(DEPLOY / "mosquitto" / "mosquitto.conf")
+    assert conf["allow_anonymous"] == "false"
+    assert conf["password_file"] == "/mosquitto/auth/passwords"
+    assert conf["acl_file"] == "/mosquitto/auth/acl"
+    sync = services["mosquitto-sync"]
+    assert f"--password-file={conf['password_file']}" in sync["command"]
+    assert f"--acl-file={conf['acl_file']}" in sync["command"]
+    assert ("mosquitto-auth", "/mosquitto/auth", False) in [_mount(v) for v in sync["volumes"]]
+
+
+def _mount(volume: Any) -> tuple[str, str, bool]:
+    if isinstance(volume, dict):
+        return volume["source"], volume["target"], bool(volume.get("read_only"))
+    source, target, *mode = str(volume).split(":")
+    return source, target, mode == ["ro"]
+
+
+def test_secrets_are_generated_once_and_read_as_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/secrets/generate.py as the `secrets` service runs it (run twice: the
+    second run changes nothing), then read back the way every platform process does."""
+    env = {
+        **os.environ,
+        "SECRETS_DIR": str(tmp_path / "secrets"),
+        "MOSQUITTO_AUTH_DIR": str(tmp_path / "auth"),
+    }
+    script = str(DEPLOY / "secrets" / "generate.py")
+    first = subprocess.run(
+        [sys.executable, script], env=env, capture_output=True, text=True, check=True
+    )
+    files = {p.name: p.read_text() for p in (tmp_path / "secrets").iterdir()}
+    assert set(files) == {
+        "postgres_password",
+        "IOTP_DATABASE_URL",
+        "IOTP_SECRET_KEY",
+        "IOTP_PROVISIONING_SECRET",
+        "IOTP_ADMIN_PASSWORD",
+    }
+    assert files["IOTP_ADMIN_PASSWORD"] in first.stdout  # shown once, in its log
+    assert files["IOTP_PROVISIONING_SECRET"] in first.stdout
+    second = subprocess.run(
+        [sys.executable, script], env=env, capture_output=True, text=True, check=True
+    )
+    assert files["IOTP_ADMIN_PASSWORD"] not in second.stdout
+    assert {p.name: p.read_text() for p in (tmp_path / "secrets").iterdir()} == files
+    for path in (tmp_path / "secrets").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o440, path
+    for name in ("passwords", "acl"):  # Mosquitto starts; nobody can log in yet
+        path = tmp_path / "auth" / name
+        assert path.read_text() == ""
+        assert path.stat().st_mode & 0o777 == 0o600
+
+    from iotp.settings import get_settings
+
+    monkeypatch.setenv("IOTP_SECRETS_DIR", str(tmp_path / "secrets"))
+    for name in ("SECRET_KEY", "PROVISIONING_SECRET", "ADMIN_PASSWORD", "DATABASE_URL"):
+        monkeypatch.delenv(f"IOTP_{name}", raising=False)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert settings.secret_key.get_secret_value() == files["IOTP_SECRET_KEY"]
+    assert settings.provisioning_secret.get_secret_value() == files["IOTP_PROVISIONING_SECRET"]
+    assert settings.admin_password.get_secret_value() == files["IOTP_ADMIN_PASSWORD"]
+    password = files["postgres_password"]
+    assert settings.database_url == f"postgresql://iotp:{password}@postgres:5432/iotp"
 
 
 def test_rabbitmq_profile_workers_compete_on_one_queue() -> None:
     """On RabbitMQ (no shared subscriptions) the workers consume one AMQP queue; their
     commands and events go over RabbitMQ's MQTT plugin; all of it valid settings."""
-    services = compose_config("rabbitmq", "rabbitmq-secure")["services"]
+    services = compose_config("rabbitmq")["services"]
     w = services["worker-rabbitmq"]
     env = w["environment"]
     assert env["IOTP_WORKER_SOURCE"] == "amqp"
@@ -105,7 +227,7 @@ def test_rabbitmq_profile_workers_compete_on_one_queue() -> None:
     assert w["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
     assert w["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "iotp worker" in " ".join(w["command"])
-    settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("IOTP_") and v})
+    settings = _settings(env)
     assert settings.worker_source == "amqp"
     assert settings.effective_amqp_prefetch > settings.batch_max_rows  # next batch fills
     sync = services["rabbitmq-sync"]
@@ -123,22 +245,19 @@ def test_volumes_keep_data() -> None:
     assert any("/mosquitto/data" in m for m in mounts)
 
 
-def test_compose_refuses_a_missing_database_password() -> None:
-    exe = shutil.which("docker-compose")
-    need(exe is not None, "docker-compose")
-    assert exe is not None
-    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
-    out = subprocess.run(
-        [exe, "-f", str(DEPLOY / "compose.yaml"), "config"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tempfile.gettempdir(),
-    )
-    assert out.returncode != 0
-    assert "POSTGRES_PASSWORD" in out.stderr
+def test_compose_lives_at_the_root_with_its_build_contexts_in_deploy() -> None:
+    config = compose_config()
+    for name in ("migrate", "api", "worker", "web", "secrets"):
+        build = config["services"][name]["build"]
+        assert Path(build["context"]) == ROOT, name
+        assert (ROOT / build["dockerfile"]).is_file(), name
+        assert build["dockerfile"].startswith("deploy/"), name
+    assert not (DEPLOY / "compose.yaml").exists()
+    example = (ROOT / ".env.example").read_text()
+    assert "POSTGRES_PASSWORD" not in example  # generated, never typed
+    for line in example.splitlines():
+        if line and not line.startswith("#"):
+            assert not line.startswith("IOTP_"), line  # `iotp serve` reads .env too
 
 
 def _conf(path: Path) -> dict[str, str]:
@@ -151,29 +270,44 @@ def _conf(path: Path) -> dict[str, str]:
     return values
 
 
-def test_mosquitto_config_keeps_queued_messages() -> None:
+def test_mosquitto_config_keeps_queued_messages_within_bounds() -> None:
     conf = _conf(DEPLOY / "mosquitto" / "mosquitto.conf")
     assert conf["persistence"] == "true"
-    assert int(conf["max_queued_messages"]) >= 1_000_000
+    assert 1_000_000 <= int(conf["max_queued_messages"]) < 100_000_000
+    assert 0 < int(conf["max_queued_bytes"]) <= 8 * 1024**3  # 0 would be unbounded
+    assert int(conf["max_packet_size"]) == DEFAULT_MAX_PACKET_BYTES
     inflight = int(conf["max_inflight_messages"])
     # The worker holds PUBACKs until a batch is stored: a batch must fit in flight.
     assert inflight == 0 or inflight >= Settings().batch_max_rows
 
 
-def test_mosquitto_accepts_the_config() -> None:
-    """The real Mosquitto starts with deploy's config (paths and port moved here)."""
+async def test_compose_mosquitto_refuses_anonymous_and_oversized_packets(
+    tmp_path: Path,
+) -> None:
+    """Debian's Mosquitto runs compose's own mosquitto.conf (paths and port moved here),
+    with an account file as mosquitto-sync writes it: an anonymous client is refused, a
+    client with an account publishes, and a packet over max_packet_size closes its
+    connection without being delivered."""
     need(os.path.exists(MOSQUITTO), "mosquitto binary")
     work = Path(tempfile.mkdtemp(prefix="iotp-deploy-mosq-"))
     work.chmod(0o777)  # Mosquitto started as root drops to its own user
     port = free_port()
     text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
-    text = text.replace("/mosquitto/data/", f"{work}/").replace(
-        "listener 1883\n", f"listener {port} 127.0.0.1\n"
+    text = (
+        text.replace("/mosquitto/data/", f"{work}/")
+        .replace("/mosquitto/auth/", f"{work}/")
+        .replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
+        .replace("log_dest stdout", f"log_dest file {work}/log")
     )
-    text = text.replace("log_dest stdout", f"log_dest file {work}/log")
+    (work / "passwords").write_text(f"svc:{hash_mqtt_secret('svc-password')}\n")
+    (work / "acl").write_text("user svc\ntopic readwrite #\n")
+    for name in ("passwords", "acl"):
+        (work / name).chmod(0o644)
     conf = work / "mosquitto.conf"
     conf.write_text(text)
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    url = f"mqtt://127.0.0.1:{port}"
+    clients: list[Client] = []
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -184,7 +318,25 @@ def test_mosquitto_accepts_the_config() -> None:
             time.sleep(0.05)
         else:
             pytest.fail("mosquitto did not open its port")
+        with pytest.raises(Refused):
+            await Client(url, "anon", None, None).connect()
+        with pytest.raises(Refused):
+            await Client(url, "guess", "svc", "wrong").connect()
+        watcher = await Client(url, "watcher", "svc", "svc-password").connect()
+        clients.append(watcher)
+        assert await watcher.subscribe("devices/#") in (0, 1)
+        sender = await Client(url, "sender", "svc", "svc-password").connect()
+        clients.append(sender)
+        limit = int(_conf(DEPLOY / "mosquitto" / "mosquitto.conf")["max_packet_size"])
+        sender.publish("devices/A1/data", b"x" * (limit + 1))
+        await asyncio.wait_for(sender.disconnected.wait(), 5)
+        small = await Client(url, "small", "svc", "svc-password").connect()
+        clients.append(small)
+        small.publish("devices/A1/data", b'{"t": 1}')
+        assert await watcher.next() == ("devices/A1/data", b'{"t": 1}')  # nothing before it
     finally:
+        for client in clients:
+            await client.close()
         proc.terminate()
         proc.wait(10)
 
@@ -199,6 +351,10 @@ def test_rabbitmq_config() -> None:
             conf[key.strip()] = value.strip()
     assert conf["mqtt.listeners.tcp.default"] == "1883"
     assert int(conf["mqtt.prefetch"]) >= Settings().batch_max_rows
+    # RabbitMQ 3.13 (compose): no anonymous MQTT, packets limited as on the other brokers
+    assert conf["mqtt.allow_anonymous"] == "false"
+    assert int(conf["mqtt.max_packet_size_authenticated"]) == DEFAULT_MAX_PACKET_BYTES
+    assert int(conf["mqtt.max_packet_size_unauthenticated"]) <= 65536
 
 
 def test_nginx_proxies_the_websocket_and_the_api() -> None:

@@ -27,7 +27,7 @@ from gmqtt.mqtt.constants import MQTTv311
 from iotp.broker.provisioning import PROVISION_USER
 from iotp.settings import DEFAULT_MAX_PACKET_BYTES as MAX_PACKET_BYTES
 from tests.integration.test_broker_acl import FLEET, Client
-from tests.support import Stack, run_stack
+from tests.support import AMQTT_KIND, PROVISIONED, Stack, run_stack
 
 DEVICE = "VICTIM000001"
 
@@ -56,9 +56,7 @@ class Device:
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack(
-        "embedded-sqlite", tmp_path, secure=True, provisioning_secret=FLEET, secret_key="k" * 48
-    ) as s:
+    async with run_stack(AMQTT_KIND, tmp_path, mode=PROVISIONED, provisioning_secret=FLEET) as s:
         yield s
 
 
@@ -108,9 +106,8 @@ async def test_refused_connects_with_taken_client_ids_change_nothing(stack: Stac
         await _keeps_counting(stack)
         await _command_acked(stack, device)
         worker_id = stack.settings.mqtt_client_id
-        service_user = stack.settings.mqtt_service_user
         attacks: list[tuple[str, str, str]] = [
-            (worker_id, service_user, "wrong-password"),
+            (worker_id, stack.settings.mqtt_service_account("worker"), "wrong-password"),
             (worker_id, "anyone", "wrong-password"),
             (DEVICE, DEVICE, "wrong-password"),
             (DEVICE, PROVISION_USER, FLEET),  # the fleet secret never takes an approved id

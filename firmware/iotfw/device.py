@@ -45,6 +45,7 @@ class Device(Link, Commands, Sensing):
         self.ota_busy = False
         self.loops = 0
         self.commands_handled = 0
+        self.commands_running = 0
         self.recent = commands.Recent()  # repeated deliveries get the first answer
         self.ignored_messages = 0
         self.sensor_errors = 0

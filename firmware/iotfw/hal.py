@@ -18,11 +18,12 @@
 #             status LED), random_bytes(n) (else os.urandom)
 import asyncio
 import gc
-import os
 import time
 
 import machine
 import network
+
+from iotfw.flash import FileStorage
 
 # MicroPython ports differ in their epoch (1970 or 2000)
 _EPOCH_OFFSET = 0 if time.gmtime(0)[0] == 1970 else 946684800
@@ -31,40 +32,7 @@ DHT_MIN_INTERVAL_MS = 2000
 GAS_SAMPLES = 8
 
 
-def _makedirs(path):
-    """Creates the folders above path (relative paths stay relative)."""
-    built = "/" if path.startswith("/") else ""
-    for part in path.split("/")[:-1]:
-        if not part:
-            continue
-        built = built + part if built in ("", "/") else built + "/" + part
-        try:
-            os.mkdir(built)
-        except OSError:
-            pass
-
-
-class _AtomicWriter:
-    """Writes to path.tmp and renames over path on close."""
-
-    def __init__(self, path):
-        self.path = path
-        _makedirs(path)
-        self.f = open(path + ".tmp", "wb")
-
-    def write(self, data):
-        self.f.write(data)
-
-    def close(self):
-        self.f.close()
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
-        os.rename(self.path + ".tmp", self.path)
-
-
-class Hal:
+class Hal(FileStorage):
     network_static = False
     portal_port = 80
     portal_dns = True
@@ -83,48 +51,6 @@ class Hal:
         self._last_dht = None
         self._last_dht_ms = 0
         self._boot_ms = time.ticks_ms()
-
-    # -- files --------------------------------------------------------------
-
-    def read_file(self, path):
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write_file(self, path, data):
-        w = _AtomicWriter(path)
-        w.write(data)
-        w.close()
-
-    def open_write(self, path):
-        return _AtomicWriter(path)
-
-    def open_read(self, path):
-        return open(path, "rb")
-
-    def remove(self, path):
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-    def remove_tree(self, path):
-        try:
-            entries = os.ilistdir(path)
-        except OSError:
-            return
-        for entry in entries:
-            child = path + "/" + entry[0]
-            if entry[1] == 0x4000:
-                self.remove_tree(child)
-            else:
-                self.remove(child)
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
     # -- identity -----------------------------------------------------------
 
@@ -277,9 +203,3 @@ class Hal:
     def log(self, msg):
         print(msg)
 
-
-class FileStorage:
-    """The file part of the HAL, for boot.py (before anything else is set up)."""
-
-    read_file = Hal.read_file
-    write_file = Hal.write_file

@@ -6,6 +6,9 @@ from iotfw import automation, commands, payloads, settings
 from iotfw.commands import CommandError
 
 _ASYNC = object()  # a handler that sends its own final ack
+# Commands running at once (each holds a task and its parsed message on the heap);
+# more are answered "busy" at once and the platform may send them again.
+MAX_RUNNING = 4
 
 
 class Commands:
@@ -16,8 +19,27 @@ class Commands:
             "ota": self._cmd_ota, "webhook": self._cmd_webhook, "ping": self._cmd_ping,
         }
 
+    def take_command(self, payload):
+        """Runs one incoming command in its own task, up to MAX_RUNNING at once."""
+        if self.commands_running >= MAX_RUNNING:
+            try:
+                cid = commands.parse(payload)["id"]
+            except CommandError as exc:
+                cid = exc.command_id
+            self.publish("ack", payloads.ack_error(cid, "busy: %d commands running"
+                                                   % MAX_RUNNING))
+            return
+        asyncio.create_task(self.handle_command(payload))
+
     async def handle_command(self, payload):
         """Parses, runs and acknowledges one command. Never raises."""
+        self.commands_running += 1
+        try:
+            await self._handle_command(payload)
+        finally:
+            self.commands_running -= 1
+
+    async def _handle_command(self, payload):
         cid = None
         try:
             cmd = commands.parse(payload)

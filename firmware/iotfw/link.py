@@ -4,7 +4,7 @@
 # the device provisions.
 import asyncio
 
-from iotfw import ota, payloads, provision, tls
+from iotfw import ota, payloads, provision
 from iotfw.backoff import Backoff
 from iotfw.mqtt import MQTTClient
 
@@ -33,6 +33,8 @@ class Link:
         if not cfg["mqtt_tls"]:
             return False
         if self._tls_ctx is None:
+            from iotfw import tls
+
             self._tls_ctx = tls.client_context(cfg["mqtt_ca"] or None)
         return self._tls_ctx
 
@@ -143,4 +145,4 @@ class Link:
         if topic != self._t["commands"]:
             self.ignored_messages += 1
             return
-        asyncio.create_task(self.handle_command(payload))
+        self.take_command(payload)

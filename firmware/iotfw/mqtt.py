@@ -10,7 +10,11 @@ import asyncio
 from iotfw import clock, mqttpkt
 from iotfw.backoff import Backoff
 
-READ_CHUNK = 2048
+# Small reads: each takes a fresh buffer of this size from the heap.
+READ_CHUNK = 512
+# The largest packet the device takes in (commands are a few hundred bytes); a
+# bigger one is refused before it is buffered, and the connection starts again.
+MAX_PACKET = 4096
 MIN_KEEPALIVE_TICK_MS = 500
 
 
@@ -31,7 +35,7 @@ class MQTTClient:
                  keepalive=60, will=None, ssl=False, clean_session=True,
                  on_connect=None, on_message=None, on_disconnect=None, backoff=None,
                  max_inflight=20, max_queue=100, ack_timeout=10.0, connect_timeout=10.0,
-                 log=None, on_refused=None):
+                 log=None, on_refused=None, max_packet=MAX_PACKET):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -51,6 +55,8 @@ class MQTTClient:
         self.backoff = backoff or Backoff(base=1.0, cap=60.0)
         self.max_inflight = max_inflight
         self.max_queue = max_queue
+        self.max_packet = max_packet
+        self.too_large = 0
         self.ack_timeout_ms = int(ack_timeout * 1000)
         self.connect_timeout = connect_timeout
         self.log = log
@@ -267,7 +273,7 @@ class MQTTClient:
 
     async def _read_packet(self):
         while True:
-            got = mqttpkt.take(self._buffer)
+            got = self._take(self._buffer)
             if got is not None:
                 first, body, self._buffer = got
                 return mqttpkt.parse(first, body)
@@ -275,6 +281,13 @@ class MQTTClient:
             if not chunk:
                 raise MQTTError("connection closed")
             self._buffer += chunk
+
+    def _take(self, buf):
+        try:
+            return mqttpkt.take(buf, self.max_packet)
+        except mqttpkt.PacketTooLarge:
+            self.too_large += 1
+            raise
 
     async def _session(self):
         self._raw = []
@@ -344,7 +357,7 @@ class MQTTClient:
         buf = self._buffer
         while True:
             while buf:
-                got = mqttpkt.take(buf)
+                got = self._take(buf)
                 if got is None:
                     break
                 first, body, buf = got

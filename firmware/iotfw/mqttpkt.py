@@ -196,10 +196,15 @@ def parse(first, body):
     raise MQTTProtocolError("unexpected packet type 0x%02x" % ptype)
 
 
-def take(buffer):
+class PacketTooLarge(ValueError):
+    pass
+
+
+def take(buffer, max_size=None):
     """Takes one complete packet off the front of buffer.
 
     Returns (first_byte, body, rest) or None if buffer holds no complete packet.
+    Raises PacketTooLarge as soon as the header announces more than max_size bytes.
     """
     if len(buffer) < 2:
         return None
@@ -208,6 +213,8 @@ def take(buffer):
         return None
     length, used = got
     end = 1 + used + length
+    if max_size is not None and end > max_size:
+        raise PacketTooLarge("packet of %d bytes (at most %d)" % (end, max_size))
     if end > len(buffer):
         return None
     return buffer[0], bytes(buffer[1 + used:end]), buffer[end:]

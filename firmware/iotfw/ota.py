@@ -13,9 +13,11 @@
 # signed with that key may carry the next key (next_key): it replaces the
 # trusted key once the new version is confirmed.
 import binascii
-import hashlib
 
-from iotfw import VERSION, bundle, httpc, jsonx
+from iotfw import VERSION, jsonx
+
+# bundle and httpc (and the verifier) are imported by the functions of an update
+# only: the heap holds them while one runs, not at every boot
 
 STATE_FILE = "ota.json"
 KEY_FILE = "ota_key.json"
@@ -79,6 +81,8 @@ def trusted_key(storage):
 def check_signature(storage, manifest_bytes, signature):
     """Raises OTAError unless the manifest is signed with the trusted key (or
     unsigned bundles are allowed on this device)."""
+    from iotfw import bundle
+
     key, allow_unsigned = trusted_key(storage)
     if allow_unsigned and (key is None or not signature):
         return
@@ -150,6 +154,8 @@ def take_results(storage, state):
 class _Hasher:
     def __init__(self, out):
         self.out = out
+        import hashlib
+
         self.sha = hashlib.sha256()
         self.size = 0
 
@@ -164,6 +170,8 @@ async def install(storage, state, command_id, params, progress, timeout=30):
 
     progress(stage, percent) reports progress. Raises OTAError.
     """
+    from iotfw import bundle, httpc
+
     progress("downloading", 0)
     out = storage.open_write(STAGING_FILE)
     hasher = _Hasher(out)
@@ -225,6 +233,8 @@ def _check(storage, state, stream, params):
     """Reads the bundle's head and refuses it unless it is signed with the trusted
     key, is the version the command names, and is not older than the running
     version (unless allow_downgrade). Returns the manifest."""
+    from iotfw import bundle
+
     try:
         manifest_bytes, signature = bundle.read_head(stream)
         check_signature(storage, manifest_bytes, signature)

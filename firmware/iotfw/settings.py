@@ -1,6 +1,6 @@
 # Device configuration: JSON on flash, defaults, validation. A missing or corrupt
 # file, or a bad value in it, falls back to defaults instead of bricking the device.
-from iotfw import automation, jsonx, tls
+from iotfw import automation, jsonx
 
 CONFIG_FILE = "config.json"
 SECRET_KEYS = ("wifi_password", "mqtt_password", "fleet_secret", "provision_secret")
@@ -118,6 +118,8 @@ def _ca_check(key, v):
         raise ConfigError("%s must be a PEM certificate of at most %d characters"
                           % (key, MAX_CA_PEM))
     if v:
+        from iotfw import tls
+
         try:
             tls.check_pem(v)
         except tls.TLSError as exc:

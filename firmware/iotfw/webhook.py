@@ -3,7 +3,7 @@
 # dropped, so a slow endpoint never piles up tasks or memory.
 import asyncio
 
-from iotfw import httpc, jsonx
+from iotfw import jsonx
 
 
 def _quote(text):
@@ -58,6 +58,8 @@ class Webhook:
     async def _send(self, event, data):
         try:
             method, url, body, headers = build_request(self.settings, self.node_id, event, data)
+            from iotfw import httpc  # loaded only when a webhook fires
+
             status, _ = await httpc.request(method, url, body, headers, timeout=10, max_body=512)
             self.last_status = status
             if 200 <= status < 300:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -126,6 +127,13 @@ def broker(
     _run(run_broker(host, port, _settings()))
 
 
+class Runtime(enum.StrEnum):
+    """Where `iotp simulate` runs the firmware."""
+
+    cpython = "cpython"
+    micropython = "micropython"
+
+
 def _load_credentials(path: Path | None) -> dict[str, str] | None:
     """A JSON object {"<node id>": "<secret>", ...} (the passwords POST /api/credentials gave)."""
     if path is None:
@@ -174,24 +182,42 @@ def simulate(
         Path | None,
         typer.Option(help="the key file devices are flashed with (`iotp firmware pubkey`)"),
     ] = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            help="cpython: all devices in this process; micropython: one MicroPython "
+            "unix-port process per device, with an ESP32's heap"
+        ),
+    ] = Runtime.cpython,
+    heap: Annotated[
+        int | None,
+        typer.Option(help="micropython: heap bytes per device (default: an ESP32's equivalent)"),
+    ] = None,
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
     from iotp.simulator import Fleet, SimulatorError
 
     _settings()
+    options: dict[str, Any] = {
+        "devices": devices,
+        "broker_url": broker_url,
+        "interval": interval,
+        "seed": seed,
+        "id_prefix": id_prefix,
+        "fleet_secret": fleet_secret or None,
+        "credentials": _load_credentials(credentials),
+        "ca_file": ca,
+        "state_dir": state_dir,
+        "ota_key": None if ota_key is None else ota_key.read_bytes(),
+    }
+    fleet: Any
     try:
-        fleet = Fleet(
-            devices=devices,
-            broker_url=broker_url,
-            interval=interval,
-            seed=seed,
-            id_prefix=id_prefix,
-            fleet_secret=fleet_secret or None,
-            credentials=_load_credentials(credentials),
-            ca_file=ca,
-            state_dir=state_dir,
-            ota_key=None if ota_key is None else ota_key.read_bytes(),
-        )
+        if runtime is Runtime.micropython:
+            from iotp.simulator.mpy import HEAP_BYTES, MicroPythonFleet
+
+            fleet = MicroPythonFleet(heap=heap or HEAP_BYTES, **options)
+        else:
+            fleet = Fleet(**options)
     except SimulatorError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)

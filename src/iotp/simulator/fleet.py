@@ -9,6 +9,7 @@ import logging
 import random
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,20 @@ class SimDevice:
         """The firmware's credential state: open, own, request, pending or stopped."""
         creds = None if self.device is None else self.device.creds
         return None if creds is None else str(creds.mode)
+
+
+async def signal_ready(
+    devices: Sequence[Any], ready: asyncio.Event | None, stop: asyncio.Event
+) -> None:
+    """Sets `ready` once every device has been online (`started`)."""
+    if ready is None:
+        return
+    while not stop.is_set():
+        if all(sim.started for sim in devices):
+            ready.set()
+            log.info("all %d simulated devices are online", len(devices))
+            return
+        await asyncio.sleep(READY_POLL_S)
 
 
 class Fleet:
@@ -263,14 +278,7 @@ class Fleet:
                 await asyncio.sleep(0)
 
     async def _signal_ready(self, ready: asyncio.Event | None, stop: asyncio.Event) -> None:
-        if ready is None:
-            return
-        while not stop.is_set():
-            if all(sim.started for sim in self.devices):
-                ready.set()
-                log.info("all %d simulated devices are online", len(self.devices))
-                return
-            await asyncio.sleep(READY_POLL_S)
+        await signal_ready(self.devices, ready, stop)
 
     async def _lifecycle(self, sim: SimDevice) -> None:
         hal = sim.hal

@@ -4,7 +4,7 @@
 import asyncio
 
 from fwtest_helpers import MemoryStorage
-from iotfw import jsonx
+from iotfw import handlers, jsonx
 from iotfw.device import Device
 
 
@@ -128,6 +128,17 @@ async def test_device_keeps_working_without_broker():
     )
     assert queued(device, "ack")[-1]["status"] == "error"
     assert hal.relays["fan"] is True
+
+    # commands beyond the ones running at once are answered busy, not started
+    device.commands_running = handlers.MAX_RUNNING
+    device.take_command(b'{"id": "e", "command": "ping"}')
+    assert queued(device, "ack")[-1] == {"id": "e", "status": "error",
+                                         "error": "busy: 4 commands running"}
+    device.commands_running = 0
+    device.take_command(b'{"id": "f", "command": "ping"}')
+    await asyncio.sleep(0.05)
+    assert queued(device, "ack")[-1]["id"] == "f"
+    assert queued(device, "ack")[-1]["status"] == "ok"
 
     device.request_reboot("shutdown")
     reason = await task

@@ -12,7 +12,8 @@ def test_esp32_hal_files_pins_and_boot_slot():
     import os
 
     from iotfw import bundle, ota, settings
-    from iotfw.hal import FileStorage, Hal
+    from iotfw.flash import FileStorage
+    from iotfw.hal import Hal
 
     os.chdir("/tmp")
     hal = Hal()

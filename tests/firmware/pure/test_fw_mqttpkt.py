@@ -95,3 +95,13 @@ def test_topic_matching():
     assert mqttpkt.topic_matches("devices/#", "devices/X/data")
     assert not mqttpkt.topic_matches("devices/+", "devices/X/data")
     assert not mqttpkt.topic_matches("devices/A/commands", "devices/A/commands/x")
+
+
+def test_a_packet_over_the_maximum_is_refused_from_its_header():
+    big = mqttpkt.publish("devices/A/commands", b"x" * 5000, 1, False, 7)
+    # the header alone (5 bytes) is enough to refuse it: nothing more is buffered
+    raises(mqttpkt.PacketTooLarge, mqttpkt.take, big[:5], 4096)
+    small = mqttpkt.publish("devices/A/commands", b"x" * 100, 1, False, 8)
+    first, _body, rest = mqttpkt.take(small, 4096)
+    assert first >> 4 == 3
+    assert rest == b""

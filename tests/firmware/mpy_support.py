@@ -1,0 +1,74 @@
+"""The firmware as MicroPython processes (the unix port) for end-to-end tests: the
+`micropython` and `mpy-cross` commands are required (a failure under CI=true, a skip
+elsewhere). Every device runs with TEST_HEAP: the firmware does not yet fit an
+ESP32's equivalent (HEAP_BYTES; firmware/README.md, "Heap"), so the suite runs with
+the heap it needs, and the gap is written down there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from iotp.simulator.fleet import SimulatorError
+from iotp.simulator.mpy import HEAP_BYTES, MicroPythonFleet, MpyDevice
+from tests.support import need
+
+TEST_HEAP = int(HEAP_BYTES * 1.25)
+
+
+def need_micropython() -> None:
+    try:
+        from iotp.simulator.mpy import _tool
+
+        _tool("micropython")
+        _tool("mpy-cross")
+    except SimulatorError as exc:
+        need(False, str(exc))
+
+
+@contextlib.asynccontextmanager
+async def mpy_fleet(
+    url: str, devices: int = 1, *, wait: bool = True, **kwargs: Any
+) -> AsyncIterator[MicroPythonFleet]:
+    """A fleet of MicroPython devices; with `wait`, online for the body of the `async
+    with`. Stopped cleanly (each publishes offline) on exit."""
+    need_micropython()
+    kwargs.setdefault("heap", TEST_HEAP)
+    kwargs.setdefault("interval", 1.0)
+    kwargs.setdefault("gas_events_per_hour", 0.0)
+    fleet = MicroPythonFleet(devices=devices, broker_url=url, **kwargs)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
+    try:
+        if wait:
+            await asyncio.wait_for(ready.wait(), 30)
+        yield fleet
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(
+    sim: MpyDevice, probe: Callable[[], Any], timeout: float = 20.0, what: str = ""
+) -> Any:
+    """Waits until probe() is truthy; on a timeout the device's log is in the error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if loop.time() > deadline:
+            log = "\n".join(sim.lines[-40:])
+            raise AssertionError(f"not reached: {what}\n--- device log ---\n{log}")
+        sim.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sim.changed.wait(), 0.2)
+
+
+def heap_free(sim: MpyDevice) -> int:
+    """Free heap (bytes) in the last `mem` line the device printed."""
+    words = sim.mem[-1].split()
+    return int(words[words.index("free") + 1])

@@ -1,0 +1,248 @@
+"""The firmware as real MicroPython processes (the unix port, 0.75 of an ESP32's heap
+equivalent) against the real platform: Mosquitto + PostgreSQL, worker and API. One
+stack and one device are shared by the tests of this module, in order: registration
+and data, every command with its ack, on-device automation, presence with the last
+will, OTA (switch, then rollback of a firmware that does not start).
+
+Devices authenticate in open mode on purpose: provisioning and TLS are in
+test_fw_mpy_secure.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from iotp.simulator import firmware
+from iotp.simulator.bundle import build_firmware_bundle
+from iotp.simulator.mpy import MicroPythonFleet, MpyDevice
+from tests.firmware.fwlink import Commander, fw, next_message
+from tests.firmware.mpy_support import heap_free, mpy_fleet, need_micropython, until
+from tests.support import MqttTestClient, Stack, run_stack
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
+
+
+class Platform:
+    def __init__(self, stack: Stack, fleet: MicroPythonFleet, observer: MqttTestClient) -> None:
+        self.stack = stack
+        self.fleet = fleet
+        self.sim: MpyDevice = fleet.devices[0]
+        self.observer = observer
+        self.cmd = Commander(observer, self.sim.node_id)
+        self.files: dict[str, bytes] = {}
+        self.file_port = 0
+
+
+async def _file_server(files: dict[str, bytes]) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = files.get(head.decode().split(" ")[1])
+        if body is None:
+            writer.write(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for i in range(0, len(body), 4096):  # paced, so the heap is seen mid-download
+                writer.write(body[i : i + 4096])
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    need_micropython()
+    tmp: Path = tmp_path_factory.mktemp("mpy-platform")
+    async with run_stack("mosquitto-postgres", tmp) as stack:
+        observer = await MqttTestClient(stack.mqtt_url).connect()
+        observer.subscribe("devices/#")
+        config = {"ota_confirm_timeout": 15, "automation": {"light_auto": False}}
+        async with mpy_fleet(stack.mqtt_url, config=config) as fleet:
+            p = Platform(stack, fleet, observer)
+            server = await _file_server(p.files)
+            p.file_port = server.sockets[0].getsockname()[1]
+            try:
+                yield p
+            finally:
+                server.close()
+                await observer.close()
+
+
+async def test_registers_streams_and_has_heap_to_spare(platform: Platform) -> None:
+    p = platform
+    node = p.sim.node_id
+
+    async def stored() -> Any:
+        r = await p.stack.http.get(f"/api/devices/{node}/latest")
+        return r.status_code == 200 and "temperature" in json.dumps(r.json()) and r.json()
+
+    await p.stack.wait_for(stored, timeout=20)
+    device = await p.stack.get(f"/api/devices/{node}")
+    assert device["firmware_version"] == "1.0.0"
+    assert device["status"] == "online"
+    info = json.loads(await next_message(p.observer, p.cmd.topic("info")))
+    assert info["capabilities"]
+    # the firmware's heap after boot, on 0.75 of an ESP32's equivalent
+    await p.sim.send("mem")
+    await until(p.sim, lambda: p.sim.mem, what="heap figures")
+    assert heap_free(p.sim) >= fw("device").MIN_FREE_MEM
+
+
+async def test_every_command_is_acked(platform: Platform) -> None:
+    p = platform
+    cmd = p.cmd
+    # through the platform: the API waits for the device's own ack
+    r = await p.stack.http.post(
+        f"/api/devices/{p.sim.node_id}/commands",
+        params={"wait": "true"},
+        json={"command": "relay", "params": {"name": "light", "state": True}},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "acked", r.json()
+    assert r.json()["result"] == {"name": "light", "state": True}
+    # and each built-in straight over MQTT
+    assert (await cmd.send("servo", {"angle": 45}))["result"] == {"angle": 45}
+    ping = await cmd.send("ping")
+    assert ping["status"] == "ok" and ping["result"]["free_mem"] > 0
+    ack = await cmd.send("set_config", {"interval": 2})
+    assert ack == {"id": ack["id"], "status": "ok", "result": {"interval": 2}}
+    ack = await cmd.send("automation", {"fan_temp_on": 35.0, "fan_temp_off": 33.0})
+    assert ack["status"] == "ok" and ack["result"]["fan_temp_on"] == 35.0
+    ack = await cmd.send("webhook", {"url": "", "events": []})
+    assert ack["status"] == "ok"
+    ack = await cmd.send("nope")
+    assert ack["status"] == "error" and "unknown command" in ack["error"]
+    ack = await cmd.send("servo", {"angle": "wide"})
+    assert ack["status"] == "error"
+    p.observer.publish(cmd.topic("commands"), b"{not json", qos=1)
+    bad = await next_message(p.observer, cmd.topic("ack"), match=lambda b: b"malformed" in b)
+    assert json.loads(bad)["status"] == "error"
+    boots = p.sim.boots
+    assert (await cmd.send("reboot", {"delay": 0}))["status"] == "ok"
+    await until(p.sim, lambda: p.sim.boots == boots + 1 and p.sim.connected, what="rebooted")
+    assert p.sim.exits[-1] == 75  # a reset, not a crash of the interpreter
+    # the settings stored on flash survived the reboot: the state the device retains
+    # after it (read by a new subscriber) carries them
+    fresh = await MqttTestClient(p.stack.mqtt_url).connect()
+    try:
+        fresh.subscribe(cmd.topic("state"))
+        state = json.loads(
+            await next_message(fresh, cmd.topic("state"), match=lambda b: b'"interval": 2' in b)
+        )
+        assert state["automation"]["fan_temp_on"] == 35.0
+    finally:
+        await fresh.close()
+
+
+async def test_gas_leak_forces_the_fan_on_device(platform: Platform) -> None:
+    p = platform
+    cmd = p.cmd
+    await p.sim.send("leak")  # a leak in the device's room
+    event = json.loads(
+        await next_message(
+            p.observer, cmd.topic("events"), timeout=30, match=lambda b: b"gas_alarm" in b
+        )
+    )
+    assert event["event"] == "gas_alarm"
+    state = json.loads(
+        await next_message(
+            p.observer, cmd.topic("state"), match=lambda b: b'"gas_alarm": true' in b
+        )
+    )
+    assert state["relays"]["fan"] is True
+    ack = await cmd.send("relay", {"name": "fan", "state": False})
+    assert ack["status"] == "error"  # no manual "fan off" during the alarm
+
+
+async def test_power_cut_sends_the_last_will(platform: Platform) -> None:
+    p = platform
+    node = p.sim.node_id
+    boots = p.sim.boots
+    await p.sim.send("crash")
+    await next_message(
+        p.observer, p.cmd.topic("status"), timeout=10, match=lambda b: b == b"offline"
+    )
+
+    async def offline() -> bool:
+        return (await p.stack.get(f"/api/devices/{node}"))["status"] == "offline"
+
+    await p.stack.wait_for(offline, timeout=10)
+    await until(p.sim, lambda: p.sim.boots == boots + 1 and p.sim.connected, what="back")
+    await next_message(
+        p.observer, p.cmd.topic("status"), timeout=10, match=lambda b: b == b"online"
+    )
+
+
+def _broken_bundle(version: str) -> bytes:
+    """A build whose device module does not import: the device cannot start it."""
+    files: list[tuple[str, bytes]] = []
+    root = firmware.firmware_dir() / "iotfw"
+    for path in sorted(root.glob("*.py")):
+        data = path.read_bytes()
+        if path.name == "__init__.py":
+            data = f'VERSION = "{version}"\nDEVICE_TYPE = "esp32-env"\nPROTOCOL = 1\n'.encode()
+        if path.name == "device.py":
+            data = b'raise ImportError("a broken build")\n'
+        files.append((f"iotfw/{path.name}", data))
+    built: bytes = fw("bundle").build(version, files)
+    return built
+
+
+async def _ota(p: Platform, name: str, data: bytes, version: str) -> dict[str, Any]:
+    p.files[f"/{name}"] = data
+    return await p.cmd.send(
+        "ota",
+        {
+            "url": f"http://127.0.0.1:{p.file_port}/{name}",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "version": version,
+            "size": len(data),
+        },
+        timeout=60,
+    )
+
+
+async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
+    platform: Platform,
+) -> None:
+    p = platform
+    cmd = p.cmd
+    good = build_firmware_bundle("1.1.0")
+    # a wrong hash is refused before anything is installed
+    p.files["/fw-1.1.0.bin"] = good
+    ack = await cmd.send(
+        "ota",
+        {
+            "url": f"http://127.0.0.1:{p.file_port}/fw-1.1.0.bin",
+            "sha256": "0" * 64,
+            "version": "1.1.0",
+        },
+        timeout=30,
+    )
+    assert ack["error"] == "sha256 mismatch"
+    boots = p.sim.boots
+    ack = await _ota(p, "fw-1.1.0.bin", good, "1.1.0")
+    assert ack["status"] == "ok", (ack, p.sim.lines[-30:])
+    assert ack["result"] == {"version": "1.1.0"}
+    assert p.sim.boots == boots + 1
+    assert (await p.stack.get(f"/api/devices/{p.sim.node_id}"))["firmware_version"] == "1.1.0"
+    # the new slot runs from source on the device's heap
+    await p.sim.send("mem")
+    await until(p.sim, lambda: len(p.sim.mem) >= 2, what="heap after the update")
+
+    ack = await _ota(p, "fw-1.2.0.bin", _broken_bundle("1.2.0"), "1.2.0")
+    assert ack == {"id": ack["id"], "status": "error", "error": "rolled_back"}, ack
+    assert any("a broken build" in line for line in p.sim.lines)
+    info = json.loads(
+        await next_message(p.observer, cmd.topic("info"), match=lambda b: b'"1.1.0"' in b)
+    )
+    assert info["firmware"] == "1.1.0"

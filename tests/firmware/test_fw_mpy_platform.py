@@ -64,7 +64,7 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
     tmp: Path = tmp_path_factory.mktemp("mpy-platform")
     async with run_stack("mosquitto-postgres", tmp) as stack:
         observer = await MqttTestClient(stack.mqtt_url).connect()
-        observer.subscribe("devices/#")
+        await observer.subscribe("devices/#")
         config = {"ota_confirm_timeout": 15, "automation": {"light_auto": False}}
         async with mpy_fleet(stack.mqtt_url, config=config) as fleet:
             p = Platform(stack, fleet, observer)
@@ -134,7 +134,7 @@ async def test_every_command_is_acked(platform: Platform) -> None:
     # after it (read by a new subscriber) carries them
     fresh = await MqttTestClient(p.stack.mqtt_url).connect()
     try:
-        fresh.subscribe(cmd.topic("state"))
+        await fresh.subscribe(cmd.topic("state"))
         state = json.loads(
             await next_message(fresh, cmd.topic("state"), match=lambda b: b'"interval": 2' in b)
         )

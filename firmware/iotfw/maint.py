@@ -54,6 +54,9 @@ async def run_ota(dev, cid, opts):
     def progress(stage, percent):
         dev.ack(payloads.ack_progress(cid, stage, percent))
 
+    import gc
+
+    gc.collect()  # the manifest and the verifier want contiguous room
     try:
         await ota.install(dev.hal, dev.ota_state, cid, opts, progress)
     except ota.OTAError as exc:

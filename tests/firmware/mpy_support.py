@@ -15,7 +15,7 @@ from iotp.simulator.fleet import SimulatorError
 from iotp.simulator.mpy import HEAP_BYTES, MicroPythonFleet, MpyDevice
 from tests.support import need
 
-TEST_HEAP = int(HEAP_BYTES * 1.25)
+TEST_HEAP = int(HEAP_BYTES * 1.5)
 
 
 def need_micropython() -> None:

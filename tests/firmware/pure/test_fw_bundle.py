@@ -21,12 +21,14 @@ def make(version, files, key_id="", signature=b""):
         entry = {"path": path, "size": len(data), "sha256": _hex(data)}
         body.append(data)
         if variants:
-            entry["mpy"] = [{"micropython": t, "size": len(d), "sha256": _hex(d)}
-                            for t, d in variants]
+            entry["mpy"] = [
+                {"micropython": t, "size": len(d), "sha256": _hex(d)} for t, d in variants
+            ]
             body.extend([d for _, d in variants])
         entries.append(entry)
-    manifest = json.dumps({"format": 2, "version": version, "key_id": key_id,
-                           "files": entries}).encode()
+    manifest = json.dumps(
+        {"format": 2, "version": version, "key_id": key_id, "files": entries}
+    ).encode()
     head = ("IOTPFW2 %d %d\n" % (len(manifest), len(signature))).encode()
     return head + manifest + signature + b"".join(body)
 
@@ -38,8 +40,10 @@ def _open(data):
 
 
 def test_unpack_checks_every_file():
-    data = make("1.1.0", [("iotfw/__init__.py", b'VERSION = "1.1.0"\n', None),
-                          ("main.py", b"x" * 3000, None)])
+    data = make(
+        "1.1.0",
+        [("iotfw/__init__.py", b'VERSION = "1.1.0"\n', None), ("main.py", b"x" * 3000, None)],
+    )
     stream, manifest, sig = _open(data)
     assert sig == b""
     assert manifest["version"] == "1.1.0"
@@ -57,15 +61,21 @@ def test_a_tampered_file_is_refused():
 
 
 def test_mpy_variant_chosen_by_micropython_version():
-    data = make("2", [("iotfw/x.py", b"py source", [(["1.23"], b"M-1.23"),
-                                                     (["1.24", "1.25"], b"M-1.24")]),
-                      ("main.py", b"main", None)])
-    for version, path, content in (("1.24.1", "iotfw/x.mpy", b"M-1.24"),
-                                   ("1.25.0", "iotfw/x.mpy", b"M-1.24"),
-                                   ("1.23.0", "iotfw/x.mpy", b"M-1.23"),
-                                   ("1.2", "iotfw/x.py", b"py source"),
-                                   ("1.240.0", "iotfw/x.py", b"py source"),
-                                   (None, "iotfw/x.py", b"py source")):
+    data = make(
+        "2",
+        [
+            ("iotfw/x.py", b"py source", [(["1.23"], b"M-1.23"), (["1.24", "1.25"], b"M-1.24")]),
+            ("main.py", b"main", None),
+        ],
+    )
+    for version, path, content in (
+        ("1.24.1", "iotfw/x.mpy", b"M-1.24"),
+        ("1.25.0", "iotfw/x.mpy", b"M-1.24"),
+        ("1.23.0", "iotfw/x.mpy", b"M-1.23"),
+        ("1.2", "iotfw/x.py", b"py source"),
+        ("1.240.0", "iotfw/x.py", b"py source"),
+        (None, "iotfw/x.py", b"py source"),
+    ):
         stream, manifest, _ = _open(data)
         sink = Sink()
         assert bundle.unpack(stream, manifest, sink, version) == [path, "main.py"]
@@ -87,7 +97,8 @@ def test_bad_bundles_are_refused():
     ):
         raises(bundle.BundleError, bundle.read_head, Stream(data))
     assert "unsupported bundle format IOTPFW1" in str(
-        raises(bundle.BundleError, bundle.read_head, Stream(b"IOTPFW1 2\n")))
+        raises(bundle.BundleError, bundle.read_head, Stream(b"IOTPFW1 2\n"))
+    )
     assert bundle.parse_manifest(manifest_of)["version"] == "2"
     for manifest in (
         b"[]",
@@ -112,9 +123,15 @@ def test_bad_bundles_are_refused():
 
 
 def test_version_order():
-    for older, newer in (("1.0.0", "1.0.1"), ("1.9", "1.10"), ("1.2.0-rc1", "1.2.0"),
-                         ("1.2.0", "1.2.1-rc1"), ("1.0", "1.0.1"), ("0.9.9", "1.0.0"),
-                         ("1.0.0-alpha", "1.0.0-beta")):
+    for older, newer in (
+        ("1.0.0", "1.0.1"),
+        ("1.9", "1.10"),
+        ("1.2.0-rc1", "1.2.0"),
+        ("1.2.0", "1.2.1-rc1"),
+        ("1.0", "1.0.1"),
+        ("0.9.9", "1.0.0"),
+        ("1.0.0-alpha", "1.0.0-beta"),
+    ):
         assert bundle.older(older, newer)
         assert not bundle.older(newer, older)
     assert not bundle.older("1.0.0+build7", "1.0.0")

@@ -64,9 +64,12 @@ def test_reboot_and_ota_params():
     assert ota["sha256"] == sha
     assert ota["size"] is None
     assert ota["allow_downgrade"] is False
-    assert commands.ota_params(
-        "c", {"url": "http://h/fw.bin", "sha256": sha, "version": "1", "allow_downgrade": True}
-    )["allow_downgrade"] is True
+    assert (
+        commands.ota_params(
+            "c", {"url": "http://h/fw.bin", "sha256": sha, "version": "1", "allow_downgrade": True}
+        )["allow_downgrade"]
+        is True
+    )
     for params in (
         {"url": "ftp://h", "sha256": sha, "version": "1"},
         {"url": "http://h", "sha256": "zz" * 32, "version": "1"},

@@ -132,8 +132,11 @@ async def test_device_keeps_working_without_broker():
     # commands beyond the ones running at once are answered busy, not started
     device.commands_running = handlers.MAX_RUNNING
     device.take_command(b'{"id": "e", "command": "ping"}')
-    assert queued(device, "ack")[-1] == {"id": "e", "status": "error",
-                                         "error": "busy: 4 commands running"}
+    assert queued(device, "ack")[-1] == {
+        "id": "e",
+        "status": "error",
+        "error": "busy: 4 commands running",
+    }
     device.commands_running = 0
     device.take_command(b'{"id": "f", "command": "ping"}')
     await asyncio.sleep(0.05)

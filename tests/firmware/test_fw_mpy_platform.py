@@ -29,7 +29,7 @@ from iotp.simulator.mpy import MicroPythonFleet, MpyDevice
 from tests.control_support import TEST_SIGNING_KEY
 from tests.firmware.fwlink import Commander, fw, next_message
 from tests.firmware.mpy_support import heap_free, mpy_fleet, need_micropython, until
-from tests.support import MqttTestClient, Stack, run_stack
+from tests.support import OPEN, MqttTestClient, Stack, run_stack
 
 OTA_KEY = device_key_file(public_bytes(TEST_SIGNING_KEY.public_key()))
 
@@ -69,7 +69,7 @@ async def _file_server(files: dict[str, bytes]) -> asyncio.Server:
 async def platform(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
     need_micropython()
     tmp: Path = tmp_path_factory.mktemp("mpy-platform")
-    async with run_stack("mosquitto-postgres", tmp) as stack:
+    async with run_stack("mosquitto-postgres", tmp, mode=OPEN) as stack:
         observer = await MqttTestClient(stack.mqtt_url).connect()
         await observer.subscribe("devices/#")
         config = {"ota_confirm_timeout": 15, "automation": {"light_auto": False}}

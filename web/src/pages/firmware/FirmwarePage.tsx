@@ -3,6 +3,7 @@ import {
   App,
   Button,
   Card,
+  Checkbox,
   Form,
   Input,
   InputNumber,
@@ -21,7 +22,7 @@ import {
 } from "antd";
 import { UploadOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
-import { canControl } from "../../api/auth";
+import { canControl, isAdmin } from "../../api/auth";
 import { useDevices } from "../../live/devices";
 import { RelativeTime } from "../../components/RelativeTime";
 import {
@@ -43,7 +44,9 @@ export default function FirmwarePage() {
   const [firmware, setFirmware] = useState<Firmware[] | null | undefined>(undefined);
   const [rollouts, setRollouts] = useState<Rollout[]>([]);
   const [expanded, setExpanded] = useState<Record<number, Rollout>>({});
-  const control = canControl(useUser());
+  const user = useUser();
+  const control = canControl(user);
+  const admin = isAdmin(user);
 
   const refresh = useCallback(async () => {
     const list = await listFirmware().catch(() => undefined);
@@ -89,6 +92,7 @@ export default function FirmwarePage() {
             { title: "Version", dataIndex: "version" },
             { title: "Size", dataIndex: "size", render: (s: number) => `${(s / 1024).toFixed(1)} KiB` },
             { title: "SHA-256", dataIndex: "sha256", render: (h: string) => <code title={h}>{h.slice(0, 12)}…</code> },
+            { title: "Signed by", key: "key_id", render: (_: unknown, f: Firmware) => <SignedBy keyId={f.key_id} nextKeyId={f.next_key_id} /> },
             { title: "Notes", dataIndex: "notes" },
             { title: "Uploaded", dataIndex: "created_at", render: (t: string) => <RelativeTime iso={t} /> },
             ...(control
@@ -98,7 +102,7 @@ export default function FirmwarePage() {
                     key: "actions",
                     render: (_: unknown, f: Firmware) => (
                       <Space>
-                        <RolloutForm firmware={f} onDone={refresh} />
+                        <RolloutForm firmware={f} admin={admin} onDone={refresh} />
                         <Popconfirm title={`Delete ${f.version}?`} onConfirm={() => deleteFirmware(f.id).then(refresh)}>
                           <Button danger size="small">
                             Delete
@@ -128,6 +132,7 @@ export default function FirmwarePage() {
           }}
           columns={[
             { title: "Version", dataIndex: "version" },
+            { title: "Signed by", key: "key_id", render: (_: unknown, r: Rollout) => <SignedBy keyId={r.key_id} /> },
             {
               title: "Status",
               dataIndex: "status",
@@ -183,6 +188,29 @@ export default function FirmwarePage() {
   );
 }
 
+/** Which key signed a bundle: devices install only bundles signed with the key they were flashed with. */
+export function SignedBy({ keyId, nextKeyId }: { keyId: string | null; nextKeyId?: string | null }) {
+  if (!keyId) {
+    return (
+      <Tag color="red" data-testid="unsigned">
+        unsigned
+      </Tag>
+    );
+  }
+  return (
+    <span>
+      <Tag color="green" title="id of the Ed25519 key that signed this bundle">
+        key <code>{keyId}</code>
+      </Tag>
+      {nextKeyId && (
+        <Typography.Text type="secondary">
+          rotates to key <code>{nextKeyId}</code>
+        </Typography.Text>
+      )}
+    </span>
+  );
+}
+
 function RolloutDevices({ rollout }: { rollout: Rollout | undefined }) {
   if (!rollout) return <Skeleton active />;
   return (
@@ -206,7 +234,7 @@ function UploadForm({ onDone }: { onDone: () => void }) {
   const [open, setOpen] = useState(false);
   const [file, setFile] = useState<File | null>(null);
   const [busy, setBusy] = useState(false);
-  const [form] = Form.useForm<{ version: string; notes: string }>();
+  const [form] = Form.useForm<{ version?: string; notes: string }>();
   return (
     <>
       <Button type="primary" icon={<UploadOutlined />} onClick={() => setOpen(true)}>
@@ -227,7 +255,7 @@ function UploadForm({ onDone }: { onDone: () => void }) {
             if (!file) return;
             setBusy(true);
             try {
-              await uploadFirmware(file, v.version, v.notes ?? "");
+              await uploadFirmware(file, v.version || undefined, v.notes ?? "");
               setOpen(false);
               form.resetFields();
               setFile(null);
@@ -251,7 +279,7 @@ function UploadForm({ onDone }: { onDone: () => void }) {
               <Button icon={<UploadOutlined />}>Choose file</Button>
             </Upload>
           </Form.Item>
-          <Form.Item name="version" label="Version" rules={[{ required: true }]}>
+          <Form.Item name="version" label="Version" extra="Optional: the bundle names its version; if given, it must match.">
             <Input placeholder="1.2.0" />
           </Form.Item>
           <Form.Item name="notes" label="Notes">
@@ -263,7 +291,7 @@ function UploadForm({ onDone }: { onDone: () => void }) {
   );
 }
 
-function RolloutForm({ firmware, onDone }: { firmware: Firmware; onDone: () => void }) {
+function RolloutForm({ firmware, admin, onDone }: { firmware: Firmware; admin: boolean; onDone: () => void }) {
   const [open, setOpen] = useState(false);
   const { rows } = useDevices();
   const { message } = App.useApp();
@@ -287,6 +315,8 @@ function RolloutForm({ firmware, onDone }: { firmware: Firmware; onDone: () => v
                 firmware_id: firmware.id,
                 rate_per_minute: v.rate_per_minute as number,
                 failure_threshold: v.failure_threshold as number,
+                allow_downgrade: Boolean(v.allow_downgrade),
+                allow_unsigned: Boolean(v.allow_unsigned),
                 selector: {
                   ...(v.target === "devices" ? { devices: v.device_ids as string[] } : {}),
                   ...(v.target === "type" ? { type: v.device_type as string } : {}),
@@ -326,6 +356,22 @@ function RolloutForm({ firmware, onDone }: { firmware: Firmware; onDone: () => v
           <Form.Item name="failure_threshold" label="Pause when this share fails">
             <InputNumber min={0} max={1} step={0.05} />
           </Form.Item>
+          <Form.Item name="allow_downgrade" valuePropName="checked" extra="Devices refuse a version older than the one they run unless this is set.">
+            <Checkbox>Allow downgrade</Checkbox>
+          </Form.Item>
+          {!firmware.key_id && (
+            <Form.Item
+              name="allow_unsigned"
+              valuePropName="checked"
+              extra={
+                admin
+                  ? "This bundle is unsigned: only devices flashed to allow unsigned bundles install it."
+                  : "This bundle is unsigned: only an admin can start its rollout."
+              }
+            >
+              <Checkbox disabled={!admin}>Allow unsigned (development)</Checkbox>
+            </Form.Item>
+          )}
         </Form>
       </Modal>
     </>

@@ -21,14 +21,14 @@ export async function listRollouts(): Promise<Rollout[]> {
 
 export async function uploadFirmware(
   file: File,
-  version: string,
+  version: string | undefined,
   notes: string,
   deviceType?: string,
 ): Promise<Firmware> {
-  // The bundle is the raw request body; version and notes travel in the query.
+  // The bundle is the raw request body; version (optional: the bundle names it) and notes travel in the query.
   return unwrap(
     api.POST("/api/firmware", {
-      params: { query: { version, notes, ...(deviceType ? { device_type: deviceType } : {}) } },
+      params: { query: { ...(version ? { version } : {}), notes, ...(deviceType ? { device_type: deviceType } : {}) } },
       body: file as unknown as string,
       bodySerializer: (b) => b as unknown as Blob,
       headers: { "Content-Type": "application/octet-stream" },

@@ -126,6 +126,7 @@ def embedded_broker() -> Iterator[str]:
     proc = subprocess.Popen(
         [PY, "-m", "iotp.cli", "broker", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
+        env={**os.environ, "IOTP_OPEN": "true"},  # anonymous load generator, on purpose
     )
     try:
         wait_port(port)

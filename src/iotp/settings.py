@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     # MQTT accounts of the platform's own processes: "<this>-worker", "<this>-api",
     # "<this>-provisioner", passwords derived from the secret key.
     mqtt_service_user: str = "iotp"
-    # How often brokers pick up credential changes (revocations disconnect within this).
-    credentials_poll_seconds: float = Field(default=2.0, gt=0)
+    # How often brokers pick up credential changes: a revoked device is disconnected
+    # within this plus the broker's reload (bench/RESULTS.md "Broker accounts").
+    credentials_poll_seconds: float = Field(default=1.0, gt=0)
     # Messages per second per device (token bucket; burst = 5 s worth). None: off in open
     # mode, 20/s in secure mode; 0 = off.
     device_rate_limit: float | None = Field(default=None, ge=0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
+from iotp.broker.supervisor import SupervisedMosquitto
 from tests.control_support import FakeDevice, command_status
-from tests.support import PROVISIONED, MqttTestClient, Stack, run_stack
+from tests.support import OPEN, PROVISIONED, MqttTestClient, Stack, run_stack
 
 FLEET = "fleet-secret-for-identity-tests"
 VICTIM = "A4CF12B3C4D5"
@@ -194,3 +197,38 @@ async def test_device_cannot_publish_as_another_or_read_everything(stack: Stack)
     assert device["status"] == "online"
     credentials = (await stack.http.get("/api/credentials")).json()["data"]
     assert {c["device_id"]: c["status"] for c in credentials}.get(VICTIM) == "approved"
+
+
+async def test_a_revoked_device_is_disconnected(stack: Stack) -> None:
+    victim = await connected_victim(stack)
+    client = victim.device.client
+    assert client is not None
+    gone = asyncio.Event()
+    client.client.on_disconnect = lambda *args: gone.set()
+    response = await stack.http.post(f"/api/credentials/{VICTIM}/revoke")
+    assert response.status_code == 200, response.text
+    await asyncio.wait_for(gone.wait(), 10)  # the 2 s target is measured in bench/
+    assert await attempt(stack.mqtt_url, VICTIM, (VICTIM, "x")) != 0
+
+
+async def test_mosquitto_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    """Killed from outside: started again, the platform reconnects, ingest resumes."""
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack:
+        broker = stack.broker
+        assert isinstance(broker, SupervisedMosquitto)
+        first = broker.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+
+        async def back() -> bool:
+            restarted = broker.restarts == 1 and broker.pid not in (None, first)
+            return restarted and stack.worker.link.is_connected
+
+        await stack.wait_for(back, timeout=30, interval=0.2)
+        device = await stack.device("RESTART1")
+        device.publish("devices/RESTART1/data", '{"temperature": 20}')
+
+        async def stored() -> bool:
+            return (await stack.http.get("/api/devices/RESTART1")).status_code == 200
+
+        await stack.wait_for(stored, timeout=30)

@@ -147,7 +147,7 @@ class SupervisedMosquitto:
             password_file=self.workdir / "passwd-devices",
             acl_file=self.workdir / "acl-devices",
             platform_files=(self.workdir / "passwd-platform", self.workdir / "acl-platform"),
-            pid=self._pid,
+            pid=lambda: self.pid,
         )
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -155,7 +155,9 @@ class SupervisedMosquitto:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_lines: list[str] = []
 
-    def _pid(self) -> int | None:
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id."""
         proc = self._proc
         return proc.pid if proc is not None and proc.returncode is None else None
 
@@ -180,7 +182,7 @@ class SupervisedMosquitto:
             asyncio.create_task(self._supervise(), name="mosquitto-supervisor"),
             asyncio.create_task(self.sync.run(), name="mosquitto-accounts"),
         ]
-        log.info("mosquitto (pid %s) for devices on %s:%d", self._pid(), self.host, self.port)
+        log.info("mosquitto (pid %s) for devices on %s:%d", self.pid, self.host, self.port)
 
     async def _spawn(self) -> None:
         self._last_lines = []

@@ -129,7 +129,7 @@ def embedded_broker() -> Iterator[str]:
         env={**os.environ, "IOTP_OPEN": "true"},  # anonymous load generator, on purpose
     )
     try:
-        wait_port(port)
+        wait_port(port, timeout=60)  # a Python process: slow to start on a busy machine
         yield f"mqtt://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGINT)

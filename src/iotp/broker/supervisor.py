@@ -71,6 +71,10 @@ def render_conf(
         "autosave_interval 30",
         "set_tcp_nodelay true",
         f"max_packet_size {settings.mqtt_max_packet_bytes}",
+        # The worker acknowledges a message once its batch is committed: a whole batch
+        # must be in flight (the default, 20, throttles ingest ~100x). Devices are only
+        # ever sent their own commands.
+        "max_inflight_messages 0",
         f"max_queued_messages {settings.mqtt_max_queued_messages}",
         f"max_queued_bytes {settings.mqtt_max_queued_bytes}",
         f"persistent_client_expiration {SESSION_EXPIRY}",

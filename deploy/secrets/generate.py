@@ -65,7 +65,7 @@ def generate() -> dict[str, str]:
         made["IOTP_DATABASE_URL"] = "(written)"
     MOSQUITTO_AUTH_DIR.mkdir(parents=True, exist_ok=True)
     _own(MOSQUITTO_AUTH_DIR, MOSQUITTO_UID, MOSQUITTO_UID)
-    for name in ("passwords", "acl"):
+    for name in ("passwords", "acl", "platform-passwords", "platform-acl"):
         path = MOSQUITTO_AUTH_DIR / name
         if not path.exists():
             path.touch(mode=0o600)

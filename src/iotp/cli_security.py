@@ -137,6 +137,13 @@ mosquitto_app = typer.Typer(no_args_is_help=True, help="Mosquitto password and A
 def mosquitto_sync(
     password_file: Annotated[Path, typer.Option(help="Mosquitto password_file to write")],
     acl_file: Annotated[Path, typer.Option(help="Mosquitto acl_file to write")],
+    platform_password_file: Annotated[
+        Path | None,
+        typer.Option(help="the platform's accounts in files of their own (their own listener)"),
+    ] = None,
+    platform_acl_file: Annotated[
+        Path | None, typer.Option(help="with --platform-password-file")
+    ] = None,
     pid_file: Annotated[
         Path | None, typer.Option(help="send SIGHUP to this Mosquitto after a change")
     ] = None,
@@ -145,11 +152,20 @@ def mosquitto_sync(
     ] = None,
     once: Annotated[bool, typer.Option(help="write once and exit")] = False,
 ) -> None:
-    """Write the files from the database, and again (then reload) whenever credentials change."""
+    """Write the files from the database, and again (then reload) whenever credentials change.
+    Without --platform-* files, one pair holds every account (one listener)."""
     from iotp.broker.mosquitto import MosquittoSync
     from iotp.runtime import prepare_database
 
     settings = load_settings()
+    platform_files = None
+    if platform_password_file is not None or platform_acl_file is not None:
+        if platform_password_file is None or platform_acl_file is None:
+            typer.secho(
+                "error: give both --platform-password-file and --platform-acl-file", err=True
+            )
+            sys.exit(2)
+        platform_files = (platform_password_file, platform_acl_file)
 
     async def go() -> None:
         engine = await prepare_database(settings)
@@ -158,6 +174,7 @@ def mosquitto_sync(
             engine,
             password_file=password_file,
             acl_file=acl_file,
+            platform_files=platform_files,
             pid_file=pid_file,
             reload_command=reload_command,
         )

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from iotp.broker.mosquitto import render_device_acl
 from iotp.netutil import free_port
 from iotp.services.auth import hash_mqtt_secret
 from iotp.settings import DEFAULT_MAX_PACKET_BYTES, Settings
@@ -100,7 +101,7 @@ def test_replicas_and_shared_subscriptions() -> None:
     assert env["IOTP_METRICS_PORT"] == "9100"
     for name in ("api", "worker", "migrate"):
         env = services[name]["environment"]
-        assert env["IOTP_MQTT_URL"] == "mqtt://mosquitto:1883"
+        assert env["IOTP_MQTT_URL"] == "mqtt://mosquitto:1884"  # the platform's listener
         _settings(env)
 
 
@@ -141,14 +142,26 @@ def test_secure_by_default_with_secrets_generated_once_and_shared() -> None:
         assert services[name]["depends_on"]["secrets"]["condition"] == (
             "service_completed_successfully"
         )
-    conf = _conf(DEPLOY / "mosquitto" / "mosquitto.conf")
-    assert conf["allow_anonymous"] == "false"
-    assert conf["password_file"] == "/mosquitto/auth/passwords"
-    assert conf["acl_file"] == "/mosquitto/auth/acl"
+    lines = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert "allow_anonymous true" not in lines
+    assert lines.count("allow_anonymous false") == 2  # each listener
+    assert "use_username_as_clientid true" in lines  # the device listener
     sync = services["mosquitto-sync"]
-    assert f"--password-file={conf['password_file']}" in sync["command"]
-    assert f"--acl-file={conf['acl_file']}" in sync["command"]
+    for option, line in (
+        ("--password-file", "password_file /mosquitto/auth/passwords"),
+        ("--acl-file", "acl_file /mosquitto/auth/acl"),
+    ):
+        assert line in lines
+        assert f"{option}={line.split()[1]}" in sync["command"]
+    assert "--platform-password-file=/mosquitto/auth/platform-passwords" in sync["command"]
+    assert "--platform-acl-file=/mosquitto/auth/platform-acl" in sync["command"]
+    mosquitto = services["mosquitto"]
+    assert [str(p).split(":")[-1] for p in _ports(mosquitto)] == ["1883"]  # not 1884
     assert ("mosquitto-auth", "/mosquitto/auth", False) in [_mount(v) for v in sync["volumes"]]
+
+
+def _ports(service: dict[str, Any]) -> list[Any]:
+    return [p["target"] if isinstance(p, dict) else p for p in service.get("ports", [])]
 
 
 def _mount(volume: Any) -> tuple[str, str, bool]:
@@ -284,55 +297,60 @@ def test_mosquitto_config_keeps_queued_messages_within_bounds() -> None:
 async def test_compose_mosquitto_refuses_anonymous_and_oversized_packets(
     tmp_path: Path,
 ) -> None:
-    """Debian's Mosquitto runs compose's own mosquitto.conf (paths and port moved here),
-    with an account file as mosquitto-sync writes it: an anonymous client is refused, a
-    client with an account publishes, and a packet over max_packet_size closes its
-    connection without being delivered."""
+    """Debian's Mosquitto runs compose's own mosquitto.conf (paths and ports moved here)
+    with account files as mosquitto-sync writes them: anonymous clients are refused on
+    both listeners, a device is its username whatever client id it sends, and a packet
+    over max_packet_size closes its connection without being delivered."""
     need(os.path.exists(MOSQUITTO), "mosquitto binary")
     work = Path(tempfile.mkdtemp(prefix="iotp-deploy-mosq-"))
     work.chmod(0o777)  # Mosquitto started as root drops to its own user
-    port = free_port()
+    device_port, platform_port = free_port(), free_port()
     text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     text = (
         text.replace("/mosquitto/data/", f"{work}/")
         .replace("/mosquitto/auth/", f"{work}/")
-        .replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
+        .replace("listener 1883\n", f"listener {device_port} 127.0.0.1\n")
+        .replace("listener 1884\n", f"listener {platform_port} 127.0.0.1\n")
         .replace("log_dest stdout", f"log_dest file {work}/log")
     )
-    (work / "passwords").write_text(f"svc:{hash_mqtt_secret('svc-password')}\n")
-    (work / "acl").write_text("user svc\ntopic readwrite #\n")
-    for name in ("passwords", "acl"):
+    (work / "passwords").write_text(f"A1:{hash_mqtt_secret('a1-secret-0123456789')}\n")
+    (work / "acl").write_text(render_device_acl())
+    (work / "platform-passwords").write_text(f"svc:{hash_mqtt_secret('svc-password')}\n")
+    (work / "platform-acl").write_text("user svc\ntopic readwrite #\n")
+    for name in ("passwords", "acl", "platform-passwords", "platform-acl"):
         (work / name).chmod(0o644)
     conf = work / "mosquitto.conf"
     conf.write_text(text)
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    url = f"mqtt://127.0.0.1:{port}"
+    devices = f"mqtt://127.0.0.1:{device_port}"
+    platform = f"mqtt://127.0.0.1:{platform_port}"
     clients: list[Client] = []
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             assert proc.poll() is None, (work / "log").read_text(errors="replace")
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+                if s.connect_ex(("127.0.0.1", platform_port)) == 0:
                     break
             time.sleep(0.05)
         else:
             pytest.fail("mosquitto did not open its port")
-        with pytest.raises(Refused):
-            await Client(url, "anon", None, None).connect()
-        with pytest.raises(Refused):
-            await Client(url, "guess", "svc", "wrong").connect()
-        watcher = await Client(url, "watcher", "svc", "svc-password").connect()
+        for url in (devices, platform):
+            with pytest.raises(Refused):
+                await Client(url, "anon", None, None).connect()
+        with pytest.raises(Refused):  # the platform's accounts are not on the device side
+            await Client(devices, "svc", "svc", "svc-password").connect()
+        watcher = await Client(platform, "watcher", "svc", "svc-password").connect()
         clients.append(watcher)
         assert await watcher.subscribe("devices/#") in (0, 1)
-        sender = await Client(url, "sender", "svc", "svc-password").connect()
-        clients.append(sender)
+        device = await Client(devices, "someone-else", "A1", "a1-secret-0123456789").connect()
+        clients.append(device)
         limit = int(_conf(DEPLOY / "mosquitto" / "mosquitto.conf")["max_packet_size"])
-        sender.publish("devices/A1/data", b"x" * (limit + 1))
-        await asyncio.wait_for(sender.disconnected.wait(), 5)
-        small = await Client(url, "small", "svc", "svc-password").connect()
-        clients.append(small)
-        small.publish("devices/A1/data", b'{"t": 1}')
+        device.publish("devices/A1/data", b"x" * (limit + 1))
+        await asyncio.wait_for(device.disconnected.wait(), 5)
+        again = await Client(devices, "A1", "A1", "a1-secret-0123456789").connect()
+        clients.append(again)
+        again.publish("devices/A1/data", b'{"t": 1}')
         assert await watcher.next() == ("devices/A1/data", b'{"t": 1}')  # nothing before it
     finally:
         for client in clients:

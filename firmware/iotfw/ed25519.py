@@ -5,7 +5,8 @@
 # Points are in extended coordinates (X, Y, Z, T), x = X/Z, y = Y/Z, x*y = T/Z.
 # Every product is reduced with one % P: on MicroPython that beats folding with
 # 2**255 = 19 (mod p) by shifts and adds (measured, bench/firmware_verify.py).
-# [S]B - [k]A is computed in one pass (Straus) with 4-bit windows.
+# [S]B - [k]A is computed in one pass (Straus) with signed 4-bit windows (digits
+# -8..8: tables of 8 multiples per point, negatives taken for free).
 from iotfw import sha512
 
 P = 2 ** 255 - 19
@@ -63,13 +64,18 @@ def _add(p, q):
 
 
 def _table(p):
-    # [0*p, 1*p, ..., 15*p] in cached form (0*p unused)
+    # [0*p, 1*p, ..., 8*p] in cached form (0*p unused); -j*p is taken from j*p
     out = [None, _cached(p)]
     q = p
-    for _ in range(14):
+    for _ in range(7):
         q = _add(q, out[1])
         out.append(_cached(q))
     return out
+
+
+def _neg(c):
+    # -Q in cached form: x -> -x swaps Y-X and Y+X and negates T
+    return (c[1], c[0], P - c[2], c[3])
 
 
 def decode_point(data):
@@ -107,25 +113,36 @@ def encode_point(p):
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
-def _nibbles(n):
-    out = []
-    for _ in range(64):
-        out.append(n & 15)
+def _digits(n):
+    # n < 2**253 as 64 signed base-16 digits in -8..8 (sum of d[i] * 16**i)
+    out = bytearray(64)
+    for i in range(64):
+        d = n & 15
         n >>= 4
+        if d > 8:
+            d -= 16
+            n += 1
+        out[i] = d & 0xFF
     return out
 
 
+def _step(acc, table, d):
+    if d == 0:
+        return acc
+    if d < 128:
+        return _add(acc, table[d])
+    return _add(acc, _neg(table[256 - d]))
+
+
 def _straus(s, b_table, k, a_table):
-    sn = _nibbles(s)
-    kn = _nibbles(k)
+    sd = _digits(s)
+    kd = _digits(k)
     acc = (0, 1, 1, 0)
     for i in range(63, -1, -1):
         if i != 63:
             acc = _double(_double(_double(_double(acc))))
-        if sn[i]:
-            acc = _add(acc, b_table[sn[i]])
-        if kn[i]:
-            acc = _add(acc, a_table[kn[i]])
+        acc = _step(acc, b_table, sd[i])
+        acc = _step(acc, a_table, kd[i])
     return acc
 
 
@@ -141,7 +158,7 @@ def verify(public_key, message, signature):
     if s >= L:
         return False
     r = signature[:32]
-    k = int.from_bytes(sha512.digest(r + public_key + message), "little") % L
+    k = int.from_bytes(sha512.digest(r, public_key, message), "little") % L
     neg_a = ((P - a[0]) % P, a[1], 1, (P - a[3]) % P)
     base = (_BX, _BY, 1, _BX * _BY % P)
     point = _straus(s, _table(base), k, _table(neg_a))

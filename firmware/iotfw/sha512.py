@@ -63,22 +63,36 @@ def _block(h, data, pos):
     return [(x + y) & _M for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
 
 
-def digest_pure(data):
-    """SHA-512 of bytes, in plain Python. Whole blocks are read in place; only the
-    tail is copied to be padded (the heap holds the message once)."""
-    n = len(data)
+def digest_pure(*parts):
+    """SHA-512 of the concatenation of parts (bytes), in plain Python. Whole blocks
+    are read in place; only a block that straddles two parts and the padded tail are
+    copied, so the heap never holds a second copy of a message."""
     h = list(_H0)
-    full = n - n % 128
-    for pos in range(0, full, 128):
-        h = _block(h, data, pos)
-    tail = bytes(data[full:]) + b"\x80" + b"\x00" * ((111 - n) % 128) \
-        + (n * 8).to_bytes(16, "big")
+    n = 0
+    carry = b""
+    for part in parts:
+        n += len(part)
+        pos = 0
+        if carry:
+            pos = 128 - len(carry)
+            carry += bytes(part[:pos])
+            if len(carry) < 128:
+                continue
+            h = _block(h, carry, 0)
+        end = pos + (len(part) - pos) // 128 * 128
+        for off in range(pos, end, 128):
+            h = _block(h, part, off)
+        carry = bytes(part[end:])
+    tail = carry + b"\x80" + b"\x00" * ((111 - n) % 128) + (n * 8).to_bytes(16, "big")
     for pos in range(0, len(tail), 128):
         h = _block(h, tail, pos)
     return b"".join([x.to_bytes(8, "big") for x in h])
 
 
-def digest(data):
-    if _native is not None:
-        return _native(data).digest()
-    return digest_pure(data)
+def digest(*parts):
+    if _native is None:
+        return digest_pure(*parts)
+    sha = _native()
+    for part in parts:
+        sha.update(part)
+    return sha.digest()

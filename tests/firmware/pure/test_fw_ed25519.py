@@ -102,3 +102,10 @@ def test_sha512_known_answers():
     for data, hexdigest in ((b"abc", SHA512_ABC), (b"", SHA512_EMPTY), (long, SHA512_112)):
         assert binascii.hexlify(sha512.digest_pure(data)).decode() == hexdigest
         assert sha512.digest(data) == sha512.digest_pure(data)
+
+
+def test_sha512_of_parts_is_sha512_of_their_concatenation():
+    data = bytes(range(256)) * 3
+    for cuts in ((0, 0), (1, 5), (64, 96), (127, 129), (128, 256), (300, 700), (768, 768)):
+        a, b, c = data[:cuts[0]], data[cuts[0]:cuts[1]], data[cuts[1]:]
+        assert sha512.digest_pure(a, b, c) == sha512.digest_pure(data)

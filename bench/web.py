@@ -110,13 +110,17 @@ class Platform:
             time.sleep(0.2)
         else:
             raise RuntimeError("iotp serve did not become healthy")
-        body = httpx.post(
+        self.access = self.sign_in().json()["access_token"]
+
+    def sign_in(self) -> httpx.Response:
+        response = httpx.post(
             self.url + "/api/auth/token", data={"username": "admin", "password": PASSWORD}
-        ).json()
-        self.tokens = {"access": body["access_token"], "refresh": body["refresh_token"]}
+        )
+        response.raise_for_status()
+        return response
 
     def get(self, path: str) -> Any:
-        headers = {"Authorization": f"Bearer {self.tokens['access']}"}
+        headers = {"Authorization": f"Bearer {self.access}"}
         return httpx.get(self.url + path, headers=headers, timeout=10).json()
 
     def stop(self) -> None:
@@ -169,16 +173,24 @@ class LiveFleet:
 # ---- measurements ------------------------------------------------------------------
 
 
-def login_script(tokens: dict[str, str]) -> str:
-    return f"localStorage.setItem('iotp.tokens', {json.dumps(json.dumps(tokens))});"
+def signed_in(context: Any, plat: Platform) -> Any:
+    """A browser context with a session of its own (its refresh and CSRF cookies): each
+    refresh token is good once, so contexts never share one."""
+    cookies = plat.sign_in().cookies
+    context.add_cookies(
+        [
+            {"name": name, "value": cookies[name], "domain": "127.0.0.1", "path": path}
+            for name, path in (("iotp_refresh", "/api/auth"), ("iotp_csrf", "/"))
+        ]
+    )
+    return context
 
 
 def first_load(browser: Any, plat: Platform) -> dict[str, Any]:
     cold_load, cold_content, warm_load = [], [], []
     js_files: set[str] = set()
     for _ in range(LOAD_RUNS):
-        context = browser.new_context()
-        context.add_init_script(login_script(plat.tokens))
+        context = signed_in(browser.new_context(), plat)
         page = context.new_page()
         t0 = time.perf_counter()
         page.goto(plat.url + "/", wait_until="load")
@@ -239,8 +251,7 @@ def live_table(browser: Any, plat: Platform) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError("devices did not register")
             time.sleep(0.5)
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        context.add_init_script(login_script(plat.tokens))
+        context = signed_in(browser.new_context(viewport={"width": 1440, "height": 900}), plat)
         page = context.new_page()
         page.goto(plat.url + "/", wait_until="load")
         t0 = time.perf_counter()

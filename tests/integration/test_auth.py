@@ -33,20 +33,22 @@ async def test_login_refresh_me_and_password_change(stack: Stack) -> None:
         assert r.status_code == 200
         assert r.headers["cache-control"] == "no-store"
         pair = r.json()
+        csrf = {"X-CSRF-Token": pair["csrf_token"]}
         assert pair["token_type"] == "bearer"
         assert pair["expires_in"] > 0
         me = await http.get(
             "/api/auth/me", headers={"Authorization": f"Bearer {pair['access_token']}"}
         )
         assert me.json() == {"kind": "user", "id": 1, "name": "admin", "role": "admin"}
-        # A refresh token is not an access token, and vice versa.
+        # An access token is not a refresh token, and the refresh token is no bearer.
+        as_cookie = {"Cookie": f"iotp_refresh={pair['access_token']}"}
+        r = await http.post("/api/auth/refresh", headers={**csrf, **as_cookie})
+        assert r.status_code == 401
         bad = await http.get(
-            "/api/auth/me", headers={"Authorization": f"Bearer {pair['refresh_token']}"}
+            "/api/auth/me", headers={"Authorization": f"Bearer {http.cookies['iotp_refresh']}"}
         )
         assert bad.status_code == 401
-        r = await http.post("/api/auth/refresh", json={"refresh_token": pair["access_token"]})
-        assert r.status_code == 401
-        r = await http.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        r = await http.post("/api/auth/refresh", headers=csrf)
         assert r.status_code == 200
         fresh = r.json()["access_token"]
         auth = {"Authorization": f"Bearer {fresh}"}
@@ -58,7 +60,7 @@ async def test_login_refresh_me_and_password_change(stack: Stack) -> None:
         assert r.status_code == 204
         # Changing the password signs out every token issued before.
         assert (await http.get("/api/auth/me", headers=auth)).status_code == 401
-        r = await http.post("/api/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        r = await http.post("/api/auth/refresh", headers=csrf)
         assert r.status_code == 401
         assert await login(http, "admin", "another-password")
 

@@ -19,7 +19,14 @@ from iotp.settings import Settings
 from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, login, run_stack
 
 # The whole contract, written out independently of iotp.api.security.
-PUBLIC = {("/api/health", "GET"), ("/api/auth/token", "POST"), ("/api/auth/refresh", "POST")}
+PUBLIC = {
+    ("/api/health", "GET"),
+    ("/api/auth/token", "POST"),
+    ("/api/auth/refresh", "POST"),
+    ("/api/auth/logout", "POST"),
+}
+# Public, but signed in by the session cookie: without one, 401 whatever the bearer.
+SESSION_COOKIE = {("/api/auth/refresh", "POST")}
 SELF_SERVICE = {"/api/auth/me", "/api/auth/password"}
 ADMIN_ONLY = re.compile(r"^/api/(users|api-keys|credentials)(/|$)")
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
@@ -89,7 +96,9 @@ async def test_authorization_matrix(roles: tuple[Stack, dict[str, dict[str, str]
             for who in ("none", "viewer", "viewer-key", "operator", "admin"):
                 role = who.removesuffix("-key")
                 r = await http.request(method, url, headers=headers[who])
-                if need is None:
+                if (path, method) in SESSION_COOKIE:
+                    ok = r.status_code == 401 and "no session" in r.text
+                elif need is None:
                     ok = r.status_code not in (401, 403)
                 elif who == "none":
                     ok = r.status_code == 401

@@ -49,18 +49,19 @@ def _user() -> User:
 
 
 def test_tokens_expire_and_carry_type() -> None:
-    pair = auth.issue_tokens(_user(), key=STRONG, access_minutes=1, refresh_days=1, now=1000)
+    old = auth.issue_access_token(_user(), key=STRONG, minutes=1, now=1000)
     with pytest.raises(auth.AuthError):  # expired long ago
-        auth.decode_token(pair.access_token, key=STRONG, expected_type="access")
-    pair = auth.issue_tokens(_user(), key=STRONG, access_minutes=1, refresh_days=1)
-    claims = auth.decode_token(pair.access_token, key=STRONG, expected_type="access")
+        auth.decode_token(old.token, key=STRONG, expected_type="access")
+    access = auth.issue_access_token(_user(), key=STRONG, minutes=1)
+    assert access.expires_in == 60
+    claims = auth.decode_token(access.token, key=STRONG, expected_type="access")
     assert claims["sub"] == "7"
     assert claims["role"] == "operator"
     assert claims["ver"] == 3
     with pytest.raises(auth.AuthError):
-        auth.decode_token(pair.access_token, key=STRONG, expected_type="refresh")
+        auth.decode_token(access.token, key=STRONG, expected_type="refresh")
     with pytest.raises(auth.AuthError):
-        auth.decode_token(pair.access_token, key="another-key" * 4, expected_type="access")
+        auth.decode_token(access.token, key="another-key" * 4, expected_type="access")
     with pytest.raises(auth.AuthError):
         auth.decode_token("garbage", key=STRONG, expected_type="access")
 

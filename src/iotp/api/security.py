@@ -19,9 +19,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
-import jwt
 from fastapi import Depends, HTTPException, WebSocketException, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
@@ -49,7 +47,10 @@ from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/api/health", "/api/auth/token", "/api/auth/refresh"})
+# Refresh and logout authenticate with the session cookie and its CSRF token instead.
+PUBLIC_PATHS = frozenset(
+    {"/api/health", "/api/auth/token", "/api/auth/refresh", "/api/auth/logout"}
+)
 # Any signed-in principal, whatever the method (own profile, own password).
 SELF_SERVICE_PATHS = frozenset({"/api/auth/me", "/api/auth/password"})
 ADMIN_PATH = re.compile(r"^/api/(users|api-keys|credentials)(/|$)")  # concrete paths
@@ -74,6 +75,7 @@ class Principal:
     name: str
     role: Role
     version: int = 0  # users: the token version the token was signed with
+    expires_at: float | None = None  # users: when the (verified) access token expires
 
 
 @dataclass
@@ -340,7 +342,9 @@ async def _resolve(conn: HTTPConnection, token: str) -> Principal:
         raise AuthError("unknown user")
     if user.disabled or claims.get("ver") != user.token_version:
         raise AuthError("token revoked")
-    return Principal("user", user_id, user.username, Role(user.role), user.token_version)
+    return Principal(
+        "user", user_id, user.username, Role(user.role), user.token_version, float(claims["exp"])
+    )
 
 
 def _deny(conn: HTTPConnection, code: int, detail: str) -> Exception:
@@ -473,7 +477,6 @@ class HardeningMiddleware:
         """A WebSocket ends (close code 1008) when its access token expires ("expired":
         the client refreshes its token and reconnects) or when its principal loses its
         right ("revoked": see SocketGuard)."""
-        deadline = _token_expiry(scope)
         app_state = getattr(scope.get("app"), "state", None)
         sec: SecurityContext | None = getattr(app_state, "security", None)
         api = getattr(app_state, "iotp", None)
@@ -495,6 +498,10 @@ class HardeningMiddleware:
         async def guarded_receive() -> Message:
             if watched.revoked.is_set():
                 return await close("revoked")
+            # authorize leaves the principal there during the handshake, from a token it
+            # has verified, whether it came as ?token= or in a header.
+            principal = scope["state"].get("principal")
+            deadline = principal.expires_at if isinstance(principal, Principal) else None
             timeout = None if deadline is None else max(deadline - time.time(), 0)
             incoming = asyncio.ensure_future(receive())
             cut = asyncio.ensure_future(watched.revoked.wait())
@@ -518,20 +525,6 @@ class HardeningMiddleware:
             await self.app(scope, guarded_receive, guarded_send)
         finally:
             sec.sockets.unwatch(watched)
-
-
-def _token_expiry(scope: Scope) -> float | None:
-    """The ``exp`` of a JWT in ``?token=`` (already verified by ``authorize``)."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    token = (query.get("token") or [""])[0]
-    if not token or looks_like_api_key(token):
-        return None
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _content_length(scope: Scope) -> int | None:

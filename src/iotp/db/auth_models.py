@@ -76,3 +76,22 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class RefreshToken(Base):
+    """A refresh token (migration 0008): only its SHA-256 is stored. Each use replaces
+    it by a new one of the same ``family`` (one sign-in); a token used a second time
+    means it was copied, and its whole family is revoked. Logout revokes the family."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    # The user's token_version at sign-in: a password or role change ends the family.
+    token_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)

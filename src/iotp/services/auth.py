@@ -207,29 +207,27 @@ ISSUER = "iotp"
 
 
 @dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_in: int
+class AccessToken:
+    token: str
+    expires_in: int  # seconds
 
 
-def issue_tokens(
-    user: User, *, key: str, access_minutes: float, refresh_days: float, now: float | None = None
-) -> TokenPair:
+def issue_access_token(
+    user: User, *, key: str, minutes: float, now: float | None = None
+) -> AccessToken:
+    """A signed access token; refresh tokens are opaque and stored (services.sessions)."""
     now = time.time() if now is None else now
-    access_s = int(access_minutes * 60)
-    base = {"sub": str(user.id), "iss": ISSUER, "iat": int(now), "ver": user.token_version}
-    access = jwt.encode(
-        {**base, "typ": "access", "role": user.role, "exp": int(now) + access_s},
-        key,
-        algorithm=ALGORITHM,
-    )
-    refresh = jwt.encode(
-        {**base, "typ": "refresh", "exp": int(now + refresh_days * 86400)},
-        key,
-        algorithm=ALGORITHM,
-    )
-    return TokenPair(access, refresh, access_s)
+    seconds = int(minutes * 60)
+    claims = {
+        "sub": str(user.id),
+        "iss": ISSUER,
+        "iat": int(now),
+        "exp": int(now) + seconds,
+        "ver": user.token_version,
+        "typ": "access",
+        "role": user.role,
+    }
+    return AccessToken(jwt.encode(claims, key, algorithm=ALGORITHM), seconds)
 
 
 def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:

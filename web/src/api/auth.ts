@@ -1,12 +1,13 @@
-// Tokens: POST /api/auth/token (OAuth2 password flow) gives {access_token,
-// refresh_token, token_type, expires_in}; POST /api/auth/refresh {refresh_token} gives a
-// new pair. A server that needs no login (no 401 without a token) is "open": the user
-// then acts as admin.
+// Tokens: POST /api/auth/token (OAuth2 password flow) gives {access_token, csrf_token,
+// expires_in}; the access token is kept in memory only. The refresh token is an httpOnly
+// cookie that page scripts never see: POST /api/auth/refresh (the cookie, plus the CSRF
+// token in X-CSRF-Token) gives a new access token, and replaces the cookie. After a
+// reload the CSRF token is read back from its own cookie. A server that needs no login
+// (no 401 without a token) is "open": the user then acts as admin.
 
 export type Role = "admin" | "operator" | "viewer";
 export interface Tokens {
   access: string;
-  refresh?: string;
 }
 export interface User {
   username: string;
@@ -14,19 +15,25 @@ export interface User {
   open: boolean; // open mode: the server needs no login
 }
 
-const KEY = "iotp.tokens";
+const CSRF_COOKIE = "iotp_csrf";
 type Listener = () => void;
 const listeners = new Set<Listener>();
-let tokens: Tokens | null = load();
+let tokens: Tokens | null = null;
 let user: User | null = null;
 
-function load(): Tokens | null {
-  try {
-    const raw = globalThis.localStorage?.getItem(KEY);
-    return raw ? (JSON.parse(raw) as Tokens) : null;
-  } catch {
-    return null;
+/** The session's CSRF token, from its cookie (readable by this page only). */
+function csrfToken(): string | null {
+  const cookies = globalThis.document?.cookie ?? "";
+  for (const part of cookies.split(";")) {
+    const [name, ...value] = part.trim().split("=");
+    if (name === CSRF_COOKIE) return decodeURIComponent(value.join("="));
   }
+  return null;
+}
+
+/** Whether a signed-in session may be resumed (its cookie is there). */
+export function hasSession(): boolean {
+  return csrfToken() !== null;
 }
 
 function emit(): void {
@@ -44,8 +51,6 @@ export function getTokens(): Tokens | null {
 
 export function setTokens(next: Tokens | null): void {
   tokens = next;
-  if (next) localStorage.setItem(KEY, JSON.stringify(next));
-  else localStorage.removeItem(KEY);
   emit();
 }
 
@@ -106,8 +111,8 @@ async function tokenRequest(path: string, init: RequestInit): Promise<Tokens> {
     }
     throw new Error(detail || `login failed (HTTP ${response.status})`);
   }
-  const body = (await response.json()) as { access_token: string; refresh_token?: string };
-  return { access: body.access_token, refresh: body.refresh_token };
+  const body = (await response.json()) as { access_token: string };
+  return { access: body.access_token };
 }
 
 export async function login(username: string, password: string): Promise<User> {
@@ -121,29 +126,44 @@ export async function login(username: string, password: string): Promise<User> {
   return u;
 }
 
-export function logout(): void {
+/** Ends the session on the server too (its refresh token is revoked). */
+export async function logout(): Promise<void> {
+  const csrf = csrfToken();
   setTokens(null);
   setUser(null);
+  if (csrf) {
+    await fetch("/api/auth/logout", { method: "POST", headers: { "X-CSRF-Token": csrf } }).catch(
+      () => undefined,
+    );
+  }
 }
 
 let refreshing: Promise<boolean> | null = null;
 
-/** Refresh the access token once, however many requests ask at the same time. */
+async function exchange(): Promise<boolean> {
+  const csrf = csrfToken();
+  if (!csrf) return false;
+  try {
+    const next = await tokenRequest("/api/auth/refresh", { headers: { "X-CSRF-Token": csrf } });
+    setTokens(next);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Refresh the access token once, however many requests ask at the same time. Tabs
+ * take turns (Web Locks): each refresh token is good once, and a second use of one
+ * would end the session everywhere. */
 export function refreshTokens(): Promise<boolean> {
-  const current = tokens;
-  if (!current?.refresh) return Promise.resolve(false);
-  refreshing ??= tokenRequest("/api/auth/refresh", {
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ refresh_token: current.refresh }),
-  })
-    .then((next) => {
-      setTokens({ access: next.access, refresh: next.refresh ?? current.refresh });
-      return true;
-    })
-    .catch(() => false)
-    .finally(() => {
+  const locks = globalThis.navigator?.locks;
+  refreshing ??= (async () => {
+    try {
+      return locks ? await locks.request("iotp-refresh", exchange) : await exchange();
+    } finally {
       refreshing = null;
-    });
+    }
+  })();
   return refreshing;
 }
 

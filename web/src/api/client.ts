@@ -3,7 +3,7 @@
 // /login when that fails. `unwrap` routes every failure to the central error handler.
 import createClient from "openapi-fetch";
 import type { paths } from "./schema.gen";
-import { getTokens, refreshTokens, sessionExpired } from "./auth";
+import { getTokens, hasSession, refreshTokens, sessionExpired } from "./auth";
 import { ApiError, detailOf, reportApiError } from "./errors";
 
 export type { components, paths } from "./schema.gen";
@@ -14,7 +14,7 @@ export async function authFetch(input: Request): Promise<Response> {
   if (response.status !== 401 || new URL(input.url).pathname.startsWith("/api/auth/")) {
     return response;
   }
-  if (getTokens()?.refresh && (await refreshTokens())) {
+  if (hasSession() && (await refreshTokens())) {
     const again = await fetch(withToken(retry));
     if (again.status !== 401) return again;
   }

@@ -1,9 +1,9 @@
-// Decides who the user is before any page loads: a stored token (secure mode), or no
-// token needed at all (open mode). A server that wants a login answers 401.
+// Decides who the user is before any page loads: a session to resume (its refresh
+// cookie), or no token needed at all (open mode). A server that wants a login answers 401.
 import { useEffect, useState, type ReactNode } from "react";
 import { Navigate, useLocation } from "react-router-dom";
 import { Spin } from "antd";
-import { getTokens, setUser, userFromToken } from "../api/auth";
+import { getTokens, hasSession, refreshTokens, setUser, userFromToken } from "../api/auth";
 import { api } from "../api/client";
 import { useUser } from "../hooks/useAuth";
 import { live } from "../live/socket";
@@ -22,8 +22,10 @@ export function AuthGate({ children }: { children: ReactNode }) {
     }
     let cancelled = false;
     void (async () => {
+      const resumed = getTokens() !== null || (hasSession() && (await refreshTokens()));
       const tokens = getTokens();
-      if (tokens) {
+      if (cancelled) return;
+      if (resumed && tokens) {
         setUser(userFromToken(tokens.access));
         // Prefer the server's word on the role when it offers /api/auth/me.
         const me = await api.GET("/api/auth/me").catch(() => null);

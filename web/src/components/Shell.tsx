@@ -147,8 +147,7 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
                   icon={<LogoutOutlined />}
                   aria-label="Log out"
                   onClick={() => {
-                    logout();
-                    navigate("/login");
+                    void logout().then(() => navigate("/login"));
                   }}
                 />
               )}

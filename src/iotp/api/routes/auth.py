@@ -1,9 +1,16 @@
-"""Sign-in (OAuth2 password flow), token refresh, own profile and password."""
+"""Sign-in (OAuth2 password flow), token refresh, logout, own profile and password.
+
+The access token is answered in the body (clients keep it in memory). The refresh token
+never is: it lives in the httpOnly cookie ``iotp_refresh`` (SameSite=Strict, path
+/api/auth), out of reach of page scripts. Requests that use it (refresh, logout) must
+also send the session's CSRF token in ``X-CSRF-Token``; the dashboard reads it from the
+``iotp_csrf`` cookie, which another site can neither read nor send."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -13,23 +20,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.api.deps import SessionDep
 from iotp.api.security import CurrentPrincipal, SecurityContext
-from iotp.db.auth_models import User
+from iotp.db.auth_models import RefreshToken, User
+from iotp.services import sessions
 from iotp.services import users as user_service
-from iotp.services.auth import AuthError, LoginAttempt, decode_token, issue_tokens
-from iotp.services.errors import InvalidRequestError, NotFoundError
+from iotp.services.auth import AuthError, LoginAttempt, issue_access_token
+from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
+REFRESH_COOKIE = "iotp_refresh"
+CSRF_COOKIE = "iotp_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+
+
 class TokenPublic(BaseModel):
     access_token: str
-    refresh_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
-
-
-class RefreshRequest(BaseModel):
-    refresh_token: str = Field(max_length=4096)
+    # Send it as X-CSRF-Token with /api/auth/refresh and /api/auth/logout.
+    csrf_token: str
 
 
 class MePublic(BaseModel):
@@ -67,18 +77,45 @@ async def _attempt(request: Request, session: AsyncSession, username: str) -> Lo
     return attempt
 
 
-def _tokens(sec: SecurityContext, user: User) -> TokenPublic:
-    pair = issue_tokens(
-        user,
-        key=sec.secret_key,
-        access_minutes=sec.settings.access_token_minutes,
-        refresh_days=sec.settings.refresh_token_days,
+def _answer(
+    request: Request, response: Response, user: User, issued: sessions.Issued
+) -> TokenPublic:
+    """The access token in the body, the refresh token in its cookie."""
+    sec = _security(request)
+    access = issue_access_token(user, key=sec.secret_key, minutes=sec.settings.access_token_minutes)
+    csrf = sessions.csrf_token(issued.family, key=sec.secret_key)
+    max_age = max(int(issued.expires_at - time.time()), 0)
+    secure = request.url.scheme == "https"  # behind a TLS proxy: X-Forwarded-Proto
+    response.set_cookie(
+        REFRESH_COOKIE,
+        issued.token,
+        max_age=max_age,
+        path="/api/auth",
+        secure=secure,
+        httponly=True,
+        samesite="strict",
     )
-    return TokenPublic(
-        access_token=pair.access_token,
-        refresh_token=pair.refresh_token,
-        expires_in=pair.expires_in,
+    response.set_cookie(
+        CSRF_COOKIE, csrf, max_age=max_age, path="/", secure=secure, samesite="strict"
     )
+    response.headers["Cache-Control"] = "no-store"
+    return TokenPublic(access_token=access.token, expires_in=access.expires_in, csrf_token=csrf)
+
+
+async def _session_of(request: Request, session: AsyncSession) -> RefreshToken:
+    """The refresh token of the cookie, with the CSRF token that proves the request
+    comes from the dashboard's own page."""
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "no session (sign in)")
+    try:
+        row = await sessions.find(session, token)
+    except AuthError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+    presented = request.headers.get(CSRF_HEADER)
+    if not sessions.csrf_matches(row.family, presented, key=_security(request).secret_key):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER} header")
+    return row
 
 
 @router.post(
@@ -106,26 +143,43 @@ async def login(
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
     await sec.login_throttle.succeeded(session, attempt)
+    issued = await sessions.start(session, user=user, days=sec.settings.refresh_token_days)
     await session.commit()
-    response.headers["Cache-Control"] = "no-store"
-    return _tokens(sec, user)
+    return _answer(request, response, user, issued)
 
 
-@router.post("/refresh", response_model=TokenPublic, responses={401: {}})
-async def refresh(request: Request, session: SessionDep, body: RefreshRequest) -> TokenPublic:
-    """A new token pair for a valid refresh token (invalid after a password change)."""
-    sec = _security(request)
-    denied = HTTPException(
-        status.HTTP_401_UNAUTHORIZED, "invalid refresh token", {"WWW-Authenticate": "Bearer"}
-    )
+@router.post("/refresh", response_model=TokenPublic, responses={401: {}, 403: {}})
+async def refresh(request: Request, response: Response, session: SessionDep) -> TokenPublic:
+    """A new access token, for the refresh token in the cookie (which is replaced by the
+    next one: each is good once). A refresh token used twice revokes its session."""
+    row = await _session_of(request, session)
     try:
-        claims = decode_token(body.refresh_token, key=sec.secret_key, expected_type="refresh")
-        user = await user_service.get(session, int(claims["sub"]))
-    except (AuthError, NotFoundError, ValueError):
-        raise denied from None
-    if user.disabled or claims.get("ver") != user.token_version:
-        raise denied
-    return _tokens(sec, user)
+        user, issued = await sessions.rotate(
+            session, row, days=_security(request).settings.refresh_token_days
+        )
+    except AuthError as exc:
+        await session.commit()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc)) from None
+    await session.commit()
+    return _answer(request, response, user, issued)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses={403: {}})
+async def logout(request: Request, session: SessionDep) -> Response:
+    """Revoke this session's refresh tokens and clear its cookies."""
+    answer = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if request.cookies.get(REFRESH_COOKIE):
+        try:
+            row = await _session_of(request, session)
+        except HTTPException as exc:
+            if exc.status_code != status.HTTP_401_UNAUTHORIZED:
+                raise
+        else:
+            await sessions.revoke_family(session, row.family)
+            await session.commit()
+    answer.delete_cookie(REFRESH_COOKIE, path="/api/auth", httponly=True, samesite="strict")
+    answer.delete_cookie(CSRF_COOKIE, path="/", samesite="strict")
+    return answer
 
 
 @router.get("/me", response_model=MePublic)

@@ -21,9 +21,9 @@ import {
 } from "antd";
 import { DownloadOutlined } from "@ant-design/icons";
 import type { Dayjs } from "dayjs";
-import { api, unwrap } from "../../api/client";
-import { getTokens, canControl } from "../../api/auth";
-import { ApiError } from "../../api/errors";
+import { api, authFetch, unwrap } from "../../api/client";
+import { canControl } from "../../api/auth";
+import { ApiError, detailOf, reportApiError } from "../../api/errors";
 import { useUser } from "../../hooks/useAuth";
 import { useLiveEvents } from "../../hooks/useLive";
 import type { Device } from "../../live/devices";
@@ -245,30 +245,34 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
 }
 
 function CsvButton({ deviceId, since, until }: { deviceId: string; since: number; until: number }) {
-  const url = csvUrl(deviceId, since, until);
-  // With a token, a plain link would not authenticate: fetch, then save the blob.
+  const [busy, setBusy] = useState(false);
+  // Through the authenticated fetch (token, refresh on 401); a failed request shows its
+  // reason and saves nothing.
   async function download() {
-    const token = getTokens()?.access;
-    const response = await fetch(url, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-    const blob = await response.blob();
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = `${deviceId}.csv`;
-    a.click();
-    URL.revokeObjectURL(a.href);
+    setBusy(true);
+    try {
+      const request = new Request(new URL(csvUrl(deviceId, since, until), window.location.origin));
+      const response = await authFetch(request);
+      if (!response.ok) {
+        const body: unknown = await response.json().catch(() => null);
+        const path = new URL(request.url).pathname;
+        reportApiError(new ApiError(response.status, detailOf(body, response.statusText), path));
+        return;
+      }
+      const blob = await response.blob();
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = `${deviceId}.csv`;
+      a.click();
+      URL.revokeObjectURL(a.href);
+    } catch (exc) {
+      reportApiError(new ApiError(0, `cannot reach the platform: ${String(exc)}`, ""));
+    } finally {
+      setBusy(false);
+    }
   }
   return (
-    <Button
-      icon={<DownloadOutlined />}
-      href={url}
-      data-testid="csv"
-      onClick={(e) => {
-        if (getTokens()) {
-          e.preventDefault();
-          void download();
-        }
-      }}
-    >
+    <Button icon={<DownloadOutlined />} loading={busy} data-testid="csv" onClick={() => void download()}>
       CSV
     </Button>
   );

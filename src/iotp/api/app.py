@@ -122,8 +122,8 @@ def create_app(
     if dist is not None:
         app.mount("/", SpaFiles(directory=dist, html=True), name="web")
     else:
-
-        @app.get("/", include_in_schema=False)
+        # Public like the dashboard it stands in for: it holds no data.
+        @app.get("/", include_in_schema=False, openapi_extra={security.ROLE_KEY: security.PUBLIC})
         async def landing() -> HTMLResponse:
             return HTMLResponse(LANDING)
 

@@ -32,7 +32,10 @@ from iotp.services.errors import NotFoundError
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 
-MAX_RAW_POINTS = 100_000
+# Query budgets: what one request may ask of the database (HTTP 422 beyond, naming the
+# limit). Raw points are counted over every series of the request together.
+MAX_METRICS_PER_REQUEST = 50
+MAX_POINTS_PER_REQUEST = 100_000
 MIN_BUCKET_SECONDS = 1.0
 
 
@@ -176,7 +179,13 @@ async def history(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, "bucket must be 1 s .. 365 days"
             )
     conn = await session.connection()
-    names = metric or await telemetry.metric_names(conn, device_id=device_id)
+    names = list(dict.fromkeys(metric or await telemetry.metric_names(conn, device_id=device_id)))
+    if len(names) > MAX_METRICS_PER_REQUEST:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"at most {MAX_METRICS_PER_REQUEST} metrics per request ({len(names)} asked);"
+            " ask for fewer metric= names",
+        )
     for name in names:
         if NAME_RE.fullmatch(name) is None:
             raise HTTPException(
@@ -185,6 +194,7 @@ async def history(
             )
     series: dict[str, list[Point] | list[BucketPoint]] = {}
     raw: dict[str, list[dict[str, float | int]]] = {}
+    budget = MAX_POINTS_PER_REQUEST
     for name in names:
         rows = await telemetry.query_series(
             conn,
@@ -193,8 +203,15 @@ async def history(
             since=since_ts,
             until=until_ts,
             bucket=bucket_s,
-            limit=MAX_RAW_POINTS,
+            limit=budget + 1,
         )
+        budget -= len(rows)
+        if budget < 0:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"the answer would exceed {MAX_POINTS_PER_REQUEST} points; ask for a shorter"
+                " time range, fewer metrics, or buckets (bucket=auto)",
+            )
         raw[name] = rows
         if bucket_s is None:
             series[name] = [Point(ts=iso(r["ts"]), value=r["value"]) for r in rows]

@@ -32,10 +32,12 @@ async def test_the_landing_page_without_a_built_dashboard_is_a_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app_module, "web_dist", lambda: None)  # as on a fresh checkout
-    async with run_stack("embedded-sqlite", tmp_path) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as anyone:
-            r = await anyone.get("/")
-            assert r.status_code == 200
-            assert r.headers["content-type"].startswith("text/html")
-            assert "make web" in r.text
-            assert (await anyone.get("/api/devices")).status_code == 401
+    async with (
+        run_stack("embedded-sqlite", tmp_path) as stack,
+        httpx.AsyncClient(base_url=stack.api_url, timeout=10) as anyone,
+    ):
+        r = await anyone.get("/")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/html")
+        assert "make web" in r.text
+        assert (await anyone.get("/api/devices")).status_code == 401

@@ -19,7 +19,9 @@ from iotp.protocol.events import EventPublisher, EventType, event_subscription
 from iotp.protocol.payloads import parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
+from iotp.services.auth import resolve_secret_key
 from iotp.services.command_sender import Sender
+from iotp.services.commands import SecretBox
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
 
@@ -60,6 +62,7 @@ class ApiState:
         # handles the rest); sends awaiting the broker's PUBACK run in the background.
         self.command_sender = Sender(
             sessions=self.sessions,
+            box=SecretBox(resolve_secret_key(settings)),
             owner=self.component_id,
             publish_confirmed=self.link.publish_confirmed,
             publish_event=self.publish_event,

@@ -140,6 +140,9 @@ class CommandRow(Base):
     device_id: Mapped[str] = mapped_column(String(64))
     command: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    # Secret parameters (protocol.secrets), encrypted, while the command may still be
+    # published; params shows them redacted (migration 0010).
+    secret_params: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16), default="api")
     timeout: Mapped[float] = mapped_column(Float)

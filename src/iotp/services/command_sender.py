@@ -36,9 +36,11 @@ class Sender:
         owner: str,
         publish_confirmed: PublishConfirmed,
         publish_event: PublishEvent,
+        box: command_service.SecretBox,
         counters: Counter[str] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.box = box
         self.owner = owner
         self._publish_confirmed = publish_confirmed
         self._publish_event = publish_event
@@ -52,7 +54,7 @@ class Sender:
             return []
         futures: dict[str, asyncio.Future[None]] = {}
         for row in rows:
-            payload = orjson.dumps(command_service.wire_payload(row))
+            payload = orjson.dumps(command_service.wire_payload(row, self.box))
             futures[row.id] = asyncio.ensure_future(
                 self._publish_confirmed(command_topic(row.device_id), payload)
             )

@@ -24,6 +24,9 @@ database, so it survives a restart of the API or the worker.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import math
 import time
 import uuid
@@ -31,10 +34,13 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
+import orjson
+from cryptography.fernet import Fernet
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device
+from iotp.protocol import secrets
 from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.protocol.payloads import NAME_RE, Ack
@@ -95,6 +101,25 @@ def is_terminal(status: str) -> bool:
     return status in TERMINAL
 
 
+# ---- secret parameters (protocol.secrets) ---------------------------------------------
+
+
+class SecretBox:
+    """Encrypts a command's secret parameters at rest (Fernet, with a key derived from
+    the install's secret key), for as long as the command may still be published."""
+
+    def __init__(self, secret_key: str) -> None:
+        raw = hmac.new(secret_key.encode(), b"iotp-command-secrets", hashlib.sha256).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(raw))
+
+    def seal(self, values: dict[str, Any]) -> str:
+        return self._fernet.encrypt(orjson.dumps(values)).decode()
+
+    def open(self, sealed: str) -> dict[str, Any]:
+        opened: dict[str, Any] = orjson.loads(self._fernet.decrypt(sealed.encode()))
+        return opened
+
+
 # ---- validation against the device's capabilities ------------------------------------
 
 # The capability a device must list for each built-in command (relays are checked by name).
@@ -141,16 +166,27 @@ def validate_automation(params: dict[str, Any], where: str = "automation") -> di
 
 
 def validate(
-    command: str, params: dict[str, Any] | None, capabilities: Sequence[str]
+    command: str,
+    params: dict[str, Any] | None,
+    capabilities: Sequence[str],
+    *,
+    allow_secrets: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """Check a command against its parameters' shape (iotp.protocol.commands) and the
     device's capabilities.
 
     Returns the (wire command, normalised params); raises InvalidRequestError with the
     reason. ``custom`` takes ``name`` (the device's ``cmd:<name>`` capability) and the
-    rest of its params are sent as the command's params."""
+    rest of its params are sent as the command's params. Secret parameters
+    (protocol.secrets) only where ``allow_secrets``: one device at a time, by an admin."""
     params = dict(params or {})
     caps = list(capabilities)
+    hidden = secrets.secret_keys(params)
+    if hidden and not allow_secrets:
+        raise _bad(
+            f"{hidden} are secret parameters: send them to one device at a time"
+            " (POST /api/devices/{device_id}/commands, admin role)"
+        )
     if command in REQUIRED_CAPABILITY:
         _require(caps, REQUIRED_CAPABILITY[command], command)
     if command in COMMAND_PARAMS:
@@ -210,9 +246,13 @@ def to_dict(row: CommandRow) -> dict[str, Any]:
     }
 
 
-def wire_payload(row: CommandRow) -> dict[str, Any]:
-    """What goes to ``devices/{id}/commands`` (docs/protocol.md)."""
-    return {"id": row.id, "command": row.command, "params": row.params or {}, "ts": row.sent_at}
+def wire_payload(row: CommandRow, box: SecretBox) -> dict[str, Any]:
+    """What goes to ``devices/{id}/commands`` (docs/protocol.md): the one place secret
+    parameters are put back."""
+    params = dict(row.params or {})
+    if row.secret_params:
+        params.update(box.open(row.secret_params))
+    return {"id": row.id, "command": row.command, "params": params, "ts": row.sent_at}
 
 
 # ---- database operations --------------------------------------------------------------
@@ -274,20 +314,26 @@ async def create(
     rollout_id: int | None = None,
     now: float | None = None,
     claim_if_online: str | None = None,
+    box: SecretBox | None = None,
 ) -> CommandRow:
     """Validate and queue one command (the caller commits and then asks for dispatch).
 
     With ``claim_if_online`` (a publisher id) and the device online, the command is
-    created already claimed (``sending``): the caller commits, then publishes it."""
+    created already claimed (``sending``): the caller commits, then publishes it. With
+    ``box``, secret parameters are accepted: stored encrypted beside the command,
+    redacted in its params, and erased when it ends."""
     check_limits(ack_timeout, ttl)
     device = await session.get(Device, device_id)
     if device is None:
         raise NotFoundError("device", device_id)
-    wire, checked = validate(command, params, device.capabilities or [])
+    wire, checked = validate(
+        command, params, device.capabilities or [], allow_secrets=box is not None
+    )
+    shown, hidden = secrets.split(checked)
     row = new_row(
         device_id=device_id,
         command=wire,
-        params=checked,
+        params=shown,
         timeout=ack_timeout,
         ttl=ttl,
         now=time.time() if now is None else now,
@@ -295,6 +341,8 @@ async def create(
         rollout_id=rollout_id,
         claimed_by=claim_if_online if device.status == Presence.ONLINE else None,
     )
+    if hidden and box is not None:
+        row.secret_params = box.seal(hidden)
     session.add(row)
     await session.flush()
     return row
@@ -336,7 +384,12 @@ async def cancel(session: AsyncSession, *, command_id: str, now: float) -> Comma
     result = await session.execute(
         update(CommandRow)
         .where(CommandRow.id == command_id, CommandRow.status == CommandStatus.QUEUED.value)
-        .values(status=CommandStatus.CANCELLED.value, finished_at=now, error="cancelled")
+        .values(
+            status=CommandStatus.CANCELLED.value,
+            finished_at=now,
+            error="cancelled",
+            secret_params=None,  # kept only while it may be published
+        )
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:  # sent meanwhile
@@ -493,7 +546,8 @@ async def apply_ack(
                 status=(CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
                 sent_at=func.coalesce(CommandRow.sent_at, now),
                 finished_at=now,
-                result=ack.result,
+                secret_params=None,  # kept only while it may be published
+                result=secrets.redact(ack.result),  # a device may echo what it was sent
                 error=None if ok else (ack.error or "device reported an error"),
             )
             .returning(CommandRow)
@@ -535,6 +589,7 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
         .values(
             status=CommandStatus.TIMED_OUT.value,
             finished_at=now,
+            secret_params=None,  # kept only while it may be published
             error="no final ack from the device before the timeout",
         )
         .returning(CommandRow)
@@ -546,6 +601,7 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
         .values(
             status=CommandStatus.EXPIRED.value,
             finished_at=now,
+            secret_params=None,  # kept only while it may be published
             error="device was not online before the command's ttl ran out",
         )
         .returning(CommandRow)

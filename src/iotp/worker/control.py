@@ -28,8 +28,9 @@ from iotp.protocol.events import CommandStatus, EventType, PublishEvent
 from iotp.services import commands as command_service
 from iotp.services import rollouts as rollout_service
 from iotp.services import shadow as shadow_service
+from iotp.services.auth import resolve_secret_key
 from iotp.services.command_sender import PublishConfirmed, Sender
-from iotp.services.commands import AckOutcome
+from iotp.services.commands import AckOutcome, SecretBox
 from iotp.settings import Settings
 from iotp.tasks import run_together
 
@@ -79,6 +80,7 @@ class ControlPlane:
         self.owner = f"worker:{settings.mqtt_client_id}"
         self.sender = Sender(
             sessions=sessions,
+            box=SecretBox(resolve_secret_key(settings)),
             owner=self.owner,
             publish_confirmed=publish_confirmed,
             publish_event=publish_event,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from iotp.api.control import (
     WAIT_GRACE_SECONDS,
@@ -24,12 +24,15 @@ from iotp.api.control import (
     wait_for_end,
 )
 from iotp.api.deps import SessionDep, StateDep
+from iotp.api.security import CurrentPrincipal
+from iotp.protocol import secrets
 from iotp.protocol.control import ControlRequest
 from iotp.protocol.events import CommandStatus
 from iotp.services import commands as command_service
 from iotp.services import devices as device_service
 from iotp.services import groups
 from iotp.services import stats as stats_service
+from iotp.services.auth import Role
 from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(tags=["commands"])
@@ -49,8 +52,14 @@ async def send_command(
     session: SessionDep,
     device_id: str,
     body: CommandCreate,
+    principal: CurrentPrincipal,
     wait: WaitQuery = False,
 ) -> CommandPublic:
+    hidden = secrets.secret_keys(body.params or {})
+    if hidden and not principal.role.allows(Role.ADMIN):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"setting {hidden} (secret parameters) needs the admin role"
+        )
     with mapped_errors():
         row = await command_service.create(
             session,
@@ -60,6 +69,7 @@ async def send_command(
             ack_timeout=body.timeout,
             ttl=body.ttl,
             claim_if_online=publisher(state),
+            box=state.command_sender.box,
         )
     await session.commit()
     data = command_service.to_dict(row)

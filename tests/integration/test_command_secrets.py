@@ -1,0 +1,125 @@
+"""Secrets in commands under attack, on a real stack (FakeDevice in open mode: the broker
+takes any client). The admin sets a Wi-Fi password; a viewer watches the API, the
+WebSocket and a webhook; an operator tries to set one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+import websockets
+from sqlalchemy import select
+
+from iotp.db.engine import make_engine
+from iotp.db.models import CommandRow
+from iotp.protocol.secrets import REDACTED
+from tests.control_support import FakeDevice, command_status, device_status
+from tests.support import Stack, login, run_stack
+
+SECRET = "hunter2-wifi-password"
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with run_stack("embedded-sqlite", tmp_path) as s:
+        yield s
+
+
+async def user_token(stack: Stack, name: str, role: str) -> dict[str, str]:
+    password = f"{name}-password"
+    r = await stack.http.post(
+        "/api/users", json={"username": name, "password": password, "role": role}
+    )
+    assert r.status_code == 201
+    return {"Authorization": f"Bearer {await login(stack.http, name, password)}"}
+
+
+async def stored(stack: Stack, cid: str) -> CommandRow:
+    engine = make_engine(stack.settings.effective_database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(CommandRow).where(CommandRow.id == cid))).one()
+    finally:
+        await engine.dispose()
+    return row  # type: ignore[return-value]
+
+
+async def test_a_secret_parameter_reaches_the_device_and_nobody_else(stack: Stack) -> None:
+    viewer = await user_token(stack, "vera", "viewer")
+    operator = await user_token(stack, "otto", "operator")
+    dev = await FakeDevice(stack, "SECRET000001").start()
+    seen: list[str] = []
+    url = stack.api_url.replace("http", "ws", 1) + "/api/ws?token=" + viewer["Authorization"][7:]
+    async with websockets.connect(url, open_timeout=10) as ws:
+        subscribe = {"action": "subscribe", "events": ["command_update"], "devices": [dev.id]}
+        await ws.send(orjson.dumps(subscribe).decode())
+        assert orjson.loads(await ws.recv())["type"] == "subscribed"
+
+        async def watch() -> None:
+            async for message in ws:
+                seen.append(str(message))
+
+        watcher = asyncio.create_task(watch())
+        body = {"command": "set_config", "params": {"wifi_password": SECRET, "interval": 5}}
+        r = await stack.http.post(f"/api/devices/{dev.id}/commands", json=body, headers=operator)
+        assert r.status_code == 403
+        assert "admin" in r.json()["detail"]
+        r = await stack.http.post(f"/api/devices/{dev.id}/commands", json=body)
+        assert r.status_code == 201
+        assert SECRET not in r.text
+        assert r.json()["params"] == {"wifi_password": REDACTED, "interval": 5}
+        cid = r.json()["id"]
+        await command_status(stack, cid, "acked")
+        # The device got the real value.
+        assert dev.received[-1]["params"]["wifi_password"] == SECRET
+        r = await stack.http.get(f"/api/commands/{cid}", headers=viewer)
+        assert SECRET not in r.text
+        r = await stack.http.get(f"/api/devices/{dev.id}/commands", headers=viewer)
+        assert SECRET not in r.text
+
+        async def acked_event() -> bool:
+            return any('"acked"' in m for m in seen)
+
+        await stack.wait_for(acked_event)
+        watcher.cancel()
+    assert not any(SECRET in m for m in seen)
+    # Nothing kept once the command has ended, not even the device's echo.
+    row = await stored(stack, cid)
+    assert row.secret_params is None
+    assert SECRET not in orjson.dumps([row.params, row.result]).decode()
+
+
+async def test_secrets_are_refused_where_they_would_be_copied(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "SECRET000002").start()
+    r = await stack.http.post(
+        "/api/commands/bulk",
+        json={
+            "selector": {"devices": [dev.id]},
+            "command": "set_config",
+            "params": {"fleet_secret": SECRET},
+        },
+    )
+    result = r.json()["data"][0]
+    assert result["ok"] is False
+    assert "secret parameters" in result["error"]
+    assert SECRET not in r.text
+
+
+async def test_a_queued_secret_is_encrypted_at_rest_and_erased_after(stack: Stack) -> None:
+    dev = await FakeDevice(stack, "SECRET000003").start()
+    await dev.stop()
+    await device_status(stack, dev.id, "offline")
+    body = {"command": "set_config", "params": {"mqtt_password": SECRET}, "ttl": 60}
+    r = await stack.http.post(f"/api/devices/{dev.id}/commands", json=body)
+    assert r.json()["status"] == "queued"
+    cid = r.json()["id"]
+    row = await stored(stack, cid)
+    assert row.secret_params
+    assert SECRET not in row.secret_params
+    await dev.start(wait_online=False)
+    await command_status(stack, cid, "acked")
+    assert dev.received[-1]["params"]["mqtt_password"] == SECRET
+    assert (await stored(stack, cid)).secret_params is None

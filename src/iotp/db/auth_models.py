@@ -79,7 +79,7 @@ class LoginFailure(Base):
 
 
 class RefreshToken(Base):
-    """A refresh token (migration 0009): only its SHA-256 is stored. Each use replaces
+    """A refresh token (migration 0010): only its SHA-256 is stored. Each use replaces
     it by a new one of the same ``family`` (one sign-in); a token used a second time
     means it was copied, and its whole family is revoked. Logout revokes the family."""
 

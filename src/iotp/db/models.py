@@ -141,7 +141,7 @@ class CommandRow(Base):
     command: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     # Secret parameters (protocol.secrets), encrypted, while the command may still be
-    # published; params shows them redacted (migration 0010).
+    # published; params shows them redacted (migration 0011).
     secret_params: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str] = mapped_column(String(16), default="api")

@@ -11,11 +11,11 @@ from sqlalchemy import text
 
 from iotp.api import app as app_module
 from iotp.db.engine import make_engine
-from tests.support import run_stack
+from tests.support import OPEN, run_stack
 
 
 async def test_public_health_tells_no_database_internals(tmp_path: Path) -> None:
-    async with run_stack("embedded-sqlite", tmp_path) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack:
         engine = make_engine(stack.settings.effective_database_url)
         async with engine.begin() as conn:  # a broken database: a table gone
             await conn.execute(text("ALTER TABLE component_stats RENAME TO hidden_stats"))
@@ -33,7 +33,7 @@ async def test_the_landing_page_without_a_built_dashboard_is_a_page(
 ) -> None:
     monkeypatch.setattr(app_module, "web_dist", lambda: None)  # as on a fresh checkout
     async with (
-        run_stack("embedded-sqlite", tmp_path) as stack,
+        run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack,
         httpx.AsyncClient(base_url=stack.api_url, timeout=10) as anyone,
     ):
         r = await anyone.get("/")

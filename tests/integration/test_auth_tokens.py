@@ -15,13 +15,13 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import TEST_ADMIN_PASSWORD, Stack, run_stack
+from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, run_stack
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     # Access tokens of 3 s, so that a WebSocket's expiry is seen within the test.
-    async with run_stack("embedded-sqlite", tmp_path, access_token_minutes=0.05) as s:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, access_token_minutes=0.05) as s:
         yield s
 
 

@@ -17,14 +17,14 @@ from iotp.db.engine import make_engine
 from iotp.db.models import CommandRow
 from iotp.protocol.secrets import REDACTED
 from tests.control_support import FakeDevice, command_status, device_status
-from tests.support import Stack, login, run_stack
+from tests.support import OPEN, Stack, login, run_stack
 
 SECRET = "hunter2-wifi-password"
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack("embedded-sqlite", tmp_path) as s:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as s:
         yield s
 
 

@@ -10,11 +10,11 @@ from sqlalchemy import insert
 from iotp.api.routes.devices import MAX_METRICS_PER_REQUEST, MAX_POINTS_PER_REQUEST
 from iotp.db.engine import make_engine
 from iotp.db.models import Telemetry
-from tests.support import run_stack
+from tests.support import OPEN, run_stack
 
 
 async def test_a_request_for_too_many_metrics_or_points_is_refused(tmp_path: Path) -> None:
-    async with run_stack("embedded-sqlite", tmp_path) as stack:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack:
         dev = await stack.device("HEAVY1")
         dev.publish("devices/HEAVY1/data", '{"t": 1, "h": 2}')
 

@@ -141,6 +141,8 @@ def render_api_metrics(
     mqtt_connected: bool,
     fleet: dict[str, Any],
     by_status: dict[str, int],
+    credentials: dict[str, int] | None = None,
+    provisioning_conflicts: int = 0,
 ) -> tuple[bytes, str]:
     """The API's scrape: this process, plus fleet-wide figures from the database."""
     registry = CollectorRegistry(auto_describe=True)
@@ -178,6 +180,17 @@ def render_api_metrics(
             for reason, n in sorted(fleet["rejected_by_reason"].items()):
                 rejected.add_metric([reason], n)
             yield rejected
+            accounts = GaugeMetricFamily(
+                "iotp_device_credentials", "Device MQTT credentials by status", labels=["status"]
+            )
+            for status, n in sorted((credentials or {}).items()):
+                accounts.add_metric([status], n)
+            yield accounts
+            yield _counter(
+                "iotp_provisioning_conflicts",
+                "Provisioning requests refused: another secret held the id (alerted)",
+                provisioning_conflicts,
+            )
 
     registry.register(_Api())
     ProcessCollector(registry=registry)

@@ -27,12 +27,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.broker.provisioning import Provisioner
 from iotp.db.models import Device
+from iotp.metrics import render_api_metrics
 from iotp.services import alerts as alert_service
 from iotp.services import credentials as cred_service
 from iotp.services.credentials import CredentialStatus
 from tests.integration.test_broker_acl import BROKERS, FLEET, Client, Refused, SecureBroker
 
 VICTIM_SECRET = "victim-made-this-secret-up-0001"
+FLEET_IDLE: dict[str, Any] = {
+    "workers": 0,
+    "api_instances": 0,
+    "ingest_rate": 0.0,
+    "messages_received": 0,
+    "messages_stored": 0,
+    "rejected_by_reason": {},
+}
 ATTACKER_SECRET = "attacker-made-this-one-up-9999"
 
 
@@ -93,6 +102,20 @@ async def test_a_second_secret_for_a_pending_id_is_refused_counted_and_alerted(
         assert alert is not None
         assert alert.device_id == "V1"
         assert cred_service.fingerprint(ATTACKER_SECRET) in alert.message
+        async with AsyncSession(broker.engine) as session:
+            by_status, conflicts = await cred_service.provisioning_counts(session)
+        assert (by_status, conflicts) == ({"pending": 1}, 1)
+        scrape = render_api_metrics(
+            ws_clients=0,
+            ws_dropped=0,
+            mqtt_connected=True,
+            fleet=FLEET_IDLE,
+            by_status={},
+            credentials=by_status,
+            provisioning_conflicts=conflicts,
+        )[0].decode()
+        assert "iotp_provisioning_conflicts_total 1.0" in scrape
+        assert 'iotp_device_credentials{status="pending"} 1.0' in scrape
 
         # the victim asking again with its own secret is still pending, not a conflict
         assert await _ask(broker, "V1", VICTIM_SECRET) == {"status": "pending"}

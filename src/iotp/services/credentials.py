@@ -174,6 +174,23 @@ async def request(
     return status
 
 
+async def provisioning_counts(session: AsyncSession) -> tuple[dict[str, int], int]:
+    """(credentials by status, provisioning requests refused for another secret)."""
+    rows = await session.execute(
+        select(
+            DeviceCredential.status,
+            func.count(),
+            func.coalesce(func.sum(DeviceCredential.conflicts), 0),
+        ).group_by(DeviceCredential.status)
+    )
+    by_status: dict[str, int] = {}
+    conflicts = 0
+    for status, count, refused in rows:
+        by_status[str(status)] = int(count)
+        conflicts += int(refused)
+    return by_status, conflicts
+
+
 def conflict_alert_key(device_id: str) -> str:
     return f"provisioning:{device_id}"
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp import logs
 from iotp.cli_firmware import firmware_app
 from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app, with_session
-from iotp.services.errors import ConfigurationError
+from iotp.errors import ConfigurationError
 from iotp.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="IoT Platform: devices, telemetry, control.")

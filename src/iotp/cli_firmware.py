@@ -9,8 +9,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from iotp.errors import InvalidRequestError
 from iotp.services import signing
-from iotp.services.errors import InvalidRequestError
 from iotp.services.manifest import BundleFormatError, key_id, parse, public_bytes
 
 firmware_app = typer.Typer(

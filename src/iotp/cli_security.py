@@ -12,9 +12,9 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from iotp.errors import IotpError, NotFoundError
 from iotp.services import users as user_service
 from iotp.services.auth import Role, generate_password
-from iotp.services.errors import IotpError, NotFoundError
 from iotp.settings import Settings, get_settings
 
 user_app = typer.Typer(no_args_is_help=True, help="Users of the dashboard and API.")

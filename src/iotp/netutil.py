@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from iotp.services.errors import ConfigurationError
+from iotp.errors import ConfigurationError
 
 PORT_SEARCH_SPAN = 50
 

@@ -19,12 +19,12 @@ from iotp.broker.provisioning import Provisioner, publish_answer, start_provisio
 from iotp.broker.supervisor import SupervisedMosquitto, find_mosquitto
 from iotp.db import migrate
 from iotp.db.engine import make_engine
+from iotp.errors import ConfigurationError
 from iotp.mqtt import accepts_anonymous
 from iotp.netutil import choose_port
 from iotp.services import credentials as cred_service
 from iotp.services.auth import FLEET_SECRET_FILE, ensure_secrets
 from iotp.services.credentials import CredentialStatus
-from iotp.services.errors import ConfigurationError
 from iotp.settings import MqttUrl, Settings
 from iotp.worker.service import Worker
 

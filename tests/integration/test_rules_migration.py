@@ -10,8 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
-from iotp.automation import models as automation_models
-from iotp.db import migrate
+from iotp.db import automation_models, migrate
 from iotp.db.engine import make_engine
 from iotp.db.models import Base
 from tests.support import create_pg_database, drop_pg_database

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from iotp.errors import InvalidRequestError
 from iotp.services import commands as c
 from iotp.services import rollouts as r
 from iotp.services import shadow as s
-from iotp.services.errors import InvalidRequestError
 
 CAPS = ["relay:light", "relay:fan", "servo", "reboot", "ota", "automation", "webhook", "cmd:blink"]
 

@@ -16,13 +16,13 @@ import pytest
 from amqtt.contexts import Action
 
 from iotp.broker.auth import AccountKind, account_kind, topic_allowed
+from iotp.errors import InvalidRequestError
 from iotp.protocol import RejectedMessage, parse_topic
 from iotp.protocol import payloads as p
 from iotp.protocol.topics import TopicError
 from iotp.services import credentials, firmware, groups, telemetry, users
 from iotp.services.auth import Role
 from iotp.services.commands import validate, validate_automation
-from iotp.services.errors import InvalidRequestError
 
 NEWLINE_IDS = ["A1\n", "A1\r\n", "\nA1"]
 

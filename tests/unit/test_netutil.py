@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
+from iotp.errors import ConfigurationError
 from iotp.netutil import choose_port
-from iotp.services.errors import ConfigurationError
 
 
 def _occupied() -> tuple[socket.socket, int]:

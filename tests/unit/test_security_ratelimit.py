@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from iotp import ratelimit
+from iotp.ratelimit import DeviceRateLimiter
 from iotp.settings import Settings
-from iotp.worker import ratelimit
-from iotp.worker.ratelimit import DeviceRateLimiter
 
 
 def test_bucket_allows_burst_then_rate() -> None:

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.api.state import ApiState
 from iotp.db.models import CommandRow, FirmwareRow, RolloutDevice
+from iotp.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.protocol.control import ControlRequest, control_topic, encode_request
 from iotp.protocol.events import CommandStatus, EventType
 from iotp.services import commands as command_service
 from iotp.services.commands import ConflictError
-from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.services.groups import Selector
 
 WAIT_GRACE_SECONDS = 1.0

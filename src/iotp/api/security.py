@@ -27,6 +27,7 @@ from sqlalchemy.exc import DataError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from iotp.errors import ConfigurationError, InvalidRequestError, NotFoundError
 from iotp.services import users as user_service
 from iotp.services.auth import (
     AuthError,
@@ -42,7 +43,6 @@ from iotp.services.auth import (
     touch_api_key,
     verify_signed_path,
 )
-from iotp.services.errors import ConfigurationError, InvalidRequestError, NotFoundError
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)

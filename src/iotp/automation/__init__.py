@@ -1,5 +1,3 @@
-"""Server-side automations: rules evaluated on the live stream, alerts, webhooks.
-
-``spec`` (what a rule is), ``engine`` (pure evaluation), ``schedule`` (time of day,
-weekdays, cron), ``runtime`` (the worker's I/O around the engine), ``delivery``
-(webhook sending)."""
+"""Automation rules as pure logic: ``spec`` (what a rule is), ``engine`` (evaluation on
+the live stream, no I/O), ``schedule`` (time of day, weekdays, cron). The worker runs
+them (iotp.worker.automations); webhooks are sent by iotp.services.webhook_delivery."""

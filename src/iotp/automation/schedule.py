@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from iotp.services.errors import IotpError
+from iotp.errors import IotpError
 
 MAX_CATCH_UP_MINUTES = 24 * 60
 

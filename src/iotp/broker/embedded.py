@@ -28,7 +28,7 @@ from amqtt.session import Session
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.broker.auth import DeviceAuthority, TlsListener, secure_config
-from iotp.services.errors import ConfigurationError
+from iotp.errors import ConfigurationError
 from iotp.settings import DEFAULT_MAX_PACKET_BYTES, Settings
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,11 @@ from typing import Protocol
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from iotp.errors import InvalidRequestError
 from iotp.mqtt import MqttLink
 from iotp.protocol.events import EventPublisher, EventType
 from iotp.protocol.topics import DEVICE_ID_RE
+from iotp.ratelimit import DeviceRateLimiter
 from iotp.services import credentials as cred_service
 from iotp.services import pairing
 from iotp.services.alerts import to_dict as alert_dict
@@ -38,9 +40,7 @@ from iotp.services.credentials import (
     ProvisioningConflict,
     ProvisioningFull,
 )
-from iotp.services.errors import InvalidRequestError
 from iotp.settings import Settings
-from iotp.worker.ratelimit import DeviceRateLimiter
 
 log = logging.getLogger(__name__)
 

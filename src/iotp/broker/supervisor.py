@@ -29,8 +29,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotp.broker.mosquitto import HEADER, MosquittoSync, write_atomically
+from iotp.errors import ConfigurationError
 from iotp.netutil import free_port
-from iotp.services.errors import ConfigurationError
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.automation.models import AlertRow
-from iotp.services.errors import IotpError, NotFoundError
+from iotp.db.automation_models import AlertRow
+from iotp.errors import IotpError, NotFoundError
 
 MAX_HISTORY = 50
 

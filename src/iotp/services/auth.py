@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import ApiKey, LoginFailure, User
-from iotp.services.errors import IotpError, NotFoundError
+from iotp.errors import IotpError, NotFoundError
 
 if TYPE_CHECKING:
     from iotp.settings import Settings

@@ -40,11 +40,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device
+from iotp.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.protocol import secrets
 from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.protocol.payloads import NAME_RE, Ack
-from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 3600.0

@@ -26,13 +26,13 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.automation.models import AlertRow
 from iotp.db.auth_models import DeviceCredential
+from iotp.db.automation_models import AlertRow
 from iotp.db.models import Device
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import alerts as alert_service
 from iotp.services.auth import generate_secret, hash_mqtt_secret, verify_mqtt_secret
-from iotp.services.errors import InvalidRequestError, NotFoundError
 
 MIN_DEVICE_SECRET_LENGTH = 16
 # MQTT usernames that are never device ids: provisioning and the platform's services.

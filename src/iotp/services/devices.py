@@ -22,9 +22,9 @@ from iotp.db.models import (
     TelemetryRollupHour,
     TelemetryRollupMinute,
 )
+from iotp.errors import NotFoundError
 from iotp.protocol import DeviceInfo
 from iotp.services import telemetry
-from iotp.services.errors import NotFoundError
 
 
 def default_name(device_id: str) -> str:

@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import FirmwareRow, RolloutRow
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.services import manifest, signing
 from iotp.services.commands import ConflictError
-from iotp.services.errors import InvalidRequestError, NotFoundError
 from iotp.services.manifest import BundleFormatError, public_bytes
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import Device
+from iotp.errors import InvalidRequestError
 from iotp.protocol.events import Presence
 from iotp.protocol.payloads import NAME_RE
-from iotp.services.errors import InvalidRequestError
 
 MAX_SELECTOR_DEVICES = 10_000
 

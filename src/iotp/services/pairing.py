@@ -9,7 +9,7 @@ import time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import StorageState
-from iotp.services.errors import InvalidRequestError
+from iotp.errors import InvalidRequestError
 
 PAIRING_KEY = "pairing_open_until"
 MAX_PAIRING_MINUTES = 24 * 60

@@ -21,11 +21,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, RolloutDevice, RolloutRow
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.services import commands as command_service
 from iotp.services import firmware as firmware_service
 from iotp.services.commands import ConflictError
-from iotp.services.errors import InvalidRequestError, NotFoundError
 from iotp.services.groups import Selector, resolve
 
 MAX_START_PER_TICK = 200

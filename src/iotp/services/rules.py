@@ -12,10 +12,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.automation.engine import DeviceMeta, Engine, Event, Firing, Sample, replay
-from iotp.automation.models import RuleRow
 from iotp.automation.spec import MetricCondition, RateTrigger, Rule, RuleBody, ThresholdTrigger
+from iotp.db.automation_models import RuleRow
 from iotp.db.models import Device, DeviceEventRow, Telemetry
-from iotp.services.errors import InvalidRequestError, NotFoundError
+from iotp.errors import InvalidRequestError, NotFoundError
 
 MAX_RULES = 10_000
 DRY_RUN_MAX_SECONDS = 7 * 86400.0

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, DeviceShadow
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.services import commands as command_service
-from iotp.services.errors import InvalidRequestError, NotFoundError
 
 SHADOW_KEYS = ("relays", "servo", "automation", "config")
 CONFIG_KEYS = ("interval",)  # the config keys a device reports back in its state

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from iotp.services.errors import InvalidRequestError
+from iotp.errors import InvalidRequestError
 from iotp.services.manifest import key_id, public_bytes
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import User
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.services.auth import (
     MIN_PASSWORD_LENGTH,
     AuthError,
@@ -18,7 +19,6 @@ from iotp.services.auth import (
     generate_password,
     hash_password,
 )
-from iotp.services.errors import InvalidRequestError, NotFoundError
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ADMIN_USERNAME = "admin"

@@ -23,9 +23,9 @@ from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.automation.models import WebhookDelivery, WebhookRow
+from iotp.db.automation_models import WebhookDelivery, WebhookRow
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.events import WEBHOOK_EVENT_TYPES
-from iotp.services.errors import InvalidRequestError, NotFoundError
 
 SIGNATURE_HEADER = "X-IoTP-Signature"
 MAX_BACKOFF_SECONDS = 3600.0

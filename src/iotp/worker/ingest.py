@@ -16,17 +16,17 @@ from iotp.protocol import Kind, RejectedMessage, parse_topic
 from iotp.protocol import payloads as p
 from iotp.protocol.events import Presence
 from iotp.protocol.topics import TopicError
+from iotp.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
+from iotp.ratelimit import DeviceRateLimiter
 from iotp.services import devices as device_service
 from iotp.services import telemetry
 from iotp.services.devices import NewDevice
 from iotp.settings import Settings
 from iotp.worker.batcher import TelemetryBatcher
 from iotp.worker.presence import PresenceTracker, Transition
-from iotp.worker.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
-from iotp.worker.ratelimit import DeviceRateLimiter
 
 if TYPE_CHECKING:
-    from iotp.automation.runtime import Automations
+    from iotp.worker.automations import Automations
     from iotp.worker.control import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class Ingestor:
                 return None  # the platform's own outbound topic: seen, not counted
             self.counters.received += 1
             if self.rate_limiter and not self.rate_limiter.allow(device_id, now):  # security:
-                self.reject(REJECT_RATE_LIMITED, topic, device_id)  # worker/ratelimit.py
+                self.reject(REJECT_RATE_LIMITED, topic, device_id)  # iotp/ratelimit.py
                 return None
             if kind is Kind.DATA:
                 msg = p.parse_data(payload, now)

@@ -13,9 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from iotp.automation.runtime import Automations
 from iotp.db.models import ComponentStats
-from iotp.metrics import WorkerMetrics  # operations
 from iotp.mqtt import MqttLink
 from iotp.protocol.control import control_root, control_subscription
 from iotp.protocol.events import EventPublisher, EventType, event_subscription
@@ -26,9 +24,11 @@ from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
 from iotp.worker.amqp_source import AmqpSource
+from iotp.worker.automations import Automations
 from iotp.worker.control import ControlPlane
 from iotp.worker.ingest import Ingestor
 from iotp.worker.leader import Leadership, refresh_from_database  # operations
+from iotp.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Worker:
             publish_confirmed=self.link.publish_confirmed,
         )
         self.ingestor.control = self.control
-        # Rules, alerts, webhooks (iotp.automation.runtime).
+        # Rules, alerts, webhooks (iotp.worker.automations).
         self.automations = Automations(
             settings=settings,
             sessions=self.ingestor.sessions,
@@ -98,7 +98,7 @@ class Worker:
         self.shared = bool(settings.mqtt_share_group) or self.source is not None
         self.ingestor.presence_owner = not self.shared
         self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
-        self.metrics = WorkerMetrics(self)
+        self.metrics = WorkerMetrics(self.ingestor, self.link)
         self.ingestor.on_batch = self.metrics.observe_batch
         self._tasks: list[asyncio.Task[Any]] = []
         self._rate = 0.0

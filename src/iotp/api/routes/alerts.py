@@ -15,12 +15,12 @@ from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal
 from iotp.api.state import ApiState
-from iotp.automation.models import AlertRow
+from iotp.db.automation_models import AlertRow
+from iotp.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.protocol.events import EventType
 from iotp.services import alerts as alert_service
 from iotp.services import webhooks as webhook_service
 from iotp.services.alerts import AlertConflict
-from iotp.services.errors import InvalidRequestError, IotpError, NotFoundError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 

@@ -11,9 +11,9 @@ from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import ApiKey
+from iotp.errors import NotFoundError
 from iotp.services import auth as auth_service
 from iotp.services.auth import Role
-from iotp.services.errors import NotFoundError
 
 router = APIRouter(prefix="/api/api-keys", tags=["api-keys"])
 

@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp.api.deps import SessionDep
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import RefreshToken, User
+from iotp.errors import InvalidRequestError
 from iotp.services import sessions
 from iotp.services import users as user_service
 from iotp.services.auth import AuthError, LoginAttempt, issue_access_token
-from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

@@ -25,6 +25,7 @@ from iotp.api.control import (
 )
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.security import CurrentPrincipal
+from iotp.errors import InvalidRequestError
 from iotp.protocol import secrets
 from iotp.protocol.control import ControlRequest
 from iotp.protocol.events import CommandStatus
@@ -33,7 +34,6 @@ from iotp.services import devices as device_service
 from iotp.services import groups
 from iotp.services import stats as stats_service
 from iotp.services.auth import Role
-from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(tags=["commands"])
 

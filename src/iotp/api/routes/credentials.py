@@ -14,10 +14,10 @@ from iotp.api.schemas import iso
 from iotp.broker import rabbitmq
 from iotp.broker.provisioning import publish_answer
 from iotp.db.auth_models import DeviceCredential
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
 from iotp.services.credentials import CredentialStatus
-from iotp.services.errors import InvalidRequestError, NotFoundError
 
 router = APIRouter(prefix="/api/credentials", tags=["credentials"])
 

@@ -24,11 +24,11 @@ from iotp.api.schemas import (
     TelemetryPublic,
     iso,
 )
+from iotp.errors import NotFoundError
 from iotp.protocol.events import EventType
 from iotp.protocol.payloads import NAME_RE
 from iotp.services import devices as device_service
 from iotp.services import telemetry
-from iotp.services.errors import NotFoundError
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import iso
 from iotp.api.security import ROLE_KEY
+from iotp.errors import InvalidRequestError
 from iotp.services import pairing
-from iotp.services.errors import InvalidRequestError
 
 router = APIRouter(prefix="/api/pairing", tags=["credentials"])
 ADMIN = {ROLE_KEY: "admin"}

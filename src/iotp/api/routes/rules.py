@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from iotp.api.deps import SessionDep
 from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
-from iotp.automation.models import RuleRow
 from iotp.automation.spec import Rule, RuleBody
+from iotp.db.automation_models import RuleRow
 from iotp.services import rules as rule_service
 
 router = APIRouter(prefix="/api/rules", tags=["rules"])

@@ -11,9 +11,9 @@ from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import User
+from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.services import users as user_service
 from iotp.services.auth import Role
-from iotp.services.errors import InvalidRequestError, NotFoundError
 from iotp.services.users import ConflictError
 
 router = APIRouter(prefix="/api/users", tags=["users"])

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
-from iotp.automation import delivery
-from iotp.automation.models import WebhookDelivery, WebhookRow
+from iotp.db.automation_models import WebhookDelivery, WebhookRow
 from iotp.protocol.events import WebhookEventType
+from iotp.services import webhook_delivery as delivery
 from iotp.services import webhooks as webhook_service
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])

@@ -1,7 +1,5 @@
-"""Automation tables (migration 0004): rules, alerts, webhooks and their delivery log.
-
-Kept apart from iotp.db.models (as iotp.db.auth_models is) so concurrent work does not
-edit one file; all share one ``Base``."""
+"""Automation tables: rules, alerts, webhooks and their delivery log (one ``Base`` with
+iotp.db.models)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from iotp.automation import delivery
 from iotp.automation.engine import CLEAR, FIRE, Engine, Firing
-from iotp.automation.models import WebhookRow
 from iotp.automation.spec import (
     AlertAction,
     ClearAlertAction,
@@ -40,12 +38,14 @@ from iotp.automation.spec import (
     WebhookAction,
     render,
 )
+from iotp.db.automation_models import WebhookRow
 from iotp.db.models import Device
+from iotp.errors import IotpError
 from iotp.protocol.events import PublishEvent
 from iotp.services import alerts as alert_service
 from iotp.services import rules as rule_service
+from iotp.services import webhook_delivery as delivery
 from iotp.services import webhooks as webhook_service
-from iotp.services.errors import IotpError
 from iotp.settings import Settings
 from iotp.tasks import run_together
 

@@ -84,7 +84,7 @@ def render_api_metrics(
             for status, n in sorted((credentials or {}).items()):
                 accounts.add_metric([status], n)
             yield accounts
-            yield _counter(
+            yield counter(
                 "iotp_provisioning_conflicts",
                 "Provisioning requests refused: another secret held the id (alerted)",
                 provisioning_conflicts,

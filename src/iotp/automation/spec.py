@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from iotp.automation.schedule import CronError, parse_cron
+from iotp.protocol.topics import DEVICE_ID_PATTERN, DeviceId
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -38,9 +39,7 @@ class Scope(_Spec):
     """Which devices a rule watches (and acts on when an action names none). Every given
     criterion must match; an empty scope means every device."""
 
-    devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
-        default_factory=list, max_length=1000
-    )
+    devices: list[DeviceId] = Field(default_factory=list, max_length=1000)
     tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, max_length=16
     )
@@ -151,7 +150,7 @@ class MetricCondition(_Spec):
     device when empty. Fails when there is no value younger than ``max_age_seconds``."""
 
     type: Literal["metric"] = "metric"
-    device_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    device_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
     metric: str = Field(pattern=NAME_PATTERN)
     op: Compare = ">"
     value: float
@@ -197,7 +196,7 @@ class _Target(_Spec):
     given, the triggering device (or, for schedules, every device in the rule's scope)."""
 
     when: When = "fire"
-    device_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    device_id: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
     tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, max_length=16
     )

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
 
 PROTOCOL_VERSION = 1
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+# A device id in a pydantic model.
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 TOPIC_ROOT = "devices"
 
 

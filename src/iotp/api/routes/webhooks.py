@@ -15,12 +15,11 @@ from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
 from iotp.db.automation_models import WebhookDelivery, WebhookRow
 from iotp.protocol.events import WebhookEventType
+from iotp.protocol.topics import DeviceId
 from iotp.services import webhook_delivery as delivery
 from iotp.services import webhooks as webhook_service
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
-
-DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class WebhookCreate(BaseModel):

@@ -191,7 +191,10 @@ def simulate(
     ] = Runtime.cpython,
     heap: Annotated[
         int | None,
-        typer.Option(help="micropython: heap bytes per device (default: an ESP32's equivalent)"),
+        typer.Option(
+            help="micropython: heap bytes per device (default: what the firmware runs in, "
+            "1.5 of an ESP32's equivalent; see firmware/README.md)"
+        ),
     ] = None,
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
@@ -213,9 +216,9 @@ def simulate(
     fleet: Any
     try:
         if runtime is Runtime.micropython:
-            from iotp.simulator.mpy import HEAP_BYTES, MicroPythonFleet
+            from iotp.simulator.mpy import RUN_HEAP_BYTES, MicroPythonFleet
 
-            fleet = MicroPythonFleet(heap=heap or HEAP_BYTES, **options)
+            fleet = MicroPythonFleet(heap=heap or RUN_HEAP_BYTES, **options)
         else:
             fleet = Fleet(**options)
     except SimulatorError as exc:

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from iotp.simulator.fleet import SimulatorError
-from iotp.simulator.mpy import HEAP_BYTES, MicroPythonFleet, MpyDevice
+from iotp.simulator.mpy import RUN_HEAP_BYTES, MicroPythonFleet, MpyDevice
 from tests.support import need
 
-TEST_HEAP = int(HEAP_BYTES * 1.5)
+TEST_HEAP = RUN_HEAP_BYTES
 
 
 def need_micropython() -> None:
@@ -39,6 +39,7 @@ async def mpy_fleet(
     kwargs.setdefault("interval", 1.0)
     kwargs.setdefault("gas_events_per_hour", 0.0)
     fleet = MicroPythonFleet(devices=devices, broker_url=url, **kwargs)
+    await fleet.prepare()
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(fleet.run(stop=stop, ready=ready))
     try:

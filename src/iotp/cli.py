@@ -193,7 +193,7 @@ def simulate(
         int | None,
         typer.Option(
             help="micropython: heap bytes per device (default: what the firmware runs in, "
-            "1.5 of an ESP32's equivalent; see firmware/README.md)"
+            "1.75 of an ESP32's equivalent; see firmware/README.md)"
         ),
     ] = None,
 ) -> None:

@@ -100,7 +100,7 @@ async def test_provisions_over_tls_is_approved_and_streams(secure: Secure) -> No
 
         # the supervised broker dies; its supervisor starts it again and the device
         # comes back by itself, with backoff
-        pid = stack.broker._pid()  # type: ignore[union-attr]
+        pid = stack.broker.pid  # type: ignore[union-attr]
         assert pid is not None
         lost = sum(1 for line in sim.lines if "link lost" in line)
         os.kill(pid, signal.SIGKILL)

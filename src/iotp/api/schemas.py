@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from iotp.db.models import Device, DeviceEventRow
+from iotp.services.commands import known_capabilities
 
 
 def iso(ts: float | None) -> datetime | None:
@@ -19,6 +20,9 @@ class DevicePublic(BaseModel):
     name: str
     type: str | None
     capabilities: list[str]
+    # False for a device that never sent ``info``: it gets the standard commands
+    # (relay, servo, reboot, custom) unchecked against what it has.
+    capabilities_known: bool
     firmware_version: str | None
     protocol: int
     ip: str | None
@@ -40,6 +44,7 @@ class DevicePublic(BaseModel):
             name=d.name,
             type=d.type,
             capabilities=d.capabilities or [],
+            capabilities_known=known_capabilities(d) is not None,
             firmware_version=d.firmware_version,
             protocol=d.protocol,
             ip=d.ip,

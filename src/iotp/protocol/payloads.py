@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -111,17 +111,23 @@ def parse_data(payload: bytes, received_at: float | None = None) -> DataMessage:
     return DataMessage(metrics, attributes, ts, seq, ts_replaced)
 
 
-def parse_status(payload: bytes) -> Literal["online", "offline"]:
+# Status values of devices built to the original design, reported around a firmware
+# update: events of the device, not presence (docs/protocol.md).
+UPDATE_STATUSES = frozenset({"updating", "update_success"})
+STATUS_VALUES = frozenset({"online", "offline"}) | UPDATE_STATUSES
+StatusValue = Literal["online", "offline", "updating", "update_success"]
+
+
+def parse_status(payload: bytes) -> StatusValue:
+    """``online`` / ``offline`` (presence) or an update status, as plain text or
+    ``{"status": ...}``, case-insensitive."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RejectedMessage("oversize", f"{len(payload)} bytes")
-    text = payload.strip().lower()
-    if text in (b"online", b"offline"):
-        return "online" if text == b"online" else "offline"
-    if text.startswith(b"{"):
-        obj = load_object(payload)
-        value = obj.get("status")
-        if isinstance(value, str) and value.lower() in ("online", "offline"):
-            return "online" if value.lower() == "online" else "offline"
+    value: Any = payload.strip().decode("utf-8", "replace")
+    if value.startswith("{"):
+        value = load_object(payload).get("status")
+    if isinstance(value, str) and value.lower() in STATUS_VALUES:
+        return cast(StatusValue, value.lower())
     raise RejectedMessage("bad_status", payload[:40].decode("utf-8", "replace"))
 
 

@@ -144,6 +144,20 @@ def _is_number(value: Any) -> bool:
     )
 
 
+# What a device that never sent ``info`` (built to the original design: data, commands
+# and status only) may be sent: the standard commands, any relay name, any custom name.
+UNKNOWN_CAPABILITIES_COMMANDS = frozenset({"relay", "servo", "reboot", "custom"})
+
+
+def known_capabilities(device: Device) -> list[str] | None:
+    """The device's capabilities, or None when it never described itself (no ``info``:
+    neither a firmware version nor a capability on record)."""
+    caps = list(device.capabilities or [])
+    if caps or device.firmware_version is not None:
+        return caps
+    return None
+
+
 def relay_names(capabilities: Sequence[str]) -> list[str]:
     return [c.split(":", 1)[1] for c in capabilities if c.startswith("relay:")]
 
@@ -168,25 +182,27 @@ def validate_automation(params: dict[str, Any], where: str = "automation") -> di
 def validate(
     command: str,
     params: dict[str, Any] | None,
-    capabilities: Sequence[str],
+    capabilities: Sequence[str] | None,
     *,
     allow_secrets: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """Check a command against its parameters' shape (iotp.protocol.commands) and the
-    device's capabilities.
+    device's capabilities (None: unknown, see :func:`known_capabilities`).
 
     Returns the (wire command, normalised params); raises InvalidRequestError with the
     reason. ``custom`` takes ``name`` (the device's ``cmd:<name>`` capability) and the
     rest of its params are sent as the command's params. Secret parameters
     (protocol.secrets) only where ``allow_secrets``: one device at a time, by an admin."""
     params = dict(params or {})
-    caps = list(capabilities)
     hidden = secrets.secret_keys(params)
     if hidden and not allow_secrets:
         raise _bad(
             f"{hidden} are secret parameters: send them to one device at a time"
             " (POST /api/devices/{device_id}/commands, admin role)"
         )
+    if capabilities is None:
+        return _validate_unknown(command, params)
+    caps = list(capabilities)
     if command in REQUIRED_CAPABILITY:
         _require(caps, REQUIRED_CAPABILITY[command], command)
     if command in COMMAND_PARAMS:
@@ -198,11 +214,7 @@ def validate(
                 raise _bad(f"relay: device has no relay {name!r} (its relays: {names or 'none'})")
         return command, checked
     if command == "custom":
-        name = params.pop("name", None)
-        if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
-            raise _bad("custom: params.name must name the device's command (cmd:<name>)")
-        if name in BUILTIN_COMMANDS:
-            raise _bad(f"custom: {name!r} is a built-in command; send it directly")
+        name = _custom_name(params)
         _require(caps, f"cmd:{name}", "custom")
         return name, params
     if isinstance(command, str) and f"cmd:{command}" in caps:
@@ -211,6 +223,29 @@ def validate(
         f"unknown command {command!r}: one of {list(BUILTIN_COMMANDS)} "
         "(or a custom command the device lists as cmd:<name>)"
     )
+
+
+def _validate_unknown(command: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A device whose capabilities are unknown: the standard commands' shapes are
+    checked, what the device has cannot be."""
+    if command not in UNKNOWN_CAPABILITIES_COMMANDS:
+        raise _bad(
+            f"device's capabilities are unknown (it has sent no info): only "
+            f"{sorted(UNKNOWN_CAPABILITIES_COMMANDS)} can be sent to it, not {command!r}"
+        )
+    if command == "custom":
+        return _custom_name(params), params
+    return command, _params(command, params)
+
+
+def _custom_name(params: dict[str, Any]) -> str:
+    """Take ``name`` out of a custom command's params: the command sent on the wire."""
+    name = params.pop("name", None)
+    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
+        raise _bad("custom: params.name must name the device's command (cmd:<name>)")
+    if name in BUILTIN_COMMANDS:
+        raise _bad(f"custom: {name!r} is a built-in command; send it directly")
+    return name
 
 
 def check_limits(timeout: float, ttl: float) -> None:
@@ -327,7 +362,7 @@ async def create(
     if device is None:
         raise NotFoundError("device", device_id)
     wire, checked = validate(
-        command, params, device.capabilities or [], allow_secrets=box is not None
+        command, params, known_capabilities(device), allow_secrets=box is not None
     )
     shown, hidden = secrets.split(checked)
     row = new_row(

@@ -251,7 +251,10 @@ class Ingestor:
                     self.rules.on_data(device_id, msg.metrics, msg.ts)
                 return self.batcher.add(row)
             if kind is Kind.STATUS:
-                return self._on_status(device_id, p.parse_status(payload) == "online", now)
+                status = p.parse_status(payload)
+                if status in p.UPDATE_STATUSES:
+                    return self._on_update_status(device_id, status, now)
+                return self._on_status(device_id, status == "online", now)
             if kind is Kind.INFO:
                 return self._on_info(device_id, p.parse_info(payload), payload, now)
             if kind is Kind.STATE:
@@ -419,6 +422,11 @@ class Ingestor:
         await self._submit(job)
         if self.control is not None:  # device control: shadow reconciliation
             self.control.on_state(device_id)
+
+    async def _on_update_status(self, device_id: str, status: str, now: float) -> None:
+        """A device built to the original design reports its update on its status topic:
+        kept as a device event (the device page's Events), presence untouched."""
+        await self._on_device_event(device_id, p.DeviceEvent(event=status), now)
 
     async def _on_device_event(self, device_id: str, event: p.DeviceEvent, now: float) -> None:
         await self._touch(device_id, now)

@@ -1572,6 +1572,8 @@ export interface components {
             type: string | null;
             /** Capabilities */
             capabilities: string[];
+            /** Capabilities Known */
+            capabilities_known: boolean;
             /** Firmware Version */
             firmware_version: string | null;
             /** Protocol */

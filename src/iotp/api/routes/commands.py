@@ -142,7 +142,7 @@ async def bulk_command(
     for device in devices:
         try:
             wire, params = command_service.validate(
-                body.command, body.params, device.capabilities or []
+                body.command, body.params, command_service.known_capabilities(device)
             )
         except InvalidRequestError as exc:
             results.append(BulkResult(device_id=device.id, ok=False, error=str(exc)))

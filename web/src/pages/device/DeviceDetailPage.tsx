@@ -77,6 +77,7 @@ export default function DeviceDetailPage() {
           ...d,
           firmware_version: p.firmware ?? d.firmware_version,
           capabilities: p.capabilities ?? d.capabilities,
+          capabilities_known: d.capabilities_known || p.capabilities !== undefined || p.firmware !== undefined,
           type: p.type ?? d.type,
         };
       }
@@ -111,6 +112,11 @@ export default function DeviceDetailPage() {
           {device.ip ?? "—"} {device.rssi !== null ? `(${device.rssi} dBm)` : ""}
         </Descriptions.Item>
         <Descriptions.Item label="Capabilities">
+          {device.capabilities_known ? null : (
+            <Tag color="orange" data-testid="capabilities-unknown">
+              capabilities unknown
+            </Tag>
+          )}
           {device.capabilities.map((c) => (
             <Tag key={c}>{c}</Tag>
           ))}

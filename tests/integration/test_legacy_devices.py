@@ -1,0 +1,149 @@
+"""Devices built to the original design, end to end on both stacks (open mode on
+purpose: these tests are about what such a device may be sent and what it reports, not
+who may connect; docs/devices.md says how it joins in the secure default).
+
+The test device behaves exactly as that design's firmware: it publishes
+``devices/{mac}/data`` every 2 s, listens on ``devices/{mac}/commands``, reports
+``status`` "updating" / "update_success" around an update, never sends ``info`` and
+never acknowledges a command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+
+from tests.support import MqttTestClient, Stack
+
+MAC = "A4CF12B3C4D5"
+
+
+class LegacyDevice:
+    def __init__(self, stack: Stack, mac: str = MAC) -> None:
+        self.stack = stack
+        self.mac = mac
+        self.received: list[dict[str, Any]] = []
+        self.client: MqttTestClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        stack.cleanup.append(self.stop)
+
+    async def start(self) -> LegacyDevice:
+        self.client = await self.stack.device(self.mac)
+        self.client.client.on_message = self._on_message
+        await self.client.subscribe(f"devices/{self.mac}/commands")
+        self._task = asyncio.create_task(self._report())
+        return self
+
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        self.received.append(orjson.loads(payload))
+        return 0
+
+    async def _report(self) -> None:
+        assert self.client is not None
+        while True:
+            self.client.publish(
+                f"devices/{self.mac}/data", orjson.dumps({"temperature": 21.5, "humidity": 40})
+            )
+            await asyncio.sleep(2)
+
+    def status(self, value: str) -> None:
+        assert self.client is not None
+        self.client.publish(f"devices/{self.mac}/status", orjson.dumps({"status": value}))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def _registered(stack: Stack, mac: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        r = await stack.http.get(f"/api/devices/{mac}")
+        return r.json() if r.status_code == 200 else None
+
+    found: dict[str, Any] = await stack.wait_for(probe)
+    return found
+
+
+async def test_device_without_info_gets_the_standard_commands(stack: Stack) -> None:
+    dev = await LegacyDevice(stack).start()
+    device = await _registered(stack, dev.mac)
+    assert device["capabilities"] == []
+    assert device["capabilities_known"] is False
+    sent = [
+        ("relay", {"name": "light", "state": "on"}, "relay", {"name": "light", "state": "on"}),
+        ("servo", {"angle": 90}, "servo", {"angle": 90}),
+        ("reboot", {}, "reboot", {}),
+        ("custom", {"name": "beep", "times": 2}, "beep", {"times": 2}),
+    ]
+    ids = []
+    for command, params, _, _ in sent:
+        r = await stack.http.post(
+            f"/api/devices/{dev.mac}/commands", json={"command": command, "params": params}
+        )
+        assert r.status_code == 201, (command, r.text)
+        ids.append(r.json()["id"])
+    await stack.wait_for(lambda: _received(dev, len(sent)))
+    assert [(m["id"], m["command"], m["params"]) for m in dev.received] == [
+        (cid, wire, params) for cid, (_, _, wire, params) in zip(ids, sent, strict=True)
+    ]
+    # The parameters' shapes are still checked; commands that need info are refused.
+    bad = await stack.http.post(
+        f"/api/devices/{dev.mac}/commands", json={"command": "servo", "params": {"angle": 500}}
+    )
+    assert bad.status_code == 422
+    assert "angle" in bad.text
+    ota = await stack.http.post(
+        f"/api/devices/{dev.mac}/commands", json={"command": "ota", "params": {"url": "x"}}
+    )
+    assert ota.status_code == 422
+    assert "capabilities are unknown" in ota.text
+    # A device that describes itself (info) is checked against what it lists.
+    info = {"firmware": "1.0.0", "capabilities": ["relay:fan"]}
+    assert dev.client is not None
+    dev.client.publish(f"devices/{dev.mac}/info", orjson.dumps(info))
+
+    async def described() -> bool:
+        return bool((await stack.get(f"/api/devices/{dev.mac}"))["capabilities_known"])
+
+    await stack.wait_for(described)
+    refused = await stack.http.post(
+        f"/api/devices/{dev.mac}/commands",
+        json={"command": "relay", "params": {"name": "light", "state": "on"}},
+    )
+    assert refused.status_code == 422
+    assert "relay:" in refused.text
+
+
+async def _received(dev: LegacyDevice, n: int) -> bool:
+    return len(dev.received) >= n
+
+
+async def test_update_statuses_are_device_events_not_bad_status(stack: Stack) -> None:
+    dev = await LegacyDevice(stack).start()
+    await _registered(stack, dev.mac)
+
+    async def online() -> bool:
+        return (await stack.get(f"/api/devices/{dev.mac}"))["status"] == "online"
+
+    await stack.wait_for(online)
+    dev.status("updating")
+    assert dev.client is not None
+    dev.client.publish(f"devices/{dev.mac}/status", b"update_success")
+
+    async def both() -> list[str] | None:
+        events = (await stack.get(f"/api/devices/{dev.mac}/events"))["data"]
+        names = [e["data"].get("event") for e in events if e["type"] == "device_event"]
+        return names if {"updating", "update_success"} <= set(names) else None
+
+    names = await stack.wait_for(both)
+    assert sorted(names) == ["update_success", "updating"]
+    stats = await stack.get("/api/stats")
+    assert "bad_status" not in stats["rejected_by_reason"]
+    device = await stack.get(f"/api/devices/{dev.mac}")
+    assert device["status"] == "online"
+    history = await stack.get(f"/api/devices/{dev.mac}/telemetry", metric="temperature")
+    assert history["series"]["temperature"]

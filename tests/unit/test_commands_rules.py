@@ -113,6 +113,42 @@ def test_invalid_commands_say_why(
         c.validate(command, params, caps)
 
 
+@pytest.mark.parametrize(
+    ("command", "params", "expected"),
+    [
+        ("relay", {"name": "pump", "state": "ON"}, ("relay", {"name": "pump", "state": "on"})),
+        ("servo", {"angle": 90}, ("servo", {"angle": 90})),
+        ("reboot", {}, ("reboot", {})),
+        ("custom", {"name": "beep", "n": 2}, ("beep", {"n": 2})),
+    ],
+)
+def test_unknown_capabilities_allow_the_standard_commands(
+    command: str,
+    params: dict,  # type: ignore[type-arg]
+    expected: tuple,  # type: ignore[type-arg]
+) -> None:
+    assert c.validate(command, params, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "params", "reason"),
+    [
+        ("servo", {"angle": 181}, "0..180"),
+        ("relay", {"name": "light"}, "state"),
+        ("custom", {"name": "relay"}, "built-in"),
+        ("ota", {"url": "http://x", "sha256": "0" * 64, "version": "2"}, "unknown"),
+        ("beep", {}, "unknown"),
+    ],
+)
+def test_unknown_capabilities_still_check_shapes(
+    command: str,
+    params: dict,  # type: ignore[type-arg]
+    reason: str,
+) -> None:
+    with pytest.raises(InvalidRequestError, match=reason):
+        c.validate(command, params, None)
+
+
 def test_limits() -> None:
     c.check_limits(10, 60)
     with pytest.raises(InvalidRequestError, match="timeout"):

@@ -112,7 +112,22 @@ def test_status(payload: bytes, online: bool) -> None:
     assert (p.parse_status(payload) == "online") is online
 
 
-@pytest.mark.parametrize("payload", [b"up", b"", b'{"status": 1}', b"[]"])
+@pytest.mark.parametrize(
+    ("payload", "value"),
+    [
+        (b"updating", "updating"),
+        (b"Update_Success\n", "update_success"),
+        (b'{"status": "updating"}', "updating"),
+        (b'{"status": "update_success"}', "update_success"),
+    ],
+)
+def test_update_statuses_of_the_original_design(payload: bytes, value: str) -> None:
+    assert p.parse_status(payload) == value
+
+
+@pytest.mark.parametrize(
+    "payload", [b"up", b"", b'{"status": 1}', b"[]", b"update_failed", b'{"status": "upd"}']
+)
 def test_status_rejected(payload: bytes) -> None:
     with pytest.raises(RejectedMessage) as exc:
         p.parse_status(payload)

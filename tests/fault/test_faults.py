@@ -28,6 +28,7 @@ from tests.fault.procs import (
     pg_value,
     platform_env,
     poll,
+    token,
     worker,
     workers_connected,
 )
@@ -117,9 +118,12 @@ async def test_worker_killed_mid_stream_loses_nothing(
     total = 8000
     env = platform_env(pg, mosquitto.url)
     w = worker("fault-worker", env, tmp_path).start()  # stable client id, clean_session=false
+    a, port = api("fault-api-k", env, tmp_path)
+    a.start()
     try:
         t0 = time.time()
         await poll(lambda: _one_connected(pg, t0), timeout=40)
+        await poll(lambda: api_healthy(port), timeout=40)
         publishing = asyncio.create_task(
             raw_publish(mosquitto.url, devices=10, messages=total, rate=1000, prefix="KILL")
         )
@@ -133,11 +137,30 @@ async def test_worker_killed_mid_stream_loses_nothing(
         await poll(lambda: _at_least(pg, total), timeout=40)
         await asyncio.sleep(0.5)
         assert await stored(pg) == total  # nothing lost, nothing stored twice
+        # The platform's stored-messages figure counts the same rows, the ones stored
+        # before the kill included (stats are published every 0.5 s here: give it 3 s).
+        seen: list[dict[str, int]] = []
+        try:
+            await poll(lambda: _stats_stored(port, total, seen), timeout=3)
+        except AssertionError:
+            raise AssertionError(f"{total} rows, but the stats say {seen[-1:]}") from None
     except BaseException:
-        print(w.tail())
+        print(w.tail(), a.tail())
         raise
     finally:
         w.stop()
+        a.stop()
+
+
+async def _stats_stored(port: int, total: int, seen: list[dict[str, int]]) -> bool:
+    async with httpx.AsyncClient(timeout=5) as http:
+        r = await http.get(
+            f"http://127.0.0.1:{port}/api/stats",
+            headers={"Authorization": f"Bearer {await token(port)}"},
+        )
+    figures = r.raise_for_status().json()
+    seen.append({k: figures[k] for k in ("messages_stored", "messages_duplicate")})
+    return bool(figures["messages_stored"] == total)
 
 
 async def test_broker_restart_mid_stream_loses_nothing(

@@ -124,6 +124,17 @@ class ComponentStats(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
 
 
+class IngestCount(Base):
+    """What a worker stored, counted in the transaction that stores it (so the counts
+    equal the rows, whatever happens to the process after the commit)."""
+
+    __tablename__ = "ingest_counts"
+
+    component_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 # ---- device control: commands, shadow, firmware, rollouts ---------------------------
 
 

@@ -22,7 +22,7 @@ async def read_status(settings: Settings) -> dict[str, Any]:
         async with make_sessionmaker(engine)() as session:
             rows = await stats_service.load(session)
             by_status = await device_service.count_by_status(session)
-            fleet = stats_service.aggregate(rows, now)
+            fleet = await stats_service.fleet(session, now)
             components = [
                 {
                     "id": r.component_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.db.models import ComponentStats
+from iotp.db.models import ComponentStats, IngestCount
 
 LIVE_WINDOW_SECONDS = 15.0
 
@@ -43,10 +44,21 @@ async def load(session: AsyncSession) -> list[ComponentStats]:
     return list((await session.scalars(select(ComponentStats))).all())
 
 
-def aggregate(rows: list[ComponentStats], now: float) -> dict[str, Any]:
+async def fleet(session: AsyncSession, now: float) -> dict[str, Any]:
+    """The fleet's counters: stored and duplicate rows from ingest_counts (committed with
+    the rows), the rest from the components' published stats."""
+    counts = (await session.scalars(select(IngestCount))).all()
+    return aggregate(await load(session), now, counts)
+
+
+def aggregate(
+    rows: list[ComponentStats], now: float, counts: Sequence[IngestCount]
+) -> dict[str, Any]:
     """Counters are totals over every component ever run (they persist per component
     id); rates and connection counts only from components alive right now."""
-    received = stored = duplicates = rejected = 0
+    stored = sum(c.stored for c in counts)
+    duplicates = sum(c.duplicates for c in counts)
+    received = rejected = 0
     by_reason: dict[str, int] = {}
     rate = 0.0
     ws_clients = 0
@@ -56,8 +68,6 @@ def aggregate(rows: list[ComponentStats], now: float) -> dict[str, Any]:
         live = now - row.updated_at <= LIVE_WINDOW_SECONDS
         if row.kind == "worker":
             received += int(data.get("received", 0))
-            stored += int(data.get("stored", 0))
-            duplicates += int(data.get("duplicates", 0))
             for reason, n in (data.get("rejected") or {}).items():
                 by_reason[reason] = by_reason.get(reason, 0) + int(n)
             if live:

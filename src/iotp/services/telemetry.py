@@ -23,6 +23,13 @@ _SQLITE_INSERT = (
     "INSERT OR IGNORE INTO telemetry (device_id, ts, seq, metrics, attributes) "
     "VALUES (?, ?, ?, ?, ?)"
 )
+# The batch's counts, in the batch's transaction (ingest_counts).
+_PG_COUNT = (
+    "INSERT INTO ingest_counts (component_id, stored, duplicates) VALUES ($1, $2, $3) "
+    "ON CONFLICT (component_id) DO UPDATE SET stored = ingest_counts.stored + excluded.stored, "
+    "duplicates = ingest_counts.duplicates + excluded.duplicates"
+)
+_SQLITE_COUNT = _PG_COUNT.replace("$1, $2, $3", "?, ?, ?")
 _METRIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -33,9 +40,12 @@ def make_row(
     return (device_id, ts, seq, orjson.dumps(metrics).decode(), attrs)
 
 
-async def insert_rows(engine: AsyncEngine, rows: Sequence[Row]) -> int:
+async def insert_rows(
+    engine: AsyncEngine, rows: Sequence[Row], *, counted_as: str | None = None
+) -> int:
     """Insert a batch in one transaction; returns how many rows were new (the rest
-    were redeliveries already stored)."""
+    were redeliveries already stored). With ``counted_as`` (a component id) the same
+    transaction adds the new and the duplicate rows to that component's ingest_counts."""
     if not rows:
         return 0
     async with engine.begin() as conn:
@@ -44,11 +54,16 @@ async def insert_rows(engine: AsyncEngine, rows: Sequence[Row]) -> int:
         if engine.dialect.name == "postgresql":
             cols = list(zip(*rows, strict=True))
             status: str = await driver.execute(_PG_INSERT, *cols)
-            return int(status.rsplit(" ", 1)[1])
+            inserted = int(status.rsplit(" ", 1)[1])
+            if counted_as is not None:
+                await driver.execute(_PG_COUNT, counted_as, inserted, len(rows) - inserted)
+            return inserted
         before: int = driver.total_changes
         await driver.executemany(_SQLITE_INSERT, rows)
-        after: int = driver.total_changes
-        return after - before
+        inserted = int(driver.total_changes) - before
+        if counted_as is not None:
+            await driver.execute(_SQLITE_COUNT, (counted_as, inserted, len(rows) - inserted))
+        return inserted
 
 
 def _metric_expr(dialect: str, metric: str) -> str:

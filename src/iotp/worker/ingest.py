@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from iotp.db.models import Device
+from iotp.db.models import Device, IngestCount
 from iotp.protocol import Kind, RejectedMessage, parse_topic
 from iotp.protocol import payloads as p
 from iotp.protocol.events import Presence
@@ -63,10 +63,12 @@ class IngestCounters:
             "last_batch_ms": round(self.last_batch_seconds * 1000, 2),
         }
 
-    def restore(self, data: dict[str, Any]) -> None:
+    def restore(self, data: dict[str, Any], committed: IngestCount | None) -> None:
+        """``data``: the last published stats; ``committed``: the stored and duplicate
+        counts written with the rows (exact, unlike the periodically published stats)."""
         self.received = int(data.get("received", 0))
-        self.stored = int(data.get("stored", 0))
-        self.duplicates = int(data.get("duplicates", 0))
+        self.stored = committed.stored if committed else 0
+        self.duplicates = committed.duplicates if committed else 0
         self.rejected = Counter({k: int(v) for k, v in (data.get("rejected") or {}).items()})
         self.ts_replaced = int(data.get("ts_replaced", 0))
         self.batches = int(data.get("batches", 0))
@@ -101,8 +103,12 @@ class Ingestor:
         engine: AsyncEngine,
         settings: Settings,
         publish: Publish,
+        component_id: str | None = None,
     ) -> None:
         self.engine = engine
+        # Stored and duplicate rows are counted under this id in the batch's own
+        # transaction (ingest_counts); None counts nothing (tests of the pipeline alone).
+        self.component_id = component_id
         self.settings = settings
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.publish = publish
@@ -297,7 +303,7 @@ class Ingestor:
             self.on_batch(rows, seconds)
 
     async def _store_rows(self, rows: list[telemetry.Row]) -> int:
-        return await telemetry.insert_rows(self.engine, rows)
+        return await telemetry.insert_rows(self.engine, rows, counted_as=self.component_id)
 
     # ---- presence ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from iotp.db.models import ComponentStats
+from iotp.db.models import ComponentStats, IngestCount
 from iotp.mqtt import MqttLink
 from iotp.protocol.control import control_root, control_subscription
 from iotp.protocol.events import EventPublisher, EventType, event_subscription
@@ -75,7 +75,12 @@ class Worker:
             ack_after_handler=True,
         )
         self.events = EventPublisher(events_prefix, self.link.publish)
-        self.ingestor = Ingestor(engine=engine, settings=settings, publish=self._publish_event)
+        self.ingestor = Ingestor(
+            engine=engine,
+            settings=settings,
+            publish=self._publish_event,
+            component_id=self.component_id,
+        )
         # Device control: command dispatch, timeouts, shadow, rollouts.
         self.control = ControlPlane(
             settings=settings,
@@ -126,8 +131,8 @@ class Worker:
     async def start(self, stop: asyncio.Event | None = None) -> None:
         async with self.ingestor.sessions() as session:
             row = await session.get(ComponentStats, self.component_id)
-            if row is not None:
-                self.ingestor.counters.restore(row.data or {})
+            committed = await session.get(IngestCount, self.component_id)
+            self.ingestor.counters.restore((row.data or {}) if row else {}, committed)
         self._last_stored = self.ingestor.counters.stored
         await self.ingestor.load()
         self._tasks = [

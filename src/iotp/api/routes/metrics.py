@@ -19,7 +19,7 @@ router = APIRouter(tags=["system"])
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: StateDep, session: SessionDep) -> Response:
     by_status = await device_service.count_by_status(session)
-    fleet = stats_service.aggregate(await stats_service.load(session), time.time())
+    fleet = await stats_service.fleet(session, time.time())
     credentials, conflicts = await cred_service.provisioning_counts(session)
     body, content_type = render_api_metrics(
         ws_clients=len(state.hub.clients),

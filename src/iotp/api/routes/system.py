@@ -24,8 +24,7 @@ async def health(state: StateDep, session: SessionDep, response: Response) -> He
     try:
         await session.execute(text("SELECT 1"))
         database = "ok"
-        rows = await stats_service.load(session)
-        workers = stats_service.aggregate(rows, time.time())["workers"]
+        workers = (await stats_service.fleet(session, time.time()))["workers"]
     except Exception as exc:  # noqa: BLE001 - health reports any database failure
         database = "error"
         # The endpoint is public: the reason goes to the log, not to whoever asks.
@@ -47,7 +46,7 @@ async def health(state: StateDep, session: SessionDep, response: Response) -> He
 @router.get("/stats", response_model=StatsPublic)
 async def stats(state: StateDep, session: SessionDep) -> StatsPublic:
     by_status = await device_service.count_by_status(session)
-    agg = stats_service.aggregate(await stats_service.load(session), time.time())
+    agg = await stats_service.fleet(session, time.time())
     # This process's own WebSocket clients count now, not at its last stats write.
     agg["websocket_clients"] = max(agg["websocket_clients"], len(state.hub.clients))
     return StatsPublic(

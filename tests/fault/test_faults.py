@@ -119,11 +119,10 @@ async def test_worker_killed_mid_stream_loses_nothing(
     env = platform_env(pg, mosquitto.url)
     w = worker("fault-worker", env, tmp_path).start()  # stable client id, clean_session=false
     a, port = api("fault-api-k", env, tmp_path)
-    a.start()
     try:
         t0 = time.time()
         await poll(lambda: _one_connected(pg, t0), timeout=40)
-        await poll(lambda: api_healthy(port), timeout=40)
+        a.start()  # reads the figures at the end; starts while the stream runs
         publishing = asyncio.create_task(
             raw_publish(mosquitto.url, devices=10, messages=total, rate=1000, prefix="KILL")
         )
@@ -139,6 +138,7 @@ async def test_worker_killed_mid_stream_loses_nothing(
         assert await stored(pg) == total  # nothing lost, nothing stored twice
         # The platform's stored-messages figure counts the same rows, the ones stored
         # before the kill included (stats are published every 0.5 s here: give it 3 s).
+        await poll(lambda: api_healthy(port), timeout=60)
         seen: list[dict[str, int]] = []
         try:
             await poll(lambda: _stats_stored(port, total, seen), timeout=3)

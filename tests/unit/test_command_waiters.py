@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from iotp.api.waiters import ACK_DEADLINE_MARGIN_SECONDS, CommandWaiters
+from iotp.services.times import iso_time
 
 NOW = 1_800_000_000.0
 
@@ -21,7 +22,7 @@ def command(cid: str = "c1", device: str = "ESP32-AAAAAA", timeout: float = 10.0
         "params": {"name": "light", "state": "on"},
         "status": "sending",
         "timeout": timeout,
-        "created_at": NOW,
+        "created_at": iso_time(NOW),  # as services.commands.to_dict shows it
         "sent_at": None,
         "finished_at": None,
         "result": None,
@@ -40,8 +41,8 @@ async def test_ok_ack_ends_the_wait_with_the_devices_word() -> None:
     got = futures["c1"].result()
     assert got["status"] == "acked"
     assert got["result"] == {"light": "on"}
-    assert got["finished_at"] == NOW + 0.02
-    assert got["sent_at"] == NOW + 0.02  # delivered, as the ack proves
+    assert got["finished_at"] == iso_time(NOW + 0.02)
+    assert got["sent_at"] == iso_time(NOW + 0.02)  # delivered, as the ack proves
     assert got["params"] == {"name": "light", "state": "on"}
 
 

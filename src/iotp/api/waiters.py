@@ -25,6 +25,7 @@ import orjson
 from iotp.protocol.events import CommandStatus
 from iotp.protocol.payloads import RejectedMessage, parse_ack
 from iotp.services.commands import is_terminal
+from iotp.services.times import epoch, iso_time
 
 # An ack this close to the command's timeout is left to the worker to judge.
 ACK_DEADLINE_MARGIN_SECONDS = 1.0
@@ -89,15 +90,15 @@ class CommandWaiters:
             return False  # only the command's own device can answer it
         now = time.time() if now is None else now
         timeout = float(command.get("timeout") or 0.0)
-        if now + ACK_DEADLINE_MARGIN_SECONDS > float(command["created_at"]) + timeout:
+        if now + ACK_DEADLINE_MARGIN_SECONDS > epoch(command["created_at"]) + timeout:
             return False  # near or past its timeout: the worker decides (acked or late)
         ok = ack.status == "ok"
         fut.set_result(
             {
                 **command,
                 "status": (CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
-                "sent_at": command.get("sent_at") or now,
-                "finished_at": now,
+                "sent_at": command.get("sent_at") or iso_time(now),
+                "finished_at": iso_time(now),
                 "result": ack.result,
                 "error": None if ok else (ack.error or "device reported an error"),
             }

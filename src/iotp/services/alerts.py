@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.automation_models import AlertRow
 from iotp.errors import IotpError, NotFoundError
+from iotp.services.times import iso_time, with_iso_ts
 
 MAX_HISTORY = 50
 
@@ -60,12 +61,12 @@ def to_dict(row: AlertRow) -> dict[str, Any]:
         "status": row.status,
         "message": row.message,
         "data": row.data or {},
-        "raised_at": row.raised_at,
-        "acknowledged_at": row.acknowledged_at,
+        "raised_at": iso_time(row.raised_at),
+        "acknowledged_at": iso_time(row.acknowledged_at),
         "acknowledged_by": row.acknowledged_by,
-        "cleared_at": row.cleared_at,
+        "cleared_at": iso_time(row.cleared_at),
         "cleared_by": row.cleared_by,
-        "history": row.history or [],
+        "history": with_iso_ts(row.history),
     }
 
 

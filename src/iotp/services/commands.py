@@ -45,6 +45,7 @@ from iotp.protocol import secrets
 from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
 from iotp.protocol.events import CommandStatus, Presence
 from iotp.protocol.payloads import NAME_RE, Ack
+from iotp.services.times import iso_time, with_iso_ts
 
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 3600.0
@@ -259,7 +260,10 @@ def check_limits(timeout: float, ttl: float) -> None:
 
 
 def to_dict(row: CommandRow) -> dict[str, Any]:
-    """JSON-ready view; times are epoch seconds (the API renders them as ISO 8601)."""
+    """The command as the API and its ``command_update`` events show it (times ISO 8601)."""
+    progress = row.progress
+    if progress and "ts" in progress:
+        progress = {**progress, "ts": iso_time(progress["ts"])}
     return {
         "id": row.id,
         "device_id": row.device_id,
@@ -268,16 +272,16 @@ def to_dict(row: CommandRow) -> dict[str, Any]:
         "status": row.status,
         "source": row.source,
         "timeout": row.timeout,
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "sent_at": row.sent_at,
-        "deadline": row.deadline,
-        "finished_at": row.finished_at,
+        "created_at": iso_time(row.created_at),
+        "expires_at": iso_time(row.expires_at),
+        "sent_at": iso_time(row.sent_at),
+        "deadline": iso_time(row.deadline),
+        "finished_at": iso_time(row.finished_at),
         "result": row.result,
         "error": row.error,
-        "progress": row.progress,
+        "progress": progress,
         "rollout_id": row.rollout_id,
-        "notes": row.history or [],
+        "notes": with_iso_ts(row.history),
     }
 
 

@@ -53,10 +53,13 @@ async def insert_rows(
         driver: Any = raw.driver_connection
         if engine.dialect.name == "postgresql":
             cols = list(zip(*rows, strict=True))
-            status: str = await driver.execute(_PG_INSERT, *cols)
-            inserted = int(status.rsplit(" ", 1)[1])
-            if counted_as is not None:
-                await driver.execute(_PG_COUNT, counted_as, inserted, len(rows) - inserted)
+            # SQLAlchemy opens its asyncpg transaction lazily, on its own first statement:
+            # the driver's statements need their own to commit together.
+            async with driver.transaction():
+                status: str = await driver.execute(_PG_INSERT, *cols)
+                inserted = int(status.rsplit(" ", 1)[1])
+                if counted_as is not None:
+                    await driver.execute(_PG_COUNT, counted_as, inserted, len(rows) - inserted)
             return inserted
         before: int = driver.total_changes
         await driver.executemany(_SQLITE_INSERT, rows)

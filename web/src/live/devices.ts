@@ -6,6 +6,7 @@ import { useEffect, useSyncExternalStore } from "react";
 import { api, unwrap, type components } from "../api/client";
 import { live, type DataPayload, type LiveEvent } from "./socket";
 import { throttle } from "./throttle";
+import { eventIso } from "../api/time";
 
 export type Device = components["schemas"]["DevicePublic"];
 export interface DeviceRow extends Device {
@@ -100,7 +101,7 @@ export class DeviceStore {
   }
 
   apply(event: LiveEvent): void {
-    const iso = new Date(event.ts * 1000).toISOString();
+    const iso = eventIso(event);
     const row = this.byId.get(event.device_id);
     switch (event.type) {
       case "device_registered":

@@ -12,7 +12,6 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotp.api.deps import SessionDep, StateDep
-from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal
 from iotp.api.state import ApiState
 from iotp.db.automation_models import AlertRow
@@ -71,8 +70,6 @@ class AlertPublic(BaseModel):
     def of(cls, row: AlertRow) -> AlertPublic:
         d = alert_service.to_dict(row)
         d.pop("key")
-        for k in ("raised_at", "acknowledged_at", "cleared_at"):
-            d[k] = iso(d[k])
         return cls.model_validate(d)
 
 

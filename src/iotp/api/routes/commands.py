@@ -70,6 +70,7 @@ async def send_command(
             ttl=body.ttl,
             claim_if_online=publisher(state),
             box=state.command_sender.box,
+            source="user" if principal.kind == "user" else "api",
         )
     await session.commit()
     data = command_service.to_dict(row)

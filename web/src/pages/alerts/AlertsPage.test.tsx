@@ -39,7 +39,7 @@ function alert(id: number, over: Partial<Alert> = {}): Alert {
     acknowledged_by: null,
     cleared_at: null,
     cleared_by: null,
-    history: [{ status: "active", ts: 1795860000 }],
+    history: [{ status: "active", ts: "2026-11-27T10:00:00Z" }],
     ...over,
   };
 }

@@ -16,6 +16,7 @@ import {
   type Alert,
   type AlertFilters,
 } from "./service";
+import { formatDateTime } from "../../api/time";
 
 const ALL_DEVICES = ["*"];
 
@@ -145,10 +146,10 @@ function History({ alert }: { alert: Alert }) {
   return (
     <Timeline
       items={alert.history.map((h) => {
-        const item = h as { status?: string; ts?: number; by?: string | null; note?: string };
+        const item = h as { status?: string; ts?: string; by?: string | null; note?: string };
         return {
           color: STATUS_COLOR[item.status ?? ""] === "default" ? "gray" : STATUS_COLOR[item.status ?? ""],
-          children: `${item.status ?? "?"}${item.ts ? ` ${new Date(item.ts * 1000).toLocaleString()}` : ""}${item.by ? ` by ${item.by}` : ""}${item.note ? `: ${item.note}` : ""}`,
+          children: `${item.status ?? "?"}${item.ts ? ` ${formatDateTime(item.ts)}` : ""}${item.by ? ` by ${item.by}` : ""}${item.note ? `: ${item.note}` : ""}`,
         };
       })}
     />

@@ -44,6 +44,7 @@ import {
   type Shadow,
   type Telemetry,
 } from "./service";
+import { eventIso } from "../../api/time";
 
 export default function DeviceDetailPage() {
   const { id = "" } = useParams();
@@ -62,7 +63,7 @@ export default function DeviceDetailPage() {
   }, [id]);
 
   useLiveEvents(["device_status", "device_state", "device_updated", "device_data"], [id], (event) => {
-    const iso = new Date(event.ts * 1000).toISOString();
+    const iso = eventIso(event);
     setDevice((d) => {
       if (!d) return d;
       if (event.type === "device_status") {
@@ -316,6 +317,16 @@ function OtaStatus({
   );
 }
 
+// Who sent a command (commands.source).
+const SOURCE_LABEL: Record<string, string> = {
+  user: "user",
+  api: "API key",
+  bulk: "bulk (user)",
+  rule: "rule",
+  shadow: "desired state",
+  rollout: "rollout",
+};
+
 function CommandHistory({ commands, availability }: ReturnType<typeof useCommands>) {
   if (availability === "missing") {
     return <Empty description="Command history is not available on this server yet." />;
@@ -332,6 +343,7 @@ function CommandHistory({ commands, availability }: ReturnType<typeof useCommand
       columns={[
         { title: "When", dataIndex: "created_at", render: (t: string) => <RelativeTime iso={t} /> },
         { title: "Command", dataIndex: "command" },
+        { title: "Source", dataIndex: "source", render: (s: string) => <Tag>{SOURCE_LABEL[s] ?? s}</Tag> },
         { title: "Params", dataIndex: "params", render: (p: unknown) => <code>{JSON.stringify(p)}</code> },
         { title: "Status", dataIndex: "status", render: (s: string) => <CommandStatus status={s} /> },
         {
@@ -353,7 +365,7 @@ function EventsList({ deviceId }: { deviceId: string }) {
     const item: DeviceEvent = {
       id: -Date.now(),
       device_id: e.device_id,
-      ts: new Date(e.ts * 1000).toISOString(),
+      ts: eventIso(e),
       type: e.type,
       data: e.payload,
     };

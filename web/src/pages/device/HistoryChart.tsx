@@ -1,6 +1,7 @@
 import { useMemo } from "react";
 // History with server-side downsampling (bucket=auto): average line in a min..max band.
 import { Area, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { formatDateTime } from "../../api/time";
 
 export interface BandPoint {
   t: number;
@@ -57,7 +58,7 @@ export function HistoryChart({ data: all, name, height = 260 }: { data: BandPoin
         <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
           <XAxis dataKey="t" type="number" scale="time" domain={["dataMin", "dataMax"]} tickFormatter={tickFormat(span)} minTickGap={50} tick={{ fontSize: 11 }} />
           <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} />
-          <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleString()} />
+          <Tooltip labelFormatter={(t) => formatDateTime(Number(t))} />
           <Area dataKey="range" name={`${name} min–max`} stroke="none" fill="#1668dc" fillOpacity={0.2} isAnimationActive={false} />
           <Line dataKey="avg" name={`${name} avg`} stroke="#1668dc" dot={false} isAnimationActive={false} strokeWidth={2} />
         </ComposedChart>

@@ -4,6 +4,7 @@ import { Card, Col, Empty, Row, Statistic } from "antd";
 import { Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { useLiveEvents } from "../../hooks/useLive";
 import type { DataPayload } from "../../live/socket";
+import { formatClock } from "../../api/time";
 
 export const LIVE_WINDOW_S = 300;
 export const LIVE_MAX_POINTS = 300;
@@ -75,12 +76,12 @@ export function LiveCharts({
                       dataKey="t"
                       type="number"
                       domain={["dataMin", "dataMax"]}
-                      tickFormatter={(t: number) => new Date(t).toLocaleTimeString()}
+                      tickFormatter={(t: number) => formatClock(t)}
                       tick={{ fontSize: 11 }}
                       minTickGap={40}
                     />
                     <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} tickFormatter={(v: number) => String(Number(v.toPrecision(4)))} />
-                    <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleTimeString()} />
+                    <Tooltip labelFormatter={(t) => formatClock(Number(t))} />
                     <Line type="monotone" dataKey="v" name={name} dot={false} isAnimationActive={false} strokeWidth={2} />
                   </LineChart>
                 </ResponsiveContainer>

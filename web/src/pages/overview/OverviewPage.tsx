@@ -5,6 +5,7 @@ import { api, unwrap, type components } from "../../api/client";
 import { describe, useActivity } from "../../live/activity";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ConnectHelp } from "../../components/ConnectHelp";
+import { eventIso } from "../../api/time";
 
 type Stats = components["schemas"]["StatsPublic"];
 type Health = components["schemas"]["HealthPublic"];
@@ -160,7 +161,7 @@ export function OverviewPage() {
               <Link to={`/devices/${encodeURIComponent(e.device_id)}`}>{e.device_id}</Link>{" "}
               {describe(e)}{" "}
               <Typography.Text type="secondary">
-                <RelativeTime iso={new Date(e.ts * 1000).toISOString()} />
+                <RelativeTime iso={eventIso(e)} />
               </Typography.Text>
             </List.Item>
           )}

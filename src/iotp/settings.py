@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
     # How often the maintenance leader rolls up, drops old data and creates partitions.
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+    # The overview's history (devices online, messages/s), sampled every maintenance round.
+    stats_history_days: float = Field(default=2, gt=0)
 
     # ---- the supervised Mosquitto of `iotp serve` (docs/operations.md) ----------------
     # Larger MQTT packets are refused (the connection is closed), by the embedded broker

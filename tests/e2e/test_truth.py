@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from tests.e2e.conftest import navigate, open_logged_in, screenshot
 from tests.e2e.test_dashboard import TIMEOUT_MS, fleet
-from tests.support import Stack
+from tests.support import Stack, run_stack
 
 TWELVE_HOUR = re.compile(r"\d{1,2}:\d{2}(:\d{2})?\s?[AP]M")
 
@@ -91,3 +92,123 @@ async def test_live_updates_keep_real_times_and_commands_show_their_source(
         assert not TWELVE_HOUR.search(timeline_text), timeline_text
         await screenshot(page, "alerts-acknowledged")
         assert not page.errors, page.errors
+
+
+async def test_overview_shows_alerts_history_and_activity_that_survive_a_reload(
+    tmp_path: Any, browser: Any
+) -> None:
+    # Samples every second (a minute by default) so the charts fill during the test.
+    async with (
+        run_stack(
+            "embedded-sqlite", tmp_path, offline_min_seconds=1.0, maintenance_interval_seconds=1.0
+        ) as stack,
+        fleet(stack, devices=2) as sim,
+    ):
+        await _gas_alert_rule(stack)
+        device = await stack.device("E2EGAS0002")
+        device.publish("devices/E2EGAS0002/data", json.dumps({"gas": 700}))
+        node = sim.devices[0]
+        relay = next(iter(node.hal.relays))
+        r = await stack.http.post(
+            f"/api/devices/{node.node_id}/commands?wait=true",
+            json={"command": "relay", "params": {"name": relay, "state": "on"}},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "acked", r.text
+        command_id = r.json()["id"]
+
+        page = await open_logged_in(browser, stack, "/")
+        tile = page.get_by_test_id("alerts-tile")
+        await tile.get_by_text("1 critical").wait_for(timeout=TIMEOUT_MS)
+        await (
+            page.get_by_test_id("menu-alert-count")
+            .get_by_text("1")
+            .first.wait_for(timeout=TIMEOUT_MS)
+        )
+        # One line per command, in its final state, from the server: still there after a
+        # reload (not only what happened since the page opened).
+        for attempt in range(2):
+            activity = page.get_by_test_id("activity")
+            line = activity.locator(f"[data-key='command:{command_id}']")
+            await line.get_by_text("acked").wait_for(timeout=TIMEOUT_MS)
+            assert await line.count() == 1
+            text = await activity.inner_text()
+            assert text.count(f"command relay {relay} on") == 1, text
+            assert "registered" in text, text
+            assert "critical alert" in text, text
+            if attempt == 0:
+                await page.reload()
+        # Devices online and messages/s over time, from the recorded samples.
+        await page.wait_for_function(
+            "() => Number(document.querySelector('[data-testid=history-online]')"
+            "?.dataset.points) >= 2",
+            timeout=TIMEOUT_MS,
+        )
+        await screenshot(page, "overview-truth")
+        await tile.get_by_text("1 critical").click()
+        await page.wait_for_url("**/alerts?severity=critical")
+        await page.locator(".ant-table-row", has_text="Gas 700").wait_for(timeout=TIMEOUT_MS)
+        assert not page.errors, page.errors
+
+
+async def test_history_axis_spans_the_chosen_range_and_custom_needs_dates(
+    e2e_stack: Stack, browser: Any
+) -> None:
+    device = await e2e_stack.device("E2EAXIS0001")
+    now = time.time()
+    for k in range(3):  # two minutes of data, at the end of every range
+        device.publish(
+            "devices/E2EAXIS0001/data",
+            json.dumps({"temperature": 20.5 + k, "ts": now - 120 + 60 * k}),
+        )
+
+    async def stored() -> bool:
+        r = await e2e_stack.http.get(
+            "/api/devices/E2EAXIS0001/telemetry", params={"since": str(now - 600)}
+        )
+        return r.status_code == 200 and len(r.json()["series"].get("temperature", [])) >= 3
+
+    await e2e_stack.wait_for(stored)
+    page = await open_logged_in(browser, e2e_stack, "/devices/E2EAXIS0001")
+    await page.get_by_role("tab", name="History").click()
+    chart = page.get_by_test_id("history-chart")
+    spans = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+    for label, seconds in spans.items():
+        if label != "1h":
+            await page.get_by_test_id("range").get_by_text(label, exact=True).click()
+        await page.wait_for_function(
+            "s => { const el = document.querySelector('[data-testid=history-chart]');"
+            " return el && Math.abs((el.dataset.to - el.dataset.from) / 1000 - s) < 5; }",
+            arg=seconds,
+            timeout=TIMEOUT_MS,
+        )
+        tick_values = chart.locator(
+            ".recharts-xAxis-tick-labels .recharts-cartesian-axis-tick-value"
+        )
+        await tick_values.first.wait_for(timeout=TIMEOUT_MS)
+        ticks = await tick_values.all_text_contents()
+        # Ticks across the whole range, each label once.
+        assert len(ticks) >= 4, (label, ticks)
+        assert len(set(ticks)) == len(ticks), (label, ticks)
+        await screenshot(page, f"device-history-{label}")
+    await page.get_by_test_id("range").get_by_text("custom", exact=True).click()
+    await page.get_by_test_id("custom-empty").wait_for(timeout=TIMEOUT_MS)
+    assert await chart.count() == 0  # not the previous range's chart
+    assert await page.get_by_test_id("csv").count() == 0  # nor its CSV
+    await screenshot(page, "device-history-custom")
+    assert not page.errors, page.errors
+
+
+async def test_header_names_the_user_after_a_reload_with_a_labelled_logout(
+    e2e_stack: Stack, browser: Any
+) -> None:
+    page = await open_logged_in(browser, e2e_stack, "/")
+    user = page.get_by_test_id("user")
+    await user.get_by_text("admin (admin)").wait_for(timeout=TIMEOUT_MS)
+    await page.reload()
+    await user.get_by_text("admin (admin)").wait_for(timeout=TIMEOUT_MS)
+    logout = page.get_by_role("button", name="Log out")
+    assert "Log out" in await logout.inner_text()
+    await logout.click()
+    await page.wait_for_url("**/login**")
+    assert not page.errors, page.errors

@@ -33,7 +33,7 @@ function Done({ t0 }: { t0: number }) {
 const t0 = performance.now();
 createRoot(document.getElementById("root")!).render(
   <>
-    <HistoryChart data={data} name="temperature" height={300} />
+    <HistoryChart data={data} name="temperature" fromMs={data[0]!.t} toMs={data[data.length - 1]!.t} height={300} />
     <Done t0={t0} />
   </>,
 );

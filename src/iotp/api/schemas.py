@@ -144,3 +144,30 @@ class StatsPublic(BaseModel):
     workers: int
     api_instances: int
     uptime_seconds: float
+
+
+class StatsPoint(BaseModel):
+    ts: datetime
+    devices_total: int
+    devices_online: int
+    messages_per_second: float | None = Field(
+        description="messages stored per second since the sample before (None: unknown)"
+    )
+
+
+class StatsHistoryPublic(BaseModel):
+    window: Literal["1h", "24h"]
+    points: list[StatsPoint]
+
+
+class ActivityItem(BaseModel):
+    key: str = Field(description="event:<id>, command:<id> or alert:<id>; one entry each")
+    type: str = Field(description="registered, status, device_event, command or alert")
+    ts: datetime = Field(description="the entry's latest change")
+    device_id: str | None
+    data: dict[str, Any] = Field(description="the event's data, the command or the alert")
+
+
+class ActivityPublic(BaseModel):
+    data: list[ActivityItem]
+    count: int

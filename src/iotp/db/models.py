@@ -135,6 +135,18 @@ class IngestCount(Base):
     duplicates: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class StatsSample(Base):
+    """The fleet's figures once per maintenance round, for the overview's charts (kept
+    ``stats_history_days``)."""
+
+    __tablename__ = "stats_history"
+
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    devices_total: Mapped[int] = mapped_column(Integer)
+    devices_online: Mapped[int] = mapped_column(Integer)
+    messages_stored: Mapped[int] = mapped_column(BigInteger)
+
+
 # ---- device control: commands, shadow, firmware, rollouts ---------------------------
 
 

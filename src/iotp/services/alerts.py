@@ -232,3 +232,12 @@ async def counts(session: AsyncSession) -> dict[str, int]:
         .group_by(AlertRow.status)
     )
     return {str(s): int(n) for s, n in rows.all()}
+
+
+async def active_by_severity(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(AlertRow.severity, func.count())
+        .where(AlertRow.status == AlertStatus.ACTIVE)
+        .group_by(AlertRow.severity)
+    )
+    return {str(s): int(n) for s, n in rows.all()}

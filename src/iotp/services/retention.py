@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from iotp.services import stats
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ async def expire_rollups(conn: AsyncConnection, settings: Settings, now: float) 
 async def maintain(engine: AsyncEngine, settings: Settings, now: float) -> MaintenanceReport:
     """Run by the leader worker every ``maintenance_interval_seconds``."""
     report = MaintenanceReport()
+    async with AsyncSession(engine) as session, session.begin():
+        await stats.record_sample(session, now=now, keep_days=settings.stats_history_days)
     async with engine.begin() as conn:
         partitioned = await is_partitioned(conn)
         if partitioned:

@@ -6,14 +6,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.db.models import ComponentStats, IngestCount
+from iotp.db.models import ComponentStats, IngestCount, StatsSample
+from iotp.services import devices as device_service
 
 LIVE_WINDOW_SECONDS = 15.0
+# The overview's charts: these windows, at most this many points each.
+HISTORY_WINDOWS = {"1h": 3600.0, "24h": 86400.0}
+HISTORY_MAX_POINTS = 300
+DAY = 86400.0
 
 
 async def publish(
@@ -88,3 +93,55 @@ def aggregate(
         "workers": workers_live,
         "api_instances": apis_live,
     }
+
+
+# ---- history (the overview's charts) ----------------------------------------------------
+
+
+async def record_sample(session: AsyncSession, *, now: float, keep_days: float) -> None:
+    """One sample of the fleet's figures; samples older than ``keep_days`` go."""
+    by_status = await device_service.count_by_status(session)
+    stored = await session.scalar(select(func.coalesce(func.sum(IngestCount.stored), 0)))
+    session.add(
+        StatsSample(
+            ts=now,
+            devices_total=sum(by_status.values()),
+            devices_online=by_status.get("online", 0),
+            messages_stored=int(stored or 0),
+        )
+    )
+    await session.execute(delete(StatsSample).where(StatsSample.ts < now - keep_days * DAY))
+
+
+async def history(session: AsyncSession, *, window: float, now: float) -> list[dict[str, Any]]:
+    """Devices online and messages stored per second over the last ``window`` seconds,
+    at most HISTORY_MAX_POINTS samples evenly spread; a sample's rate is over the time
+    since the sample before it (None for the first, or across a counter reset)."""
+    since = now - window
+    step = window / HISTORY_MAX_POINTS
+    rows = (
+        await session.scalars(
+            select(StatsSample).where(StatsSample.ts >= since - step).order_by(StatsSample.ts)
+        )
+    ).all()
+    picked: list[StatsSample] = []
+    for row in rows:
+        if not picked or row.ts - picked[-1].ts >= step:
+            picked.append(row)
+    points: list[dict[str, Any]] = []
+    prev: StatsSample | None = None
+    for row in picked:
+        rate = None
+        if prev is not None and row.messages_stored >= prev.messages_stored:
+            rate = round((row.messages_stored - prev.messages_stored) / (row.ts - prev.ts), 2)
+        if row.ts >= since:
+            points.append(
+                {
+                    "ts": row.ts,
+                    "devices_total": row.devices_total,
+                    "devices_online": row.devices_online,
+                    "messages_per_second": rate,
+                }
+            )
+        prev = row
+    return points

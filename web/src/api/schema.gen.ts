@@ -316,6 +316,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/stats/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Stats History */
+        get: operations["stats_history_api_stats_history_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/activity": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Activity */
+        get: operations["activity_api_activity_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/devices": {
         parameters: {
             query?: never;
@@ -990,6 +1024,41 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** ActivityItem */
+        ActivityItem: {
+            /**
+             * Key
+             * @description event:<id>, command:<id> or alert:<id>; one entry each
+             */
+            key: string;
+            /**
+             * Type
+             * @description registered, status, device_event, command or alert
+             */
+            type: string;
+            /**
+             * Ts
+             * Format: date-time
+             * @description the entry's latest change
+             */
+            ts: string;
+            /** Device Id */
+            device_id: string | null;
+            /**
+             * Data
+             * @description the event's data, the command or the alert
+             */
+            data: {
+                [key: string]: unknown;
+            };
+        };
+        /** ActivityPublic */
+        ActivityPublic: {
+            /** Data */
+            data: components["schemas"]["ActivityItem"][];
+            /** Count */
+            count: number;
+        };
         /**
          * AlertAction
          * @description Raise an alert (one per rule and device while it is open). With ``auto_clear`` it
@@ -1100,6 +1169,13 @@ export interface components {
              * @description open alerts by status
              */
             open: {
+                [key: string]: number;
+            };
+            /**
+             * Active By Severity
+             * @description active (unacknowledged) alerts by severity
+             */
+            active_by_severity?: {
                 [key: string]: number;
             };
         };
@@ -2304,6 +2380,33 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** StatsHistoryPublic */
+        StatsHistoryPublic: {
+            /**
+             * Window
+             * @enum {string}
+             */
+            window: "1h" | "24h";
+            /** Points */
+            points: components["schemas"]["StatsPoint"][];
+        };
+        /** StatsPoint */
+        StatsPoint: {
+            /**
+             * Ts
+             * Format: date-time
+             */
+            ts: string;
+            /** Devices Total */
+            devices_total: number;
+            /** Devices Online */
+            devices_online: number;
+            /**
+             * Messages Per Second
+             * @description messages stored per second since the sample before (None: unknown)
+             */
+            messages_per_second: number | null;
+        };
         /** StatsPublic */
         StatsPublic: {
             /** Devices Total */
@@ -3430,6 +3533,68 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StatsPublic"];
+                };
+            };
+        };
+    };
+    stats_history_api_stats_history_get: {
+        parameters: {
+            query?: {
+                window?: "1h" | "24h";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StatsHistoryPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    activity_api_activity_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActivityPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

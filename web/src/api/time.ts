@@ -29,3 +29,26 @@ export function formatClock(t: string | number | Date, seconds = true): string {
 export function formatDateTime(t: string | number | Date): string {
   return `${formatDate(t)} ${formatClock(t)}`;
 }
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+const TICK_STEPS = [MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY];
+
+/** A time axis over [fromMs, toMs]: at most `max` ticks on round times, each label distinct. */
+export function timeAxis(fromMs: number, toMs: number, max = 7): { ticks: number[]; format: (t: number) => string } {
+  const span = Math.max(toMs - fromMs, MINUTE);
+  const step = TICK_STEPS.find((s) => span / s <= max) ?? TICK_STEPS[TICK_STEPS.length - 1]!;
+  // Round in local time (a 6 h step starts at 00:00, 06:00, ... here, not in UTC).
+  const offset = new Date(fromMs).getTimezoneOffset() * MINUTE;
+  const first = Math.ceil((fromMs - offset) / step) * step + offset;
+  const ticks: number[] = [];
+  for (let t = first; t <= toMs; t += step) ticks.push(t);
+  const format =
+    step >= DAY
+      ? (t: number) => formatDate(t).slice(5)
+      : span > DAY
+        ? (t: number) => `${formatDate(t).slice(5)} ${formatClock(t, false)}`
+        : (t: number) => formatClock(t, false);
+  return { ticks, format };
+}

@@ -26,17 +26,18 @@ export function AuthGate({ children }: { children: ReactNode }) {
       const tokens = getTokens();
       if (cancelled) return;
       if (resumed && tokens) {
-        setUser(userFromToken(tokens.access));
-        // Prefer the server's word on the role when it offers /api/auth/me.
+        // Who this is comes from the server (the token carries the role, not the name);
+        // the token's word only when the server cannot say.
         const me = await api.GET("/api/auth/me").catch(() => null);
-        if (me?.data && !cancelled) {
+        if (cancelled) return;
+        if (me?.data) {
           const role = me.data.role;
           setUser({
             username: me.data.name,
             role: role === "admin" || role === "operator" ? role : "viewer",
             open: false,
           });
-        }
+        } else setUser(userFromToken(tokens.access));
         return;
       }
       const probe = await fetch("/api/devices?limit=1").catch(() => null);

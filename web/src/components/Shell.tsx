@@ -22,6 +22,7 @@ import { useUser } from "../hooks/useAuth";
 import { isAdmin, logout, type User } from "../api/auth";
 import { Notifier } from "./Notifier";
 import { startActivity } from "../live/activity";
+import { useActiveAlerts } from "../live/alerts";
 
 const { Header, Sider, Content } = Layout;
 
@@ -70,12 +71,25 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
   const user = useUser();
   const { token } = theme.useToken();
   useEffect(() => startActivity(), []);
+  const alerts = useActiveAlerts();
   const menu = (
     <Menu
       mode="inline"
       theme={mode}
       selectedKeys={[selectedKey(location.pathname)]}
-      items={menuItems(user)}
+      items={menuItems(user).map((item) =>
+        "key" in item && item.key === "/alerts" && alerts?.total
+          ? {
+              ...item,
+              label: (
+                <Link to="/alerts">
+                  Alerts{" "}
+                  <Badge count={alerts.total} size="small" data-testid="menu-alert-count" title={`${alerts.total} active`} />
+                </Link>
+              ),
+            }
+          : item,
+      )}
       onClick={() => setDrawer(false)}
       aria-label="Main navigation"
     />
@@ -149,7 +163,9 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
                   onClick={() => {
                     void logout().then(() => navigate("/login"));
                   }}
-                />
+                >
+                  {phone ? null : "Log out"}
+                </Button>
               )}
             </Space>
           )}

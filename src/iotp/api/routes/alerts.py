@@ -77,6 +77,9 @@ class AlertsPublic(BaseModel):
     data: list[AlertPublic]
     count: int
     open: dict[str, int] = Field(description="open alerts by status")
+    active_by_severity: dict[str, int] = Field(
+        default_factory=dict, description="active (unacknowledged) alerts by severity"
+    )
 
 
 class AlertNote(BaseModel):
@@ -114,6 +117,7 @@ async def list_alerts(
         data=[AlertPublic.of(r) for r in rows],
         count=total,
         open=await alert_service.counts(session),
+        active_by_severity=await alert_service.active_by_severity(session),
     )
 
 

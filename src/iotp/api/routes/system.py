@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import text
 
 from iotp.api.deps import SessionDep, StateDep
-from iotp.api.schemas import HealthPublic, StatsPublic
+from iotp.api.schemas import (
+    ActivityPublic,
+    HealthPublic,
+    StatsHistoryPublic,
+    StatsPublic,
+)
+from iotp.services import activity as activity_service
 from iotp.services import devices as device_service
 from iotp.services import stats as stats_service
 
@@ -56,3 +63,21 @@ async def stats(state: StateDep, session: SessionDep) -> StatsPublic:
         uptime_seconds=round(time.time() - state.started_at, 1),
         **agg,
     )
+
+
+@router.get("/stats/history", response_model=StatsHistoryPublic)
+async def stats_history(
+    session: SessionDep, window: Literal["1h", "24h"] = "1h"
+) -> StatsHistoryPublic:
+    points = await stats_service.history(
+        session, window=stats_service.HISTORY_WINDOWS[window], now=time.time()
+    )
+    return StatsHistoryPublic.model_validate({"window": window, "points": points})
+
+
+@router.get("/activity", response_model=ActivityPublic)
+async def activity(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> ActivityPublic:
+    items = await activity_service.recent(session, limit=limit)
+    return ActivityPublic.model_validate({"data": items, "count": len(items)})

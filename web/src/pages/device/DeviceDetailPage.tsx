@@ -199,6 +199,10 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
     let since: number;
     let until: number;
     if (range === "custom") {
+      // Nothing is shown (or downloaded) until both dates are chosen.
+      setBounds(null);
+      setData(null);
+      setError(null);
       if (!custom) return;
       since = custom[0].valueOf() / 1000;
       until = custom[1].valueOf() / 1000;
@@ -244,8 +248,11 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
         {bounds && <CsvButton deviceId={deviceId} since={bounds[0]} until={bounds[1]} />}
       </Space>
       {error && <Alert type="error" message={error} />}
-      {!data && !error && <Skeleton active />}
-      {data && metric && <HistoryChart data={data[metric] ?? []} name={metric} />}
+      {!bounds && !error && <Alert type="info" showIcon message="Choose a start and an end to see this range." data-testid="custom-empty" />}
+      {bounds && !data && !error && <Skeleton active />}
+      {data && metric && bounds && (
+        <HistoryChart data={data[metric] ?? []} name={metric} fromMs={bounds[0] * 1000} toMs={bounds[1] * 1000} />
+      )}
       {data && !metric && <Empty description="No data in this range" />}
     </Card>
   );

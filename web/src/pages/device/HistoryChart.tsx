@@ -1,7 +1,7 @@
 import { useMemo } from "react";
 // History with server-side downsampling (bucket=auto): average line in a min..max band.
 import { Area, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
-import { formatDateTime } from "../../api/time";
+import { formatDateTime, timeAxis } from "../../api/time";
 
 export interface BandPoint {
   t: number;
@@ -42,23 +42,50 @@ export function decimate(data: BandPoint[], max = MAX_DRAWN_POINTS): BandPoint[]
   return out;
 }
 
-function tickFormat(spanMs: number) {
-  return (t: number) => {
-    const d = new Date(t);
-    return spanMs > 2 * 86400_000 ? d.toLocaleDateString() : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  };
-}
-
-export function HistoryChart({ data: all, name, height = 260 }: { data: BandPoint[]; name: string; height?: number }) {
+/** The time axis spans the chosen range [fromMs, toMs], whatever part of it has data. */
+export function HistoryChart({
+  data: all,
+  name,
+  unit = "",
+  fromMs,
+  toMs,
+  height = 260,
+}: {
+  data: BandPoint[];
+  name: string;
+  unit?: string;
+  fromMs: number;
+  toMs: number;
+  height?: number;
+}) {
   const data = useMemo(() => decimate(all), [all]);
-  const span = data.length > 1 ? data[data.length - 1]!.t - data[0]!.t : 0;
+  const axis = useMemo(() => timeAxis(fromMs, toMs), [fromMs, toMs]);
   return (
-    <div style={{ height }} data-testid="history-chart" data-points={all.length} data-first-t={data[0]?.t ?? ""}>
+    <div
+      style={{ height }}
+      data-testid="history-chart"
+      data-points={all.length}
+      data-first-t={data[0]?.t ?? ""}
+      data-from={fromMs}
+      data-to={toMs}
+    >
       <ResponsiveContainer width="100%" height="100%">
         <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
-          <XAxis dataKey="t" type="number" scale="time" domain={["dataMin", "dataMax"]} tickFormatter={tickFormat(span)} minTickGap={50} tick={{ fontSize: 11 }} />
-          <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} />
-          <Tooltip labelFormatter={(t) => formatDateTime(Number(t))} />
+          <XAxis
+            dataKey="t"
+            type="number"
+            scale="time"
+            domain={[fromMs, toMs]}
+            allowDataOverflow
+            ticks={axis.ticks}
+            tickFormatter={axis.format}
+            tick={{ fontSize: 11 }}
+          />
+          <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} unit={unit ? ` ${unit}` : undefined} />
+          <Tooltip
+            labelFormatter={(t) => formatDateTime(Number(t))}
+            formatter={(v: unknown) => (Array.isArray(v) ? v.map((x) => `${x}${unit ? ` ${unit}` : ""}`).join(" – ") : `${String(v)}${unit ? ` ${unit}` : ""}`)}
+          />
           <Area dataKey="range" name={`${name} min–max`} stroke="none" fill="#1668dc" fillOpacity={0.2} isAnimationActive={false} />
           <Line dataKey="avg" name={`${name} avg`} stroke="#1668dc" dot={false} isAnimationActive={false} strokeWidth={2} />
         </ComposedChart>

@@ -1,11 +1,15 @@
-import { useEffect, useRef, useState } from "react";
-import { Alert, Badge, Card, Col, List, Row, Skeleton, Statistic, Tag, Typography } from "antd";
+import { lazy, Suspense, useEffect, useRef, useState } from "react";
+import { Alert, Badge, Card, Col, List, Row, Skeleton, Space, Statistic, Tag, Typography } from "antd";
 import { Link } from "react-router-dom";
 import { api, unwrap, type components } from "../../api/client";
 import { describe, useActivity } from "../../live/activity";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ConnectHelp } from "../../components/ConnectHelp";
-import { eventIso } from "../../api/time";
+import { useActiveAlerts } from "../../live/alerts";
+import { SEVERITY_COLOR } from "../alerts/service";
+
+// Recharts loads with the chart, after the figures.
+const StatsHistory = lazy(() => import("./StatsHistory"));
 
 type Stats = components["schemas"]["StatsPublic"];
 type Health = components["schemas"]["HealthPublic"];
@@ -117,10 +121,7 @@ export function OverviewPage() {
               </Card>
             </Col>
             <Col xs={12} md={6}>
-              <Card>
-                <Statistic title="Alerts" value="—" />
-                <Typography.Text type="secondary">with the alerts issue</Typography.Text>
-              </Card>
+              <AlertsTile />
             </Col>
             <Col xs={12} md={6}>
               <Card title="Health" size="small" data-testid="health">
@@ -151,22 +152,47 @@ export function OverviewPage() {
           )}
         </>
       )}
+      <Suspense fallback={<Skeleton active style={{ marginTop: 16 }} />}>
+        <StatsHistory />
+      </Suspense>
       <Card title="Recent activity" style={{ marginTop: 16 }} data-testid="activity">
         <List
           size="small"
           dataSource={activity}
-          locale={{ emptyText: "Nothing yet: events appear here as they happen." }}
+          locale={{ emptyText: "Nothing yet: device events, commands and alerts appear here." }}
           renderItem={(e) => (
-            <List.Item>
-              <Link to={`/devices/${encodeURIComponent(e.device_id)}`}>{e.device_id}</Link>{" "}
-              {describe(e)}{" "}
+            <List.Item data-key={e.key}>
+              {e.device_id && <Link to={`/devices/${encodeURIComponent(e.device_id)}`}>{e.device_id}</Link>}{" "}
+              {e.type === "alert" ? <Link to="/alerts">{describe(e)}</Link> : describe(e)}{" "}
               <Typography.Text type="secondary">
-                <RelativeTime iso={eventIso(e)} />
+                <RelativeTime iso={e.ts} />
               </Typography.Text>
             </List.Item>
           )}
         />
       </Card>
     </div>
+  );
+}
+
+const SEVERITIES = ["critical", "warning", "info"];
+
+/** Active alerts by severity, each a link to the alerts it counts. */
+function AlertsTile() {
+  const alerts = useActiveAlerts();
+  return (
+    <Card data-testid="alerts-tile">
+      <Statistic title={<Link to="/alerts">Active alerts</Link>} value={alerts ? alerts.total : "…"} />
+      <Space size={4} wrap>
+        {SEVERITIES.filter((s) => alerts?.bySeverity[s]).map((s) => (
+          <Link key={s} to={`/alerts?severity=${s}`}>
+            <Tag color={SEVERITY_COLOR[s]}>
+              {alerts?.bySeverity[s]} {s}
+            </Tag>
+          </Link>
+        ))}
+        {alerts && alerts.total === 0 && <Typography.Text type="secondary">none</Typography.Text>}
+      </Space>
+    </Card>
   );
 }

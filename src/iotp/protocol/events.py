@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventType(StrEnum):
@@ -60,6 +60,14 @@ class CommandStatus(StrEnum):
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# A moment inside a payload that describes a resource (a command, an alert): ISO 8601 in
+# UTC, as the REST API shows the same resource (iotp.services.times.iso_time); only the
+# envelope's ``ts`` is epoch seconds.
+IsoTime = Annotated[
+    str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$", json_schema_extra={"format": "date-time"})
+]
 
 
 class DeviceDataPayload(_Payload):
@@ -120,11 +128,11 @@ class CommandUpdatePayload(_Payload):
     status: CommandStatus
     source: str
     timeout: float
-    created_at: float
-    expires_at: float | None
-    sent_at: float | None
-    deadline: float | None
-    finished_at: float | None
+    created_at: IsoTime
+    expires_at: IsoTime | None
+    sent_at: IsoTime | None
+    deadline: IsoTime | None
+    finished_at: IsoTime | None
     result: Any = None
     error: str | None
     progress: Any = None
@@ -143,10 +151,10 @@ class AlertPayload(_Payload):
     status: Literal["active", "acknowledged", "cleared"]
     message: str
     data: dict[str, Any]
-    raised_at: float
-    acknowledged_at: float | None
+    raised_at: IsoTime
+    acknowledged_at: IsoTime | None
     acknowledged_by: str | None
-    cleared_at: float | None
+    cleared_at: IsoTime | None
     cleared_by: str | None
     history: list[dict[str, Any]]
 

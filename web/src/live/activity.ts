@@ -4,7 +4,7 @@
 import { useSyncExternalStore } from "react";
 import { api, unwrap, type components } from "../api/client";
 import { eventIso } from "../api/time";
-import { live, type EventType, type LiveEvent } from "./socket";
+import { live, type AlertPayload, type CommandUpdatePayload, type EventType, type LiveEvent } from "./socket";
 import { throttle } from "./throttle";
 
 export type ActivityItem = components["schemas"]["ActivityItem"];
@@ -42,12 +42,13 @@ export function fromEvent(event: LiveEvent): ActivityItem | null {
   const p = event.payload as Record<string, unknown>;
   const ts = eventIso(event);
   switch (event.type) {
-    case "command_update":
-      return typeof p.id === "string" ? { key: `command:${p.id}`, type: "command", ts, device_id: event.device_id, data: p } : null;
+    case "command_update": {
+      const command = event.payload as unknown as CommandUpdatePayload;
+      return { key: `command:${command.id}`, type: "command", ts, device_id: event.device_id, data: p };
+    }
     case "alert": {
-      if (typeof p.id !== "number") return null;
-      const { action: _action, ...alert } = p;
-      return { key: `alert:${p.id}`, type: "alert", ts, device_id: event.device_id, data: alert };
+      const { action: _action, ...alert } = event.payload as unknown as AlertPayload;
+      return { key: `alert:${alert.id}`, type: "alert", ts, device_id: event.device_id, data: alert };
     }
     case "device_registered":
       return { key: `live:${++liveSeq}`, type: "registered", ts, device_id: event.device_id, data: p };

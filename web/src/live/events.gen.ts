@@ -40,14 +40,17 @@ export interface components {
             data: {
                 [key: string]: unknown;
             };
-            /** Raised At */
-            raised_at: number;
+            /**
+             * Raised At
+             * Format: date-time
+             */
+            raised_at: string;
             /** Acknowledged At */
-            acknowledged_at: number | null;
+            acknowledged_at: string | null;
             /** Acknowledged By */
             acknowledged_by: string | null;
             /** Cleared At */
-            cleared_at: number | null;
+            cleared_at: string | null;
             /** Cleared By */
             cleared_by: string | null;
             /** History */
@@ -135,16 +138,19 @@ export interface components {
             source: string;
             /** Timeout */
             timeout: number;
-            /** Created At */
-            created_at: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
             /** Expires At */
-            expires_at: number | null;
+            expires_at: string | null;
             /** Sent At */
-            sent_at: number | null;
+            sent_at: string | null;
             /** Deadline */
-            deadline: number | null;
+            deadline: string | null;
             /** Finished At */
-            finished_at: number | null;
+            finished_at: string | null;
             /**
              * Result
              * @default null

@@ -16,6 +16,9 @@ export interface LiveEvent<P = Record<string, unknown>> {
 }
 
 export type DataPayload = Schemas["DeviceDataPayload"];
+/** A command or an alert as REST shows it too (times ISO 8601). */
+export type CommandUpdatePayload = Schemas["CommandUpdatePayload"];
+export type AlertPayload = Schemas["AlertPayload"];
 
 export type ConnectionState = "connecting" | "open" | "closed";
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.automation.models import AlertRow
+from iotp.db.automation_models import AlertRow
 from iotp.db.models import CommandRow, DeviceEventRow
 from iotp.services import alerts as alert_service
 from iotp.services import commands as command_service

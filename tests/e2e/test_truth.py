@@ -123,6 +123,11 @@ async def test_overview_shows_alerts_history_and_activity_that_survive_a_reload(
         assert r.json()["status"] == "acked", r.text
         command_id = r.json()["id"]
 
+        async def sampled() -> bool:  # two samples: the chart has a rate to draw
+            r = await stack.http.get("/api/stats/history", params={"window": "1h"})
+            return len(r.json()["points"]) >= 2
+
+        await stack.wait_for(sampled)
         page = await open_logged_in(browser, stack, "/")
         tile = page.get_by_test_id("alerts-tile")
         await tile.get_by_text("1 critical").wait_for(timeout=TIMEOUT_MS)

@@ -315,7 +315,7 @@ async def run_stack(
     if secure:
         provisioner = Provisioner(settings, engine, platform_url)
         await provisioner.start()
-    app = create_app(settings, engine=engine, mqtt_default=platform_url)
+    app = create_app(settings, engine=engine, mqtt_default=platform_url, device_mqtt_url=mqtt_url)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

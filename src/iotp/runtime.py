@@ -101,7 +101,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
     worker = Worker(settings, engine, mqtt_default)
     await worker.start(stop)
     provisioner = await start_provisioner(settings, engine, mqtt_default)  # security
-    app = create_app(settings, engine=engine, mqtt_default=mqtt_default)
+    app = create_app(settings, engine=engine, mqtt_default=mqtt_default, device_mqtt_url=device_url)
     config = uvicorn.Config(
         app,
         host=opts.host,

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Empty means: the embedded broker of `iotp serve` (or 127.0.0.1:1883 for `iotp worker`).
     mqtt_url: str = ""
+    # The broker address devices use, as the dashboard and /api/info tell it. Platform
+    # processes may reach the broker on a listener of their own (the supervised Mosquitto,
+    # compose); empty: the address the platform connects to.
+    device_mqtt_url: str = ""
     # The worker's (persistent) session. Platform client ids contain a '.', which no
     # device id has, so no device account can ever take one over.
     mqtt_client_id: str = "iotp.worker"

@@ -1,5 +1,6 @@
 """What the API shows to anyone who asks, on a real stack (devices in open mode: none
-take part): no internals in the public health answer, a readable landing page."""
+take part): no internals in the public health answer, a readable landing page, the broker
+address devices use."""
 
 from __future__ import annotations
 
@@ -41,3 +42,10 @@ async def test_the_landing_page_without_a_built_dashboard_is_a_page(
         assert r.headers["content-type"].startswith("text/html")
         assert "make web" in r.text
         assert (await anyone.get("/api/devices")).status_code == 401
+
+
+async def test_info_tells_devices_their_listener_not_the_platforms(tmp_path: Path) -> None:
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as stack:
+        info = await stack.get("/api/info")
+    device_port = int(stack.mqtt_url.rsplit(":", 1)[1])
+    assert info["mqtt"] == {"host": None, "port": device_port, "tls": False}

@@ -76,12 +76,13 @@ def create_app(
     *,
     engine: AsyncEngine | None = None,
     mqtt_default: str = "mqtt://127.0.0.1:1883",
+    device_mqtt_url: str = "",
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         db = engine or make_engine(settings.effective_database_url)
-        state = ApiState(settings, db, mqtt_default)
+        state = ApiState(settings, db, mqtt_default, device_mqtt_url)
         app.state.iotp = state
         await security.startup(app, state)  # security: signing key, first admin
         await state.start()

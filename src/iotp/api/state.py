@@ -22,7 +22,7 @@ from iotp.services import stats as stats_service
 from iotp.services.auth import resolve_secret_key
 from iotp.services.command_sender import Sender
 from iotp.services.commands import SecretBox
-from iotp.settings import Settings
+from iotp.settings import MqttUrl, Settings
 from iotp.tasks import cancel_all
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ ACK_SUBSCRIPTION = subscription(Kind.ACK)
 
 
 class ApiState:
-    def __init__(self, settings: Settings, engine: AsyncEngine, mqtt_default: str) -> None:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, mqtt_default: str, device_mqtt_url: str = ""
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -46,6 +48,10 @@ class ApiState:
         )
         self.command_waiters = CommandWaiters()  # device control: ?wait=true
         self.events_prefix = settings.events_topic_prefix
+        # Where devices connect, which the dashboard's hints and /api/info tell.
+        self.device_url = MqttUrl(
+            device_mqtt_url or settings.device_mqtt_url or settings.mqtt_url or mqtt_default
+        )
         self.link = MqttLink(
             settings.mqtt(mqtt_default, role="api"),
             client_id=f"iotp.{self.component_id.replace(':', '.')}",

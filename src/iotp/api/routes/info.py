@@ -28,6 +28,6 @@ class InfoPublic(BaseModel):
 
 @router.get("/info", response_model=InfoPublic)
 async def info(state: StateDep) -> InfoPublic:
-    url = state.link.url
+    url = state.device_url
     host = None if url.host in LOCAL_HOSTS else url.host
     return InfoPublic(version=__version__, mqtt=MqttInfo(host=host, port=url.port, tls=url.tls))

@@ -1,7 +1,8 @@
 """Automations end to end on real parts: a gas spike on the kitchen sensor fires the
 gas-safety rule, the fan command goes to the hall device and is acked, the alert is
 raised (and published live), then the gas falls, the alert clears itself and the fan
-goes off. Also: the rules API round trip and the dry run over the recorded history."""
+goes off; the rule's fire count arrives live. Also: the rules API round trip and the dry
+run over the recorded history."""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ async def test_gas_spike_fires_fan_and_alert_then_clears(stack: Stack) -> None:
     ws = await websockets.connect(stack.ws_url)
     stack.cleanup.append(ws.close)
     await ws.send(
-        orjson.dumps({"action": "subscribe", "events": ["alert", "notification"]}).decode()
+        orjson.dumps(
+            {"action": "subscribe", "events": ["alert", "notification", "rule_fired"]}
+        ).decode()
     )
     assert orjson.loads(await ws.recv())["type"] == "subscribed"
 
@@ -96,11 +99,17 @@ async def test_gas_spike_fires_fan_and_alert_then_clears(stack: Stack) -> None:
     assert alert["message"] == f"Gas 650 on ESP32-{kitchen.id[-6:]}" or "650" in alert["message"]
     assert alerts["open"] == {"active": 1}
 
-    seen = await _events(ws, 2)
+    seen = await _events(ws, 3)
     assert {(e["type"], e["payload"].get("action")) for e in seen} == {
         ("alert", "raised"),
         ("notification", None),
+        ("rule_fired", None),
     }
+    # The rule list's counters arrive live, the totals as stored.
+    (fired,) = [e for e in seen if e["type"] == "rule_fired"]
+    assert fired["payload"]["rule_id"] == rule["id"]
+    assert fired["payload"]["fire_count"] == 1
+    assert fired["payload"]["last_fired_at"] > 0
 
     for value in (350, 320):  # inside the hysteresis band: still alarmed
         kitchen.client.publish(data, orjson.dumps({"gas": value}))

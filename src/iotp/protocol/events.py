@@ -24,6 +24,7 @@ class EventType(StrEnum):
     COMMAND_UPDATE = "command_update"
     ALERT = "alert"  # raised / acknowledged / cleared
     NOTIFICATION = "notification"  # a rule's notify action
+    RULE_FIRED = "rule_fired"  # a rule's counters after it fired (the rule list)
 
 
 EVENT_TYPES = frozenset(EventType)
@@ -167,6 +168,14 @@ class NotificationPayload(_Payload):
     kind: str
 
 
+class RuleFiredPayload(_Payload):
+    """The rule's totals as stored once it fired (device id ``-``: a rule, not a device)."""
+
+    rule_id: int
+    fire_count: int
+    last_fired_at: float
+
+
 EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.DEVICE_DATA: DeviceDataPayload,
     EventType.DEVICE_STATUS: DeviceStatusPayload,
@@ -179,6 +188,7 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.COMMAND_UPDATE: CommandUpdatePayload,
     EventType.ALERT: AlertPayload,
     EventType.NOTIFICATION: NotificationPayload,
+    EventType.RULE_FIRED: RuleFiredPayload,
 }
 
 

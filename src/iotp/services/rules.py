@@ -123,14 +123,22 @@ async def version(session: AsyncSession) -> tuple[int, float]:
     return int(row[0] or 0), float(row[1] or 0.0)
 
 
-async def note_fired(session: AsyncSession, fired: dict[int, tuple[int, float]]) -> None:
-    """Counters for the rule list: {rule_id: (times fired, last time)}."""
+async def note_fired(
+    session: AsyncSession, fired: dict[int, tuple[int, float]]
+) -> dict[int, tuple[int, float]]:
+    """Counters for the rule list: {rule_id: (times fired, last time)}. Returns the
+    totals after the update, {rule_id: (fire_count, last_fired_at)}, for the live table
+    (rules deleted meanwhile are left out)."""
     for rule_id, (count, last) in fired.items():
         await session.execute(
             update(RuleRow)
             .where(RuleRow.id == rule_id)
             .values(fire_count=RuleRow.fire_count + count, last_fired_at=last)
         )
+    rows = await session.execute(
+        select(RuleRow.id, RuleRow.fire_count, RuleRow.last_fired_at).where(RuleRow.id.in_(fired))
+    )
+    return {rule_id: (count, last or 0.0) for rule_id, count, last in rows}
 
 
 # ---- templates: the firmware's own automations, across devices ---------------------------

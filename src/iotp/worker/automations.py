@@ -264,7 +264,14 @@ class Automations:
                         )
         if fired:
             async with self.sessions.begin() as session:
-                await rule_service.note_fired(session, fired)
+                totals = await rule_service.note_fired(session, fired)
+            for rule_id, (count, last) in totals.items():
+                self.publish_event(
+                    "rule_fired",
+                    "-",
+                    {"rule_id": rule_id, "fire_count": count, "last_fired_at": last},
+                    last,
+                )
 
     def _values(self, rule: Rule, firing: Firing) -> dict[str, Any]:
         meta = self.engine.devices.get(firing.device_id) if firing.device_id else None

@@ -249,7 +249,7 @@ export interface components {
          * EventType
          * @enum {string}
          */
-        EventType: "device_data" | "device_status" | "device_registered" | "device_updated" | "device_deleted" | "device_state" | "device_event" | "command_ack" | "command_update" | "alert" | "notification";
+        EventType: "device_data" | "device_status" | "device_registered" | "device_updated" | "device_deleted" | "device_state" | "device_event" | "command_ack" | "command_update" | "alert" | "notification" | "rule_fired";
         /** NotificationPayload */
         NotificationPayload: {
             /**
@@ -327,6 +327,18 @@ export interface components {
              * @enum {string}
              */
             state: "on" | "off" | "toggle";
+        };
+        /**
+         * RuleFiredPayload
+         * @description The rule's totals as stored once it fired (device id ``-``: a rule, not a device).
+         */
+        RuleFiredPayload: {
+            /** Rule Id */
+            rule_id: number;
+            /** Fire Count */
+            fire_count: number;
+            /** Last Fired At */
+            last_fired_at: number;
         };
         /** Servo */
         ServoParams: {

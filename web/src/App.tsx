@@ -1,8 +1,9 @@
 import { lazy, Suspense, useEffect } from "react";
-import { App as AntApp, ConfigProvider, Spin, theme } from "antd";
+import { App as AntApp, ConfigProvider, Spin } from "antd";
 import { Navigate, Route, Routes } from "react-router-dom";
 import { setErrorReporter } from "./api/errors";
 import { useTheme } from "./hooks/useTheme";
+import { themeConfig } from "./theme";
 import { Shell } from "./components/Shell";
 import { AuthGate } from "./components/AuthGate";
 import { OverviewPage } from "./pages/overview/OverviewPage";
@@ -41,12 +42,7 @@ export function App() {
   const [mode, setMode] = useTheme();
   const loading = <Spin size="large" style={{ display: "block", margin: "20vh auto" }} />;
   return (
-    <ConfigProvider
-      theme={{
-        algorithm: mode === "dark" ? theme.darkAlgorithm : theme.defaultAlgorithm,
-        token: { colorPrimary: "#1668dc" },
-      }}
-    >
+    <ConfigProvider theme={themeConfig(mode)}>
       <AntApp>
         <ErrorReporter />
         <Routes>

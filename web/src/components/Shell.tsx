@@ -6,7 +6,9 @@ import {
   CloudUploadOutlined,
   DashboardOutlined,
   LogoutOutlined,
+  MenuFoldOutlined,
   MenuOutlined,
+  MenuUnfoldOutlined,
   MoonOutlined,
   PartitionOutlined,
   SafetyCertificateOutlined,
@@ -65,6 +67,7 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
   const screens = Grid.useBreakpoint();
   const phone = !screens.md;
   const [drawer, setDrawer] = useState(false);
+  const [collapsed, setCollapsed] = useState(false);
   const location = useLocation();
   const navigate = useNavigate();
   const connection = useConnectionState();
@@ -73,9 +76,11 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
   useEffect(() => startActivity(), []);
   const alerts = useActiveAlerts();
   const menu = (
+    // The light menu theme takes the container colours of the active algorithm, so the
+    // sidebar is the page's own surface in both modes (the "dark" theme is navy).
     <Menu
       mode="inline"
-      theme={mode}
+      theme="light"
       selectedKeys={[selectedKey(location.pathname)]}
       items={menuItems(user).map((item) =>
         "key" in item && item.key === "/alerts" && alerts?.total
@@ -106,7 +111,24 @@ export function Shell({ mode, onMode }: { mode: ThemeMode; onMode: (m: ThemeMode
   return (
     <Layout style={{ minHeight: "100vh" }}>
       {!phone && (
-        <Sider theme={mode} width={200} breakpoint="lg" collapsible>
+        <Sider
+          theme="light"
+          width={200}
+          breakpoint="lg"
+          collapsible
+          collapsed={collapsed}
+          onCollapse={setCollapsed}
+          trigger={
+            // A real button: the default trigger is a div the keyboard cannot reach.
+            <Button
+              type="text"
+              block
+              aria-label={collapsed ? "Expand navigation" : "Collapse navigation"}
+              icon={collapsed ? <MenuUnfoldOutlined /> : <MenuFoldOutlined />}
+            />
+          }
+          style={{ borderRight: `1px solid ${token.colorBorderSecondary}` }}
+        >
           <Brand />
           {menu}
         </Sider>

@@ -13,6 +13,11 @@ export interface DeviceRow extends Device {
   latest: Record<string, number>;
 }
 
+/** For device pickers: "Kitchen (A4CF12B3C4D5)", or the id alone when it is the name. */
+export function deviceLabel(d: { id: string; name: string }): string {
+  return d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id;
+}
+
 export const RENDER_INTERVAL_MS = 500;
 export const MAX_RENDER_INTERVAL_MS = 2000;
 

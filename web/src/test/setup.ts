@@ -1,10 +1,17 @@
 import "@testing-library/jest-dom/vitest";
 
-// jsdom lacks these; Ant Design and Recharts need them.
+// jsdom lacks these; Ant Design and Recharts need them. Media queries answer as a
+// 1280 px wide desktop window, so width-dependent columns show as on a laptop.
+const TEST_WIDTH = 1280;
+function widthMatches(query: string): boolean {
+  const min = /min-width:\s*([\d.]+)px/.exec(query);
+  const max = /max-width:\s*([\d.]+)px/.exec(query);
+  return (!min || TEST_WIDTH >= Number(min[1])) && (!max || TEST_WIDTH <= Number(max[1])) && Boolean(min || max);
+}
 if (!window.matchMedia) {
   window.matchMedia = (query: string) =>
     ({
-      matches: false,
+      matches: widthMatches(query),
       media: query,
       onchange: null,
       addListener: () => undefined,

@@ -8,6 +8,10 @@ import { applyAlertEvent, OPEN, type Alert } from "./service";
 
 const user = vi.hoisted(() => ({ current: null as User | null }));
 const live = vi.hoisted(() => ({ handler: null as ((e: LiveEvent) => void) | null, events: [] as string[] }));
+vi.mock("../../live/devices", async (importOriginal) => ({
+  ...(await importOriginal<typeof import("../../live/devices")>()),
+  useDevices: () => ({ rows: [], status: "ready", error: null }),
+}));
 vi.mock("../../hooks/useAuth", () => ({ useUser: () => user.current }));
 vi.mock("../../hooks/useLive", () => ({
   useLiveEvents: (events: string[], _devices: string[], handler: (e: LiveEvent) => void) => {

@@ -1,10 +1,12 @@
-import { useCallback, useEffect, useState } from "react";
-import { Badge, Button, Card, Input, Popconfirm, Select, Space, Table, Tag, Timeline, Typography } from "antd";
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { Badge, Button, Card, Popconfirm, Select, Space, Table, Tag, Timeline, Typography } from "antd";
 import { Link } from "react-router-dom";
 import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { useLiveEvents } from "../../hooks/useLive";
 import { RelativeTime } from "../../components/RelativeTime";
+import { useUrlState } from "../../hooks/useUrlState";
+import { deviceLabel, useDevices } from "../../live/devices";
 import {
   OPEN,
   SEVERITY_COLOR,
@@ -22,7 +24,18 @@ const ALL_DEVICES = ["*"];
 
 export default function AlertsPage() {
   const control = canControl(useUser());
-  const [filters, setFilters] = useState<AlertFilters>({ status: OPEN, severity: [], device_id: "" });
+  // Filters in the URL (lists comma-separated): a link shows the same alerts.
+  const [url, setUrl] = useUrlState({ status: OPEN.join(","), severity: "", device: "" });
+  const filters = useMemo<AlertFilters>(
+    () => ({
+      status: (url.status ? url.status.split(",") : []) as AlertFilters["status"],
+      severity: (url.severity ? url.severity.split(",") : []) as AlertFilters["severity"],
+      device_id: url.device,
+    }),
+    [url.status, url.severity, url.device],
+  );
+  const { rows: devices } = useDevices();
+  const names = useMemo(() => new Map(devices.map((d) => [d.id, d.name])), [devices]);
   const [alerts, setAlerts] = useState<Alert[] | null>(null);
   const [open, setOpen] = useState<Record<string, number>>({});
 
@@ -67,7 +80,7 @@ export default function AlertsPage() {
             placeholder="Any status"
             style={{ minWidth: 220 }}
             value={filters.status}
-            onChange={(status) => setFilters((f) => ({ ...f, status }))}
+            onChange={(status: string[]) => setUrl({ status: status.join(",") })}
             options={["active", "acknowledged", "cleared"].map((v) => ({ value: v, label: v }))}
           />
           <Select
@@ -77,15 +90,19 @@ export default function AlertsPage() {
             placeholder="Any severity"
             style={{ minWidth: 200 }}
             value={filters.severity}
-            onChange={(severity) => setFilters((f) => ({ ...f, severity }))}
+            onChange={(severity: string[]) => setUrl({ severity: severity.join(",") || null })}
             options={["critical", "warning", "info"].map((v) => ({ value: v, label: v }))}
           />
-          <Input.Search
+          <Select
             aria-label="Device"
-            placeholder="Device id"
+            placeholder="Any device"
             allowClear
-            onSearch={(device_id) => setFilters((f) => ({ ...f, device_id: device_id.trim() }))}
-            style={{ width: 200 }}
+            showSearch
+            optionFilterProp="label"
+            style={{ minWidth: 200 }}
+            value={filters.device_id || undefined}
+            onChange={(device?: string) => setUrl({ device: device ?? null })}
+            options={devices.map((d) => ({ value: d.id, label: deviceLabel(d) }))}
           />
         </Space>
         <Table
@@ -94,23 +111,24 @@ export default function AlertsPage() {
           loading={alerts === null}
           dataSource={alerts ?? []}
           pagination={{ pageSize: 50, hideOnSinglePage: true }}
-          scroll={{ x: 700 }}
           locale={{ emptyText: "No alerts match." }}
           expandable={{ expandedRowRender: (a) => <History alert={a} />, rowExpandable: (a) => a.history.length > 0 }}
           columns={[
             { title: "Severity", dataIndex: "severity", width: 90, render: (s: string) => <Tag color={SEVERITY_COLOR[s]}>{s}</Tag> },
-            { title: "Status", dataIndex: "status", width: 110, render: (s: string) => <Tag color={STATUS_COLOR[s]}>{s}</Tag> },
-            { title: "Alert", dataIndex: "name" },
+            { title: "Status", dataIndex: "status", width: 110, responsive: ["sm"], render: (s: string) => <Tag color={STATUS_COLOR[s]}>{s}</Tag> },
+            { title: "Alert", dataIndex: "name", responsive: ["md"] },
             { title: "Message", dataIndex: "message" },
             {
               title: "Device",
               dataIndex: "device_id",
-              render: (d: string | null) => (d ? <Link to={`/devices/${encodeURIComponent(d)}`}>{d}</Link> : ""),
+              responsive: ["sm"],
+              render: (d: string | null) => (d ? <Link to={`/devices/${encodeURIComponent(d)}`}>{names.get(d) ?? d}</Link> : ""),
             },
             { title: "Raised", dataIndex: "raised_at", render: (t: string) => <RelativeTime iso={t} /> },
             {
               title: "By",
               key: "by",
+              responsive: ["lg"],
               render: (_: unknown, a: Alert) => a.cleared_by ?? a.acknowledged_by ?? "",
             },
             ...(control
@@ -119,7 +137,7 @@ export default function AlertsPage() {
                     title: "",
                     key: "actions",
                     render: (_: unknown, a: Alert) => (
-                      <Space>
+                      <Space wrap size={4}>
                         {a.status === "active" && (
                           <Button size="small" onClick={() => act(a, "acknowledge")}>
                             Acknowledge

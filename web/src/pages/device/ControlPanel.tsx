@@ -121,7 +121,7 @@ export function ControlPanel({
                 onChange={setAngle}
                 onChangeComplete={(v) => run("servo", "servo", { angle: v })}
                 marks={{ 0: "0°", 90: "90°", 180: "180°" }}
-                aria-label="Servo angle"
+                ariaLabelForHandle="Servo angle"
                 data-testid="servo-slider"
               />
               <Space>

@@ -20,12 +20,13 @@ import {
   Typography,
 } from "antd";
 import { DownloadOutlined } from "@ant-design/icons";
-import type { Dayjs } from "dayjs";
+import dayjs, { type Dayjs } from "dayjs";
 import { api, authFetch, unwrap } from "../../api/client";
 import { canControl } from "../../api/auth";
 import { ApiError, detailOf, reportApiError } from "../../api/errors";
 import { useUser } from "../../hooks/useAuth";
 import { useLiveEvents } from "../../hooks/useLive";
+import { useUrlState } from "../../hooks/useUrlState";
 import type { Device } from "../../live/devices";
 import { StatusBadge } from "../../components/StatusBadge";
 import { RelativeTime } from "../../components/RelativeTime";
@@ -87,6 +88,7 @@ export default function DeviceDetailPage() {
   });
 
   const commands = useCommands(id);
+  const [url, setUrl] = useUrlState({ tab: "live" });
 
   if (notFound) {
     return <Result status="404" title="No such device" subTitle={id} extra={<Link to="/devices">All devices</Link>} />;
@@ -118,11 +120,21 @@ export default function DeviceDetailPage() {
               capabilities unknown
             </Tag>
           )}
-          {device.capabilities.map((c) => (
-            <Tag key={c}>{c}</Tag>
-          ))}
+          <Space size={[0, 4]} wrap>
+            {device.capabilities.map((c) => (
+              <Tag key={c}>{c}</Tag>
+            ))}
+          </Space>
         </Descriptions.Item>
-        <Descriptions.Item label="Tags">{device.tags.map((t) => <Tag color="blue" key={t}>{t}</Tag>)}</Descriptions.Item>
+        <Descriptions.Item label="Tags">
+          <Space size={[0, 4]} wrap>
+            {device.tags.map((t) => (
+              <Tag color="blue" key={t}>
+                {t}
+              </Tag>
+            ))}
+          </Space>
+        </Descriptions.Item>
         <Descriptions.Item label="Shadow">
           <ShadowIndicator deviceId={id} reported={device.reported_state} />
         </Descriptions.Item>
@@ -131,7 +143,8 @@ export default function DeviceDetailPage() {
         </Descriptions.Item>
       </Descriptions>
       <Tabs
-        defaultActiveKey="live"
+        activeKey={url.tab}
+        onChange={(tab) => setUrl({ tab })}
         items={[
           { key: "live", label: "Live", children: <LiveTab deviceId={id} /> },
           { key: "history", label: "History", children: <HistoryTab deviceId={id} /> },
@@ -188,10 +201,22 @@ function LiveTab({ deviceId }: { deviceId: string }) {
 }
 
 function HistoryTab({ deviceId }: { deviceId: string }) {
-  const [range, setRange] = useState<RangeKey>("1h");
-  const [custom, setCustom] = useState<[Dayjs, Dayjs] | null>(null);
+  // Range, custom bounds (epoch ms) and metric in the URL: a link shows the same chart.
+  const [url, setUrl] = useUrlState({ range: "1h", from: "", to: "", metric: "" });
+  const range = (url.range in RANGES || url.range === "custom" ? url.range : "1h") as RangeKey;
+  const custom = useMemo<[Dayjs, Dayjs] | null>(
+    () => (url.from && url.to ? [dayjs(Number(url.from)), dayjs(Number(url.to))] : null),
+    [url.from, url.to],
+  );
+  const setRange = (r: RangeKey) => setUrl({ range: r });
+  const setCustom = (v: [Dayjs, Dayjs] | null) => setUrl({ from: v ? String(v[0].valueOf()) : null, to: v ? String(v[1].valueOf()) : null });
   const [data, setData] = useState<Record<string, BandPoint[]> | null>(null);
-  const [metric, setMetric] = useState<string | null>(null);
+  const metric = url.metric || null;
+  const setMetric = useCallback(
+    (next: string | null | ((m: string | null) => string | null)) =>
+      setUrl({ metric: typeof next === "function" ? next(url.metric || null) : next }),
+    [setUrl, url.metric],
+  );
   const [bounds, setBounds] = useState<[number, number] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -236,7 +261,11 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
           options={["1h", "24h", "7d", "30d", "custom"]}
         />
         {range === "custom" && (
-          <DatePicker.RangePicker showTime onChange={(v) => setCustom(v && v[0] && v[1] ? [v[0], v[1]] : null)} />
+          <DatePicker.RangePicker
+            showTime
+            value={custom}
+            onChange={(v) => setCustom(v && v[0] && v[1] ? [v[0], v[1]] : null)}
+          />
         )}
         <Select
           aria-label="Metric"
@@ -390,7 +419,7 @@ function EventsList({ deviceId }: { deviceId: string }) {
           <Space wrap>
             <RelativeTime iso={e.ts} />
             <Tag>{e.type}</Tag>
-            <code>{JSON.stringify(e.data)}</code>
+            <code style={{ overflowWrap: "anywhere" }}>{JSON.stringify(e.data)}</code>
           </Space>
         </List.Item>
       )}

@@ -1,7 +1,8 @@
 import { useMemo } from "react";
 // History with server-side downsampling (bucket=auto): average line in a min..max band.
-import { Area, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { Area, CartesianGrid, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { formatDateTime, timeAxis } from "../../api/time";
+import { useChartTheme } from "../../theme";
 
 export interface BandPoint {
   t: number;
@@ -60,6 +61,7 @@ export function HistoryChart({
 }) {
   const data = useMemo(() => decimate(all), [all]);
   const axis = useMemo(() => timeAxis(fromMs, toMs), [fromMs, toMs]);
+  const chart = useChartTheme();
   return (
     <div
       style={{ height }}
@@ -71,6 +73,7 @@ export function HistoryChart({
     >
       <ResponsiveContainer width="100%" height="100%">
         <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
+          <CartesianGrid {...chart.grid} />
           <XAxis
             dataKey="t"
             type="number"
@@ -79,15 +82,16 @@ export function HistoryChart({
             allowDataOverflow
             ticks={axis.ticks}
             tickFormatter={axis.format}
-            tick={{ fontSize: 11 }}
+            {...chart.axis}
           />
-          <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} unit={unit ? ` ${unit}` : undefined} />
+          <YAxis domain={["auto", "auto"]} width={56} unit={unit ? ` ${unit}` : undefined} {...chart.axis} />
           <Tooltip
             labelFormatter={(t) => formatDateTime(Number(t))}
             formatter={(v: unknown) => (Array.isArray(v) ? v.map((x) => `${x}${unit ? ` ${unit}` : ""}`).join(" – ") : `${String(v)}${unit ? ` ${unit}` : ""}`)}
+            {...chart.tooltip}
           />
-          <Area dataKey="range" name={`${name} min–max`} stroke="none" fill="#1668dc" fillOpacity={0.2} isAnimationActive={false} />
-          <Line dataKey="avg" name={`${name} avg`} stroke="#1668dc" dot={false} isAnimationActive={false} strokeWidth={2} />
+          <Area dataKey="range" name={`${name} min–max`} stroke="none" fill={chart.line} fillOpacity={0.2} isAnimationActive={false} />
+          <Line dataKey="avg" name={`${name} avg`} stroke={chart.line} dot={false} isAnimationActive={false} strokeWidth={2} />
         </ComposedChart>
       </ResponsiveContainer>
     </div>

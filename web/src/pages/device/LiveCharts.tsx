@@ -1,7 +1,8 @@
 // Live charts: one per metric, fed by device_data events over the shared WebSocket.
 import { useEffect, useRef, useState } from "react";
 import { Card, Col, Empty, Row, Statistic } from "antd";
-import { Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { CartesianGrid, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { useChartTheme } from "../../theme";
 import { useLiveEvents } from "../../hooks/useLive";
 import type { DataPayload } from "../../live/socket";
 import { formatClock } from "../../api/time";
@@ -56,6 +57,7 @@ export function LiveCharts({
     return () => clearInterval(timer);
   }, [series]);
 
+  const chart = useChartTheme();
   const names = Object.keys(series).sort();
   if (!names.length) {
     return <Empty description="No data in the last 5 minutes. Charts start with the next reading." />;
@@ -72,17 +74,18 @@ export function LiveCharts({
               <div style={{ height: 140 }}>
                 <ResponsiveContainer width="100%" height="100%">
                   <LineChart data={points} margin={{ top: 8, right: 8, bottom: 0, left: -16 }}>
+                    <CartesianGrid {...chart.grid} />
                     <XAxis
                       dataKey="t"
                       type="number"
                       domain={["dataMin", "dataMax"]}
                       tickFormatter={(t: number) => formatClock(t)}
-                      tick={{ fontSize: 11 }}
                       minTickGap={40}
+                      {...chart.axis}
                     />
-                    <YAxis domain={["auto", "auto"]} tick={{ fontSize: 11 }} width={56} tickFormatter={(v: number) => String(Number(v.toPrecision(4)))} />
-                    <Tooltip labelFormatter={(t) => formatClock(Number(t))} />
-                    <Line type="monotone" dataKey="v" name={name} dot={false} isAnimationActive={false} strokeWidth={2} />
+                    <YAxis domain={["auto", "auto"]} width={56} tickFormatter={(v: number) => String(Number(v.toPrecision(4)))} {...chart.axis} />
+                    <Tooltip labelFormatter={(t) => formatClock(Number(t))} {...chart.tooltip} />
+                    <Line type="monotone" dataKey="v" name={name} stroke={chart.line} dot={false} isAnimationActive={false} strokeWidth={2} />
                   </LineChart>
                 </ResponsiveContainer>
               </div>

@@ -3,6 +3,7 @@ import {
   App,
   Button,
   Alert,
+  Grid,
   Input,
   Modal,
   Popconfirm,
@@ -14,7 +15,7 @@ import {
   Typography,
 } from "antd";
 import { DeleteOutlined, EditOutlined, TagsOutlined } from "@ant-design/icons";
-import type { ColumnsType } from "antd/es/table";
+import type { ColumnsType, SortOrder } from "antd/es/table/interface";
 import { Link } from "react-router-dom";
 import { devices as store, useDevices, type DeviceRow } from "../../live/devices";
 import { StatusBadge } from "../../components/StatusBadge";
@@ -24,6 +25,7 @@ import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { deleteDevice, mapLimited, matches, updateDevice, type FilterState } from "./service";
 import { BulkCommand } from "./BulkCommand";
+import { useUrlState } from "../../hooks/useUrlState";
 
 
 export default function DevicesPage() {
@@ -31,7 +33,13 @@ export default function DevicesPage() {
   const user = useUser();
   const control = canControl(user);
   const { message } = App.useApp();
-  const [filters, setFilters] = useState<FilterState>({ q: "", status: null, type: null, tag: null });
+  // Filters and sort live in the URL: a link reproduces the view.
+  const [url, setUrl] = useUrlState({ q: "", status: "", type: "", tag: "", sort: "" });
+  const filters: FilterState = useMemo(
+    () => ({ q: url.q, status: url.status || null, type: url.type || null, tag: url.tag || null }),
+    [url.q, url.status, url.type, url.tag],
+  );
+  const screens = Grid.useBreakpoint();
   const deferredFilters = useDeferredValue(filters);
   const [selected, setSelected] = useState<string[]>([]);
   const [renaming, setRenaming] = useState<DeviceRow | null>(null);
@@ -54,20 +62,28 @@ export default function DevicesPage() {
 
   const removeRef = useRef(remove);
   removeRef.current = remove;
-  // Built once per role: a new columns array would make the table redo its layout.
-  const columns = useMemo(() => buildColumns(control, {
+  // Built once per role and sort: a new columns array would make the table redo its layout.
+  const columns = useMemo(() => buildColumns(control, url.sort, {
     rename: setRenaming,
     tags: (d) => setTagging({ ids: [d.id], tags: d.tags }),
     remove: (ids) => removeRef.current(ids),
-  }), [control]);
+  }), [control, url.sort]);
   const rowSelection = useMemo(
     () =>
       control
-        ? { selectedRowKeys: selected, onChange: (keys: React.Key[]) => setSelected(keys as string[]), columnWidth: 48 }
+        ? { selectedRowKeys: selected, onChange: (keys: React.Key[]) => setSelected(keys as string[]), columnWidth: SELECTION_WIDTH }
         : undefined,
     [control, selected],
   );
-  const scroll = useMemo(() => ({ x: 1200, y: Math.max(320, window.innerHeight - 300) }), []);
+  // The virtual table needs a width: the columns this screen shows, so it fits its place.
+  const width = useMemo(
+    () =>
+      columns
+        .filter((c) => !c.responsive || c.responsive.some((b) => screens[b]))
+        .reduce((sum, c) => sum + Number(c.width ?? 0), control ? SELECTION_WIDTH : 0),
+    [columns, screens, control],
+  );
+  const scroll = useMemo(() => ({ x: width, y: Math.max(320, window.innerHeight - 300) }), [width]);
 
   if (status === "ready" && rows.length === 0) {
     return (
@@ -93,9 +109,9 @@ export default function DevicesPage() {
           allowClear
           placeholder="Search name, id, type, tag"
           aria-label="Search devices"
-          style={{ width: 260 }}
+          style={{ width: 260, maxWidth: "100%" }}
           value={filters.q}
-          onChange={(e) => setFilters({ ...filters, q: e.target.value })}
+          onChange={(e) => setUrl({ q: e.target.value })}
         />
         <Select
           allowClear
@@ -103,7 +119,7 @@ export default function DevicesPage() {
           aria-label="Filter by status"
           style={{ width: 120 }}
           value={filters.status}
-          onChange={(v) => setFilters({ ...filters, status: v ?? null })}
+          onChange={(v) => setUrl({ status: v ?? null })}
           options={["online", "offline", "unknown"].map((s) => ({ value: s, label: s }))}
         />
         <Select
@@ -112,7 +128,7 @@ export default function DevicesPage() {
           aria-label="Filter by type"
           style={{ width: 140 }}
           value={filters.type}
-          onChange={(v) => setFilters({ ...filters, type: v ?? null })}
+          onChange={(v) => setUrl({ type: v ?? null })}
           options={types.map((t) => ({ value: t, label: t }))}
         />
         <Select
@@ -121,7 +137,7 @@ export default function DevicesPage() {
           aria-label="Filter by tag"
           style={{ width: 120 }}
           value={filters.tag}
-          onChange={(v) => setFilters({ ...filters, tag: v ?? null })}
+          onChange={(v) => setUrl({ tag: v ?? null })}
           options={tags.map((t) => ({ value: t, label: t }))}
         />
       </Space>
@@ -158,6 +174,10 @@ export default function DevicesPage() {
         pagination={false}
         scroll={scroll}
         rowSelection={rowSelection}
+        onChange={(_pagination, _filters, sorter) => {
+          const s = Array.isArray(sorter) ? sorter[0] : sorter;
+          setUrl({ sort: s?.order ? `${s.order === "descend" ? "-" : ""}${String(s.columnKey)}` : null });
+        }}
         onRow={(d) => ({ "data-device": d.id, "data-status": d.status }) as React.HTMLAttributes<HTMLElement>}
         locale={{ emptyText: "No device matches these filters." }}
       />
@@ -244,13 +264,24 @@ interface RowActions {
   remove: (ids: string[]) => void;
 }
 
-function buildColumns(control: boolean, actions: RowActions): ColumnsType<DeviceRow> {
+const SELECTION_WIDTH = 48;
+
+/** "name" ascending, "-name" descending (the URL's `sort`). */
+function sortOrder(sort: string, key: string): SortOrder {
+  if (sort === key) return "ascend";
+  if (sort === `-${key}`) return "descend";
+  return null;
+}
+
+function buildColumns(control: boolean, sort: string, actions: RowActions): ColumnsType<DeviceRow> {
   const columns: ColumnsType<DeviceRow> = [
     {
       title: "Name",
+      key: "name",
       dataIndex: "name",
       width: 200,
       fixed: "left",
+      sortOrder: sortOrder(sort, "name"),
       sorter: (a, b) => a.name.localeCompare(b.name),
       render: (_, d) => (
         <div>
@@ -265,30 +296,36 @@ function buildColumns(control: boolean, actions: RowActions): ColumnsType<Device
     },
     {
       title: "Status",
+      key: "status",
       dataIndex: "status",
       width: 100,
+      sortOrder: sortOrder(sort, "status"),
       sorter: (a, b) => a.status.localeCompare(b.status),
       render: (s: string) => <StatusBadge status={s} />,
     },
     {
       title: "Last seen",
+      key: "last_seen",
       dataIndex: "last_seen",
       width: 120,
-      defaultSortOrder: undefined,
+      responsive: ["sm"],
+      sortOrder: sortOrder(sort, "last_seen"),
       sorter: (a, b) => Date.parse(a.last_seen ?? "0") - Date.parse(b.last_seen ?? "0"),
       render: (iso: string | null) => <RelativeTime iso={iso} />,
     },
-    { title: "Type", dataIndex: "type", width: 120, render: (t: string | null) => t ?? "—" },
+    { title: "Type", dataIndex: "type", width: 120, responsive: ["md"], render: (t: string | null) => t ?? "—" },
     {
       title: "Firmware",
       dataIndex: "firmware_version",
       width: 100,
+      responsive: ["xl"],
       render: (v: string | null) => v ?? "—",
     },
     {
       title: "Capabilities",
       dataIndex: "capabilities",
-      width: 240,
+      width: 200,
+      responsive: ["lg"],
       render: (caps: string[]) => (
         <Tooltip title={caps.join(", ")}>
           <span>
@@ -303,7 +340,8 @@ function buildColumns(control: boolean, actions: RowActions): ColumnsType<Device
     {
       title: "Tags",
       dataIndex: "tags",
-      width: 160,
+      width: 140,
+      responsive: ["md"],
       render: (t: string[]) =>
         t.map((tag) => (
           <Tag color="blue" key={tag}>
@@ -316,7 +354,7 @@ function buildColumns(control: boolean, actions: RowActions): ColumnsType<Device
     columns.push({
       title: "Actions",
       key: "actions",
-      width: 130,
+      width: 120,
       render: (_, d) => (
         <Space size={0}>
           <Button type="text" icon={<EditOutlined />} aria-label={`Rename ${d.name}`} onClick={() => actions.rename(d)} />

@@ -23,7 +23,7 @@ import {
 import { UploadOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
 import { canControl, isAdmin } from "../../api/auth";
-import { useDevices } from "../../live/devices";
+import { deviceLabel, useDevices } from "../../live/devices";
 import { RelativeTime } from "../../components/RelativeTime";
 import {
   deleteFirmware,
@@ -337,7 +337,7 @@ function RolloutForm({ firmware, admin, onDone }: { firmware: Firmware; admin: b
           </Form.Item>
           {target === "devices" && (
             <Form.Item name="device_ids" label="Devices" rules={[{ required: true }]}>
-              <Select mode="multiple" options={rows.map((d) => ({ value: d.id, label: `${d.name} (${d.id})` }))} />
+              <Select mode="multiple" options={rows.map((d) => ({ value: d.id, label: deviceLabel(d) }))} optionFilterProp="label" />
             </Form.Item>
           )}
           {target === "type" && (

@@ -1,14 +1,24 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { act, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { App } from "antd";
 import { MemoryRouter } from "react-router-dom";
 import type { User } from "../../api/auth";
-import { EMPTY_FORM, fromForm, toForm } from "./builder";
+import { EMPTY_FORM, actionToRow, fromForm, metricsOf, relaysOf, rowToAction, toForm } from "./builder";
 import { describeScope, describeTrigger, type Rule } from "./service";
 
 const user = vi.hoisted(() => ({ current: null as User | null }));
 vi.mock("../../hooks/useAuth", () => ({ useUser: () => user.current }));
-vi.mock("../../live/devices", () => ({ useDevices: () => ({ rows: [], status: "ready", error: null }) }));
+vi.mock("../../live/devices", async (importOriginal) => ({
+  ...(await importOriginal<typeof import("../../live/devices")>()),
+  useDevices: () => ({ rows: [], status: "ready", error: null }),
+}));
+vi.mock("../webhooks/service", () => ({ listWebhooks: vi.fn().mockResolvedValue([]) }));
+const liveHandlers = vi.hoisted(() => new Map<string, (e: unknown) => void>());
+vi.mock("../../hooks/useLive", () => ({
+  useLiveEvents: (events: string[], _devices: string[], handler: (e: unknown) => void) => {
+    for (const e of events) liveHandlers.set(e, handler);
+  },
+}));
 vi.mock("./service", async (importOriginal) => ({
   ...(await importOriginal<typeof import("./service")>()),
   listRules: vi.fn(),
@@ -78,8 +88,32 @@ describe("rule helpers", () => {
     expect(offline.trigger).toEqual({ type: "offline", for_seconds: 600 });
     const cron = fromForm({ ...EMPTY_FORM, name: "x", trigger_type: "schedule", cron: "0 18 * * *", timezone: "UTC" });
     expect(cron.trigger).toEqual({ type: "schedule", cron: "0 18 * * *", weekdays: [], timezone: "UTC" });
-    expect(() => fromForm({ ...EMPTY_FORM, name: "x", actions: "[{" })).toThrow(/Actions: not valid JSON/);
-    expect(() => fromForm({ ...EMPTY_FORM, name: "x", conditions: "{}" })).toThrow(/must be a JSON list/);
+    expect(() => fromForm({ ...EMPTY_FORM, name: "x", advanced: true, actions: "[{" })).toThrow(/Actions: not valid JSON/);
+    expect(() => fromForm({ ...EMPTY_FORM, name: "x", advanced: true, conditions: "{}" })).toThrow(/must be a JSON list/);
+  });
+
+  it("edits relay and servo commands as form rows, the rest as JSON rows", () => {
+    const relay = actionToRow({ type: "command", when: "clear", device_id: "HALL01", command: "relay", params: { name: "fan", state: false } });
+    expect(relay).toMatchObject({ type: "command", command: "relay", relay: "fan", state: "off", when: "clear", device_id: "HALL01" });
+    expect(rowToAction(relay)).toEqual({ type: "command", when: "clear", device_id: "HALL01", command: "relay", params: { name: "fan", state: "off" } });
+    const servo = actionToRow({ type: "command", command: "servo", params: { angle: 45 } });
+    expect(rowToAction(servo)).toEqual({ type: "command", when: "fire", command: "servo", params: { angle: 45 } });
+    const shadow = { type: "shadow" as const, when: "fire" as const, desired: { led: true } };
+    const row = actionToRow(shadow);
+    expect(row.type).toBe("json");
+    expect(rowToAction(row)).toEqual(shadow);
+    const byTag = { type: "command" as const, tags: ["hall"], command: "relay", params: { name: "fan", state: "on" } };
+    expect(actionToRow(byTag).type).toBe("json");
+    expect(() => rowToAction({ type: "command", command: "relay", relay: "" })).toThrow(/pick a relay/);
+  });
+
+  it("offers the metrics and relays the devices report", () => {
+    const devices = [
+      { id: "A", name: "Kitchen", capabilities: ["gas", "temperature", "relay:fan", "servo", "ota", "cmd:beep"], latest: { rssi: -60 } },
+      { id: "B", name: "Hall", capabilities: ["humidity", "relay:light", "relay:fan"] },
+    ];
+    expect(metricsOf(devices)).toEqual(["gas", "humidity", "rssi", "temperature"]);
+    expect(relaysOf(devices)).toEqual(["fan", "light"]);
   });
 });
 
@@ -93,6 +127,16 @@ describe("RulesPage", () => {
     expect(screen.queryByRole("button", { name: /New rule/ })).toBeNull();
     expect(screen.queryByRole("button", { name: "Edit" })).toBeNull();
     expect(screen.queryByRole("button", { name: "Delete" })).toBeNull();
+  });
+
+  it("updates the fired count and last fired time live", async () => {
+    user.current = { username: "v", role: "viewer", open: false };
+    page();
+    expect(await screen.findByTestId("fired-7")).toHaveTextContent("3");
+    const ts = Date.now() / 1000;
+    act(() => liveHandlers.get("rule_fired")!({ type: "rule_fired", device_id: "-", ts, payload: { rule_id: 7, fire_count: 4, last_fired_at: ts } }));
+    expect(screen.getByTestId("fired-7")).toHaveTextContent("4");
+    expect(screen.queryByText("never")).toBeNull();
   });
 
   it("lets an operator disable a rule", async () => {
@@ -124,12 +168,12 @@ describe("RulesPage", () => {
     page();
     // Text queries: role queries over the builder's large DOM are slow in jsdom.
     fireEvent.click(await screen.findByText("Edit"));
-    fireEvent.click(await screen.findByText("Dry run"));
-    await waitFor(() => expect(service.dryRun).toHaveBeenCalled());
+    fireEvent.click(await screen.findByText("Dry run", {}, { timeout: 20_000 }));
+    await waitFor(() => expect(service.dryRun).toHaveBeenCalled(), { timeout: 20_000 });
     const [body, hours] = vi.mocked(service.dryRun).mock.calls[0];
     expect(hours).toBe(24);
     expect(body.trigger).toEqual(GAS.trigger);
-    expect(await screen.findByTestId("dry-run")).toHaveTextContent("fired 2 times");
+    expect(await screen.findByTestId("dry-run", {}, { timeout: 20_000 })).toHaveTextContent("fired 2 times");
     expect(screen.getByText("650")).toBeInTheDocument();
-  }, 60_000);
+  }, 120_000);
 });

@@ -1,9 +1,11 @@
-import { useCallback, useEffect, useState } from "react";
-import { App, Button, Card, Popconfirm, Space, Switch, Table, Tag, Typography } from "antd";
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { App, Button, Card, Grid, Popconfirm, Space, Switch, Table, Tag, Typography } from "antd";
 import { PlusOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { useDevices } from "../../live/devices";
+import { useLiveEvents } from "../../hooks/useLive";
+import { listWebhooks } from "../webhooks/service";
 import { RelativeTime } from "../../components/RelativeTime";
 import { RuleBuilder } from "./RuleBuilder";
 import {
@@ -27,6 +29,18 @@ export default function RulesPage() {
   const [rules, setRules] = useState<Rule[] | null>(null);
   const [templates, setTemplates] = useState<Template[]>([]);
   const [editing, setEditing] = useState<Rule | null | undefined>(undefined); // undefined: closed
+  const [webhooks, setWebhooks] = useState<{ id: number; name: string }[]>([]);
+  const screens = Grid.useBreakpoint();
+  const names = useMemo(() => new Map(rows.map((d) => [d.id, d.name])), [rows]);
+
+  // The counters move as rules fire, without a reload.
+  useLiveEvents(["rule_fired"], ["*"], (event) => {
+    const p = event.payload as { rule_id: number; fire_count: number; last_fired_at: number };
+    const last = new Date(p.last_fired_at * 1000).toISOString();
+    setRules((list) =>
+      list?.map((r) => (r.id === p.rule_id ? { ...r, fire_count: p.fire_count, last_fired_at: last } : r)) ?? list,
+    );
+  });
 
   const refresh = useCallback(async () => {
     setRules(await listRules().catch(() => []));
@@ -37,6 +51,9 @@ export default function RulesPage() {
       .then(setTemplates)
       .catch(() => undefined);
   }, [refresh]);
+  useEffect(() => {
+    if (editing !== undefined) void listWebhooks().then(setWebhooks, () => undefined);
+  }, [editing]);
 
   async function save(body: RuleBody) {
     if (editing) await replaceRule(editing.id, body);
@@ -70,7 +87,6 @@ export default function RulesPage() {
           loading={rules === null}
           dataSource={rules ?? []}
           pagination={{ pageSize: 50, hideOnSinglePage: true }}
-          scroll={{ x: 700 }}
           locale={{ emptyText: "No rules yet. Start from a template: gas safety, fan on temperature, device offline…" }}
           columns={[
             {
@@ -84,19 +100,46 @@ export default function RulesPage() {
                   <Tag color={on === false ? "default" : "green"}>{on === false ? "off" : "on"}</Tag>
                 ),
             },
-            { title: "Name", dataIndex: "name" },
-            { title: "When", key: "trigger", render: (_: unknown, r: Rule) => describeTrigger(r.trigger) },
-            { title: "Devices", key: "scope", render: (_: unknown, r: Rule) => describeScope(r.scope) },
-            { title: "Actions", key: "actions", render: (_: unknown, r: Rule) => r.actions.map((a) => <Tag key={`${a.type}${a.when ?? ""}`}>{a.type}{a.when === "clear" ? " (clear)" : ""}</Tag>) },
-            { title: "Fired", dataIndex: "fire_count", width: 70 },
-            { title: "Last fired", dataIndex: "last_fired_at", render: (t: string | null) => <RelativeTime iso={t} /> },
+            {
+              title: "Name",
+              dataIndex: "name",
+              render: (name: string, r: Rule) => (
+                <div>
+                  {name}
+                  {!screens.sm && (
+                    <div>
+                      <Typography.Text type="secondary">{describeTrigger(r.trigger)}</Typography.Text>
+                    </div>
+                  )}
+                </div>
+              ),
+            },
+            { title: "When", key: "trigger", responsive: ["sm"], render: (_: unknown, r: Rule) => describeTrigger(r.trigger) },
+            { title: "Devices", key: "scope", responsive: ["md"], render: (_: unknown, r: Rule) => describeScope(r.scope, names) },
+            {
+              title: "Actions",
+              key: "actions",
+              responsive: ["lg"],
+              render: (_: unknown, r: Rule) => (
+                <Space size={[0, 4]} wrap>
+                  {r.actions.map((a, i) => (
+                    <Tag key={i}>
+                      {a.type}
+                      {a.when === "clear" ? " (clear)" : ""}
+                    </Tag>
+                  ))}
+                </Space>
+              ),
+            },
+            { title: "Fired", dataIndex: "fire_count", width: 70, render: (n: number, r: Rule) => <span data-testid={`fired-${r.id}`}>{n}</span> },
+            { title: "Last fired", dataIndex: "last_fired_at", responsive: ["sm"], render: (t: string | null) => <RelativeTime iso={t} /> },
             ...(control
               ? [
                   {
                     title: "",
                     key: "edit",
                     render: (_: unknown, r: Rule) => (
-                      <Space>
+                      <Space wrap size={4}>
                         <Button size="small" onClick={() => setEditing(r)}>
                           Edit
                         </Button>
@@ -118,7 +161,8 @@ export default function RulesPage() {
           open={editing !== undefined}
           rule={editing ?? null}
           templates={templates}
-          deviceIds={rows.map((d) => d.id)}
+          devices={rows}
+          webhooks={webhooks}
           onSave={save}
           onClose={() => setEditing(undefined)}
         />

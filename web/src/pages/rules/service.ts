@@ -67,10 +67,11 @@ export function describeTrigger(t: Trigger): string {
   }
 }
 
-/** Scope in words: "all devices", "2 devices", "tags lights". */
-export function describeScope(scope: RuleBody["scope"]): string {
+/** Scope in words: "all devices", "Kitchen" (a device's name), "2 devices", "tags lights". */
+export function describeScope(scope: RuleBody["scope"], names?: Map<string, string>): string {
   const parts: string[] = [];
-  if (scope?.devices?.length) parts.push(scope.devices.length === 1 ? scope.devices[0] : `${scope.devices.length} devices`);
+  const one = scope?.devices?.[0];
+  if (one !== undefined) parts.push(scope!.devices!.length === 1 ? (names?.get(one) ?? one) : `${scope!.devices!.length} devices`);
   if (scope?.tags?.length) parts.push(`tags ${scope.tags.join(", ")}`);
   if (scope?.device_type) parts.push(`type ${scope.device_type}`);
   return parts.length ? parts.join("; ") : "all devices";

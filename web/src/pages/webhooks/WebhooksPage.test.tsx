@@ -6,6 +6,10 @@ import type { Webhook } from "./service";
 
 const user = vi.hoisted(() => ({ current: null as User | null }));
 vi.mock("../../hooks/useAuth", () => ({ useUser: () => user.current }));
+vi.mock("../../live/devices", async (importOriginal) => ({
+  ...(await importOriginal<typeof import("../../live/devices")>()),
+  useDevices: () => ({ rows: [], status: "ready", error: null }),
+}));
 vi.mock("./service", async (importOriginal) => ({
   ...(await importOriginal<typeof import("./service")>()),
   listWebhooks: vi.fn(),

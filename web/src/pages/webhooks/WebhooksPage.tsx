@@ -21,6 +21,7 @@ import { PlusOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { RelativeTime } from "../../components/RelativeTime";
+import { deviceLabel, useDevices } from "../../live/devices";
 import {
   DELIVERY_COLOR,
   EVENT_TYPES,
@@ -189,6 +190,7 @@ export function SecretOnce({ hook, onClose }: { hook: WebhookWithSecret | null; 
 function CreateWebhook({ open, onClose, onCreated }: { open: boolean; onClose: () => void; onCreated: (h: WebhookWithSecret) => void }) {
   const [form] = Form.useForm<WebhookCreate>();
   const [busy, setBusy] = useState(false);
+  const { rows: devices } = useDevices();
   return (
     <Modal open={open} title="New webhook" okText="Create" confirmLoading={busy} onCancel={onClose} onOk={() => form.submit()}>
       <Form
@@ -217,7 +219,7 @@ function CreateWebhook({ open, onClose, onCreated }: { open: boolean; onClose: (
           <Select mode="multiple" options={EVENT_TYPES.map((e) => ({ value: e, label: e }))} />
         </Form.Item>
         <Form.Item name="devices" label="Only these devices (empty: all)">
-          <Select mode="tags" />
+          <Select mode="tags" optionFilterProp="label" options={devices.map((d) => ({ value: d.id, label: deviceLabel(d) }))} />
         </Form.Item>
       </Form>
     </Modal>

@@ -1,0 +1,35 @@
+import { useCallback } from "react";
+import { useSearchParams } from "react-router-dom";
+
+/** Page state kept in the URL's query (tab, filters, sort, range), so a link reproduces
+ * the view. Values equal to the default are left out of the URL; changes replace the
+ * history entry (the back button leaves the page, it does not undo every keystroke). */
+export function useUrlState<T extends Record<string, string>>(
+  defaults: T,
+): [T, (changes: Partial<Record<keyof T, string | null>>) => void] {
+  const [params, setParams] = useSearchParams();
+  const state = { ...defaults };
+  for (const key of Object.keys(defaults) as (keyof T & string)[]) {
+    const value = params.get(key);
+    if (value !== null) state[key] = value as T[typeof key];
+  }
+  const defaultsKey = JSON.stringify(defaults);
+  const update = useCallback(
+    (changes: Partial<Record<keyof T, string | null>>) => {
+      const fallback = JSON.parse(defaultsKey) as T;
+      setParams(
+        (prev) => {
+          const next = new URLSearchParams(prev);
+          for (const [key, value] of Object.entries(changes)) {
+            if (value === null || value === undefined || value === fallback[key]) next.delete(key);
+            else next.set(key, value);
+          }
+          return next;
+        },
+        { replace: true },
+      );
+    },
+    [setParams, defaultsKey],
+  );
+  return [state, update];
+}

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, open_logged_in, screenshot
-from tests.support import Stack, need, run_stack
+from tests.support import OPEN, Stack, need, run_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -39,7 +39,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     need(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
     need((ROOT / "web" / "dist" / "index.html").is_file(), "web/dist (make web)")
     need(AXE.is_file(), "web/node_modules/axe-core (cd web && npm ci)")
-    async with run_stack("embedded-sqlite", tmp_path_factory.mktemp("reach")) as s:
+    async with run_stack("embedded-sqlite", tmp_path_factory.mktemp("reach"), mode=OPEN) as s:
         await _seed(s)
         yield s
 

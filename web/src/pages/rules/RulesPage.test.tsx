@@ -168,6 +168,8 @@ describe("RulesPage", () => {
     page();
     // Text queries: role queries over the builder's large DOM are slow in jsdom.
     fireEvent.click(await screen.findByText("Edit"));
+    // The form holds the rule before the dry run validates it.
+    await screen.findByDisplayValue("Kitchen gas safety", {}, { timeout: 20_000 });
     fireEvent.click(await screen.findByText("Dry run", {}, { timeout: 20_000 }));
     await waitFor(() => expect(service.dryRun).toHaveBeenCalled(), { timeout: 20_000 });
     const [body, hours] = vi.mocked(service.dryRun).mock.calls[0];

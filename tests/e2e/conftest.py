@@ -3,6 +3,7 @@ platform stack (embedded broker, worker, API serving web/dist) in this process."
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -60,8 +61,9 @@ async def secure_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield stack
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
     need(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
     from playwright.async_api import async_playwright
 
@@ -71,6 +73,12 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with chromium() as b:
+        yield b
 
 
 async def open_logged_in(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, open_logged_in, screenshot
+from tests.e2e.conftest import CHROMIUM, ROOT, chromium, open_logged_in, screenshot
 from tests.support import OPEN, Stack, need, run_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -46,14 +46,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with chromium() as b:
+        yield b
 
 
 async def _seed(stack: Stack) -> None:

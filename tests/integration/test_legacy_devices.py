@@ -87,9 +87,11 @@ async def test_device_without_info_gets_the_standard_commands(stack: Stack) -> N
         assert r.status_code == 201, (command, r.text)
         ids.append(r.json()["id"])
     await stack.wait_for(lambda: _received(dev, len(sent)))
-    assert [(m["id"], m["command"], m["params"]) for m in dev.received] == [
+    # Each publisher sends as it creates; the order across commands is not promised.
+    got = sorted((m["id"], m["command"], m["params"]) for m in dev.received)
+    assert got == sorted(
         (cid, wire, params) for cid, (_, _, wire, params) in zip(ids, sent, strict=True)
-    ]
+    )
     # The parameters' shapes are still checked; commands that need info are refused.
     bad = await stack.http.post(
         f"/api/devices/{dev.mac}/commands", json={"command": "servo", "params": {"angle": 500}}
@@ -147,3 +149,41 @@ async def test_update_statuses_are_device_events_not_bad_status(stack: Stack) ->
     assert device["status"] == "online"
     history = await stack.get(f"/api/devices/{dev.mac}/telemetry", metric="temperature")
     assert history["series"]["temperature"]
+
+
+async def test_commands_to_a_device_that_never_acks_say_so_until_it_acks(stack: Stack) -> None:
+    dev = await LegacyDevice(stack).start()
+    assert (await _registered(stack, dev.mac))["acks"] is False
+    relay = {"command": "relay", "params": {"name": "light", "state": "on"}, "timeout": 0.5}
+    r = await stack.http.post(f"/api/devices/{dev.mac}/commands", json=relay)
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+
+    async def sent() -> dict[str, Any] | None:
+        body: dict[str, Any] = await stack.get(f"/api/commands/{cid}")
+        return body if body["status"] == "sent" else None
+
+    body = await stack.wait_for(sent)
+    # No deadline: the sweep never calls it timed_out; the note says why.
+    assert body["deadline"] is None
+    assert [n["note"] for n in body["notes"]] == ["device does not acknowledge"]
+    assert body["error"] is None
+    await stack.wait_for(lambda: _received(dev, 1))
+    # The device acks once: from then on it is treated as acking.
+    assert dev.client is not None
+    dev.client.publish(f"devices/{dev.mac}/ack", orjson.dumps({"id": cid, "status": "ok"}))
+
+    async def acked() -> dict[str, Any] | None:
+        body: dict[str, Any] = await stack.get(f"/api/commands/{cid}")
+        return body if body["status"] == "acked" else None
+
+    await stack.wait_for(acked)
+    assert (await stack.get(f"/api/devices/{dev.mac}"))["acks"] is True
+    r = await stack.http.post(f"/api/devices/{dev.mac}/commands", json=relay)
+    second = r.json()["id"]
+
+    async def timed_out() -> dict[str, Any] | None:
+        body: dict[str, Any] = await stack.get(f"/api/commands/{second}")
+        return body if body["status"] == "timed_out" else None
+
+    assert (await stack.wait_for(timed_out))["notes"] == []

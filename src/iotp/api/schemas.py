@@ -23,6 +23,9 @@ class DevicePublic(BaseModel):
     # False for a device that never sent ``info``: it gets the standard commands
     # (relay, servo, reboot, custom) unchecked against what it has.
     capabilities_known: bool
+    # False for a device that has never acknowledged a command (nor sent info): its
+    # commands stay ``sent``, noted "device does not acknowledge".
+    acks: bool
     firmware_version: str | None
     protocol: int
     ip: str | None
@@ -45,6 +48,7 @@ class DevicePublic(BaseModel):
             type=d.type,
             capabilities=d.capabilities or [],
             capabilities_known=known_capabilities(d) is not None,
+            acks=bool(d.acks),
             firmware_version=d.firmware_version,
             protocol=d.protocol,
             ip=d.ip,

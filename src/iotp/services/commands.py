@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device
@@ -57,6 +57,9 @@ CLAIM_TIMEOUT = 10.0
 PUBLISH_CONFIRM_TIMEOUT = 5.0
 MAX_TTL = 7 * 86400.0
 MAX_PARAMS_BYTES = 8 * 1024
+# The note on a command sent to a device that has never acknowledged anything: it stays
+# ``sent`` (delivered to the broker) rather than ending ``timed_out``.
+NO_ACKS = "device does not acknowledge"
 
 
 TERMINAL = frozenset(
@@ -482,6 +485,7 @@ async def mark_sent(
     one's claim went stale, is left alone."""
     if not command_ids:
         return []
+    acking = CommandRow.device_id.in_(select(Device.id).where(Device.acks.is_(True)))
     stmt = (
         update(CommandRow)
         .where(
@@ -489,12 +493,20 @@ async def mark_sent(
             CommandRow.status == CommandStatus.SENDING.value,
             CommandRow.claimed_by == owner,
         )
-        .values(status=CommandStatus.SENT.value, sent_at=now, deadline=CommandRow.timeout + now)
+        .values(
+            status=CommandStatus.SENT.value,
+            sent_at=now,
+            # No deadline for a device that never acknowledges: its command stays sent.
+            deadline=case((acking, CommandRow.timeout + now), else_=None),
+        )
         .returning(CommandRow)
         .execution_options(synchronize_session=False)
     )
     rows = list((await session.scalars(stmt)).all())
     rows.sort(key=lambda r: (r.created_at, r.id))
+    for row in rows:
+        if row.deadline is None:
+            _note(row, {"note": NO_ACKS, "ts": now})
     return rows
 
 
@@ -571,6 +583,7 @@ async def apply_ack(
         )
         row = (await session.scalars(stmt)).first()
         if row is not None:
+            await _acks(session, device_id)
             return AckOutcome.PROGRESS, row
     else:
         ok = ack.status == "ok"
@@ -594,16 +607,28 @@ async def apply_ack(
         )
         row = (await session.scalars(stmt)).first()
         if row is not None:
+            await _acks(session, device_id)
             return AckOutcome.FINAL, row
     existing = await session.get(CommandRow, ack.id)
     if existing is None or existing.device_id != device_id:
         return AckOutcome.UNKNOWN, None
+    await _acks(session, device_id)
     if existing.status in (CommandStatus.ACKED, CommandStatus.FAILED):
         return AckOutcome.DUPLICATE, existing
     if existing.status == CommandStatus.TIMED_OUT and ack.status != "progress":
         # The truth: the device did answer, after we gave up. Kept as a note.
         _note(existing, {"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
     return AckOutcome.LATE, existing
+
+
+async def _acks(session: AsyncSession, device_id: str) -> None:
+    """The device acknowledged one of its commands: from now on it is treated as acking."""
+    await session.execute(
+        update(Device)
+        .where(Device.id == device_id, Device.acks.is_(False))
+        .values(acks=True)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
@@ -655,7 +680,7 @@ async def next_deadline(session: AsyncSession) -> float | None:
     """The earliest moment a sweep could change something."""
     sent = await session.scalar(
         select(CommandRow.deadline)
-        .where(CommandRow.status == CommandStatus.SENT.value)
+        .where(CommandRow.status == CommandStatus.SENT.value, CommandRow.deadline.is_not(None))
         .order_by(CommandRow.deadline)
         .limit(1)
     )

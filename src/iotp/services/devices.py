@@ -34,7 +34,7 @@ def default_name(device_id: str) -> str:
 def info_fields(info: DeviceInfo) -> dict[str, Any]:
     """Columns that an ``info`` message sets (only what the device actually sent)."""
     sent = info.model_fields_set
-    fields: dict[str, Any] = {"protocol": info.protocol}
+    fields: dict[str, Any] = {"protocol": info.protocol, "acks": True}
     if "type" in sent:
         fields["type"] = info.type
     if "firmware" in sent:
@@ -133,6 +133,7 @@ def _device_row(n: NewDevice) -> dict[str, Any]:
         "tags": [],
         "meta": {},
         "reported_state": None,
+        "acks": False,
     }
     if info is not None:
         row.update(info_fields(info))

@@ -1650,6 +1650,8 @@ export interface components {
             capabilities: string[];
             /** Capabilities Known */
             capabilities_known: boolean;
+            /** Acks */
+            acks: boolean;
             /** Firmware Version */
             firmware_version: string | null;
             /** Protocol */

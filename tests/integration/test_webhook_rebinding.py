@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from iotp.automation import delivery
 from iotp.netutil import free_port
+from iotp.services import webhook_delivery as delivery
 
 
 class Receiver:

@@ -127,7 +127,9 @@ async def test_overview_shows_alerts_history_and_activity_that_survive_a_reload(
             r = await stack.http.get("/api/stats/history", params={"window": "1h"})
             return len(r.json()["points"]) >= 2
 
-        await stack.wait_for(sampled)
+        # The 1 h chart keeps one sample per window / HISTORY_MAX_POINTS (12 s) however
+        # often the leader samples, so its second point comes 12 s after the first.
+        await stack.wait_for(sampled, timeout=12 + 30)
         page = await open_logged_in(browser, stack, "/")
         tile = page.get_by_test_id("alerts-tile")
         await tile.get_by_text("1 critical").wait_for(timeout=TIMEOUT_MS)

@@ -120,6 +120,8 @@ def test_invalid_commands_say_why(
         ("servo", {"angle": 90}, ("servo", {"angle": 90})),
         ("reboot", {}, ("reboot", {})),
         ("custom", {"name": "beep", "n": 2}, ("beep", {"n": 2})),
+        # what needs no capability on any device needs none here either
+        ("ping", {}, ("ping", {})),
     ],
 )
 def test_unknown_capabilities_allow_the_standard_commands(

@@ -149,8 +149,11 @@ def _is_number(value: Any) -> bool:
 
 
 # What a device that never sent ``info`` (built to the original design: data, commands
-# and status only) may be sent: the standard commands, any relay name, any custom name.
-UNKNOWN_CAPABILITIES_COMMANDS = frozenset({"relay", "servo", "reboot", "custom"})
+# and status only) may be sent: the standard commands (any relay name, any custom name)
+# and every command that needs no capability on any device.
+UNKNOWN_CAPABILITIES_COMMANDS = frozenset({"relay", "servo", "reboot", "custom"}) | (
+    frozenset(BUILTIN_COMMANDS) - frozenset(REQUIRED_CAPABILITY)
+)
 
 
 def known_capabilities(device: Device) -> list[str] | None:

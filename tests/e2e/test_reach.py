@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import expect
 
 from tests.e2e.conftest import CHROMIUM, ROOT, chromium, open_logged_in, screenshot
 from tests.support import OPEN, Stack, need, run_stack
@@ -245,6 +246,10 @@ async def _pick(page: Any, label: str, option: str) -> None:
     await page.locator(".ant-select-dropdown:visible").get_by_title(option, exact=True).click()
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def _dry_run(page: Any) -> str:
     await page.get_by_role("button", name="Dry run").click()
     result = page.get_by_test_id("dry-run")
@@ -311,7 +316,11 @@ async def test_gas_safety_and_fan_rules_built_without_json(stack: Stack, browser
     ]
     assert [a["severity"] for a in gas["actions"] if a["type"] == "alert"] == ["critical"]
 
-    # The rule fires on a live reading: the table's count moves without a reload.
+    # The rule fires on a live reading: the table's count moves without a reload. The
+    # worker picks up saved rules on its next reload (within a second): readings sent
+    # before that are not judged by the rule.
+    engine = stack.worker.automations.engine
+    await stack.wait_for(lambda: _true(gas["id"] in engine.rules))
     client = await stack.device()
     for value in (120, 700):
         client.publish(f"devices/{SENSOR}/data", json.dumps({"gas": value}))
@@ -336,11 +345,13 @@ async def test_gas_safety_and_fan_rules_built_without_json(stack: Stack, browser
     await _pick(page, "When, action 2", "when it clears")
     await _pick(page, "Relay of action 2", "fan")
     await _pick(page, "Relay state of action 2", "off")
-    # The relay pick list offers the fan device's relays only.
+    # The relay pick list offers the fan device's relays only. Read once the state list
+    # has closed, so that only this select's options are on screen.
+    await expect(page.locator(".ant-select-dropdown:visible")).to_have_count(0)
     await page.get_by_label("Relay of action 2", exact=True).click()
-    offered = await page.locator(
-        ".ant-select-dropdown:visible .ant-select-item-option"
-    ).all_inner_texts()
+    options = page.locator(".ant-select-dropdown:visible .ant-select-item-option")
+    await options.first.wait_for(timeout=TIMEOUT_MS)
+    offered = await options.all_inner_texts()
     assert sorted(offered) == ["fan", "light"], offered
     await page.keyboard.press("Escape")
     assert await dialog.locator("textarea").count() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -248,6 +249,9 @@ def _try_lines(settings: Settings, mqtt_url: str, api_url: str) -> list[str]:
         f"{api_url}/api/auth/token | {field} access_token)",
         f'            PW=$(curl -s -X POST -H "Authorization: Bearer $TOKEN" '
         f"{api_url}/api/credentials/{EXAMPLE_DEVICE} | {field} password)",
+        # The broker takes credential changes up within IOTP_CREDENTIALS_POLL_SECONDS.
+        f"            sleep {math.ceil(settings.credentials_poll_seconds) + 1}"
+        "  # the broker takes new credentials up within a second",
         f"            mosquitto_pub -p {port} -q 1 -i {EXAMPLE_DEVICE} -u {EXAMPLE_DEVICE} "
         f'-P "$PW" {data}',
     ]

@@ -102,7 +102,8 @@ async def record_sample(session: AsyncSession, *, now: float, keep_days: float) 
     """One sample of the fleet's figures; samples older than ``keep_days`` go."""
     by_status = await device_service.count_by_status(session)
     stored = await session.scalar(select(func.coalesce(func.sum(IngestCount.stored), 0)))
-    session.add(
+    # merge: a round run again at the same instant replaces its sample (ts is the key).
+    await session.merge(
         StatsSample(
             ts=now,
             devices_total=sum(by_status.values()),

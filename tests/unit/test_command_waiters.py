@@ -108,3 +108,13 @@ async def test_nothing_is_parsed_while_nobody_waits() -> None:
     waiters = CommandWaiters()
     assert not waiters.feed_ack("ESP32-AAAAAA", b"\xff garbage", now=NOW)
     await asyncio.sleep(0)
+
+
+async def test_the_early_answer_is_the_ending_the_worker_records() -> None:
+    """A device echoing a secret it was sent: the wait's answer shows it redacted, as the
+    recorded command does (both take the ending from services.commands.ack_ending)."""
+    waiters = CommandWaiters()
+    futures = waiters.watch({"c1": command()})
+    echoed = {"wifi_password": "hunter22", "applied": True}
+    assert waiters.feed_ack("ESP32-AAAAAA", ack(result=echoed), now=NOW + 0.02)
+    assert futures["c1"].result()["result"] == {"wifi_password": "[secret]", "applied": True}

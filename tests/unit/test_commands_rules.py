@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iotp.errors import InvalidRequestError
+from iotp.protocol.events import CommandStatus
 from iotp.services import commands as c
 from iotp.services import rollouts as r
 from iotp.services import shadow as s
@@ -50,6 +51,21 @@ def test_allowed_transitions(old: str, new: str) -> None:
 def test_forbidden_transitions(old: str, new: str) -> None:
     with pytest.raises(c.InvalidTransition):
         c.check_transition(old, new)
+
+
+def test_the_sql_conditions_come_from_the_table() -> None:
+    """Each status's possible predecessors, as every UPDATE in services.commands uses them."""
+    assert c.sources(CommandStatus.SENDING) == {"queued"}  # claim
+    assert c.sources(CommandStatus.SENT) == {"sending"}  # PUBACK
+    assert c.sources(CommandStatus.QUEUED) == {"sending"}  # release, stale claim
+    assert c.sources(CommandStatus.ACKED) == {"sending", "sent"}  # final ack
+    assert c.sources(CommandStatus.FAILED) == {"sending", "sent"}
+    assert c.sources(CommandStatus.TIMED_OUT) == {"sent"}  # sweep
+    assert c.sources(CommandStatus.EXPIRED) == {"queued"}
+    assert c.sources(CommandStatus.CANCELLED) == {"queued"}
+    for status in c.TERMINAL:  # nothing leaves an end: a late ack cannot reopen one
+        assert status not in c.TRANSITIONS
+        assert not any(status in c.sources(s) for s in CommandStatus)
 
 
 def test_terminal_states() -> None:

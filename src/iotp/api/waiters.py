@@ -7,6 +7,7 @@
   replica can wait on a command that any worker dispatched, and a command that times
   out, expires or is cancelled ends the wait too).
 
+The status a final ack makes is decided in one place, ``services.commands.ack_ending``.
 An ack resolves a wait only when it is a final ack (``ok``/``error``), comes on the
 command's own device's topic, and arrives well before the command's timeout (the worker
 could otherwise record it as late, after the deadline); everything else is left to the
@@ -22,9 +23,8 @@ from typing import Any
 
 import orjson
 
-from iotp.protocol.events import CommandStatus
 from iotp.protocol.payloads import RejectedMessage, parse_ack
-from iotp.services.commands import is_terminal
+from iotp.services.commands import ack_ending, is_terminal
 from iotp.services.times import epoch, iso_time
 
 # An ack this close to the command's timeout is left to the worker to judge.
@@ -92,15 +92,14 @@ class CommandWaiters:
         timeout = float(command.get("timeout") or 0.0)
         if now + ACK_DEADLINE_MARGIN_SECONDS > epoch(command["created_at"]) + timeout:
             return False  # near or past its timeout: the worker decides (acked or late)
-        ok = ack.status == "ok"
+        ending = ack_ending(ack)  # the same ending the worker will record
         fut.set_result(
             {
                 **command,
-                "status": (CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
+                **ending,
+                "status": ending["status"].value,
                 "sent_at": command.get("sent_at") or iso_time(now),
                 "finished_at": iso_time(now),
-                "result": ack.result,
-                "error": None if ok else (ack.error or "device reported an error"),
             }
         )
         return True

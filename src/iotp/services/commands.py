@@ -36,8 +36,9 @@ from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from iotp.db.models import CommandRow, Device
 from iotp.errors import InvalidRequestError, IotpError, NotFoundError
@@ -62,6 +63,9 @@ MAX_PARAMS_BYTES = 8 * 1024
 NO_ACKS = "device does not acknowledge"
 
 
+# The one table of the lifecycle: every UPDATE below takes its status condition from it
+# (:func:`_move`), so no write can move a command along an edge that is not here (a late
+# ack cannot reopen a finished command, a PUBACK cannot un-ack one).
 TERMINAL = frozenset(
     {
         CommandStatus.ACKED,
@@ -96,13 +100,55 @@ class InvalidTransition(ConflictError):
 
 
 def check_transition(old: str, new: str) -> None:
+    """Raise InvalidTransition unless the table allows ``old`` -> ``new``."""
     allowed = TRANSITIONS.get(CommandStatus(old), frozenset())
     if CommandStatus(new) not in allowed:
         raise InvalidTransition(old, new)
 
 
 def is_terminal(status: str) -> bool:
+    """Whether a command in this status has ended (no transition leaves it)."""
     return status in TERMINAL
+
+
+def sources(new: CommandStatus) -> frozenset[CommandStatus]:
+    """The statuses the table lets become ``new``."""
+    return frozenset(old for old, allowed in TRANSITIONS.items() if new in allowed)
+
+
+def _may_become(new: CommandStatus) -> ColumnElement[bool]:
+    return CommandRow.status.in_(sorted(s.value for s in sources(new)))
+
+
+def _move(
+    new: CommandStatus, *conditions: ColumnElement[bool], now: float, **values: Any
+) -> ReturningUpdate[CommandRow]:
+    """The UPDATE moving the matching commands to ``new``: only from a status the table
+    allows, and with what every end takes (finish time; sealed secrets erased, kept only
+    while the command may still be published)."""
+    if new in TERMINAL:
+        values = {"finished_at": now, "secret_params": None, **values}
+    return (
+        update(CommandRow)
+        .where(_may_become(new), *conditions)
+        .values(status=new.value, **values)
+        .returning(CommandRow)
+        # The returned rows show what was written even when the session already holds
+        # them (a caller that created or read the command in the same session).
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+def ack_ending(ack: Ack) -> dict[str, Any]:
+    """What a final ack (``ok``/``error``) makes of its command: the status, the result
+    (redacted: a device may echo what it was sent) and the error. The recorder
+    (:func:`apply_ack`) and the API's early answer to ``?wait=true`` both use it."""
+    ok = ack.status == "ok"
+    return {
+        "status": CommandStatus.ACKED if ok else CommandStatus.FAILED,
+        "result": secrets.redact(ack.result),
+        "error": None if ok else (ack.error or "device reported an error"),
+    }
 
 
 # ---- secret parameters (protocol.secrets) ---------------------------------------------
@@ -424,20 +470,12 @@ async def list_for_device(
 
 
 async def cancel(session: AsyncSession, *, command_id: str, now: float) -> CommandRow:
+    """queued -> cancelled; InvalidTransition (a conflict) once it is being sent, was
+    sent or has ended."""
     row = await get(session, command_id)
     check_transition(row.status, CommandStatus.CANCELLED)
-    result = await session.execute(
-        update(CommandRow)
-        .where(CommandRow.id == command_id, CommandRow.status == CommandStatus.QUEUED.value)
-        .values(
-            status=CommandStatus.CANCELLED.value,
-            finished_at=now,
-            error="cancelled",
-            secret_params=None,  # kept only while it may be published
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:  # sent meanwhile
+    stmt = _move(CommandStatus.CANCELLED, CommandRow.id == command_id, now=now, error="cancelled")
+    if (await session.scalars(stmt)).first() is None:  # sent meanwhile
         await session.refresh(row)
         raise InvalidTransition(row.status, CommandStatus.CANCELLED)
     await session.refresh(row)
@@ -458,7 +496,7 @@ async def claim(
     even with several workers and API processes; the caller commits, publishes (QoS 1),
     and on the broker's PUBACK calls :func:`mark_sent`."""
     query = select(CommandRow.id).where(
-        CommandRow.status == CommandStatus.QUEUED.value, CommandRow.expires_at >= now
+        _may_become(CommandStatus.SENDING), CommandRow.expires_at >= now
     )
     if device_ids is not None:
         query = query.where(CommandRow.device_id.in_(list(device_ids)))
@@ -468,12 +506,8 @@ async def claim(
     ids = list((await session.scalars(query.limit(limit))).all())
     if not ids:
         return []
-    stmt = (
-        update(CommandRow)
-        .where(CommandRow.id.in_(ids), CommandRow.status == CommandStatus.QUEUED.value)
-        .values(status=CommandStatus.SENDING.value, claimed_at=now, claimed_by=owner)
-        .returning(CommandRow)
-        .execution_options(synchronize_session=False)
+    stmt = _move(
+        CommandStatus.SENDING, CommandRow.id.in_(ids), now=now, claimed_at=now, claimed_by=owner
     )
     rows = list((await session.scalars(stmt)).all())
     rows.sort(key=lambda r: (r.created_at, r.id))
@@ -489,21 +523,14 @@ async def mark_sent(
     if not command_ids:
         return []
     acking = CommandRow.device_id.in_(select(Device.id).where(Device.acks.is_(True)))
-    stmt = (
-        update(CommandRow)
-        .where(
-            CommandRow.id.in_(list(command_ids)),
-            CommandRow.status == CommandStatus.SENDING.value,
-            CommandRow.claimed_by == owner,
-        )
-        .values(
-            status=CommandStatus.SENT.value,
-            sent_at=now,
-            # No deadline for a device that never acknowledges: its command stays sent.
-            deadline=case((acking, CommandRow.timeout + now), else_=None),
-        )
-        .returning(CommandRow)
-        .execution_options(synchronize_session=False)
+    stmt = _move(
+        CommandStatus.SENT,
+        CommandRow.id.in_(list(command_ids)),
+        CommandRow.claimed_by == owner,
+        now=now,
+        sent_at=now,
+        # No deadline for a device that never acknowledges: its command stays sent.
+        deadline=case((acking, CommandRow.timeout + now), else_=None),
     )
     rows = list((await session.scalars(stmt)).all())
     rows.sort(key=lambda r: (r.created_at, r.id))
@@ -526,19 +553,10 @@ async def release(
     the device answers a repeat with its first ack."""
     if not command_ids:
         return []
-    conditions = [
-        CommandRow.id.in_(list(command_ids)),
-        CommandRow.status == CommandStatus.SENDING.value,
-    ]
+    conditions: list[ColumnElement[bool]] = [CommandRow.id.in_(list(command_ids))]
     if owner is not None:
         conditions.append(CommandRow.claimed_by == owner)
-    stmt = (
-        update(CommandRow)
-        .where(*conditions)
-        .values(status=CommandStatus.QUEUED.value, claimed_by=None)
-        .returning(CommandRow)
-        .execution_options(synchronize_session=False)
-    )
+    stmt = _move(CommandStatus.QUEUED, *conditions, now=now, claimed_by=None)
     rows = list((await session.scalars(stmt)).all())
     for row in rows:
         _note(row, {"note": "resend", "ts": now, "reason": reason})
@@ -568,45 +586,31 @@ async def apply_ack(
     An ack for a command still ``sending`` (the device answered before the publisher saw
     the broker's PUBACK) counts too: the ack proves the command was delivered. Such a
     row comes back with ``deadline`` None (it never was ``sent``)."""
-    live = (CommandStatus.SENDING.value, CommandStatus.SENT.value)
     if ack.id is None:
         return AckOutcome.UNKNOWN, None
+    mine = (CommandRow.id == ack.id, CommandRow.device_id == device_id)
     if ack.status == "progress":
+        # Progress is news about a command that could still end with an ack: no move.
         progress = ack.result if isinstance(ack.result, dict) else {"value": ack.result}
         stmt = (
             update(CommandRow)
-            .where(
-                CommandRow.id == ack.id,
-                CommandRow.device_id == device_id,
-                CommandRow.status.in_(live),
-            )
+            .where(_may_become(CommandStatus.ACKED), *mine)
             .values(progress={**progress, "ts": now})
             .returning(CommandRow)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, populate_existing=True)
         )
         row = (await session.scalars(stmt)).first()
         if row is not None:
             await _acks(session, device_id)
             return AckOutcome.PROGRESS, row
     else:
-        ok = ack.status == "ok"
-        stmt = (
-            update(CommandRow)
-            .where(
-                CommandRow.id == ack.id,
-                CommandRow.device_id == device_id,
-                CommandRow.status.in_(live),
-            )
-            .values(
-                status=(CommandStatus.ACKED if ok else CommandStatus.FAILED).value,
-                sent_at=func.coalesce(CommandRow.sent_at, now),
-                finished_at=now,
-                secret_params=None,  # kept only while it may be published
-                result=secrets.redact(ack.result),  # a device may echo what it was sent
-                error=None if ok else (ack.error or "device reported an error"),
-            )
-            .returning(CommandRow)
-            .execution_options(synchronize_session=False)
+        ending = ack_ending(ack)
+        stmt = _move(
+            ending.pop("status"),
+            *mine,
+            now=now,
+            sent_at=func.coalesce(CommandRow.sent_at, now),
+            **ending,
         )
         row = (await session.scalars(stmt)).first()
         if row is not None:
@@ -641,7 +645,7 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
         (
             await session.scalars(
                 select(CommandRow.id).where(
-                    CommandRow.status == CommandStatus.SENDING.value,
+                    _may_become(CommandStatus.QUEUED),
                     CommandRow.claimed_at < now - CLAIM_TIMEOUT,
                 )
             )
@@ -650,29 +654,17 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
     stale = await release(
         session, command_ids=stale_ids, owner=None, now=now, reason="publisher lost"
     )
-    timed_out = (
-        update(CommandRow)
-        .where(CommandRow.status == CommandStatus.SENT.value, CommandRow.deadline < now)
-        .values(
-            status=CommandStatus.TIMED_OUT.value,
-            finished_at=now,
-            secret_params=None,  # kept only while it may be published
-            error="no final ack from the device before the timeout",
-        )
-        .returning(CommandRow)
-        .execution_options(synchronize_session=False)
+    timed_out = _move(
+        CommandStatus.TIMED_OUT,
+        CommandRow.deadline < now,
+        now=now,
+        error="no final ack from the device before the timeout",
     )
-    expired = (
-        update(CommandRow)
-        .where(CommandRow.status == CommandStatus.QUEUED.value, CommandRow.expires_at < now)
-        .values(
-            status=CommandStatus.EXPIRED.value,
-            finished_at=now,
-            secret_params=None,  # kept only while it may be published
-            error="device was not online before the command's ttl ran out",
-        )
-        .returning(CommandRow)
-        .execution_options(synchronize_session=False)
+    expired = _move(
+        CommandStatus.EXPIRED,
+        CommandRow.expires_at < now,
+        now=now,
+        error="device was not online before the command's ttl ran out",
     )
     rows = list((await session.scalars(timed_out)).all())
     rows += list((await session.scalars(expired)).all())
@@ -683,19 +675,19 @@ async def next_deadline(session: AsyncSession) -> float | None:
     """The earliest moment a sweep could change something."""
     sent = await session.scalar(
         select(CommandRow.deadline)
-        .where(CommandRow.status == CommandStatus.SENT.value, CommandRow.deadline.is_not(None))
+        .where(_may_become(CommandStatus.TIMED_OUT), CommandRow.deadline.is_not(None))
         .order_by(CommandRow.deadline)
         .limit(1)
     )
     queued = await session.scalar(
         select(CommandRow.expires_at)
-        .where(CommandRow.status == CommandStatus.QUEUED.value)
+        .where(_may_become(CommandStatus.EXPIRED))
         .order_by(CommandRow.expires_at)
         .limit(1)
     )
     claimed = await session.scalar(
         select(CommandRow.claimed_at)
-        .where(CommandRow.status == CommandStatus.SENDING.value)
+        .where(_may_become(CommandStatus.QUEUED))
         .order_by(CommandRow.claimed_at)
         .limit(1)
     )

@@ -221,16 +221,19 @@ class Device(Link, Commands, Sensing):
 
     # -- reports ------------------------------------------------------------
 
+    def sensors(self):
+        return self.hal.sensors() if hasattr(self.hal, "sensors") else SENSORS
+
     def capabilities(self):
-        sensors = self.hal.sensors() if hasattr(self.hal, "sensors") else SENSORS
-        return payloads.capabilities(sensors, self.relays, self.servo is not None,
+        return payloads.capabilities(self.sensors(), self.relays, self.servo is not None,
                                      sorted(self.custom))
 
     def info(self):
         mac = identity.mac_text(self.hal.mac())
         return payloads.info(DEVICE_TYPE, self.version, self.capabilities(),
                              self.cfg.get("interval"), mac, ip=self.hal.ip(),
-                             rssi=self.hal.rssi(), name=self.cfg.get("name"))
+                             rssi=self.hal.rssi(), name=self.cfg.get("name"),
+                             units=payloads.units(self.sensors()))
 
     def state(self):
         return {"relays": dict(self.relays), "servo": self.servo,

@@ -39,10 +39,25 @@ def data(readings, seq, ts=None):
     return msg
 
 
+# The unit each of our sensors reports in (protocol info "units"); "" says "no unit":
+# the gas level is the MQ sensor's raw ADC reading.
+SENSOR_UNITS = {"temperature": "\u00b0C", "humidity": "%", "gas": ""}
+
+
+def units(sensors):
+    out = {}
+    for name in sensors:
+        if name in SENSOR_UNITS:
+            out[name] = SENSOR_UNITS[name]
+    return out
+
+
 def info(device_type, firmware, capabilities, interval, mac, ip=None, rssi=None,
-         name=None, extra=None):
+         name=None, extra=None, units=None):
     msg = {"protocol": PROTOCOL, "type": device_type, "firmware": firmware,
            "capabilities": capabilities, "interval": interval, "mac": mac}
+    if units:
+        msg["units"] = units
     if ip:
         msg["ip"] = ip
     if rssi is not None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from iotp.db.models import Device, DeviceEventRow
+from iotp.protocol.units import units_for
 from iotp.services.commands import known_capabilities
 
 
@@ -39,6 +40,9 @@ class DevicePublic(BaseModel):
     tags: list[str]
     metadata: dict[str, Any]
     reported_state: dict[str, Any] | None
+    units: dict[str, str] = Field(
+        description="metric -> unit: what the device declared over the known sensors' defaults"
+    )
 
     @classmethod
     def of(cls, d: Device) -> DevicePublic:
@@ -62,6 +66,7 @@ class DevicePublic(BaseModel):
             tags=d.tags or [],
             metadata=d.meta or {},
             reported_state=d.reported_state,
+            units=units_for(d.units),
         )
 
 
@@ -81,6 +86,7 @@ class DeviceUpdate(BaseModel):
 class LatestValue(BaseModel):
     value: float
     ts: datetime
+    unit: str | None = None
 
 
 class LatestPublic(BaseModel):
@@ -107,6 +113,9 @@ class TelemetryPublic(BaseModel):
     until: datetime
     bucket_seconds: float | None = Field(description="null: raw points; else the bucket width")
     series: dict[str, list[Point] | list[BucketPoint]]
+    units: dict[str, str] = Field(
+        default_factory=dict, description="unit of each series that has one"
+    )
 
 
 class DeviceEventPublic(BaseModel):

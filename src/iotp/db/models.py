@@ -49,6 +49,8 @@ class Device(Base):
     tags: Mapped[list[str]] = mapped_column(JsonType, default=list)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JsonType, default=dict)
     reported_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Units the device declared in its info (metric -> unit); None: it declared none.
+    units: Mapped[dict[str, str] | None] = mapped_column(JsonType)
     # Acknowledges commands: it sent info (the protocol's devices ack) or an ack.
     acks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 

@@ -14,6 +14,8 @@ from typing import Any, Literal, cast
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from iotp.protocol.units import MAX_UNIT_LENGTH
+
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_FIELDS = 64
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -144,6 +146,8 @@ class DeviceInfo(_Model):
     rssi: int | None = Field(default=None, ge=-200, le=50)
     interval: float | None = Field(default=None, gt=0, le=86400)
     name: str | None = Field(default=None, max_length=128)
+    # metric name -> unit ("°C"); "" says the metric has no unit
+    units: dict[str, str] = Field(default_factory=dict, max_length=MAX_FIELDS)
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -158,6 +162,16 @@ class DeviceInfo(_Model):
         for cap in value:
             if not 1 <= len(cap) <= 64:
                 raise ValueError("capability names are 1..64 characters")
+        return value
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, unit in value.items():
+            if NAME_RE.fullmatch(name) is None:
+                raise ValueError(f"unit of {name[:80]!r}: metric names match {NAME_RE.pattern}")
+            if len(unit) > MAX_UNIT_LENGTH:
+                raise ValueError(f"unit of {name!r} is over {MAX_UNIT_LENGTH} characters")
         return value
 
     @property

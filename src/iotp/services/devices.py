@@ -47,6 +47,8 @@ def info_fields(info: DeviceInfo) -> dict[str, Any]:
         fields["rssi"] = info.rssi
     if "interval" in sent:
         fields["report_interval"] = info.interval
+    if "units" in sent:
+        fields["units"] = dict(info.units)
     extra = info.extra
     if extra:
         fields["meta"] = extra
@@ -133,6 +135,7 @@ def _device_row(n: NewDevice) -> dict[str, Any]:
         "tags": [],
         "meta": {},
         "reported_state": None,
+        "units": None,
         "acks": False,
     }
     if info is not None:

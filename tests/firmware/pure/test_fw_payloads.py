@@ -56,6 +56,15 @@ def test_info_payload_matches_protocol():
     assert "name" not in payloads.info("t", "1", [], 2, "m")
 
 
+def test_info_declares_the_units_of_the_sensors_present():
+    units = payloads.units(["temperature", "humidity", "gas"])
+    assert units == {"temperature": "\u00b0C", "humidity": "%", "gas": ""}
+    assert payloads.units(["gas"]) == {"gas": ""}  # no DHT22: no climate units
+    info = payloads.info("esp32-env", "1.0.0", ["gas"], 2, "m", units=units)
+    assert jsonx.loads(payloads.encode(info))["units"]["temperature"] == "\u00b0C"
+    assert "units" not in payloads.info("t", "1", [], 2, "m")
+
+
 def test_acks_and_events():
     assert payloads.ack_ok("c", {"angle": 9}) == {"id": "c", "status": "ok", "result": {"angle": 9}}
     assert payloads.ack_ok("c")["result"] == {}

@@ -1688,6 +1688,13 @@ export interface components {
             reported_state: {
                 [key: string]: unknown;
             } | null;
+            /**
+             * Units
+             * @description metric -> unit: what the device declared over the known sensors' defaults
+             */
+            units: {
+                [key: string]: string;
+            };
         };
         /**
          * DeviceStatus
@@ -1863,6 +1870,8 @@ export interface components {
              * Format: date-time
              */
             ts: string;
+            /** Unit */
+            unit?: string | null;
         };
         /** MePublic */
         MePublic: {
@@ -2488,6 +2497,13 @@ export interface components {
             /** Series */
             series: {
                 [key: string]: components["schemas"]["Point"][] | components["schemas"]["BucketPoint"][];
+            };
+            /**
+             * Units
+             * @description unit of each series that has one
+             */
+            units?: {
+                [key: string]: string;
             };
         };
         /** TemplatePublic */

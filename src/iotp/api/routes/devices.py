@@ -27,6 +27,7 @@ from iotp.api.schemas import (
 from iotp.errors import NotFoundError
 from iotp.protocol.events import EventType
 from iotp.protocol.payloads import NAME_RE
+from iotp.protocol.units import units_for
 from iotp.services import devices as device_service
 from iotp.services import telemetry
 
@@ -61,8 +62,13 @@ def _parse_time(value: str | None, default: float, name: str) -> float:
 
 
 async def _device_or_404(session: SessionDep, device_id: str) -> None:
+    await _units_or_404(session, device_id)
+
+
+async def _units_or_404(session: SessionDep, device_id: str) -> dict[str, str]:
+    """The device's units (declared over the defaults); 404 for an unknown device."""
     try:
-        await device_service.get(session, device_id)
+        return units_for((await device_service.get(session, device_id)).units)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
@@ -129,11 +135,14 @@ async def delete_device(session: SessionDep, state: StateDep, device_id: str) ->
 
 @router.get("/{device_id}/latest", response_model=LatestPublic)
 async def latest(session: SessionDep, device_id: str) -> LatestPublic:
-    await _device_or_404(session, device_id)
+    units = await _units_or_404(session, device_id)
     values = await telemetry.latest_values(await session.connection(), device_id=device_id)
     return LatestPublic(
         device_id=device_id,
-        metrics={k: LatestValue(value=v["value"], ts=iso(v["ts"])) for k, v in values.items()},
+        metrics={
+            k: LatestValue(value=v["value"], ts=iso(v["ts"]), unit=units.get(k))
+            for k, v in values.items()
+        },
     )
 
 
@@ -156,7 +165,7 @@ async def history(
     ] = None,
     format_: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
 ) -> TelemetryPublic | Response:
-    await _device_or_404(session, device_id)
+    units = await _units_or_404(session, device_id)
     now = time.time()
     until_ts = _parse_time(until, now, "until")
     since_ts = _parse_time(since, until_ts - 3600, "since")
@@ -223,28 +232,35 @@ async def history(
                 for r in rows
             ]
     if format_ == "csv":
-        return _csv(device_id, raw, bucketed=bucket_s is not None)
+        return _csv(device_id, raw, units, bucketed=bucket_s is not None)
     return TelemetryPublic(
         device_id=device_id,
         since=iso(since_ts),
         until=iso(until_ts),
         bucket_seconds=bucket_s,
         series=series,
+        units={name: units[name] for name in names if name in units},
     )
 
 
 def _csv(
-    device_id: str, raw: dict[str, list[dict[str, float | int]]], *, bucketed: bool
+    device_id: str,
+    raw: dict[str, list[dict[str, float | int]]],
+    units: dict[str, str],
+    *,
+    bucketed: bool,
 ) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     cols = ["avg", "min", "max", "count"] if bucketed else ["value"]
-    writer.writerow(["device_id", "metric", "time", *cols])
+    # One row per point (long format), so the unit is a column: "" where there is none.
+    writer.writerow(["device_id", "metric", "unit", "time", *cols])
     for name, rows in raw.items():
+        unit = units.get(name, "")
         for r in rows:
             when = iso(float(r["ts"]))
             writer.writerow(
-                [device_id, name, when.isoformat() if when else "", *(r[c] for c in cols)]
+                [device_id, name, unit, when.isoformat() if when else "", *(r[c] for c in cols)]
             )
     return Response(
         out.getvalue(),

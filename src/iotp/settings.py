@@ -172,6 +172,16 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     mqtt_tls_port: int = Field(default=8883, ge=1, le=65535)
 
+    # ---- adapters for foreign firmware (docs/devices.md) -----------------------------
+    # The shipped mappings, each on unless turned off (IOTP_ADAPTERS_TASMOTA=false).
+    adapters_tasmota: bool = True
+    adapters_zigbee2mqtt: bool = True
+    adapters_shelly: bool = True
+    # A directory of mapping files (*.yaml, *.yml, *.json) read at start.
+    adapters_dir: Path | None = None
+    # How often workers pick up mappings added, changed or turned off through the API.
+    adapters_poll_seconds: float = Field(default=2.0, gt=0)
+
     # ---- automations, alerts, webhooks (docs/automations.md) ------------------------
     # Webhook targets on private, loopback or link-local addresses (SSRF guard): off.
     webhook_allow_private: bool = False

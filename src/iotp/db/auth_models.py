@@ -5,10 +5,12 @@ the same file; both share one ``Base``, so Alembic and the tests see every table
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from iotp.db.models import Base
+from iotp.db.models import Base, JsonType
 
 
 class User(Base):
@@ -63,6 +65,10 @@ class DeviceCredential(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(16))
     # provisioning requests refused because another secret held the id
     conflicts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A foreign client's account (migration 0015): its mapping, and the topics it may
+    # write and read ({"write": [...], "read": [...]}) instead of a device's own.
+    adapter: Mapped[str | None] = mapped_column(String(32))
+    acl: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
 
 class LoginFailure(Base):

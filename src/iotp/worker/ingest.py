@@ -136,6 +136,8 @@ class Ingestor:
         self.control: ControlPlane | None = None
         # Automations: the rule engine sees every telemetry message.
         self.rules: Automations | None = None
+        # Adapters: a command for a mapped device goes out in its firmware's form.
+        self.on_command: Callable[[str, bytes], Awaitable[None] | None] | None = None
         # With several workers only the presence owner records
         # presence transitions (see worker/leader.py); metrics see every stored batch.
         self.presence_owner = True
@@ -240,7 +242,9 @@ class Ingestor:
         try:
             device_id, kind = parse_topic(topic)
             if kind is Kind.COMMANDS:
-                return None  # the platform's own outbound topic: seen, not counted
+                # The platform's own outbound topic: seen, not counted; a mapped device's
+                # command is translated for its firmware (worker/adapters.py).
+                return self.on_command(device_id, payload) if self.on_command else None
             self.counters.received += 1
             if self.rate_limiter and not self.rate_limiter.allow(device_id, now):  # security:
                 self.reject(REJECT_RATE_LIMITED, topic, device_id)  # iotp/ratelimit.py

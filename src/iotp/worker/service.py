@@ -17,12 +17,13 @@ from iotp.db.models import ComponentStats, IngestCount
 from iotp.mqtt import MqttLink
 from iotp.protocol.control import control_root, control_subscription
 from iotp.protocol.events import EventPublisher, EventType, event_subscription
-from iotp.protocol.topics import Kind, inbound_subscription, subscription
+from iotp.protocol.topics import TOPIC_ROOT, Kind, inbound_subscription, subscription
 from iotp.services import devices as device_service
 from iotp.services import retention  # operations
 from iotp.services import stats as stats_service
 from iotp.settings import Settings
 from iotp.tasks import cancel_all
+from iotp.worker.adapters import AdapterHook
 from iotp.worker.amqp_source import AmqpSource
 from iotp.worker.automations import Automations
 from iotp.worker.control import ControlPlane
@@ -67,6 +68,7 @@ class Worker:
             client_id=settings.mqtt_client_id,
             subscriptions=[
                 *((topic, 1) for topic in inbound),
+                # Foreign firmware's topics (worker/adapters.py) come in below.
                 # Not shared: every worker must forget a device deleted through the API.
                 (event_subscription(events_prefix, EventType.DEVICE_DELETED), 1),
             ],
@@ -97,6 +99,20 @@ class Worker:
             control=self.control,
         )
         self.ingestor.rules = self.automations
+        # Foreign firmware (Tasmota, Zigbee2MQTT, Shelly, mappings of one's own): its
+        # topics are subscriptions of their own, dispatched after the platform's prefixes.
+        self.adapters = AdapterHook(
+            settings=settings,
+            ingestor=self.ingestor,
+            publish=self.link.publish,
+            subscribe=self.link.subscribe,
+            unsubscribe=self.link.unsubscribe,
+        )
+        self.ingestor.on_command = self.adapters.on_command
+        if self.source is None:
+            for topic in self.adapters.filters():
+                self.link.subscribe(topic)
+        self._device_prefix = f"{TOPIC_ROOT}/"
         self._control_prefix = control_root(events_prefix) + "/"
         self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"
         # One leader owns presence and maintenance (worker/leader.py).
@@ -121,12 +137,17 @@ class Worker:
         self, topic: str, payload: bytes, qos: int, retain: bool
     ) -> Awaitable[None] | None:
         # Synchronous on purpose: see MqttLink (telemetry returns its batch's future).
+        # The platform's own devices first: one prefix test, whatever mappings exist.
+        if topic.startswith(self._device_prefix):
+            return self.ingestor.handle(topic, payload)
         if topic.startswith(self._control_prefix):
             return self.control.on_control_message(topic, payload)
         if topic.startswith(self._deleted_prefix):
-            self.ingestor.forget(topic[len(self._deleted_prefix) :])
+            device_id = topic[len(self._deleted_prefix) :]
+            self.ingestor.forget(device_id)
+            self.adapters.forget(device_id)
             return None
-        return self.ingestor.handle(topic, payload)
+        return self.adapters.handle(topic, payload)
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         async with self.ingestor.sessions() as session:
@@ -135,6 +156,7 @@ class Worker:
             self.ingestor.counters.restore((row.data or {}) if row else {}, committed)
         self._last_stored = self.ingestor.counters.stored
         await self.ingestor.load()
+        await self.adapters.load()
         self._tasks = [
             asyncio.create_task(self.ingestor.batcher.run(), name="batcher"),
             asyncio.create_task(self.ingestor.run_jobs(), name="control-writer"),
@@ -145,6 +167,7 @@ class Worker:
             asyncio.create_task(self.automations.run(), name="automations"),  # automations
             asyncio.create_task(self.leadership.run(), name="leader"),  # operations
             asyncio.create_task(self._maintenance_loop(), name="maintenance"),  # operations
+            asyncio.create_task(self.adapters.run(), name="adapters"),
         ]
         if self.settings.metrics_port:  # operations: Prometheus
             self.metrics.serve(self.settings.metrics_host, self.settings.metrics_port)
@@ -271,6 +294,7 @@ class Worker:
             devices_tracked=len(self.ingestor.presence.devices),
             commands=self.control.snapshot(),
             automations=self.automations.snapshot(),
+            adapters=self.adapters.snapshot(),
             host=socket.gethostname(),
             pid=os.getpid(),
         )

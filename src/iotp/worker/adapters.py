@@ -1,0 +1,171 @@
+"""The worker's side of the adapters: foreign messages become the platform's own device
+messages and take the ordinary ingest path (validation, storage, presence, rules,
+command tracking); platform commands for mapped devices go out in the firmware's form.
+
+Foreign topics have subscriptions of their own and reach this hook only after the
+worker has checked its own prefixes, so the platform's devices pay nothing for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from iotp.adapters import AdapterEngine, Mapping, MappingError
+from iotp.db.models import Device
+from iotp.services import adapters as adapter_service
+from iotp.settings import Settings
+from iotp.worker.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], None]  # QoS 1 publish on the broker
+
+
+class AdapterHook:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        ingestor: Ingestor,
+        publish: Publish,
+        subscribe: Callable[[str], None],
+        unsubscribe: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.ingestor = ingestor
+        self.sessions: async_sessionmaker[AsyncSession] = ingestor.sessions
+        self._publish = publish
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self.engine = AdapterEngine(claimed=self._claimed)
+        self.counters: Counter[str] = Counter()
+        self._version: tuple[int, float] | None = None
+        self._active: dict[str, Mapping] = {}
+        for mapping in adapter_service.configured(settings):
+            self.engine.add(mapping)
+            self._active[mapping.name] = mapping
+
+    def _claimed(self, device_id: str) -> bool:
+        # Known to the ingest path, and not bound to a mapping (bindings are checked
+        # first): one of the platform's own devices.
+        return device_id in self.ingestor.known
+
+    def share(self, topic: str) -> str:
+        group = self.settings.mqtt_share_group
+        return f"$share/{group}/{topic}" if group else topic
+
+    def filters(self) -> list[str]:
+        return [self.share(t) for t in self.engine.subscriptions()]
+
+    # ---- mappings at run time ------------------------------------------------------------
+
+    def add(self, mapping: Mapping) -> None:
+        """Add or replace a mapping now (the Home Assistant discovery uses this too)."""
+        before = set(self.engine.subscriptions())
+        self.engine.add(mapping)
+        self._active[mapping.name] = mapping
+        after = set(self.engine.subscriptions())
+        for topic in sorted(after - before):
+            self._subscribe(self.share(topic))
+        for topic in sorted(before - after):
+            self._unsubscribe(self.share(topic))
+
+    def remove(self, name: str) -> None:
+        self._active.pop(name, None)
+        for topic in self.engine.remove(name):
+            self._unsubscribe(self.share(topic))
+
+    async def load(self) -> None:
+        """Bind the mapped devices registered before (their topics, for commands), and
+        take up the mappings saved through the API."""
+        async with self.sessions() as session:
+            rows = await session.execute(select(Device.id, Device.meta))
+            for device_id, meta in rows:
+                adapter = (meta or {}).get("adapter")
+                if isinstance(adapter, dict) and isinstance(adapter.get("mapping"), str):
+                    raw = adapter.get("vars")
+                    captured: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                    self.engine.bind(
+                        device_id, adapter["mapping"], {str(k): str(v) for k, v in captured.items()}
+                    )
+        await self.refresh()
+
+    async def refresh(self) -> bool:
+        async with self.sessions() as session:
+            version = await adapter_service.version(session)
+            if version == self._version:
+                return False
+            wanted = {m.name: m for m in await adapter_service.active(session, self.settings)}
+        self._version = version
+        for name in list(self._active):
+            if name not in wanted:
+                self.remove(name)
+                log.info("adapter mapping %s turned off", name)
+        for name, mapping in wanted.items():
+            if self._active.get(name) != mapping:
+                self.add(mapping)
+                log.info("adapter mapping %s in force", name)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.adapters_poll_seconds)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - keep the mappings we have
+                log.warning("reading adapter mappings failed: %s", exc)
+
+    # ---- messages ----------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> Awaitable[None] | None:
+        """A message on a foreign topic. Returns what the ingest path returned for the
+        messages it became (awaited before the PUBACK, as for the platform's own)."""
+        try:
+            translation = self.engine.translate(topic, payload, time.time())
+        except MappingError as exc:
+            self.ingestor.counters.received += 1
+            self.ingestor.reject(exc.reason, topic, str(exc))
+            return None
+        if translation.ignored:
+            self.counters["ignored"] += 1
+            return None
+        self.counters["translated"] += 1
+        pending = [
+            p
+            for p in (self.ingestor.handle(t, b) for t, b in translation.messages)
+            if p is not None
+        ]
+        if not pending:
+            return None
+        if len(pending) == 1:
+            return pending[0]
+        return _all(pending)
+
+    def on_command(self, device_id: str, payload: bytes) -> Awaitable[None] | None:
+        """The platform's command to a device (``devices/{id}/commands``): for a mapped
+        device, published in its firmware's form; refusals are acked at once."""
+        if self.engine.owner(device_id) is None:
+            return None
+        out, acks = self.engine.command(device_id, payload, time.time())
+        for topic, body in out:
+            self._publish(topic, body)
+            self.counters["commands"] += 1
+        pending = [p for p in (self.ingestor.handle(t, b) for t, b in acks) if p is not None]
+        return _all(pending) if pending else None
+
+    def forget(self, device_id: str) -> None:
+        self.engine.forget(device_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"mappings": sorted(self._active), **self.counters}
+
+
+async def _all(pending: list[Awaitable[None]]) -> None:
+    await asyncio.gather(*pending)

@@ -340,7 +340,7 @@ class AdapterEngine:
         if mapping.device_name:
             info["name"] = render(mapping.device_name, binding.values)[:128]
         if binding.units:
-            info["units"] = dict(sorted(binding.units.items()))
+            info["units"] = dict(sorted(binding.units.items())[:MAX_FIELDS])
         info.update(binding.details)
         encoded = orjson.dumps(info)
         if encoded == binding.info_sent:

@@ -1,4 +1,4 @@
-"""Mappings added through the API (migration 0015): the worker and the API read them
+"""Mappings added through the API (migration 0016): the worker and the API read them
 beside the shipped ones and the files of IOTP_ADAPTERS_DIR (iotp.adapters)."""
 
 from __future__ import annotations

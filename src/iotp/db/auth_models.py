@@ -65,7 +65,7 @@ class DeviceCredential(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(16))
     # provisioning requests refused because another secret held the id
     conflicts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # A foreign client's account (migration 0015): its mapping, and the topics it may
+    # A foreign client's account (migration 0016): its mapping, and the topics it may
     # write and read ({"write": [...], "read": [...]}) instead of a device's own.
     adapter: Mapped[str | None] = mapped_column(String(32))
     acl: Mapped[dict[str, Any] | None] = mapped_column(JsonType)

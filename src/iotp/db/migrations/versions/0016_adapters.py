@@ -1,8 +1,8 @@
 """adapters: mappings added through the API; foreign accounts' topic rules
 
-Revision ID: 0015
-Revises: 0014
-Create Date: 2026-12-02 17:10:00
+Revision ID: 0016
+Revises: 0015
+Create Date: 2026-12-02 17:40:00
 
 ``adapter_mappings`` holds mappings added at run time (the shipped ones live in the
 package). A device credential may belong to a foreign client (Tasmota, a Zigbee2MQTT
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0015"
-down_revision: str | None = "0014"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

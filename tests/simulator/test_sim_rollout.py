@@ -53,7 +53,6 @@ async def test_rollout_updates_simulated_fleet(tmp_path: Path) -> None:
         )
         assert r.status_code == 201, r.text
         rollout_id = r.json()["id"]
-        assert "sig=" in r.json()["download_url"]
 
         async def completed() -> Any:
             body = await stack.get(f"/api/rollouts/{rollout_id}")
@@ -67,7 +66,15 @@ async def test_rollout_updates_simulated_fleet(tmp_path: Path) -> None:
             return all(d["firmware_version"] == "1.1.0" for d in body["data"])
 
         await stack.wait_for(all_updated, timeout=15)
-        # Without the signature the download is refused.
-        plain = done["download_url"].split("?", 1)[0]
+        # Each device fetched the URL signed for it and its command; without a signature
+        # the download is refused, and a device's URL is spent once its command ended.
+        urls = []
+        for d in done["devices"]:
+            cmd = await stack.get(f"/api/commands/{d['command_id']}")
+            assert f"device={d['device_id']}" in cmd["params"]["url"]
+            urls.append(cmd["params"]["url"])
         async with httpx.AsyncClient() as anonymous:
-            assert (await anonymous.get(plain)).status_code == 401
+            assert (await anonymous.get(done["download_url"])).status_code == 401
+            spent = await anonymous.get(urls[0])
+            assert spent.status_code == 403
+            assert "ended" in spent.json()["detail"]

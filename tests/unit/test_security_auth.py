@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from amqtt.contexts import Action
@@ -67,15 +68,28 @@ def test_tokens_expire_and_carry_type() -> None:
 
 
 def test_signed_paths() -> None:
-    url = auth.sign_path("/api/firmware/3/download", key=STRONG, ttl_seconds=60, now=1000)
-    path, query = url.split("?")
-    params = dict(p.split("=") for p in query.split("&"))
-    ok = auth.verify_signed_path(path, params["exp"], params["sig"], key=STRONG, now=1030)
-    assert ok
-    assert not auth.verify_signed_path(path, params["exp"], params["sig"], key=STRONG, now=1061)
-    other = "/api/firmware/4/download"
-    assert not auth.verify_signed_path(other, params["exp"], params["sig"], key=STRONG, now=1030)
-    assert not auth.verify_signed_path(path, "9999", params["sig"], key=STRONG, now=1030)
+    path = "/api/firmware/3/download"
+    url = auth.sign_path(path, key=STRONG, device_id="A1", command_id="c-1", expires_at=1060)
+    signed_path, query = url.split("?")
+    assert signed_path == path
+    params = dict(parse_qsl(query))
+    grant = auth.verify_signed_path(path, params, key=STRONG, now=1030)
+    assert grant == auth.DownloadGrant("A1", "c-1", 1060)
+    refused = [
+        (path, params, 1061, "expired"),
+        ("/api/firmware/4/download", params, 1030, "does not match"),
+        (path, {**params, "exp": "9999"}, 1030, "does not match"),
+        (path, {**params, "device": "B2"}, 1030, "does not match"),  # another device
+        (path, {**params, "command": "c-2"}, 1030, "does not match"),
+        (path, {k: v for k, v in params.items() if k != "device"}, 1030, "needs device"),
+        (path, {**params, "exp": "-1"}, 1030, "epoch seconds"),
+        (path, {**params, "sig": "é" * 64}, 1030, "does not match"),
+    ]
+    for p, q, now, reason in refused:
+        with pytest.raises(auth.AuthError, match=reason):
+            auth.verify_signed_path(p, q, key=STRONG, now=now)
+    with pytest.raises(auth.AuthError, match="does not match"):
+        auth.verify_signed_path(path, params, key="another-key" * 4, now=1030)
 
 
 @pytest.mark.parametrize(

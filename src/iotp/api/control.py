@@ -233,7 +233,10 @@ class RolloutPublic(BaseModel):
     version: str
     sha256: str
     size: int
-    download_url: str
+    download_url: str = Field(
+        description="the bundle's URL; each device's ota command carries it signed for that "
+        "device and command, valid while the command is open"
+    )
     status: str
     selector: dict[str, Any]
     rate_per_minute: float

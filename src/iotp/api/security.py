@@ -6,8 +6,9 @@ route, including routes added later in any router, needs a token unless its path
 viewer, changes an operator, and user, API-key and device-credential management an
 admin. A route may declare its own role with ``openapi_extra={ROLE_KEY: "admin"}``
 (or ``"public"``; the authorization matrix test then asks for the allow-list to be
-updated on purpose). A GET with a valid ``exp`` + ``sig`` (services.auth.sign_path)
-needs no token: that is how devices download OTA bundles.
+updated on purpose). A GET with a valid signature (services.auth.sign_path) needs no
+token while the ota command it was made for is open: that is how devices download OTA
+bundles.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from iotp.errors import ConfigurationError, InvalidRequestError, NotFoundError
+from iotp.services import firmware as firmware_service
 from iotp.services import users as user_service
 from iotp.services.auth import (
     AuthError,
@@ -354,6 +356,22 @@ def _deny(conn: HTTPConnection, code: int, detail: str) -> Exception:
     return HTTPException(code, detail, headers=headers)
 
 
+async def _check_signed(conn: HTTPConnection, path: str) -> None:
+    """A signed URL (services.auth.sign_path) stands in for a token: 403 with the
+    reason when it is forged, for another path, expired or its command has ended."""
+    from iotp.api.state import ApiState
+
+    sec: SecurityContext = conn.app.state.security
+    api: ApiState = conn.app.state.iotp
+    try:
+        grant = verify_signed_path(path, conn.query_params, key=sec.secret_key)
+        async with api.sessions() as session:
+            await firmware_service.check_download_grant(session, grant)
+    except AuthError as exc:
+        log.info("signed URL for %s refused: %s", path, exc)
+        raise _deny(conn, status.HTTP_403_FORBIDDEN, f"signed URL refused: {exc}") from None
+
+
 async def authorize(conn: HTTPConnection) -> Principal | None:
     """The app-wide dependency: authenticate, then check the route's role."""
     method = "WEBSOCKET" if conn.scope["type"] == "websocket" else conn.scope["method"]
@@ -363,11 +381,8 @@ async def authorize(conn: HTTPConnection) -> Principal | None:
     if needed is None:
         return None
     if method == "GET" and "sig" in conn.query_params:
-        sec: SecurityContext = conn.app.state.security
-        q = conn.query_params
-        if verify_signed_path(path, q.get("exp"), q.get("sig"), key=sec.secret_key):
-            return None  # a signed URL (OTA downloads by devices): this path only, until exp
-        raise _deny(conn, status.HTTP_401_UNAUTHORIZED, "invalid or expired signature")
+        await _check_signed(conn, path)
+        return None  # a device's OTA download: this path, while its command is open
     token = _token_from(conn)
     if token is None:
         raise _deny(conn, status.HTTP_401_UNAUTHORIZED, "not authenticated")

@@ -149,11 +149,18 @@ class _SetConfig(TypedDict):
 SetConfig = Annotated[_SetConfig, _some("at least one config key"), AfterValidator(_config_keys)]
 
 
+OTA_URL_MAX = 512
+
+
 class Ota(TypedDict):
     __pydantic_config__ = FORBID  # type: ignore[misc]
     url: Annotated[
         str,
-        Field(pattern=HTTP_URL, max_length=512, description="an http:// or https:// URL (<= 512)"),
+        Field(
+            pattern=HTTP_URL,
+            max_length=OTA_URL_MAX,
+            description=f"an http:// or https:// URL (<= {OTA_URL_MAX})",
+        ),
     ]
     sha256: Annotated[
         str,
@@ -168,6 +175,10 @@ class Ota(TypedDict):
         Annotated[int | None, Field(strict=True, gt=0, description="a positive integer")]
     ]
     allow_downgrade: NotRequired[Bool]
+
+
+# The ``stage`` of an ``ota`` command's progress acks, in order (docs/protocol.md).
+OTA_STAGES = ("downloading", "verifying", "installing", "rebooting")
 
 
 class _Webhook(TypedDict):

@@ -7,13 +7,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import jwt
 from pwdlib import PasswordHash
@@ -247,28 +250,53 @@ def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
 
 
 # ---- signed URLs: devices fetch OTA bundles without an API token -------------------
+# A signed URL names the device and the command it was made for, so it cannot be used
+# for another device (the signature covers both) and the server can refuse it once that
+# command has ended (services.firmware.check_download_grant), well before ``exp``.
 
 
-def _url_signature(path: str, expires: int, key: str) -> str:
-    msg = f"GET {path} {expires}".encode()
+@dataclass(frozen=True, slots=True)
+class DownloadGrant:
+    """What a valid signed URL allows: one GET of its path, for this device's command."""
+
+    device_id: str
+    command_id: str
+    expires: int
+
+
+def _url_signature(path: str, device_id: str, command_id: str, expires: int, key: str) -> str:
+    # Newlines separate the fields: none of them may contain one (ids are checked
+    # at creation; the path comes from the router).
+    msg = f"GET {path}\ndevice={device_id}\ncommand={command_id}\nexp={expires}".encode()
     return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def sign_path(path: str, *, key: str, ttl_seconds: float, now: float | None = None) -> str:
-    """``path?exp=...&sig=...``: a GET of exactly this path is allowed without a token
-    until ``exp`` (the key is resolve_secret_key(settings))."""
-    expires = int((time.time() if now is None else now) + ttl_seconds)
-    return f"{path}?exp={expires}&sig={_url_signature(path, expires, key)}"
+def sign_path(path: str, *, key: str, device_id: str, command_id: str, expires_at: float) -> str:
+    """``path?device=..&command=..&exp=..&sig=..``: a GET of exactly this path, without
+    a token, for this device's command, until ``exp`` (the key is
+    resolve_secret_key(settings))."""
+    expires = math.ceil(expires_at)
+    sig = _url_signature(path, device_id, command_id, expires, key)
+    query = urlencode({"device": device_id, "command": command_id, "exp": expires, "sig": sig})
+    return f"{path}?{query}"
 
 
 def verify_signed_path(
-    path: str, exp: str | None, sig: str | None, *, key: str, now: float | None = None
-) -> bool:
-    if not exp or not sig or not exp.isdigit():
-        return False
+    path: str, query: Mapping[str, str], *, key: str, now: float | None = None
+) -> DownloadGrant:
+    """The grant of a signed URL; AuthError saying why it is refused otherwise."""
+    device_id, command_id = query.get("device"), query.get("command")
+    exp, sig = query.get("exp"), query.get("sig")
+    if not device_id or not command_id or not exp or not sig:
+        raise AuthError("a signed URL needs device, command, exp and sig")
+    if not exp.isdigit() or len(exp) > 12:
+        raise AuthError("exp must be epoch seconds")
+    expected = _url_signature(path, device_id, command_id, int(exp), key)
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
+        raise AuthError("the signature does not match this path, device and command")
     if int(exp) < (time.time() if now is None else now):
-        return False
-    return hmac.compare_digest(sig, _url_signature(path, int(exp), key))
+        raise AuthError("the signed URL has expired")
+    return DownloadGrant(device_id, command_id, int(exp))
 
 
 # ---- API keys -----------------------------------------------------------------------

@@ -13,20 +13,27 @@ import re
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from iotp.db.models import FirmwareRow, RolloutRow
+from iotp.db.models import CommandRow, FirmwareRow, RolloutRow
 from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.protocol.commands import OTA_STAGES, OTA_URL_MAX
 from iotp.services import manifest, signing
-from iotp.services.commands import ConflictError
+from iotp.services.auth import AuthError, DownloadGrant, sign_path
+from iotp.services.commands import ConflictError, is_terminal
 from iotp.services.manifest import BundleFormatError, public_bytes
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 ACTIVE_ROLLOUT = ("running", "paused")
+# A platform bundle's download path, at the end of a URL's path (a proxy may add a prefix).
+DOWNLOAD_PATH = re.compile(r"/api/firmware/\d+/download$")
+# Progress stages a device reports once it holds the whole bundle: its URL is spent.
+AFTER_DOWNLOAD = frozenset(OTA_STAGES[1:])
 
 
 def firmware_dir(data_dir: Path) -> Path:
@@ -157,3 +164,62 @@ async def delete(session: AsyncSession, *, data_dir: Path, firmware_id: int) -> 
     await session.flush()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+# ---- per-device download URLs ----------------------------------------------------------
+
+
+def download_path(firmware_id: int) -> str:
+    return f"/api/firmware/{firmware_id}/download"
+
+
+def url_expiry(row: CommandRow) -> float:
+    """The latest a command can still be open: sent at the end of its queue life
+    (``expires_at``), then given its ack ``timeout``."""
+    return row.expires_at + row.timeout
+
+
+def sign_ota_url(row: CommandRow, *, key: str) -> bool:
+    """Sign an ``ota`` command's ``url`` for its device and this command, when it names
+    a bundle of this platform (its download path, no query); other URLs stay as given.
+    The row must have its id and deadlines, and not be committed yet. True if signed;
+    InvalidRequestError when the signed URL would be longer than devices accept."""
+    url = row.params.get("url") if row.command == "ota" else None
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    found = DOWNLOAD_PATH.search(parts.path)
+    if found is None or parts.query or parts.fragment:
+        return False
+    signed = sign_path(
+        found.group(0),
+        key=key,
+        device_id=row.device_id,
+        command_id=row.id,
+        expires_at=url_expiry(row),
+    )
+    full = urlunsplit((parts.scheme, parts.netloc, parts.path[: found.start()], "", "")) + signed
+    if len(full) > OTA_URL_MAX:
+        raise InvalidRequestError(
+            f"url is too long to carry its signature (at most {OTA_URL_MAX} characters signed)"
+        )
+    row.params = {**row.params, "url": full}
+    return True
+
+
+async def check_download_grant(
+    session: AsyncSession, grant: DownloadGrant, *, now: float | None = None
+) -> None:
+    """A signed URL is good only while its command is open and its device has not yet
+    got the bundle; AuthError with the reason otherwise."""
+    now = time.time() if now is None else now
+    row = await session.get(CommandRow, grant.command_id)
+    if row is None or row.device_id != grant.device_id or row.command != "ota":
+        raise AuthError("no such ota command for this device")
+    if is_terminal(row.status):
+        raise AuthError(f"the ota command has ended ({row.status})")
+    if row.deadline is not None and now > row.deadline:
+        raise AuthError("the ota command's deadline has passed")
+    stage = (row.progress or {}).get("stage")
+    if stage in AFTER_DOWNLOAD:
+        raise AuthError(f"the device has downloaded the bundle already (stage {stage})")

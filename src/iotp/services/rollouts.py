@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -122,10 +121,6 @@ def starts_due(*, now: float, next_start_at: float, rate_per_minute: float) -> t
 # ---- API side ------------------------------------------------------------------------
 
 
-def _unsigned(path: str) -> str:
-    return path
-
-
 async def create(
     session: AsyncSession,
     *,
@@ -135,15 +130,14 @@ async def create(
     failure_threshold: float,
     device_timeout: float,
     download_base: str,
-    sign: Callable[[str], str] | None = None,
     allow_unsigned: bool = False,
     allow_downgrade: bool = False,
     now: float | None = None,
 ) -> RolloutRow:
-    """``sign`` turns the download path into one a device may fetch without a user token
-    (services.auth.sign_path). An unsigned bundle is refused unless ``allow_unsigned``
-    (the caller checks that an admin asked); ``allow_downgrade`` lets devices install a
-    version older than the one they run."""
+    """``download_base`` is where devices reach the API; each device's ``ota`` command
+    gets its own signed URL when it starts (:func:`advance`). An unsigned bundle is
+    refused unless ``allow_unsigned`` (the caller checks that an admin asked);
+    ``allow_downgrade`` lets devices install a version older than the one they run."""
     now = time.time() if now is None else now
     if not 0 < rate_per_minute <= 100_000:
         raise InvalidRequestError("rate_per_minute must be > 0 and <= 100000")
@@ -181,8 +175,7 @@ async def create(
         version=fw.version,
         sha256=fw.sha256,
         size=fw.size,
-        download_url=download_base.rstrip("/")
-        + (sign or _unsigned)(f"/api/firmware/{fw.id}/download"),
+        download_url=download_base.rstrip("/") + firmware_service.download_path(fw.id),
         status=RolloutStatus.RUNNING.value,
         selector=selector.as_dict(),
         rate_per_minute=float(rate_per_minute),
@@ -368,10 +361,12 @@ async def track(session: AsyncSession, *, now: float) -> set[int]:
     return changed
 
 
-async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
+async def advance(session: AsyncSession, *, now: float, key: str) -> list[CommandRow]:
     """For every running rollout: pause on the failure threshold, start the devices
     whose slot has come (online ones; offline ones wait), complete when all are done.
-    Returns the ota commands queued (the caller commits, then dispatches them)."""
+    Each ``ota`` command carries a download URL signed with ``key`` for its device and
+    itself (services.firmware.sign_ota_url). Returns the ota commands queued (the caller
+    commits, then dispatches them)."""
     queued: list[CommandRow] = []
     active = (
         await session.scalars(
@@ -443,7 +438,8 @@ async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
                 device_id=rd.device_id,
                 command="ota",
                 params={
-                    "url": rollout.download_url,
+                    # Rollouts created before per-device URLs stored a signed one.
+                    "url": rollout.download_url.split("?", 1)[0],
                     "sha256": rollout.sha256,
                     "version": rollout.version,
                     "size": rollout.size,
@@ -455,6 +451,7 @@ async def advance(session: AsyncSession, *, now: float) -> list[CommandRow]:
                 source="rollout",
                 rollout_id=rollout.id,
             )
+            firmware_service.sign_ota_url(row, key=key)
             session.add(row)
             rd.command_id = row.id
             queued.append(row)
@@ -474,7 +471,7 @@ def to_dict(row: RolloutRow, device_counts: dict[str, int]) -> dict[str, Any]:
         "version": row.version,
         "sha256": row.sha256,
         "size": row.size,
-        "download_url": row.download_url,
+        "download_url": row.download_url.split("?", 1)[0],
         "status": row.status,
         "selector": row.selector,
         "rate_per_minute": row.rate_per_minute,

@@ -78,9 +78,11 @@ class ControlPlane:
         self._publish_event = publish_event
         self.counters: Counter[str] = Counter()
         self.owner = f"worker:{settings.mqtt_client_id}"
+        # The install's key: seals secret parameters, signs rollout devices' download URLs.
+        self._secret_key = resolve_secret_key(settings)
         self.sender = Sender(
             sessions=sessions,
-            box=SecretBox(resolve_secret_key(settings)),
+            box=SecretBox(self._secret_key),
             owner=self.owner,
             publish_confirmed=publish_confirmed,
             publish_event=publish_event,
@@ -328,7 +330,7 @@ class ControlPlane:
             try:
                 async with self.sessions.begin() as session:
                     await rollout_service.track(session, now=now)
-                    queued = await rollout_service.advance(session, now=now)
+                    queued = await rollout_service.advance(session, now=now, key=self._secret_key)
             except Exception:
                 log.exception("rollout step failed; retrying")
                 queued = []

@@ -464,7 +464,12 @@ export interface paths {
         /** Device Commands */
         get: operations["device_commands_api_devices__device_id__commands_get"];
         put?: never;
-        /** Send Command */
+        /**
+         * Send Command
+         * @description An ``ota`` whose ``url`` is this platform's ``/api/firmware/{id}/download`` (no
+         *     query) is sent with that URL signed for this device and command: the device needs
+         *     no token, and the URL is refused once the command has ended.
+         */
         post: operations["send_command_api_devices__device_id__commands_post"];
         delete?: never;
         options?: never;
@@ -2128,7 +2133,10 @@ export interface components {
             sha256: string;
             /** Size */
             size: number;
-            /** Download Url */
+            /**
+             * Download Url
+             * @description the bundle's URL; each device's ota command carries it signed for that device and command, valid while the command is open
+             */
             download_url: string;
             /** Status */
             status: string;

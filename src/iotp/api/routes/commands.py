@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from iotp.api.control import (
     WAIT_GRACE_SECONDS,
@@ -31,6 +31,7 @@ from iotp.protocol.control import ControlRequest
 from iotp.protocol.events import CommandStatus
 from iotp.services import commands as command_service
 from iotp.services import devices as device_service
+from iotp.services import firmware as firmware_service
 from iotp.services import groups
 from iotp.services import stats as stats_service
 from iotp.services.auth import Role
@@ -53,8 +54,12 @@ async def send_command(
     device_id: str,
     body: CommandCreate,
     principal: CurrentPrincipal,
+    http: Request,
     wait: WaitQuery = False,
 ) -> CommandPublic:
+    """An ``ota`` whose ``url`` is this platform's ``/api/firmware/{id}/download`` (no
+    query) is sent with that URL signed for this device and command: the device needs
+    no token, and the URL is refused once the command has ended."""
     hidden = secrets.secret_keys(body.params or {})
     if hidden and not principal.role.allows(Role.ADMIN):
         raise HTTPException(
@@ -72,6 +77,7 @@ async def send_command(
             box=state.command_sender.box,
             source="user" if principal.kind == "user" else "api",
         )
+        firmware_service.sign_ota_url(row, key=http.app.state.security.secret_key)
     await session.commit()
     data = command_service.to_dict(row)
     futures = state.command_waiters.watch({row.id: data}) if wait else {}

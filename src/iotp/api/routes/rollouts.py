@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -20,7 +19,7 @@ from iotp.api.security import CurrentPrincipal
 from iotp.db.models import RolloutRow
 from iotp.protocol.control import ControlRequest
 from iotp.services import rollouts as rollout_service
-from iotp.services.auth import Role, sign_path
+from iotp.services.auth import Role
 from iotp.services.rollouts import DeviceStatus
 
 router = APIRouter(prefix="/api/rollouts", tags=["rollouts"])
@@ -39,10 +38,6 @@ async def _public(
         devices = await rollout_service.devices_of(session, row.id, status=device_status)
         out.devices = [RolloutDevicePublic.of(d) for d in devices]
     return out
-
-
-# A rollout can wait for offline devices for a long time.
-ROLLOUT_URL_TTL_SECONDS = 90 * 86400
 
 
 @router.post("", response_model=RolloutPublic, status_code=status.HTTP_201_CREATED)
@@ -64,13 +59,8 @@ async def create_rollout(
             rate_per_minute=body.rate_per_minute,
             failure_threshold=body.failure_threshold,
             device_timeout=body.timeout,
+            # Each device's ota command gets this URL signed for it when it starts.
             download_base=body.base_url or str(http.base_url),
-            # Devices have no user token: the URL itself grants this one download.
-            sign=partial(
-                sign_path,
-                key=http.app.state.security.secret_key,
-                ttl_seconds=ROLLOUT_URL_TTL_SECONDS,
-            ),
             allow_unsigned=body.allow_unsigned,
             allow_downgrade=body.allow_downgrade,
         )

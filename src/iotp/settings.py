@@ -194,6 +194,14 @@ class Settings(BaseSettings):
     # Signed timestamps older than this are refused by receivers (documented default).
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
+    # ---- Home Assistant (docs/devices.md#home-assistant) -----------------------------
+    # Announce the platform's devices to Home Assistant (retained discovery configs), take
+    # its commands, and register devices that announce themselves with its discovery.
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_-]+$")
+    # The platform's own topics for Home Assistant: availability and command topics.
+    homeassistant_topic_root: str = Field(default="iotp-ha", pattern=r"^[A-Za-z0-9_-]+$")
+
     @field_validator("log_level")
     @classmethod
     def _upper(cls, value: str) -> str:
@@ -265,6 +273,12 @@ class Settings(BaseSettings):
         """Derived from secret_key, so every process that shares the key agrees on it."""
         key = self.secret_key.get_secret_value().encode()
         return hmac.new(key, f"iotp-mqtt-{role}".encode(), hashlib.sha256).hexdigest()
+
+    def homeassistant_mqtt_password(self) -> str:
+        """Home Assistant's broker account (``homeassistant``), derived like the
+        platform's own (``iotp homeassistant credentials`` shows it)."""
+        key = self.secret_key.get_secret_value().encode()
+        return hmac.new(key, b"iotp-mqtt-homeassistant", hashlib.sha256).hexdigest()
 
     def mqtt_service_accounts(self) -> dict[str, str]:
         """Every platform account: username -> password."""

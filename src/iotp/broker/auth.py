@@ -10,6 +10,8 @@ Accounts (the same rules are generated for Mosquitto in iotp.broker.mosquitto):
   must be one of its own topics too (amqtt sends wills without a topic check).
 - provisioning: username ``provision`` with the fleet secret; client id = the node id
   asking; only ``provision/{id}/request`` and ``provision/{id}/response``.
+- Home Assistant (with ``homeassistant_discovery``): username ``homeassistant``, password
+  derived from the secret key; the topics of iotp.homeassistant.publish.account_acl.
 
 Credential changes (revocation, rotation) are polled from the database every
 ``credentials_poll_seconds``; sessions whose credentials went away are disconnected.
@@ -34,10 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.db.auth_models import DeviceCredential
+from iotp.homeassistant.publish import Topics, account_allows
 from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind
 from iotp.services import credentials as cred_service
 from iotp.services.auth import verify_mqtt_secret
-from iotp.services.credentials import RESERVED_USERNAMES, CredentialStatus
+from iotp.services.credentials import HOMEASSISTANT_USER, RESERVED_USERNAMES, CredentialStatus
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,26 +50,40 @@ class AccountKind(Enum):
     SERVICE = "service"
     DEVICE = "device"
     PROVISION = "provision"
+    HOMEASSISTANT = "homeassistant"
 
 
-def account_kind(username: str | None, service_users: Collection[str]) -> AccountKind | None:
+def account_kind(
+    username: str | None, service_users: Collection[str], homeassistant: bool = False
+) -> AccountKind | None:
     if not username:
         return None
     if username in service_users:
         return AccountKind.SERVICE
     if username == PROVISION_USER:
         return AccountKind.PROVISION
+    if username == HOMEASSISTANT_USER:
+        return AccountKind.HOMEASSISTANT if homeassistant else None
     if DEVICE_ID_RE.fullmatch(username) and username not in RESERVED_USERNAMES:
         return AccountKind.DEVICE
     return None
 
 
 def topic_allowed(
-    kind: AccountKind, username: str, client_id: str, topic: str, action: Action
+    kind: AccountKind,
+    username: str,
+    client_id: str,
+    topic: str,
+    action: Action,
+    ha_topics: Topics | None = None,
 ) -> bool:
     """The ACL, as one pure function (tests/unit/test_security_acl.py)."""
     if kind is AccountKind.SERVICE:
         return True
+    if kind is AccountKind.HOMEASSISTANT:
+        return ha_topics is not None and account_allows(
+            ha_topics, topic, write=action is Action.PUBLISH
+        )
     if kind is AccountKind.PROVISION:
         if DEVICE_ID_RE.fullmatch(client_id) is None:
             return False
@@ -102,6 +119,8 @@ class DeviceAuthority:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.service_accounts = settings.mqtt_service_accounts()
         self.fleet_secret = settings.provisioning_secret.get_secret_value()
+        self.homeassistant = settings.homeassistant_discovery
+        self.ha_topics = Topics(settings.homeassistant_prefix, settings.homeassistant_topic_root)
         self.broker: Any = None  # amqtt Broker, set by EmbeddedBroker
         self._logins: dict[str, _Login] = {}  # client id -> what it logged in with
         self._version: tuple[int, float] | None = None
@@ -115,11 +134,14 @@ class DeviceAuthority:
         username = session.username
         password = session.password or ""
         client_id = session.client_id or ""
-        kind = account_kind(username, self.service_accounts)
+        kind = account_kind(username, self.service_accounts, self.homeassistant)
         ok = False
         secret_hash: str | None = None
         if kind is AccountKind.SERVICE:
             expected = self.service_accounts[username or ""]
+            ok = hmac.compare_digest(password.encode(), expected.encode())
+        elif kind is AccountKind.HOMEASSISTANT:
+            expected = self.settings.homeassistant_mqtt_password()
             ok = hmac.compare_digest(password.encode(), expected.encode())
         elif kind is AccountKind.PROVISION:
             ok = (
@@ -135,7 +157,9 @@ class DeviceAuthority:
             secret_hash = await self._approved_hash(client_id)
             ok = secret_hash is not None and verify_mqtt_secret(password, secret_hash)
         if ok and kind is not None and session.will_flag and session.will_topic:
-            ok = topic_allowed(kind, username or "", client_id, session.will_topic, Action.PUBLISH)
+            ok = topic_allowed(
+                kind, username or "", client_id, session.will_topic, Action.PUBLISH, self.ha_topics
+            )
         if not ok:
             self.refused += 1
             log.info("MQTT login refused: client %r user %r", client_id[:64], (username or "")[:64])
@@ -166,10 +190,12 @@ class DeviceAuthority:
     def allowed(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
         if session is None or topic is None or action is None:
             return False
-        kind = account_kind(session.username, self.service_accounts)
+        kind = account_kind(session.username, self.service_accounts, self.homeassistant)
         if kind is None:
             return False
-        return topic_allowed(kind, session.username or "", session.client_id or "", topic, action)
+        return topic_allowed(
+            kind, session.username or "", session.client_id or "", topic, action, self.ha_topics
+        )
 
     # ---- revocation ---------------------------------------------------------------------
 
@@ -213,7 +239,7 @@ class DeviceAuthority:
                 else:
                     self._version = None  # look again at the next poll
                 continue
-            kind = account_kind(login.username, self.service_accounts)
+            kind = account_kind(login.username, self.service_accounts, self.homeassistant)
             if kind is AccountKind.DEVICE:
                 stale = snap.approved.get(login.username) != login.secret_hash
             else:

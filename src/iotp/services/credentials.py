@@ -35,8 +35,11 @@ from iotp.services import alerts as alert_service
 from iotp.services.auth import generate_secret, hash_mqtt_secret, verify_mqtt_secret
 
 MIN_DEVICE_SECRET_LENGTH = 16
-# MQTT usernames that are never device ids: provisioning and the platform's services.
-RESERVED_USERNAMES = frozenset({"provision", "iotp"})
+# Home Assistant's broker account (settings.homeassistant_discovery).
+HOMEASSISTANT_USER = "homeassistant"
+# MQTT usernames that are never device ids: provisioning, the platform's services and
+# Home Assistant.
+RESERVED_USERNAMES = frozenset({"provision", "iotp", HOMEASSISTANT_USER})
 MAX_DEVICE_SECRET_LENGTH = 256
 # Bursts of the provisioner's token buckets (their rates are settings): a device asks
 # again every few seconds while it waits, a fleet switched on together asks at once.

@@ -22,6 +22,10 @@ from iotp.services.auth import (
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 ADMIN_USERNAME = "admin"
+# Users the platform creates for its integrations: Home Assistant's commands are made as
+# this operator (iotp.homeassistant), so an admin can demote or disable it like anyone.
+HOMEASSISTANT_USER = "homeassistant"
+SERVICE_USERS = (HOMEASSISTANT_USER,)
 
 
 class ConflictError(InvalidRequestError):
@@ -132,7 +136,9 @@ async def authenticate(
 async def ensure_admin(session: AsyncSession, *, password: str) -> str | None:
     """First start: create `admin` if there are no users at all. Returns the password
     when it was generated here (to be shown once), else None."""
-    if await session.scalar(select(func.count()).select_from(User)):
+    # Service accounts (made by the platform itself, never signed in with) do not count.
+    people = select(func.count()).select_from(User).where(User.username.not_in(SERVICE_USERS))
+    if await session.scalar(people):
         return None
     generated = None
     if not password:

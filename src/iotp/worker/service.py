@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from iotp.db.models import ComponentStats, IngestCount
+from iotp.homeassistant.bridge import HomeAssistantBridge
 from iotp.mqtt import MqttLink
 from iotp.protocol.control import control_root, control_subscription
 from iotp.protocol.events import EventPublisher, EventType, event_subscription
@@ -113,6 +114,16 @@ class Worker:
             for topic in self.adapters.filters():
                 self.link.subscribe(topic)
         self._device_prefix = f"{TOPIC_ROOT}/"
+        # Home Assistant discovery, both ways (iotp.homeassistant): a link of its own.
+        self.homeassistant: HomeAssistantBridge | None = None
+        if settings.homeassistant_discovery:
+            self.homeassistant = HomeAssistantBridge(
+                settings=settings,
+                sessions=self.ingestor.sessions,
+                url=url,
+                publish_event=self._publish_event,
+                kick=self.control.kick,
+            )
         self._control_prefix = control_root(events_prefix) + "/"
         self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"
         # One leader owns presence and maintenance (worker/leader.py).
@@ -174,6 +185,8 @@ class Worker:
         await self.link.connect(stop)
         if self.source is not None:
             await self.source.connect(stop)
+        if self.homeassistant is not None:
+            await self.homeassistant.start(stop)
         self.ready.set()
         log.info(
             "worker %s takes device messages from %s",
@@ -195,6 +208,8 @@ class Worker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ingestor.drain(), 10)
         await asyncio.sleep(0)  # let the PUBACK callbacks of the last batch run
+        if self.homeassistant is not None:
+            await self.homeassistant.stop()
         if self.source is not None:
             await self.source.close()
         await self.link.close()
@@ -298,6 +313,8 @@ class Worker:
             host=socket.gethostname(),
             pid=os.getpid(),
         )
+        if self.homeassistant is not None:
+            data["homeassistant"] = self.homeassistant.snapshot()
         return data
 
     async def _flush_stats(self) -> None:

@@ -1,0 +1,319 @@
+"""Home Assistant discovery, both ways, through the real broker.
+
+- Our devices announced to Home Assistant: a simulated device (the real firmware) on a
+  provisioned stack (secure mode: the device logs in with credentials an admin issued;
+  Home Assistant with its own broker account and ACL).
+- A device announcing itself by Home Assistant discovery: open mode on purpose (a foreign
+  firmware has no platform credentials; docs/devices.md says what secure mode needs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from iotp.homeassistant import abbreviations
+from iotp.simulator import Fleet
+from tests.support import OPEN, PROVISIONED, MqttTestClient, Stack, run_stack
+from tests.unit.test_homeassistant_discovery import check_config
+
+pytestmark = pytest.mark.mosquitto
+KIND = "embedded-sqlite"  # the supervised Mosquitto, as `iotp serve` runs it
+
+
+class Retained:
+    """What a Home Assistant client sees under a topic filter, latest per topic."""
+
+    def __init__(self, client: MqttTestClient) -> None:
+        self.client = client
+        self.latest: dict[str, bytes] = {}
+        self.history: list[tuple[str, bytes]] = []
+
+    async def until(self, probe: Any, timeout: float = 20.0) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = probe(self)
+            if result:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"not seen in {timeout}s; latest: {sorted(self.latest)}")
+            with contextlib.suppress(TimeoutError):
+                topic, payload = await asyncio.wait_for(self.client.messages.get(), remaining)
+                self.latest[topic] = payload
+                self.history.append((topic, payload))
+
+
+@contextlib.asynccontextmanager
+async def simulated(stack: Stack, node: str, secret: str) -> AsyncIterator[Fleet]:
+    fleet = Fleet(
+        devices=1,
+        broker_url=stack.mqtt_url,
+        interval=0.5,
+        seed=21,
+        gas_events_per_hour=0,
+        credentials={node: secret},
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(fleet.run(stop=stop))
+    try:
+        yield fleet
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def our_configs(seen: Retained, node: str) -> dict[str, dict[str, Any]]:
+    return {
+        t: orjson.loads(p)
+        for t, p in seen.latest.items()
+        if t.endswith("/config") and f"/{node}/" in t and p
+    }
+
+
+async def test_our_device_in_home_assistant_and_its_commands(tmp_path: Path) -> None:
+    async with run_stack(KIND, tmp_path, mode=PROVISIONED, homeassistant_discovery=True) as stack:
+        node = Fleet(devices=1, broker_url=stack.mqtt_url, seed=21).devices[0].node_id
+        issued = (await stack.http.post(f"/api/credentials/{node}")).json()
+        ha_login = ("homeassistant", stack.settings.homeassistant_mqtt_password())
+        # The broker reads the new accounts every credentials_poll_seconds.
+        ha = await stack.wait_for(lambda: _connect(stack, ha_login), timeout=15, interval=0.2)
+        stack.cleanup.append(ha.close)
+        await ha.subscribe("homeassistant/#")
+        await ha.subscribe(f"iotp-ha/{node}/availability")
+        await ha.subscribe(f"devices/{node}/state")
+        seen = Retained(ha)
+        async with simulated(stack, node, issued["password"]):
+            expected = {
+                f"homeassistant/{c}/{node}/{o}/config"
+                for c, o in [
+                    ("sensor", "temperature"),
+                    ("sensor", "humidity"),
+                    ("sensor", "gas"),
+                    ("switch", "relay_light"),
+                    ("switch", "relay_fan"),
+                    ("number", "servo"),
+                    ("button", "reboot"),
+                ]
+            }
+            configs = await seen.until(
+                lambda s: (c := our_configs(s, node)) and expected <= set(c) and c
+            )
+            for topic in expected:  # each as the documentation requires
+                check_config(topic, configs[topic])
+            await seen.until(lambda s: s.latest.get(f"iotp-ha/{node}/availability") == b"online")
+            light = abbreviations.expand(configs[f"homeassistant/switch/{node}/relay_light/config"])
+
+            # Home Assistant switches the light: a command of ours, sent, acked, kept.
+            ha.publish(light["command_topic"], "ON")
+            command = await stack.wait_for(lambda: _command(stack, node, "relay", "acked"))
+            assert command["source"] == "homeassistant"
+            assert command["params"] == {"name": "light", "state": "on"}
+            assert command["result"] == {"name": "light", "state": True}
+            await seen.until(
+                lambda s: (
+                    orjson.loads(s.latest.get(f"devices/{node}/state", b"{}"))
+                    .get("relays", {})
+                    .get("light")
+                    is True
+                )
+            )
+            ha.publish(f"iotp-ha/{node}/servo/set", "120")
+            servo = await stack.wait_for(lambda: _command(stack, node, "servo", "acked"))
+            assert servo["result"] == {"angle": 120}
+
+            # Bad input from Home Assistant: counted and logged, no command.
+            bridge = stack.worker.homeassistant
+            assert bridge is not None
+            before = bridge.counters["rejected_command"]
+            ha.publish(light["command_topic"], "DIM")
+            ha.publish(f"iotp-ha/{node}/servo/set", "999")  # the command's own range check
+            ha.publish("iotp-ha/NOSUCHDEVICE/servo/set", "10")
+            await stack.wait_for(lambda: _counter(bridge, "rejected_command", before + 3))
+            history = (await stack.get(f"/api/devices/{node}/commands"))["data"]
+            assert len(history) == 2
+
+            # The attack: Home Assistant's account writing the device's command topic
+            # directly, or posing as the device. The broker drops both.
+            ha.publish(
+                f"devices/{node}/commands",
+                orjson.dumps({"id": "forged", "command": "relay", "params": {}}),
+            )
+            ha.publish(f"devices/{node}/data", orjson.dumps({"temperature": -99}))
+            ha.publish(f"homeassistant/switch/{node}/relay_light/config", b"")
+            ha.publish(light["command_topic"], "OFF")  # a marker after the forged ones
+            await stack.wait_for(lambda: _command(stack, node, "relay", "acked", count=2))
+            latest = await stack.get(f"/api/devices/{node}/latest")
+            assert latest["metrics"]["temperature"]["value"] != -99
+            # the device never saw the forged command (it would have answered its id)
+            assert stack.worker.control.counters["acks_unknown"] == 0
+            assert seen.latest[f"homeassistant/switch/{node}/relay_light/config"] != b""
+            assert stack.worker.ingestor.counters.stored > 0  # ingest kept counting
+
+            # Renamed: every config names the device anew.
+            r = await stack.http.patch(f"/api/devices/{node}", json={"name": "Greenhouse"})
+            assert r.status_code == 200, r.text
+            await seen.until(
+                lambda s: (
+                    all(c["dev"]["name"] == "Greenhouse" for c in our_configs(s, node).values())
+                    and expected <= set(our_configs(s, node))
+                )
+            )
+        # Deleted (after the device stopped, or it would register again): every config
+        # is cleared with an empty retained payload.
+        await stack.wait_for(lambda: _status(stack, node, "offline"), timeout=20)
+        await seen.until(lambda s: s.latest.get(f"iotp-ha/{node}/availability") == b"offline")
+        r = await stack.http.delete(f"/api/devices/{node}")
+        assert r.status_code == 204
+        await seen.until(lambda s: all(s.latest.get(t) == b"" for t in expected))
+        late = await MqttTestClient(stack.mqtt_url, "ha-late", credentials=ha_login).connect()
+        stack.cleanup.append(late.close)
+        await late.subscribe(f"homeassistant/+/{node}/+/config")
+        assert late.messages.empty()  # nothing retained is left
+
+
+async def _connect(stack: Stack, login: tuple[str, str]) -> MqttTestClient | None:
+    client = MqttTestClient(stack.mqtt_url, "home-assistant", credentials=login)
+    try:
+        return await client.connect()
+    except Exception:
+        await client.close()
+        return None
+
+
+async def _command(
+    stack: Stack, node: str, command: str, status: str, count: int = 1
+) -> dict[str, Any] | None:
+    rows = (await stack.get(f"/api/devices/{node}/commands", source="homeassistant"))["data"]
+    done = [c for c in rows if c["command"] == command and c["status"] == status]
+    return done[0] if len(done) >= count else None
+
+
+async def _counter(bridge: Any, name: str, value: int) -> bool:
+    return bool(bridge.counters[name] >= value)
+
+
+async def _status(stack: Stack, node: str, status: str) -> bool:
+    r = await stack.http.get(f"/api/devices/{node}")
+    return r.status_code == 200 and r.json()["status"] == status
+
+
+# ---- a device that announces itself ---------------------------------------------------
+
+PLUG = "kitchenplug"
+
+
+def plug_configs() -> dict[str, dict[str, Any]]:
+    """What an ESPHome-style plug announces (abbreviated, with a base topic)."""
+    device = {"ids": ["esp-a1b2c3"], "name": "Kitchen plug", "mdl": "plug-v2", "sw": "2024.6.1"}
+    common = {"avty_t": f"{PLUG}/status", "dev": device}
+    return {
+        f"homeassistant/sensor/{PLUG}/power/config": {
+            "name": "Power",
+            "uniq_id": f"{PLUG}_power",
+            "stat_t": f"{PLUG}/sensor/power/state",
+            "unit_of_meas": "W",
+            "dev_cla": "power",
+            **common,
+        },
+        f"homeassistant/sensor/{PLUG}/env/config": {
+            "name": "Temperature",
+            "uniq_id": f"{PLUG}_env",
+            "stat_t": f"{PLUG}/sensor/env",
+            "val_tpl": "{{ value_json.temperature }}",
+            **common,
+        },
+        f"homeassistant/switch/{PLUG}/relay/config": {
+            "~": f"{PLUG}/switch/relay",
+            "name": "Relay",
+            "uniq_id": f"{PLUG}_relay",
+            "cmd_t": "~/command",
+            "stat_t": "~/state",
+            **common,
+        },
+        f"homeassistant/button/{PLUG}/restart/config": {
+            "name": "Restart",
+            "uniq_id": f"{PLUG}_restart",
+            "cmd_t": f"{PLUG}/button/restart/command",
+            "dev_cla": "restart",
+            **common,
+        },
+    }
+
+
+async def test_a_device_announcing_itself_appears_and_takes_commands(tmp_path: Path) -> None:
+    async with run_stack(KIND, tmp_path, mode=OPEN, homeassistant_discovery=True) as stack:
+        plug = await stack.device(PLUG)
+        await plug.subscribe(f"{PLUG}/+/+/command")
+        plug.publish(f"{PLUG}/status", "online", retain=True)
+        for topic, config in plug_configs().items():
+            plug.publish(topic, orjson.dumps(config), retain=True)
+        plug.publish(f"{PLUG}/switch/relay/state", "OFF", retain=True)
+        # an unusable config on the way: counted, the rest goes on
+        plug.publish(f"homeassistant/light/{PLUG}/lamp/config", b'{"cmd_t": "x"}', retain=True)
+
+        async def registered() -> dict[str, Any] | None:
+            r = await stack.http.get(f"/api/devices/{PLUG}")
+            body: dict[str, Any] = r.json()
+            caps = {"power", "env", "relay:relay", "cmd:restart"}
+            return body if r.status_code == 200 and set(body["capabilities"]) == caps else None
+
+        device = await stack.wait_for(registered, timeout=15)
+        assert device["name"] == "Kitchen plug"
+        assert device["type"] == "homeassistant"
+        assert device["firmware_version"] == "2024.6.1"
+        await stack.wait_for(lambda: _status(stack, PLUG, "online"))
+
+        # readings on its state topics become metrics
+        plug.publish(f"{PLUG}/sensor/power/state", "12.5")
+        plug.publish(f"{PLUG}/sensor/env", orjson.dumps({"temperature": 21.25}))
+
+        async def readings() -> bool:
+            metrics = (await stack.get(f"/api/devices/{PLUG}/latest"))["metrics"]
+            return metrics.get("power", {}).get("value") == 12.5 and (
+                metrics.get("env", {}).get("value") == 21.25
+            )
+
+        await stack.wait_for(readings)
+
+        # a platform command reaches it on its own command topic and is acknowledged
+        r = await stack.http.post(
+            f"/api/devices/{PLUG}/commands?wait=true",
+            json={"command": "relay", "params": {"name": "relay", "state": "on"}},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "acked"
+        assert r.json()["result"] == {"name": "relay", "state": True}
+        topic, payload = await asyncio.wait_for(plug.messages.get(), 10)
+        assert (topic, payload) == (f"{PLUG}/switch/relay/command", b"ON")
+        r = await stack.http.post(
+            f"/api/devices/{PLUG}/commands?wait=true",
+            json={"command": "custom", "params": {"name": "restart"}},
+        )
+        assert r.json()["status"] == "acked", r.text
+        topic, payload = await asyncio.wait_for(plug.messages.get(), 10)
+        assert (topic, payload) == (f"{PLUG}/button/restart/command", b"PRESS")
+
+        # its switch state, as the device reports it, is the relay's reported state
+        plug.publish(f"{PLUG}/switch/relay/state", "ON", retain=True)
+
+        async def relay_on() -> bool:
+            state = (await stack.get(f"/api/devices/{PLUG}")).get("reported_state") or {}
+            return bool(state.get("relays", {}).get("relay") is True)
+
+        await stack.wait_for(relay_on)
+        bridge = stack.worker.homeassistant
+        assert bridge is not None
+        assert bridge.counters["rejected_config"] >= 1
+
+        # its availability is its presence
+        plug.publish(f"{PLUG}/status", "offline", retain=True)
+        await stack.wait_for(lambda: _status(stack, PLUG, "offline"))
+        # the platform announces nothing for it: it announces itself
+        assert not [t for t in bridge._ours if t == PLUG]

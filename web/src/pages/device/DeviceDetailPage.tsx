@@ -146,7 +146,7 @@ export default function DeviceDetailPage() {
         activeKey={url.tab}
         onChange={(tab) => setUrl({ tab })}
         items={[
-          { key: "live", label: "Live", children: <LiveTab deviceId={id} /> },
+          { key: "live", label: "Live", children: <LiveTab deviceId={id} units={device.units} /> },
           { key: "history", label: "History", children: <HistoryTab deviceId={id} /> },
           ...(control
             ? [
@@ -177,7 +177,7 @@ export default function DeviceDetailPage() {
   );
 }
 
-function LiveTab({ deviceId }: { deviceId: string }) {
+function LiveTab({ deviceId, units }: { deviceId: string; units: Record<string, string> }) {
   const [seed, setSeed] = useState<LiveSeries | null>(null);
   useEffect(() => {
     const until = Date.now() / 1000;
@@ -197,7 +197,7 @@ function LiveTab({ deviceId }: { deviceId: string }) {
       .catch(() => setSeed({}));
   }, [deviceId]);
   if (!seed) return <Skeleton active />;
-  return <LiveCharts deviceId={deviceId} seed={seed} />;
+  return <LiveCharts deviceId={deviceId} seed={seed} units={units} />;
 }
 
 function HistoryTab({ deviceId }: { deviceId: string }) {
@@ -211,6 +211,7 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
   const setRange = (r: RangeKey) => setUrl({ range: r });
   const setCustom = (v: [Dayjs, Dayjs] | null) => setUrl({ from: v ? String(v[0].valueOf()) : null, to: v ? String(v[1].valueOf()) : null });
   const [data, setData] = useState<Record<string, BandPoint[]> | null>(null);
+  const [units, setUnits] = useState<Record<string, string>>({});
   const metric = url.metric || null;
   const setMetric = useCallback(
     (next: string | null | ((m: string | null) => string | null)) =>
@@ -241,6 +242,7 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
       .then((t) => {
         const out: Record<string, BandPoint[]> = {};
         for (const [name, points] of Object.entries(t.series)) out[name] = toBand(points);
+        setUnits(t.units ?? {});
         setData(out);
         setError(null);
         setMetric((m) => (m && m in out ? m : (Object.keys(out).sort()[0] ?? null)));
@@ -272,7 +274,7 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
           style={{ minWidth: 140 }}
           value={metric}
           onChange={setMetric}
-          options={names.map((n) => ({ value: n, label: n }))}
+          options={names.map((n) => ({ value: n, label: units[n] ? `${n} (${units[n]})` : n }))}
         />
         {bounds && <CsvButton deviceId={deviceId} since={bounds[0]} until={bounds[1]} />}
       </Space>
@@ -280,7 +282,7 @@ function HistoryTab({ deviceId }: { deviceId: string }) {
       {!bounds && !error && <Alert type="info" showIcon message="Choose a start and an end to see this range." data-testid="custom-empty" />}
       {bounds && !data && !error && <Skeleton active />}
       {data && metric && bounds && (
-        <HistoryChart data={data[metric] ?? []} name={metric} fromMs={bounds[0] * 1000} toMs={bounds[1] * 1000} />
+        <HistoryChart data={data[metric] ?? []} name={metric} unit={units[metric]} fromMs={bounds[0] * 1000} toMs={bounds[1] * 1000} />
       )}
       {data && !metric && <Empty description="No data in this range" />}
     </Card>

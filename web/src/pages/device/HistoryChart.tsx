@@ -3,6 +3,7 @@ import { useMemo } from "react";
 import { Area, CartesianGrid, ComposedChart, Line, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { formatDateTime, timeAxis } from "../../api/time";
 import { useChartTheme } from "../../theme";
+import { formatReading } from "./LiveCharts";
 
 export interface BandPoint {
   t: number;
@@ -70,6 +71,7 @@ export function HistoryChart({
       data-first-t={data[0]?.t ?? ""}
       data-from={fromMs}
       data-to={toMs}
+      data-unit={unit}
     >
       <ResponsiveContainer width="100%" height="100%">
         <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 0, left: -8 }}>
@@ -84,10 +86,17 @@ export function HistoryChart({
             tickFormatter={axis.format}
             {...chart.axis}
           />
-          <YAxis domain={["auto", "auto"]} width={56} unit={unit ? ` ${unit}` : undefined} {...chart.axis} />
+          <YAxis
+            domain={["auto", "auto"]}
+            width={64}
+            tickFormatter={(v: number) => `${Number(v.toPrecision(4))}${unit ? ` ${unit}` : ""}`}
+            {...chart.axis}
+          />
           <Tooltip
             labelFormatter={(t) => formatDateTime(Number(t))}
-            formatter={(v: unknown) => (Array.isArray(v) ? v.map((x) => `${x}${unit ? ` ${unit}` : ""}`).join(" – ") : `${String(v)}${unit ? ` ${unit}` : ""}`)}
+            formatter={(v: unknown) =>
+              Array.isArray(v) ? v.map((x) => formatReading(Number(x), unit)).join(" – ") : formatReading(Number(v), unit)
+            }
             {...chart.tooltip}
           />
           <Area dataKey="range" name={`${name} min–max`} stroke="none" fill={chart.line} fillOpacity={0.2} isAnimationActive={false} />

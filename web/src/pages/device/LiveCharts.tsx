@@ -30,13 +30,22 @@ export function appendSample(series: LiveSeries, tsSeconds: number, metrics: Rec
   return next;
 }
 
+/** A reading as the device reported it (no padding to two decimals), at most two. */
+export function formatReading(v: number, unit?: string): string {
+  const text = String(Number(v.toFixed(2)));
+  return unit ? `${text} ${unit}` : text;
+}
+
 export function LiveCharts({
   deviceId,
   seed,
+  units = {},
   onSample,
 }: {
   deviceId: string;
   seed: LiveSeries;
+  /** metric -> unit (the device's declared units over the known defaults) */
+  units?: Record<string, string>;
   onSample?: (metrics: Record<string, number>, ts: number) => void;
 }) {
   const buffer = useRef<LiveSeries>(seed);
@@ -67,10 +76,16 @@ export function LiveCharts({
       {names.map((name) => {
         const points = series[name]!;
         const last = points[points.length - 1];
+        const unit = units[name];
         return (
           <Col xs={24} md={12} xl={8} key={name}>
             <Card size="small" data-testid={`live-chart-${name}`} data-points={points.length} data-last-t={last?.t ?? ""}>
-              <Statistic title={name} value={last?.v ?? "—"} precision={2} />
+              <Statistic
+                title={name}
+                value={last ? formatReading(last.v) : "—"}
+                suffix={last && unit ? unit : undefined}
+                data-testid={`live-value-${name}`}
+              />
               <div style={{ height: 140 }}>
                 <ResponsiveContainer width="100%" height="100%">
                   <LineChart data={points} margin={{ top: 8, right: 8, bottom: 0, left: -16 }}>
@@ -83,8 +98,17 @@ export function LiveCharts({
                       minTickGap={40}
                       {...chart.axis}
                     />
-                    <YAxis domain={["auto", "auto"]} width={56} tickFormatter={(v: number) => String(Number(v.toPrecision(4)))} {...chart.axis} />
-                    <Tooltip labelFormatter={(t) => formatClock(Number(t))} {...chart.tooltip} />
+                    <YAxis
+                      domain={["auto", "auto"]}
+                      width={64}
+                      tickFormatter={(v: number) => `${Number(v.toPrecision(4))}${unit ? ` ${unit}` : ""}`}
+                      {...chart.axis}
+                    />
+                    <Tooltip
+                      labelFormatter={(t) => formatClock(Number(t))}
+                      formatter={(v: unknown) => formatReading(Number(v), unit)}
+                      {...chart.tooltip}
+                    />
                     <Line type="monotone" dataKey="v" name={name} stroke={chart.line} dot={false} isAnimationActive={false} strokeWidth={2} />
                   </LineChart>
                 </ResponsiveContainer>

@@ -55,7 +55,9 @@ async def test_units_on_values_axes_and_history(e2e_stack: Stack, browser: Any) 
     await ticks.first.wait_for(timeout=TIMEOUT_MS)
     assert all(t.endswith("°C") for t in await ticks.all_text_contents())
     gas = page.get_by_test_id("live-value-gas")
-    assert "°" not in await gas.inner_text() and "%" not in await gas.inner_text()
+    gas_text = await gas.inner_text()
+    assert "°" not in gas_text
+    assert "%" not in gas_text
     humidity_ticks = page.get_by_test_id("live-chart-humidity").locator(
         ".recharts-yAxis-tick-labels .recharts-cartesian-axis-tick-value"
     )

@@ -81,6 +81,7 @@ async def test_units_on_values_axes_and_history(e2e_stack: Stack, browser: Any) 
     history_ticks = chart.locator(".recharts-yAxis-tick-labels .recharts-cartesian-axis-tick-value")
     await history_ticks.first.wait_for(timeout=TIMEOUT_MS)
     texts = await history_ticks.all_text_contents()
-    assert texts and all(t.endswith("°C") for t in texts), texts
+    assert texts
+    assert all(t.endswith("°C") for t in texts), texts
     await screenshot(page, "device-history-units")
     assert not page.errors, page.errors

@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp import logs
 from iotp.cli_firmware import firmware_app
-from iotp.cli_security import load_settings, mosquitto_app, rabbitmq_app, user_app, with_session
+from iotp.cli_security import (
+    homeassistant_app,
+    load_settings,
+    mosquitto_app,
+    rabbitmq_app,
+    user_app,
+    with_session,
+)
 from iotp.errors import ConfigurationError
 from iotp.settings import Settings
 
@@ -25,6 +32,7 @@ app.add_typer(user_app, name="user")  # security
 app.add_typer(mosquitto_app, name="mosquitto")  # security
 app.add_typer(rabbitmq_app, name="rabbitmq")  # operations: RabbitMQ device accounts
 app.add_typer(firmware_app, name="firmware")
+app.add_typer(homeassistant_app, name="homeassistant")
 
 
 def _settings(data_dir: Path | None = None, open_mode: bool = False) -> Settings:

@@ -219,3 +219,26 @@ def rabbitmq_sync(
             await engine.dispose()
 
     asyncio.run(go())
+
+
+homeassistant_app = typer.Typer(no_args_is_help=True, help="Home Assistant discovery.")
+
+
+@homeassistant_app.command("credentials")
+def homeassistant_credentials() -> None:
+    """The broker account Home Assistant's MQTT integration logs in with (secure mode,
+    IOTP_HOMEASSISTANT_DISCOVERY=true): its password is derived from the secret key."""
+    from iotp.services.auth import ensure_secrets
+    from iotp.services.credentials import HOMEASSISTANT_USER
+
+    settings = load_settings()
+    ensure_secrets(settings)
+    if not settings.homeassistant_discovery:
+        typer.secho(
+            "note: IOTP_HOMEASSISTANT_DISCOVERY is not true: the broker has no such account",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.echo(f"username: {HOMEASSISTANT_USER}")
+    typer.echo(f"password: {settings.homeassistant_mqtt_password()}")
+    typer.echo(f"discovery prefix: {settings.homeassistant_prefix}")

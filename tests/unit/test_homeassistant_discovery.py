@@ -347,3 +347,18 @@ def test_platform_commands_become_foreign_payloads() -> None:
 )
 def test_home_assistant_account_acl(topic: str, write: bool, allowed: bool) -> None:
     assert publish.account_allows(TOPICS, topic, write=write) is allowed
+
+
+def test_a_unit_the_device_declares_wins_over_the_class() -> None:
+    declared = DeviceView(
+        **{**REFERENCE.__dict__, "units": (("temperature", "°C"), ("humidity", "g/m³"))}
+    )
+    configs = publish.configs(declared, TOPICS, "0.1.0")
+    node = REFERENCE.id
+    temperature = configs[f"homeassistant/sensor/{node}/temperature/config"]
+    humidity = configs[f"homeassistant/sensor/{node}/humidity/config"]
+    assert (temperature["dev_cla"], temperature["unit_of_meas"]) == ("temperature", "°C")
+    assert "dev_cla" not in humidity
+    assert humidity["unit_of_meas"] == "g/m³"
+    for topic, config in configs.items():
+        check_config(topic, config)

@@ -54,6 +54,7 @@ WATCHED_EVENTS = (
 
 def view(device: Device) -> DeviceView:
     mac = (device.meta or {}).get("mac")
+    units = tuple(sorted((k, v) for k, v in (device.units or {}).items() if isinstance(v, str)))
     return DeviceView(
         id=device.id,
         name=device.name,
@@ -61,6 +62,7 @@ def view(device: Device) -> DeviceView:
         firmware=device.firmware_version,
         capabilities=tuple(device.capabilities or ()),
         mac=mac if isinstance(mac, str) else None,
+        units=units,
     )
 
 

@@ -61,6 +61,7 @@ class DeviceView:
     firmware: str | None
     capabilities: tuple[str, ...]
     mac: str | None = None
+    units: tuple[tuple[str, str], ...] = ()  # what the device declares per metric
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,11 @@ def configs(device: DeviceView, topics: Topics, version: str) -> dict[str, dict[
         elif ":" not in cap and cap not in NOT_SENSORS:
             obj = object_id(cap)
             device_class, unit = SENSOR_CLASSES.get(cap, (None, None))
+            declared = dict(device.units).get(cap)
+            if declared is not None and declared != unit:
+                # Home Assistant refuses a device class with a unit it does not list for
+                # it: the device's own unit wins, without a class.
+                device_class, unit = None, declared or None
             fields: dict[str, Any] = {
                 "stat_t": data,
                 "val_tpl": _template(f"value_json[{cap!r}]"),

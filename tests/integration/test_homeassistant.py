@@ -257,6 +257,10 @@ async def test_a_device_announcing_itself_appears_and_takes_commands(tmp_path: P
         plug.publish(f"{PLUG}/switch/relay/state", "OFF", retain=True)
         # an unusable config on the way: counted, the rest goes on
         plug.publish(f"homeassistant/light/{PLUG}/lamp/config", b'{"cmd_t": "x"}', retain=True)
+        # Tasmota announces itself to Home Assistant as well: its topics are the Tasmota
+        # adapter's, so its device is the adapter's and not registered a second time.
+        tasmota = {"name": "Power", "stat_t": "tele/plug7/STATE", "cmd_t": "cmnd/plug7/POWER"}
+        plug.publish("homeassistant/switch/plug7/power/config", orjson.dumps(tasmota))
 
         async def registered() -> dict[str, Any] | None:
             r = await stack.http.get(f"/api/devices/{PLUG}")
@@ -311,6 +315,9 @@ async def test_a_device_announcing_itself_appears_and_takes_commands(tmp_path: P
         bridge = stack.worker.homeassistant
         assert bridge is not None
         assert bridge.counters["rejected_config"] >= 1
+        assert bridge.counters["left_to_adapter"] == 1
+        assert "plug7" not in bridge.foreign
+        assert (await stack.http.get("/api/devices/plug7")).status_code == 404
 
         # its availability is its presence
         plug.publish(f"{PLUG}/status", "offline", retain=True)

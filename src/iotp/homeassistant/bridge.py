@@ -81,12 +81,16 @@ class HomeAssistantBridge:
         url: MqttUrl,
         publish_event: PublishEvent,
         kick: Callable[[Iterable[str]], None],
+        adapter_filters: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.topics = Topics(settings.homeassistant_prefix, settings.homeassistant_topic_root)
         self._publish_event = publish_event
         self._kick = kick
+        # The topic filters the adapters map (iotp.adapters): firmware they know (Tasmota
+        # announces itself to Home Assistant too) is theirs, not registered twice.
+        self._adapter_filters = adapter_filters
         self.counters: Counter[str] = Counter()
         events = settings.events_topic_prefix
         self._events_prefix = events + "/"
@@ -352,6 +356,11 @@ class HomeAssistantBridge:
             self._reject("config", topic, str(exc))
             return
         entity = found.entity
+        mapped = self._adapter_topic(entity)
+        if mapped is not None:
+            self.counters["left_to_adapter"] += 1
+            log.info("Home Assistant bridge: %s is mapped by an adapter (%s)", topic[:200], mapped)
+            return
         known = self._ours.get(entity.device_id)
         if known:
             self._reject("config", topic, f"{entity.device_id} is one of the platform's devices")
@@ -381,6 +390,15 @@ class HomeAssistantBridge:
             )
         self.counters["foreign_entities"] += 1
         self._schedule_info(entity.device_id)
+
+    def _adapter_topic(self, entity: consume.Entity) -> str | None:
+        """The entity's topic an adapter maps, if any."""
+        filters = list(self._adapter_filters())
+        topics = [entity.state_topic, entity.command_topic, *(a[0] for a in entity.availability)]
+        for topic in topics:
+            if topic and any(publish.covers(f, topic) for f in filters):
+                return topic
+        return None
 
     def _route_to(self, routes: dict[str, list[Any]], topic: str, item: Any) -> None:
         targets = routes.setdefault(topic, [])

@@ -123,6 +123,7 @@ class Worker:
                 url=url,
                 publish_event=self._publish_event,
                 kick=self.control.kick,
+                adapter_filters=self.adapters.engine.subscriptions,
             )
         self._control_prefix = control_root(events_prefix) + "/"
         self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"

@@ -18,6 +18,7 @@ from starlette.types import Scope
 from iotp import __version__
 from iotp.api import security
 from iotp.api.routes import (
+    adapters,
     alerts,
     apikeys,
     auth,
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(devices.router)
     app.include_router(info.router)
+    app.include_router(adapters.router)
     app.include_router(metrics_routes.router)  # operations: Prometheus /metrics
     for control_router in (commands, shadow, firmware, rollouts, groups):  # device control
         app.include_router(control_router.router)

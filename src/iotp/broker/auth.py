@@ -99,6 +99,32 @@ def topic_allowed(
     return topic == own + Kind.COMMANDS.value
 
 
+def filter_covers(allowed: str, topic: str) -> bool:
+    """Whether the topic (or a subscription's filter, its wildcards taken as text) lies
+    within the ``allowed`` filter."""
+    want = allowed.split("/")
+    have = topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have):
+            return False
+        if level != "+" and level != have[i]:
+            return False
+        if level == "+" and have[i] == "#":
+            return False
+    return len(have) == len(want)
+
+
+def foreign_allowed(acl: dict[str, list[str]], topic: str, action: Action) -> bool:
+    """A foreign client's account (iotp.services.adapters): only its mapping's topics."""
+    root = topic.split("/", 1)[0]
+    if root in (TOPIC_ROOT, PROVISION_ROOT, "iotp") or root.startswith("$"):
+        return False
+    rules = acl.get("write" if action is Action.PUBLISH else "read", [])
+    return any(filter_covers(rule, topic) for rule in rules)
+
+
 # A login is authenticated before its session is set up and connected (that takes a
 # few awaits); the revocation watch keeps it this long before it counts as gone.
 LOGIN_SETUP_SECONDS = 10.0
@@ -123,6 +149,8 @@ class DeviceAuthority:
         self.ha_topics = Topics(settings.homeassistant_prefix, settings.homeassistant_topic_root)
         self.broker: Any = None  # amqtt Broker, set by EmbeddedBroker
         self._logins: dict[str, _Login] = {}  # client id -> what it logged in with
+        # Foreign clients' topic rules (username -> {"write", "read"}), from the database.
+        self.foreign: dict[str, dict[str, list[str]]] = {}
         self._version: tuple[int, float] | None = None
         self._task: asyncio.Task[None] | None = None
         self.refused = 0
@@ -157,8 +185,8 @@ class DeviceAuthority:
             secret_hash = await self._approved_hash(client_id)
             ok = secret_hash is not None and verify_mqtt_secret(password, secret_hash)
         if ok and kind is not None and session.will_flag and session.will_topic:
-            ok = topic_allowed(
-                kind, username or "", client_id, session.will_topic, Action.PUBLISH, self.ha_topics
+            ok = self._topic_allowed(
+                kind, username or "", client_id, session.will_topic, Action.PUBLISH
             )
         if not ok:
             self.refused += 1
@@ -193,9 +221,16 @@ class DeviceAuthority:
         kind = account_kind(session.username, self.service_accounts, self.homeassistant)
         if kind is None:
             return False
-        return topic_allowed(
-            kind, session.username or "", session.client_id or "", topic, action, self.ha_topics
+        return self._topic_allowed(
+            kind, session.username or "", session.client_id or "", topic, action
         )
+
+    def _topic_allowed(
+        self, kind: AccountKind, username: str, client_id: str, topic: str, action: Action
+    ) -> bool:
+        if kind is AccountKind.DEVICE and username in self.foreign:
+            return foreign_allowed(self.foreign[username], topic, action)
+        return topic_allowed(kind, username, client_id, topic, action, self.ha_topics)
 
     # ---- revocation ---------------------------------------------------------------------
 
@@ -229,6 +264,7 @@ class DeviceAuthority:
                 return 0
             snap = await cred_service.snapshot(s)
         self._version = version
+        self.foreign = snap.foreign
         sessions: dict[str, Any] = getattr(self.broker, "_sessions", {}) if self.broker else {}
         kicked = 0
         for client_id, login in list(self._logins.items()):

@@ -417,6 +417,13 @@ async def create(
     device = await session.get(Device, device_id)
     if device is None:
         raise NotFoundError("device", device_id)
+    adapter = (device.meta or {}).get("adapter")
+    if command == "ota" and isinstance(adapter, dict):
+        # A device mapped from foreign firmware (iotp.adapters) updates with its own tools.
+        raise _bad(
+            f"OTA does not apply: {device_id} runs foreign firmware (the "
+            f"{adapter.get('mapping')} adapter), which updates itself with its own tools"
+        )
     wire, checked = validate(
         command, params, known_capabilities(device), allow_secrets=box is not None
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sqlalchemy import func, select
@@ -270,6 +270,8 @@ class Snapshot:
 
     version: tuple[int, float]
     approved: dict[str, str]
+    # Foreign clients' accounts (iotp.services.adapters): username -> {"write", "read"}.
+    foreign: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 async def version(session: AsyncSession) -> tuple[int, float]:
@@ -286,8 +288,23 @@ async def version(session: AsyncSession) -> tuple[int, float]:
 async def snapshot(session: AsyncSession) -> Snapshot:
     ver = await version(session)
     rows = await session.execute(
-        select(DeviceCredential.device_id, DeviceCredential.secret_hash).where(
-            DeviceCredential.status == CredentialStatus.APPROVED.value
-        )
+        select(
+            DeviceCredential.device_id,
+            DeviceCredential.secret_hash,
+            DeviceCredential.adapter,
+            DeviceCredential.acl,
+        ).where(DeviceCredential.status == CredentialStatus.APPROVED.value)
     )
-    return Snapshot(ver, {device_id: h for device_id, h in rows if h})
+    approved: dict[str, str] = {}
+    foreign: dict[str, dict[str, list[str]]] = {}
+    for device_id, secret_hash, adapter, acl in rows:
+        if not secret_hash:
+            continue
+        approved[device_id] = secret_hash
+        if adapter is not None:
+            acl = acl or {}
+            foreign[device_id] = {
+                "write": [str(t) for t in acl.get("write", [])],
+                "read": [str(t) for t in acl.get("read", [])],
+            }
+    return Snapshot(ver, approved, foreign)

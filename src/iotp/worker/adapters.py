@@ -48,9 +48,13 @@ class AdapterHook:
         self.counters: Counter[str] = Counter()
         self._version: tuple[int, float] | None = None
         self._active: dict[str, Mapping] = {}
+        # Mappings from the configuration and the database, which ``refresh`` keeps in
+        # step; mappings added in code (``add``) are left alone by it.
+        self._managed: set[str] = set()
         for mapping in adapter_service.configured(settings):
             self.engine.add(mapping)
             self._active[mapping.name] = mapping
+            self._managed.add(mapping.name)
 
     def _claimed(self, device_id: str) -> bool:
         # Known to the ingest path, and not bound to a mapping (bindings are checked
@@ -104,11 +108,12 @@ class AdapterHook:
                 return False
             wanted = {m.name: m for m in await adapter_service.active(session, self.settings)}
         self._version = version
-        for name in list(self._active):
-            if name not in wanted:
-                self.remove(name)
-                log.info("adapter mapping %s turned off", name)
+        for name in sorted(self._managed - set(wanted)):
+            self.remove(name)
+            self._managed.discard(name)
+            log.info("adapter mapping %s turned off", name)
         for name, mapping in wanted.items():
+            self._managed.add(name)
             if self._active.get(name) != mapping:
                 self.add(mapping)
                 log.info("adapter mapping %s in force", name)

@@ -111,6 +111,9 @@ class HomeAssistantBridge:
         # Our configs as retained on the broker: device -> topic -> payload.
         self._ours: dict[str, dict[str, bytes]] = {}
         self._due: set[str] = set()
+        # Deleted devices, until registered again: a read of the database that began
+        # before the deletion must not publish their configs again.
+        self._gone: set[str] = set()
         self._wake = asyncio.Event()
         # Foreign devices (announced by Home Assistant discovery).
         self.foreign: dict[str, consume.Device] = {}
@@ -209,10 +212,13 @@ class HomeAssistantBridge:
                 self._set_availability(device_id, status)
             return
         if event_type == EventType.DEVICE_DELETED:
+            self._gone.add(device_id)
             self._due.discard(device_id)
             self._clear(device_id, set(self._ours.get(device_id, {})))
             self.link.publish(self.topics.availability(device_id), b"", retain=True)
             return
+        if event_type == EventType.DEVICE_REGISTERED:
+            self._gone.discard(device_id)
         self.announce([device_id])
 
     def announce(self, device_ids: Iterable[str]) -> None:
@@ -241,7 +247,7 @@ class HomeAssistantBridge:
                 continue
             for device_id in sorted(due):
                 row = rows.get(device_id)
-                if row is None:  # deleted: what is left of ours goes
+                if row is None or device_id in self._gone:  # deleted: ours go
                     self._clear(device_id, set(self._ours.get(device_id, {})))
                     continue
                 if row.type == publish.FOREIGN_TYPE:

@@ -6,13 +6,16 @@ the attacker and the real admin as different addresses, as it would on a network
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from iotp.db.auth_models import LoginFailure
 from tests.support import OPEN, TEST_ADMIN_PASSWORD, Stack, run_stack
 
 MAX_FAILURES = 3
@@ -92,3 +95,51 @@ async def test_password_change_guessing_is_throttled(stack: Stack) -> None:
     ]
     assert codes[:MAX_FAILURES] == [400] * MAX_FAILURES
     assert codes[MAX_FAILURES:] == [429] * (6 - MAX_FAILURES)
+
+
+async def test_a_sign_in_burst_leaves_the_database_to_ingest(stack: Stack) -> None:
+    """Guesses from many addresses at once (none over its own limit) queue for Argon2;
+    queued, they must not hold the database connections that ingest (the same process
+    and pool in `iotp serve`) needs. A device (open mode, no credentials) reports during
+    the attack: its readings are stored while the attack still runs."""
+    engine = stack.worker.engine
+    guesses = 24
+    device = await stack.device("VICTIM000001")
+    before = (await stack.get("/api/stats"))["messages_stored"]
+    held: list[int] = []  # connections checked out, sampled through the attack
+    clients = [client_from(stack, f"127.0.1.{i + 1}") for i in range(guesses)]
+    attack = asyncio.gather(*(guess(c, f"wrong-{i}") for i, c in enumerate(clients)))
+
+    async def sample() -> None:
+        while not attack.done():
+            held.append(engine.pool.checkedout())  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+
+    async def recorded() -> bool:
+        # Each attempt is recorded before it is verified: then all of them are queued.
+        async with engine.connect() as conn:
+            rows = await conn.scalar(select(func.count()).select_from(LoginFailure))
+        return (rows or 0) >= 3 * guesses
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await stack.wait_for(recorded, timeout=20)
+        for seq in range(20):
+            device.publish("devices/VICTIM000001/data", f'{{"t": {seq}, "seq": {seq}}}')
+
+        async def stored() -> bool:
+            stats = await stack.get("/api/stats")
+            return bool(stats["messages_stored"] >= before + 20)
+
+        await stack.wait_for(stored, timeout=20)
+        assert not attack.done(), "the burst ended first: the test proves nothing"
+        codes = await attack
+        await sampler
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert set(codes) <= {401, 429}, codes
+    # Recording the attempts takes connections for a moment, as any burst of writes
+    # does; waiting for Argon2 (most of the attack) must not.
+    typical = statistics.median(held)
+    assert typical <= 3, f"typically {typical} connections held (at most {max(held)})"

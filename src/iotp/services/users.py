@@ -126,7 +126,12 @@ async def delete(session: AsyncSession, *, user_id: int) -> None:
 async def authenticate(
     session: AsyncSession, *, username: str, password: str, verifier: PasswordVerifier
 ) -> User:
+    """Ends the session's transaction (a commit) before verifying the password."""
     user = await get_by_name(session, username)
+    # Hand the connection back before queueing for a verification slot: sign-ins
+    # waiting for Argon2 would otherwise hold every pooled connection, and `iotp serve`
+    # shares the pool between the API and ingest.
+    await session.commit()
     ok = await verifier.verify(password, user.password_hash if user is not None else None)
     if user is None or not ok or user.disabled:
         raise AuthError("incorrect username or password")

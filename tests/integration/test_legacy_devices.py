@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from tests.control_support import small_bundle
 from tests.support import MqttTestClient, Stack
 
 MAC = "A4CF12B3C4D5"
@@ -48,6 +49,10 @@ class LegacyDevice:
             )
             await asyncio.sleep(2)
 
+    def state(self, state: dict[str, Any]) -> None:
+        assert self.client is not None
+        self.client.publish(f"devices/{self.mac}/state", orjson.dumps(state), retain=True)
+
     def status(self, value: str) -> None:
         assert self.client is not None
         self.client.publish(f"devices/{self.mac}/status", orjson.dumps({"status": value}))
@@ -71,7 +76,8 @@ async def _registered(stack: Stack, mac: str) -> dict[str, Any]:
 async def test_device_without_info_gets_the_standard_commands(stack: Stack) -> None:
     dev = await LegacyDevice(stack).start()
     device = await _registered(stack, dev.mac)
-    assert device["capabilities"] == []
+    # Only what its data showed (if that was learned yet): nothing it could be sent.
+    assert set(device["capabilities"]) <= {"temperature", "humidity"}
     assert device["capabilities_known"] is False
     sent = [
         ("relay", {"name": "light", "state": "on"}, "relay", {"name": "light", "state": "on"}),
@@ -187,3 +193,105 @@ async def test_commands_to_a_device_that_never_acks_say_so_until_it_acks(stack: 
         return body if body["status"] == "timed_out" else None
 
     assert (await stack.wait_for(timed_out))["notes"] == []
+
+
+async def test_capabilities_are_learned_from_data_and_state_until_info(stack: Stack) -> None:
+    dev = await LegacyDevice(stack).start()
+    await _registered(stack, dev.mac)
+    dev.state({"relays": {"light": True, "pump": False}, "servo": 90, "mode": "auto"})
+    learned = ["humidity", "relay:light", "relay:pump", "servo", "temperature"]
+
+    async def shown() -> dict[str, Any] | None:
+        device: dict[str, Any] = await stack.get(f"/api/devices/{dev.mac}")
+        return device if device["capabilities"] == learned else None
+
+    device = await stack.wait_for(shown)
+    assert device["capabilities_known"] is False
+    # Learned is not described: a relay it has not shown may still be sent.
+    r = await stack.http.post(
+        f"/api/devices/{dev.mac}/commands",
+        json={"command": "relay", "params": {"name": "fan", "state": "on"}},
+    )
+    assert r.status_code == 201, r.text
+    # A new metric is learned too, each once.
+    assert dev.client is not None
+    dev.client.publish(f"devices/{dev.mac}/data", orjson.dumps({"gas": 120, "note": "x"}))
+
+    async def with_gas() -> bool:
+        caps = (await stack.get(f"/api/devices/{dev.mac}"))["capabilities"]
+        return bool(caps == sorted([*learned, "gas"]))
+
+    await stack.wait_for(with_gas)
+    # Its info is the description from then on; what it shows is no longer added.
+    info = {"firmware": "1.0.0", "capabilities": ["temperature", "relay:light"]}
+    dev.client.publish(f"devices/{dev.mac}/info", orjson.dumps(info))
+
+    async def described() -> dict[str, Any] | None:
+        device: dict[str, Any] = await stack.get(f"/api/devices/{dev.mac}")
+        return device if device["capabilities_known"] else None
+
+    device = await stack.wait_for(described)
+    assert device["capabilities"] == ["temperature", "relay:light"]
+    dev.client.publish(f"devices/{dev.mac}/data", orjson.dumps({"co2": 400}))
+    await stack.wait_for(lambda: _has_metric(stack, dev.mac, "co2"))
+    assert (await stack.get(f"/api/devices/{dev.mac}"))["capabilities"] == [
+        "temperature",
+        "relay:light",
+    ]
+
+
+async def _has_metric(stack: Stack, mac: str, metric: str) -> bool:
+    history = await stack.get(f"/api/devices/{mac}/telemetry", metric=metric)
+    return bool(history["series"].get(metric))
+
+
+async def test_rollout_follows_the_status_messages_of_a_device_that_never_acks(
+    stack: Stack,
+) -> None:
+    dev = await LegacyDevice(stack).start()
+    await _registered(stack, dev.mac)
+
+    async def online() -> bool:
+        return (await stack.get(f"/api/devices/{dev.mac}"))["status"] == "online"
+
+    await stack.wait_for(online)
+    fw = await stack.http.post(
+        "/api/firmware",
+        params={"version": "2.0.0"},
+        content=small_bundle("2.0.0"),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert fw.status_code == 201, fw.text
+    r = await stack.http.post(
+        "/api/rollouts",
+        json={"firmware_id": fw.json()["id"], "selector": {"devices": [dev.mac]}},
+    )
+    assert r.status_code == 201, r.text  # capabilities unknown: it may update itself
+    rid = r.json()["id"]
+
+    async def device_in_rollout(status: str) -> dict[str, Any] | None:
+        rollout = await stack.get(f"/api/rollouts/{rid}")
+        (one,) = rollout["devices"]
+        return rollout if one["status"] == status else None
+
+    sent = await stack.wait_for(lambda: device_in_rollout("sent"))
+    command = await stack.get(f"/api/commands/{sent['devices'][0]['command_id']}")
+    assert command["status"] == "sent"
+    assert [n["note"] for n in command["notes"]] == ["device does not acknowledge"]
+    await stack.wait_for(lambda: _received(dev, 1))
+    assert dev.received[0]["command"] == "ota"
+    dev.status("updating")
+    downloading = await stack.wait_for(lambda: device_in_rollout("downloading"))
+    assert downloading["devices"][0]["stage"] == "updating"
+    assert downloading["status"] == "running"
+    dev.status("update_success")
+    done = await stack.wait_for(lambda: device_in_rollout("installed"))
+    assert done["devices"][0]["stage"] == "update_success"
+
+    async def completed() -> bool:
+        return (await stack.get(f"/api/rollouts/{rid}"))["status"] == "completed"
+
+    await stack.wait_for(completed)
+    # The command still says what is known of it: sent, never acknowledged.
+    command = await stack.get(f"/api/commands/{sent['devices'][0]['command_id']}")
+    assert command["status"] == "sent"

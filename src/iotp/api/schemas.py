@@ -20,7 +20,10 @@ class DevicePublic(BaseModel):
     id: str
     name: str
     type: str | None
-    capabilities: list[str]
+    capabilities: list[str] = Field(
+        description="what its info lists; while capabilities_known is false, what it has "
+        "shown it has (its data's metrics, its state's relays and servo)"
+    )
     # False for a device that never sent ``info``: it gets the standard commands
     # (relay, servo, reboot, custom) unchecked against what it has.
     capabilities_known: bool
@@ -46,12 +49,13 @@ class DevicePublic(BaseModel):
 
     @classmethod
     def of(cls, d: Device) -> DevicePublic:
+        known = known_capabilities(d)
         return cls(
             id=d.id,
             name=d.name,
             type=d.type,
-            capabilities=d.capabilities or [],
-            capabilities_known=known_capabilities(d) is not None,
+            capabilities=known if known is not None else list(d.learned_capabilities or []),
+            capabilities_known=known is not None,
             acks=bool(d.acks),
             firmware_version=d.firmware_version,
             protocol=d.protocol,

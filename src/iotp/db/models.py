@@ -53,6 +53,9 @@ class Device(Base):
     units: Mapped[dict[str, str] | None] = mapped_column(JsonType)
     # Acknowledges commands: it sent info (the protocol's devices ack) or an ack.
     acks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Capabilities shown by what a device without info reports (data metrics, state's
+    # relays and servo); commands are not checked against them (iotp.services.commands).
+    learned_capabilities: Mapped[list[str] | None] = mapped_column(JsonType)
 
 
 class Telemetry(Base):

@@ -55,6 +55,72 @@ def info_fields(info: DeviceInfo) -> dict[str, Any]:
     return fields
 
 
+def describes(info: DeviceInfo) -> bool:
+    """Whether this info makes the device's capabilities known: it lists capabilities or
+    names a firmware (the rule of iotp.services.commands.known_capabilities)."""
+    sent = info.model_fields_set
+    return bool("capabilities" in sent and info.capabilities) or (
+        "firmware" in sent and info.firmware is not None
+    )
+
+
+# As many as an info may list (protocol: <= 64 capabilities).
+MAX_LEARNED = 64
+_CAPABILITY_MAX_CHARS = 64
+
+
+def capabilities_in_data(metrics: dict[str, float]) -> set[str]:
+    """The sensor capabilities a data message shows: its metric names."""
+    return {name for name in metrics if len(name) <= _CAPABILITY_MAX_CHARS}
+
+
+def capabilities_in_state(state: dict[str, Any]) -> set[str]:
+    """The actuators a reported state shows: ``relay:<name>`` for each of its relays, and
+    ``servo`` for a servo angle (docs/protocol.md, devices/{id}/state)."""
+    caps: set[str] = set()
+    relays = state.get("relays")
+    if isinstance(relays, dict):
+        caps.update(
+            f"relay:{name}"
+            for name in relays
+            if isinstance(name, str) and 0 < len(name) <= _CAPABILITY_MAX_CHARS - len("relay:")
+        )
+    servo = state.get("servo")
+    if isinstance(servo, int | float) and not isinstance(servo, bool):
+        caps.add("servo")
+    return caps
+
+
+async def learn_capabilities(
+    session: AsyncSession, *, device_id: str, capabilities: set[str]
+) -> list[str] | None:
+    """Add to what a device without info has shown it has. Returns its learned
+    capabilities when this added any, else None (nothing new, the device described
+    itself meanwhile, or it is gone). The row is locked (PostgreSQL) so that workers
+    learning different things of one device at once both keep theirs."""
+    row = (
+        await session.execute(
+            select(Device.capabilities, Device.firmware_version, Device.learned_capabilities)
+            .where(Device.id == device_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    caps, firmware, learned = row
+    if caps or firmware is not None:
+        return None
+    have = set(learned or [])
+    add = sorted(capabilities - have)[: max(0, MAX_LEARNED - len(have))]
+    if not add:
+        return None
+    new = sorted(have | set(add))
+    await session.execute(
+        update(Device).where(Device.id == device_id).values(learned_capabilities=new)
+    )
+    return new
+
+
 @dataclass(frozen=True, slots=True)
 class NewDevice:
     """A device seen for the first time (by its first message)."""
@@ -136,6 +202,7 @@ def _device_row(n: NewDevice) -> dict[str, Any]:
         "meta": {},
         "reported_state": None,
         "units": None,
+        "learned_capabilities": None,
         "acks": False,
     }
     if info is not None:

@@ -1,7 +1,8 @@
 """Firmware rollouts: a firmware to a selection of devices at a paced rate, with a
 failure threshold that pauses the rollout, and a status per device derived from the
 device's own reports (its ``ota`` command's progress/ok/error acks and the firmware
-version in its ``info``).
+version in its ``info``; from a device that does not ack, its ``updating`` and
+``update_success`` status messages).
 
 Per-device status: pending -> sent -> downloading -> installed | failed | rolled_back,
 plus skipped (already on the version) and cancelled. The API creates and steers
@@ -97,6 +98,10 @@ def derive_device_status(
         new = DeviceUpdate(DeviceStatus.PENDING.value, clear_command=True)
     elif progress:
         new = DeviceUpdate(DeviceStatus.DOWNLOADING.value, stage=str(progress.get("stage", "")))
+    elif current == DeviceStatus.DOWNLOADING:
+        # Said by the device's own status message (follow_update_status), which leaves no
+        # progress on its command: a sent command does not take that back.
+        return None
     else:
         new = DeviceUpdate(DeviceStatus.SENT.value)
     if new.status == current and not new.clear_command and new.stage is None:
@@ -164,7 +169,13 @@ async def create(
             )
     if not devices:
         raise InvalidRequestError("the selector matches no devices")
-    no_ota = [d.id for d in devices if "ota" not in (d.capabilities or [])]
+    # A device that never described itself (capabilities unknown) may update itself: one
+    # built to the original design reports it by status messages (follow_update_status).
+    no_ota = [
+        d.id
+        for d in devices
+        if (caps := command_service.known_capabilities(d)) is not None and "ota" not in caps
+    ]
     if no_ota:
         raise InvalidRequestError(
             f"device(s) without the 'ota' capability: {no_ota[:20]}"
@@ -356,6 +367,43 @@ async def track(session: AsyncSession, *, now: float) -> set[int]:
         rd.error = new.error
         if new.clear_command:
             rd.command_id = None
+        rd.updated_at = now
+        changed.add(rd.rollout_id)
+    return changed
+
+
+async def follow_update_status(
+    session: AsyncSession, *, device_id: str, status: str, now: float
+) -> set[int]:
+    """A device's own word on its update, by status message (the original design's
+    devices, which never ack their ``ota`` command): ``updating`` moves its in-flight
+    rollout device to downloading, ``update_success`` to installed. Returns the ids of
+    the rollouts that changed."""
+    rows = (
+        await session.scalars(
+            select(RolloutDevice)
+            .join(RolloutRow, RolloutRow.id == RolloutDevice.rollout_id)
+            .where(
+                RolloutDevice.device_id == device_id,
+                RolloutRow.status.in_([RolloutStatus.RUNNING, RolloutStatus.PAUSED]),
+                RolloutDevice.status.in_(IN_FLIGHT)
+                | (
+                    (RolloutDevice.status == DeviceStatus.PENDING)
+                    & RolloutDevice.command_id.is_not(None)
+                ),
+            )
+        )
+    ).all()
+    changed: set[int] = set()
+    for rd in rows:
+        if status == "update_success":
+            rd.status = DeviceStatus.INSTALLED.value
+            rd.error = None
+        elif rd.status != DeviceStatus.DOWNLOADING:
+            rd.status = DeviceStatus.DOWNLOADING.value
+        else:
+            continue
+        rd.stage = status
         rd.updated_at = now
         changed.add(rd.rollout_id)
     return changed

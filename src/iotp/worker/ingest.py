@@ -19,6 +19,7 @@ from iotp.protocol.topics import TopicError
 from iotp.ratelimit import REJECT_REASON as REJECT_RATE_LIMITED
 from iotp.ratelimit import DeviceRateLimiter
 from iotp.services import devices as device_service
+from iotp.services import rollouts as rollout_service
 from iotp.services import telemetry
 from iotp.services.devices import NewDevice
 from iotp.settings import Settings
@@ -127,6 +128,9 @@ class Ingestor:
         self.reject_log = RejectLog(settings.reject_log_interval_seconds)
         self.rate_limiter = DeviceRateLimiter.from_settings(settings)  # security
         self.known: set[str] = set()
+        # Devices whose capabilities are unknown (no info), with what they have shown so
+        # far: a data metric or state relay not in here is recorded (learn_capabilities).
+        self._learning: dict[str, frozenset[str]] = {}
         self._registering: dict[str, asyncio.Future[None]] = {}
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
@@ -150,11 +154,19 @@ class Ingestor:
         async with self.sessions() as session:
             rows = await session.execute(
                 Device.__table__.select().with_only_columns(
-                    Device.id, Device.status, Device.last_seen, Device.report_interval
+                    Device.id,
+                    Device.status,
+                    Device.last_seen,
+                    Device.report_interval,
+                    Device.capabilities,
+                    Device.firmware_version,
+                    Device.learned_capabilities,
                 )
             )
-            for device_id, status, last_seen, interval in rows:
+            for device_id, status, last_seen, interval, caps, firmware, learned in rows:
                 self.known.add(device_id)
+                if not caps and firmware is None:
+                    self._learning[device_id] = frozenset(learned or ())
                 self.presence.load(
                     device_id,
                     Presence(status) if status in Presence._value2member_map_ else Presence.UNKNOWN,
@@ -257,6 +269,8 @@ class Ingestor:
                 if device_id not in self.known:
                     return self._data_from_new_device(device_id, row, now, msg.metrics, msg.ts)
                 self._seen(device_id, now)
+                if device_id in self._learning:
+                    self._learn(device_id, device_service.capabilities_in_data(msg.metrics), now)
                 if self.rules is not None:  # in-memory only
                     self.rules.on_data(device_id, msg.metrics, msg.ts)
                 return self.batcher.add(row)
@@ -289,6 +303,8 @@ class Ingestor:
     ) -> None:
         await self._register(device_id, now)
         self._seen(device_id, now)
+        if device_id in self._learning:
+            self._learn(device_id, device_service.capabilities_in_data(metrics), now)
         if self.rules is not None:  # a new device's first sample too
             self.rules.on_data(device_id, metrics, ts)
         await self.batcher.add(row)
@@ -354,6 +370,7 @@ class Ingestor:
         self.presence.forget(device_id)
         self._info_seen.pop(device_id, None)
         self._dirty_seen.pop(device_id, None)
+        self._learning.pop(device_id, None)
 
     def take_dirty_seen(self) -> list[tuple[str, float]]:
         seen = [(d, ts) for d, ts in self._dirty_seen.items() if d in self.known]
@@ -379,6 +396,9 @@ class Ingestor:
         try:
             await done
             self.known.add(device_id)
+            if info is None or not device_service.describes(info):
+                # Also when another worker created it: learn_capabilities reads the row.
+                self._learning.setdefault(device_id, frozenset())
         finally:
             self._registering.pop(device_id, None)
         return True
@@ -409,6 +429,8 @@ class Ingestor:
             self._info_seen[device_id] = payload  # registered with this info
             self._seen(device_id, now)
             return
+        if device_service.describes(info):  # after any registration under way
+            self._learning.pop(device_id, None)
         # Known, or registered meanwhile by another message (e.g. the retained status)
         # without this info: apply it.
         self._seen(device_id, now)
@@ -429,16 +451,44 @@ class Ingestor:
             await device_service.set_reported_state(session, device_id=device_id, state=state)
             return [("device_state", device_id, state, now)]
 
+        if device_id in self._learning:  # before the state: written in the same order
+            self._learn(device_id, device_service.capabilities_in_state(state), now)
         await self._submit(job)
         if self.control is not None:  # device control: shadow reconciliation
             self.control.on_state(device_id)
 
+    def _learn(self, device_id: str, shown: set[str], now: float) -> None:
+        """Record what a device without info has shown it has. The cache is updated at
+        once, so a capability is written once, not once per message until the write ran;
+        the write is queued, not awaited: a data message's PUBACK waits for its row only
+        (after a crash the capability is learned again from the next message)."""
+        have = self._learning.get(device_id)
+        if have is None or shown <= have or len(have) >= device_service.MAX_LEARNED:
+            return
+        self._learning[device_id] = have | shown
+
+        async def job(session: AsyncSession) -> list[Event]:
+            learned = await device_service.learn_capabilities(
+                session, device_id=device_id, capabilities=shown
+            )
+            if learned is None:
+                return []
+            payload = {"capabilities": learned, "capabilities_known": False}
+            return [("device_updated", device_id, payload, now)]
+
+        self._submit(job)
+
     async def _on_update_status(self, device_id: str, status: str, now: float) -> None:
         """A device built to the original design reports its update on its status topic:
-        kept as a device event (the device page's Events), presence untouched."""
-        await self._on_device_event(device_id, p.DeviceEvent(event=status), now)
+        kept as a device event (the device page's Events), presence untouched, and its
+        rollout follows it (such a device does not ack its ota command)."""
+        await self._on_device_event(
+            device_id, p.DeviceEvent(event=status), now, update_status=status
+        )
 
-    async def _on_device_event(self, device_id: str, event: p.DeviceEvent, now: float) -> None:
+    async def _on_device_event(
+        self, device_id: str, event: p.DeviceEvent, now: float, update_status: str | None = None
+    ) -> None:
         await self._touch(device_id, now)
         data = {"event": event.event, "level": event.level, **event.data}
         ts = event.ts or now
@@ -447,6 +497,10 @@ class Ingestor:
             await device_service.add_event(
                 session, device_id=device_id, ts=ts, type_="device_event", data=data
             )
+            if update_status is not None:
+                await rollout_service.follow_update_status(
+                    session, device_id=device_id, status=update_status, now=now
+                )
             return [("device_event", device_id, data, ts)]
 
         await self._submit(job)

@@ -1651,7 +1651,10 @@ export interface components {
             name: string;
             /** Type */
             type: string | null;
-            /** Capabilities */
+            /**
+             * Capabilities
+             * @description what its info lists; while capabilities_known is false, what it has shown it has (its data's metrics, its state's relays and servo)
+             */
             capabilities: string[];
             /** Capabilities Known */
             capabilities_known: boolean;

@@ -41,4 +41,38 @@ describe("ControlPanel", () => {
     expect(screen.getByText(/not available on this server/)).toBeInTheDocument();
     expect(screen.queryByRole("switch")).toBeNull();
   });
+
+  it("offers a device with unknown capabilities the standard commands, labelled as such", async () => {
+    const send = vi.fn(async () => null);
+    render(
+      <App>
+        <ControlPanel
+          capabilities={["temperature", "relay:pump"]}
+          capabilitiesKnown={false}
+          reported={{ relays: { pump: false } }}
+          availability="available"
+          commands={[]}
+          send={send}
+        />
+      </App>,
+    );
+    expect(screen.getByText(/has not said what it has/)).toBeInTheDocument();
+    expect(screen.getByTestId("relay-pump")).not.toBeChecked();
+    fireEvent.change(screen.getByLabelText("Relay name"), { target: { value: "light" } });
+    fireEvent.click(screen.getByTestId("relay-by-name-on"));
+    expect(send).toHaveBeenCalledWith("relay", { name: "light", state: "on" });
+    expect(screen.getByText("Servo (if it has one)")).toBeInTheDocument();
+    expect(screen.getByText("Reboot")).toBeInTheDocument();
+  });
+
+  it("shows no standard commands for a device that described itself", () => {
+    render(
+      <App>
+        <ControlPanel capabilities={["relay:light"]} reported={null} availability="available" commands={[]} send={vi.fn()} />
+      </App>,
+    );
+    expect(screen.queryByText(/has not said what it has/)).toBeNull();
+    expect(screen.queryByText("Reboot")).toBeNull();
+    expect(screen.queryByText(/Servo/)).toBeNull();
+  });
 });

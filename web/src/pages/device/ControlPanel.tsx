@@ -1,10 +1,19 @@
 // Controls built from the device's capabilities. Each control sends a command and
-// shows the device's real acknowledgement (from the command's live status).
+// shows the device's real acknowledgement (from the command's live status). A device
+// whose capabilities are unknown (it never sent info) is offered the standard commands
+// the server accepts for it: relay by name, servo, reboot.
 import { useEffect, useState } from "react";
-import { Alert, Button, Card, Col, Form, Input, InputNumber, Popconfirm, Row, Select, Slider, Space, Switch, Tag, Typography, App } from "antd";
+import { Alert, AutoComplete, Button, Card, Col, Form, Input, InputNumber, Popconfirm, Row, Select, Slider, Space, Switch, Tag, Typography, App } from "antd";
 import { PoweroffOutlined, SendOutlined } from "@ant-design/icons";
 import type { Command } from "./service";
 import { FINAL_STATES } from "./service";
+
+/** The note on a command to a device that never acknowledges: ``sent`` is all it gets. */
+const NO_ACKS = "device does not acknowledge";
+
+function unacknowledged(c: Command): boolean {
+  return c.status === "sent" && c.notes.some((n) => n.note === NO_ACKS);
+}
 import type { Availability } from "./useCommands";
 
 export interface Capabilities {
@@ -41,12 +50,14 @@ const AUTOMATION_FIELDS: { name: string; label: string; kind: "time" | "number" 
 
 export function ControlPanel({
   capabilities,
+  capabilitiesKnown = true,
   reported,
   availability,
   commands,
   send,
 }: {
   capabilities: string[];
+  capabilitiesKnown?: boolean;
   reported: Record<string, unknown> | null;
   availability: Availability;
   commands: Command[];
@@ -64,8 +75,9 @@ export function ControlPanel({
   useEffect(() => {
     for (const [control, id] of Object.entries(pending)) {
       const c = commands.find((x) => x.id === id);
-      if (c && FINAL_STATES.has(c.status)) {
+      if (c && (FINAL_STATES.has(c.status) || unacknowledged(c))) {
         if (c.status === "acked") message.success(`${control}: acknowledged by the device`);
+        else if (unacknowledged(c)) message.info(`${control}: sent (${NO_ACKS})`);
         else message.error(`${control}: ${c.status}${c.error ? ` (${c.error})` : ""}`);
         setPending(({ [control]: _, ...rest }) => rest);
       }
@@ -74,7 +86,7 @@ export function ControlPanel({
 
   async function run(control: string, command: string, params: Record<string, unknown> = {}) {
     const created = await send(command, params);
-    if (created && !FINAL_STATES.has(created.status)) setPending((p) => ({ ...p, [control]: created.id }));
+    if (created && !FINAL_STATES.has(created.status) && !unacknowledged(created)) setPending((p) => ({ ...p, [control]: created.id }));
   }
 
   if (availability === "missing") {
@@ -88,11 +100,32 @@ export function ControlPanel({
       />
     );
   }
-  const nothing = !caps.relays.length && !caps.servo && !caps.reboot && !caps.automation;
+  const unknown = !capabilitiesKnown;
+  const servo = caps.servo || unknown;
+  const reboot = caps.reboot || unknown;
+  const nothing = !caps.relays.length && !servo && !reboot && !caps.automation;
   return (
     <Space direction="vertical" style={{ width: "100%" }} data-testid="control-panel">
       {nothing && <Typography.Text type="secondary">This device reports no controllable capabilities; use a custom command.</Typography.Text>}
+      {unknown && (
+        <Alert
+          type="warning"
+          showIcon
+          data-testid="generic-commands"
+          message="Standard commands: this device has not said what it has"
+          description={
+            "It never sent its info, so these are the commands every device of the original design may take " +
+            "(relay by name, servo, reboot, custom), not controls read from the device. " +
+            "Relays and a servo it has reported are listed; whether it has the others only the device knows."
+          }
+        />
+      )}
       <Row gutter={[16, 16]}>
+        {unknown && (
+          <Col xs={24} md={12}>
+            <RelayByName known={caps.relays} busy={Object.keys(pending).some((k) => k.startsWith("relay "))} onSend={(name, state) => run(`relay ${name}`, "relay", { name, state })} />
+          </Col>
+        )}
         {caps.relays.length > 0 && (
           <Col xs={24} md={12}>
             <Card size="small" title="Relays">
@@ -111,9 +144,9 @@ export function ControlPanel({
             </Card>
           </Col>
         )}
-        {caps.servo && (
+        {servo && (
           <Col xs={24} md={12}>
-            <Card size="small" title={`Servo: ${reportedAngle}°`}>
+            <Card size="small" title={typeof reported?.servo === "number" || !unknown ? `Servo: ${reportedAngle}°` : "Servo (if it has one)"}>
               <Slider
                 min={0}
                 max={180}
@@ -139,8 +172,8 @@ export function ControlPanel({
           </Col>
         )}
         <Col xs={24} md={12}>
-          <CustomCommand suggestions={caps.custom} onSubmit={(c, p) => run(c, c, p)} />
-          {caps.reboot && (
+          <CustomCommand suggestions={unknown ? ["custom", ...caps.custom] : caps.custom} onSubmit={(c, p) => run(c, c, p)} />
+          {reboot && (
             <Card size="small" title="Power" style={{ marginTop: 16 }}>
               <Popconfirm title="Reboot this device?" description="It goes offline for a few seconds." okText="Reboot" onConfirm={() => run("reboot", "reboot")}>
                 <Button danger icon={<PoweroffOutlined />} loading={Boolean(pending.reboot)}>
@@ -152,6 +185,35 @@ export function ControlPanel({
         </Col>
       </Row>
     </Space>
+  );
+}
+
+/** Relay on/off by name, for a device that has not listed its relays. */
+function RelayByName({ known, busy, onSend }: { known: string[]; busy: boolean; onSend: (name: string, state: "on" | "off") => void }) {
+  const [name, setName] = useState(known[0] ?? "");
+  const valid = /^[A-Za-z0-9_.-]{1,58}$/.test(name);
+  return (
+    <Card size="small" title="Relay by name">
+      <Space direction="vertical" style={{ width: "100%" }}>
+        <AutoComplete
+          aria-label="Relay name"
+          value={name}
+          onChange={setName}
+          options={known.map((r) => ({ value: r }))}
+          filterOption={(input, option) => String(option?.value ?? "").toLowerCase().includes(input.toLowerCase())}
+          placeholder="light"
+          style={{ width: "100%" }}
+        />
+        <Space wrap>
+          <Button disabled={!valid} loading={busy} onClick={() => onSend(name, "on")} data-testid="relay-by-name-on">
+            Turn on
+          </Button>
+          <Button disabled={!valid} loading={busy} onClick={() => onSend(name, "off")} data-testid="relay-by-name-off">
+            Turn off
+          </Button>
+        </Space>
+      </Space>
+    </Card>
   );
 }
 

@@ -74,12 +74,13 @@ export default function DeviceDetailPage() {
       if (event.type === "device_state") return { ...d, reported_state: event.payload, last_seen: iso };
       if (event.type === "device_data") return d.status === "online" ? { ...d, last_seen: iso } : { ...d, status: "online", last_seen: iso };
       if (event.type === "device_updated") {
-        const p = event.payload as { firmware?: string; capabilities?: string[]; type?: string };
+        const p = event.payload as { firmware?: string; capabilities?: string[]; capabilities_known?: boolean; type?: string };
         return {
           ...d,
           firmware_version: p.firmware ?? d.firmware_version,
           capabilities: p.capabilities ?? d.capabilities,
-          capabilities_known: d.capabilities_known || p.capabilities !== undefined || p.firmware !== undefined,
+          // An info says nothing of it (it describes the device); learned capabilities say false.
+          capabilities_known: p.capabilities_known ?? (d.capabilities_known || p.capabilities !== undefined || p.firmware !== undefined),
           type: p.type ?? d.type,
         };
       }
@@ -156,6 +157,7 @@ export default function DeviceDetailPage() {
                   children: (
                     <ControlPanel
                       capabilities={device.capabilities}
+                      capabilitiesKnown={device.capabilities_known}
                       reported={device.reported_state}
                       availability={commands.availability}
                       commands={commands.commands}

@@ -265,3 +265,68 @@ def test_queue_permissions_are_exact() -> None:
     assert re.fullmatch(pattern, "amq.topic")
     assert not re.fullmatch(pattern, "mqtt-subscription-A10qos1")
     assert not re.fullmatch(pattern, "iotp.telemetry")
+
+
+async def test_home_assistant_account(tmp_path: Path) -> None:
+    """Home Assistant's account (IOTP_HOMEASSISTANT_DISCOVERY): discovery configs and
+    readings in, its own command topics out; a device's commands, a device's topics and
+    the configs themselves are refused (the attack: a second client observing)."""
+    vhost = await create_rabbitmq_vhost("iotp_ha")
+    settings = secure_settings(
+        tmp_path,
+        rabbitmq_management_url=vhost.management_url,
+        rabbitmq_vhost=vhost.name,
+        mqtt_service_user=f"iotp-{RUN}",
+        homeassistant_discovery=True,
+    )
+    engine = make_engine(settings.effective_database_url)
+    await migrate.upgrade(engine)
+    api = management(settings)
+    assert api is not None
+    sync = RabbitMQSync(settings, engine, api)
+    await sync.ensure_service_accounts()
+    r = Rabbit(vhost, settings, engine, api, sync)
+    try:
+        password = settings.homeassistant_mqtt_password()
+        ha = await r.connect(f"homeassistant-{RUN}", "homeassistant", password)
+        assert await ha.subscribe("homeassistant/#") == 1
+        assert await ha.subscribe("devices/+/data") == 1
+        observer = await r.service()
+        assert await observer.subscribe("#") == 1
+        # configs and readings reach it
+        observer.publish(f"homeassistant/sensor/{A1}/temperature/config", "{}")
+        observer.publish(f"devices/{A1}/data", '{"temperature": 21}')
+        seen = {(await ha.next())[0], (await ha.next())[0]}
+        assert seen == {f"homeassistant/sensor/{A1}/temperature/config", f"devices/{A1}/data"}
+        for _ in range(2):  # the observer's own two
+            await observer.next()
+        # RabbitMQ closes a connection whose publish is refused: one client per attempt,
+        # then an allowed command as the marker the observer must see first.
+        forged = [
+            (f"devices/{A1}/commands", '{"id": "forged", "command": "reboot"}'),
+            (f"devices/{A1}/data", '{"temperature": -99}'),
+            (f"homeassistant/switch/{A1}/relay_light/config", ""),
+        ]
+        for n, (topic, payload) in enumerate(forged):
+            attacker = await r.connect(f"homeassistant-{RUN}-{n}", "homeassistant", password)
+            attacker.publish(topic, payload)
+            marker = f"iotp-ha/{A1}/relay_light/set"
+            ha.publish(marker, f"ON {n}")
+            assert await observer.next() == (marker, f"ON {n}".encode()), topic
+        sneaky = await r.connect(f"homeassistant-{RUN}-s", "homeassistant", password)
+        with contextlib.suppress(TimeoutError):
+            assert await sneaky.subscribe("devices/+/commands") == 0x80
+        # Under another client id it has no subscription queue (it could reach the
+        # platform's own sessions' queues otherwise).
+        other = await r.connect(f"iotp.other-{RUN}", "homeassistant", password)
+        with contextlib.suppress(TimeoutError):
+            assert await other.subscribe("homeassistant/#") == 0x80
+    finally:
+        for c in r.clients:
+            await c.close()
+        await engine.dispose()
+        users = await api.users()
+        for name in ("homeassistant", *settings.mqtt_service_accounts()):
+            if name in users:
+                await api.delete_user(name)
+        await delete_rabbitmq_vhost(vhost)

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -37,9 +38,10 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
+from iotp.homeassistant.publish import READ, WRITE, Topics, account_acl
 from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind
 from iotp.services import credentials as cred_service
-from iotp.services.credentials import CredentialStatus
+from iotp.services.credentials import HOMEASSISTANT_USER, CredentialStatus
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,34 @@ DEVICE_WRITE = rf"^{TOPIC_ROOT}\.{{username}}\.({_DEVICE_KINDS})$"
 DEVICE_READ = rf"^{TOPIC_ROOT}\.{{username}}\.{Kind.COMMANDS.value}$"
 PROVISION_WRITE = rf"^{PROVISION_ROOT}\.[^.]+\.request$"
 PROVISION_READ = rf"^{PROVISION_ROOT}\.[^.]+\.response$"
+
+
+# Home Assistant's client id must start with its username here: its subscription queues
+# are the only ones it may use (any client id would reach the platform's own sessions).
+HOMEASSISTANT_CLIENT_IDS = rf"{HOMEASSISTANT_USER}[A-Za-z0-9_-]*"
+
+
+def routing_key_pattern(topic_filter: str) -> str:
+    """A regular expression for the routing keys (and binding keys) of an MQTT topic
+    filter as RabbitMQ's MQTT plugin writes them: ``/`` becomes ``.``; ``+`` one word,
+    ``#`` the rest (a subscription's own ``*`` and ``#`` match as words too)."""
+    words = []
+    for level in topic_filter.split("/"):
+        if level == "#":
+            words.append(r".*")
+        elif level == "+":
+            words.append(r"[^.]+")
+        else:
+            words.append(re.escape(level.replace(".", "/")))
+    return r"\.".join(words).replace(r"\..*", r"(\..*)?")
+
+
+def homeassistant_permissions(topics: Topics) -> tuple[str, str]:
+    """(write, read) topic permissions of Home Assistant's account: account_acl's."""
+    acl = account_acl(topics)
+    write = "|".join(routing_key_pattern(t) for a, t in acl if a == WRITE)
+    read = "|".join(routing_key_pattern(t) for a, t in acl if a == READ)
+    return f"^({write})$", f"^({read})$"
 
 
 class RabbitMQError(RuntimeError):
@@ -196,7 +226,8 @@ class RabbitMQSync:
         self.changes = 0
 
     async def ensure_service_accounts(self) -> None:
-        """The platform's own account (secure mode) and the provisioning account."""
+        """The platform's own account (secure mode), the provisioning account, and Home
+        Assistant's (secure mode, with discovery)."""
         if self.settings.secure:
             everything = {"configure": ".*", "write": ".*", "read": ".*"}
             for user, password in self.settings.mqtt_service_accounts().items():
@@ -210,6 +241,17 @@ class RabbitMQSync:
             # session and read its queued commands: docs/operations.md, "RabbitMQ".)
             await self.api.grant(
                 PROVISION_USER, vhost_permissions(None), PROVISION_WRITE, PROVISION_READ
+            )
+        if self.settings.secure and self.settings.homeassistant_discovery:
+            topics = Topics(
+                self.settings.homeassistant_prefix, self.settings.homeassistant_topic_root
+            )
+            write, read = homeassistant_permissions(topics)
+            await self.api.put_user(
+                HOMEASSISTANT_USER, self.settings.homeassistant_mqtt_password(), SERVICE_TAG
+            )
+            await self.api.grant(
+                HOMEASSISTANT_USER, vhost_permissions(HOMEASSISTANT_CLIENT_IDS), write, read
             )
 
     async def sync(self) -> bool:

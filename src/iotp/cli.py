@@ -13,6 +13,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp import logs
+from iotp.cli_adapters import adapters_app
 from iotp.cli_firmware import firmware_app
 from iotp.cli_security import (
     homeassistant_app,
@@ -32,6 +33,7 @@ app.add_typer(user_app, name="user")  # security
 app.add_typer(mosquitto_app, name="mosquitto")  # security
 app.add_typer(rabbitmq_app, name="rabbitmq")  # operations: RabbitMQ device accounts
 app.add_typer(firmware_app, name="firmware")
+app.add_typer(adapters_app, name="adapters")
 app.add_typer(homeassistant_app, name="homeassistant")
 
 

@@ -335,3 +335,35 @@ async def test_mappings_at_run_time_and_the_dry_run(tmp_path: Path) -> None:
         sensor.publish("home/attic/climate", b'{"t": 31.5}')
         await wait_metric(stack, "thermo-attic", "temperature", 31.5)
         assert (await stack.http.get(f"/api/devices/{fx.TASMOTA_ID}")).status_code == 404
+
+
+def test_cli_accounts_list_and_dry_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`iotp adapters ...` on a SQLite data dir (no broker needed)."""
+    from typer.testing import CliRunner
+
+    from iotp.cli import app
+    from iotp.settings import get_settings
+
+    monkeypatch.setenv("IOTP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IOTP_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("IOTP_ADAPTERS_SHELLY", "false")
+    get_settings.cache_clear()
+    try:
+        run = CliRunner().invoke
+        listed = run(app, ["adapters", "list"])
+        assert listed.exit_code == 0, listed.output
+        assert "on  tasmota" in listed.output
+        assert "off shelly" in listed.output
+        made = run(app, ["adapters", "account", "tasmota", "tasmota-hall", "--scope", "hall"])
+        assert made.exit_code == 0, made.output
+        assert "tele/hall/#" in made.output
+        assert "cmnd/hall/#" in made.output
+        refused = run(app, ["adapters", "account", "zigbee2mqtt", "bridge", "--scope", "x"])
+        assert refused.exit_code == 1
+        assert "takes no scope" in refused.output
+        builtin = Path(__file__).parents[2] / "src/iotp/adapters/builtin/tasmota.yaml"
+        dry = run(app, ["adapters", "dry-run", str(builtin), "tele/hall/LWT", "Offline"])
+        assert dry.exit_code == 0, dry.output
+        assert "devices/tasmota-hall/status offline" in dry.output
+    finally:
+        get_settings.cache_clear()

@@ -238,6 +238,8 @@ rules:
     assert out["data"] == {"temperature": 30.5}
     assert out["info"]["units"] == {"temperature": "°C"}
     assert e.remove("thermo") == ["home/+/climate"]
+    # Filters another one covers are left out: the broker would deliver twice.
+    assert engine().filters("zigbee2mqtt") == ["zigbee2mqtt/#"]
     assert e.translate("home/attic/climate", b'{"t": 30.5}').ignored
     with pytest.raises(MappingFileError, match="device_id"):
         parse("name: x\nrules: []\n")

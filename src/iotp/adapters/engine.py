@@ -80,6 +80,7 @@ class Binding:
     relays: dict[str, bool] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     info_sent: bytes | None = None
+    info_key: tuple[Any, ...] | None = None
     pending: deque[tuple[str, str, float]] = field(default_factory=deque)
 
 
@@ -209,14 +210,13 @@ class AdapterEngine:
         mapping = self._mappings.get(name)
         if mapping is None:
             return []
-        found = {subscription_filter(parse_pattern(rule.topic)) for rule in mapping.rules}
-        return sorted(found)
+        return _minimal({subscription_filter(parse_pattern(rule.topic)) for rule in mapping.rules})
 
     def subscriptions(self) -> list[str]:
         found: set[str] = set()
         for name in self._mappings:
             found.update(self.filters(name))
-        return sorted(found)
+        return _minimal(found)
 
     def _reindex(self) -> None:
         self._by_root = {}
@@ -329,6 +329,17 @@ class AdapterEngine:
     def _info(self, mapping: Mapping, device_id: str, binding: Binding) -> Native | None:
         """The device's info: sent first, and again whenever what it says has changed
         (a relay or a unit seen for the first time): registration and capabilities."""
+        # Most messages teach nothing new: compare what the info is made of first.
+        key = (
+            mapping,
+            len(binding.capabilities),
+            tuple(binding.units),
+            tuple(binding.details.items()),
+            tuple(binding.values.items()),
+        )
+        if key == binding.info_key:
+            return None
+        binding.info_key = key
         caps = set(mapping.capabilities) | binding.capabilities
         caps.update(name for name in mapping.commands if name != "relay")
         info: dict[str, Any] = {
@@ -471,6 +482,23 @@ class AdapterEngine:
                 )
             )
         return [(topic, out)], acks
+
+
+def _covers(wide: str, narrow: str) -> bool:
+    """Every topic the ``narrow`` filter matches, the ``wide`` one matches too."""
+    w, n = wide.split("/"), narrow.split("/")
+    for i, level in enumerate(w):
+        if level == "#":
+            return True
+        if i >= len(n) or n[i] == "#" or (level != "+" and level != n[i]):
+            return False
+    return len(w) == len(n)
+
+
+def _minimal(filters: set[str]) -> list[str]:
+    """Without the filters another one covers: Mosquitto delivers a message once per
+    matching subscription, and the worker must see each message once."""
+    return sorted(f for f in filters if not any(g != f and _covers(g, f) for g in filters))
 
 
 def _acks_by_id(mapping: Mapping) -> bool:

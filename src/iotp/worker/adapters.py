@@ -75,15 +75,21 @@ class AdapterHook:
         before = set(self.engine.subscriptions())
         self.engine.add(mapping)
         self._active[mapping.name] = mapping
+        self._resubscribe(before)
+
+    def remove(self, name: str) -> None:
+        before = set(self.engine.subscriptions())
+        self._active.pop(name, None)
+        self.engine.remove(name)
+        self._resubscribe(before)
+
+    def _resubscribe(self, before: set[str]) -> None:
+        # Filters covered by another are left out (the broker would deliver twice), so a
+        # change may need new ones as well as drop others.
         after = set(self.engine.subscriptions())
         for topic in sorted(after - before):
             self._subscribe(self.share(topic))
         for topic in sorted(before - after):
-            self._unsubscribe(self.share(topic))
-
-    def remove(self, name: str) -> None:
-        self._active.pop(name, None)
-        for topic in self.engine.remove(name):
             self._unsubscribe(self.share(topic))
 
     async def load(self) -> None:

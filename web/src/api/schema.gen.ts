@@ -454,6 +454,115 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/adapters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Adapters */
+        get: operations["list_adapters_api_adapters_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/adapters/dry-run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Dry Run
+         * @description What a sample message would become and store; nothing is stored or sent. The
+         *     engine starts empty, so the device's registration (its info) shows too.
+         */
+        post: operations["dry_run_api_adapters_dry_run_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/adapters/accounts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Accounts
+         * @description Foreign clients' broker accounts (revoke or forget one with /api/credentials).
+         */
+        get: operations["list_accounts_api_adapters_accounts_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/adapters/{name}/accounts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Account
+         * @description Create or rotate a foreign client's account: it may publish and read only its
+         *     mapping's topics for its scope. The password is shown once.
+         */
+        post: operations["create_account_api_adapters__name__accounts_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/adapters/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Adapter */
+        get: operations["get_adapter_api_adapters__name__get"];
+        /**
+         * Put Adapter
+         * @description Add or replace a mapping; every worker takes it up within
+         *     IOTP_ADAPTERS_POLL_SECONDS. It replaces a shipped or file mapping of the same name.
+         */
+        put: operations["put_adapter_api_adapters__name__put"];
+        post?: never;
+        /**
+         * Delete Adapter
+         * @description Forget a mapping saved through the API (a shipped one returns to its setting).
+         */
+        delete: operations["delete_adapter_api_adapters__name__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Switch Adapter
+         * @description Turn a mapping on or off at run time (a shipped one too).
+         */
+        patch: operations["switch_adapter_api_adapters__name__patch"];
+        trace?: never;
+    };
     "/api/devices/{device_id}/commands": {
         parameters: {
             query?: never;
@@ -1029,6 +1138,108 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AccountCreate */
+        AccountCreate: {
+            /**
+             * Username
+             * @description the client's MQTT username
+             */
+            username: string;
+            /**
+             * Scope
+             * @description what the account covers: the Tasmota topic, the Shelly id; none for a Zigbee2MQTT bridge (its base topic)
+             */
+            scope?: string | null;
+        };
+        /** AccountIssued */
+        AccountIssued: {
+            /** Username */
+            username: string;
+            /** Mapping */
+            mapping: string | null;
+            /** Status */
+            status: string;
+            /** Write */
+            write: string[];
+            /** Read */
+            read: string[];
+            /** Updated At */
+            updated_at: string | null;
+            /**
+             * Password
+             * @description shown only in this response
+             */
+            password: string;
+        };
+        /** AccountPublic */
+        AccountPublic: {
+            /** Username */
+            username: string;
+            /** Mapping */
+            mapping: string | null;
+            /** Status */
+            status: string;
+            /** Write */
+            write: string[];
+            /** Read */
+            read: string[];
+            /** Updated At */
+            updated_at: string | null;
+        };
+        /**
+         * AccountSpec
+         * @description The broker account a foreign client gets from an admin: the topics it may publish
+         *     and read, templates over ``{scope}`` (e.g. the Tasmota topic). No scope: the account
+         *     covers fixed topics (a Zigbee2MQTT bridge's base topic).
+         */
+        AccountSpec: {
+            /** Scope */
+            scope?: string | null;
+            /** Write */
+            write: string[];
+            /** Read */
+            read?: string[];
+        };
+        /** AccountsPublic */
+        AccountsPublic: {
+            /** Data */
+            data: components["schemas"]["AccountPublic"][];
+            /** Count */
+            count: number;
+        };
+        /**
+         * AckSpec
+         * @description Command results. ``by: id``: the payload carries the command's id (at ``id``), a
+         *     result (``result``) or an error (``error``). ``by: key``: the payload reports the key a
+         *     command waits for (its ``expect``); ``error_key``/``error_values`` mark a refusal of the
+         *     oldest command waiting.
+         */
+        AckSpec: {
+            /**
+             * By
+             * @enum {string}
+             */
+            by: "id" | "key";
+            /**
+             * Id
+             * @default id
+             */
+            id?: string;
+            /**
+             * Result
+             * @default result
+             */
+            result?: string;
+            /**
+             * Error
+             * @default error
+             */
+            error?: string;
+            /** Error Key */
+            error_key?: string | null;
+            /** Error Values */
+            error_values?: string[];
+        };
         /** ActivityItem */
         ActivityItem: {
             /**
@@ -1061,6 +1272,128 @@ export interface components {
         ActivityPublic: {
             /** Data */
             data: components["schemas"]["ActivityItem"][];
+            /** Count */
+            count: number;
+        };
+        /** AdapterDryRunRequest */
+        AdapterDryRunRequest: {
+            /**
+             * Mapping
+             * @description a mapping's name, or a whole mapping to try
+             */
+            mapping: string | components["schemas"]["Mapping"];
+            /** Topic */
+            topic: string;
+            /**
+             * Payload
+             * @description the message: a JSON value, or a string sent as is
+             */
+            payload: unknown;
+        };
+        /** AdapterDryRunResult */
+        AdapterDryRunResult: {
+            /** Mapping */
+            mapping: string | null;
+            /** Rule */
+            rule: string | null;
+            /**
+             * Ignored
+             * @description no rule takes this topic, or its rule drops it
+             */
+            ignored: boolean;
+            /** Device Ids */
+            device_ids: string[];
+            /**
+             * Messages
+             * @description the platform's own messages it becomes
+             */
+            messages: components["schemas"]["AdapterNativeMessage"][];
+            /**
+             * Stored
+             * @description telemetry samples that would be stored
+             */
+            stored: components["schemas"]["AdapterStoredSample"][];
+            /**
+             * Units
+             * @description device id -> metric -> unit
+             */
+            units: {
+                [key: string]: {
+                    [key: string]: string;
+                };
+            };
+            /**
+             * Rejected
+             * @description why the worker would reject it (reason: detail)
+             */
+            rejected: string | null;
+        };
+        /** AdapterNativeMessage */
+        AdapterNativeMessage: {
+            /** Topic */
+            topic: string;
+            /** Payload */
+            payload: unknown;
+        };
+        /** AdapterPublic */
+        AdapterPublic: {
+            /** Name */
+            name: string;
+            /** Title */
+            title: string;
+            /** Description */
+            description: string;
+            /**
+             * Source
+             * @description builtin, file (IOTP_ADAPTERS_DIR) or api
+             */
+            source: string;
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * Device Id
+             * @description template of the platform device id
+             */
+            device_id: string;
+            /**
+             * Topics
+             * @description the topic filters the workers subscribe to
+             */
+            topics: string[];
+            /** Commands */
+            commands: string[];
+            /**
+             * Account
+             * @description foreign clients of it can get a broker account
+             */
+            account: boolean;
+            /** Mapping */
+            mapping: {
+                [key: string]: unknown;
+            };
+        };
+        /** AdapterStoredSample */
+        AdapterStoredSample: {
+            /** Device Id */
+            device_id: string;
+            /** Metrics */
+            metrics: {
+                [key: string]: number;
+            };
+            /** Attributes */
+            attributes: {
+                [key: string]: unknown;
+            };
+        };
+        /** AdapterSwitch */
+        AdapterSwitch: {
+            /** Enabled */
+            enabled: boolean;
+        };
+        /** AdaptersPublic */
+        AdaptersPublic: {
+            /** Data */
+            data: components["schemas"]["AdapterPublic"][];
             /** Count */
             count: number;
         };
@@ -1417,6 +1750,30 @@ export interface components {
              */
             command?: string | null;
         };
+        /**
+         * CommandOut
+         * @description One command as the firmware takes it. ``topic`` and ``payload`` are templates over
+         *     the device's captures and the command: ``{relay}`` (the relay name), ``{state}``
+         *     (``on``/``off``/``toggle``), ``{STATE}`` (upper case), ``{on}`` (true/false), ``{command_id}``
+         *     (the command id) and the groups of ``relay_pattern``. A JSON payload's string that is
+         *     exactly one ``{name}`` takes that value's type. ``expect``: the key whose report
+         *     acknowledges it (see AckSpec); without, the firmware reports no result.
+         */
+        CommandOut: {
+            /** Topic */
+            topic: string;
+            /**
+             * Payload
+             * @default
+             */
+            payload?: unknown;
+            /** Payload Toggle */
+            payload_toggle?: unknown;
+            /** Expect */
+            expect?: string | null;
+            /** Relay Pattern */
+            relay_pattern?: string | null;
+        };
         /** CommandPublic */
         CommandPublic: {
             /** Id */
@@ -1559,6 +1916,37 @@ export interface components {
             data: components["schemas"]["CredentialPublic"][];
             /** Count */
             count: number;
+        };
+        /**
+         * DataSpec
+         * @description Telemetry: numbers become metrics (with units), other top-level values attributes.
+         */
+        DataSpec: {
+            /**
+             * Flatten
+             * @default false
+             */
+            flatten?: boolean;
+            /** Fields */
+            fields?: {
+                [key: string]: string | components["schemas"]["MetricField"];
+            };
+            /** Exclude */
+            exclude?: string[];
+            /** Units */
+            units?: {
+                [key: string]: string;
+            };
+            /**
+             * Prefix
+             * @default
+             */
+            prefix?: string;
+            /**
+             * Attributes
+             * @default true
+             */
+            attributes?: boolean;
         };
         /** DeliveriesPublic */
         DeliveriesPublic: {
@@ -1860,6 +2248,20 @@ export interface components {
             version: string;
             mqtt: components["schemas"]["MqttInfo"];
         };
+        /**
+         * InfoSpec
+         * @description Registration details found in a payload: our info field -> payload path.
+         */
+        InfoSpec: {
+            /** Firmware */
+            firmware?: string | null;
+            /** Ip */
+            ip?: string | null;
+            /** Rssi */
+            rssi?: string | null;
+            /** Model */
+            model?: string | null;
+        };
         /** LatestPublic */
         LatestPublic: {
             /** Device Id */
@@ -1880,6 +2282,49 @@ export interface components {
             ts: string;
             /** Unit */
             unit?: string | null;
+        };
+        /** Mapping */
+        Mapping: {
+            /** Name */
+            name: string;
+            /**
+             * Title
+             * @default
+             */
+            title?: string;
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /** Device Id */
+            device_id: string;
+            /** Device Name */
+            device_name?: string | null;
+            /**
+             * Type
+             * @default
+             */
+            type?: string;
+            /**
+             * Interval
+             * @default 60
+             */
+            interval?: number;
+            /** Capabilities */
+            capabilities?: string[];
+            /**
+             * Ota
+             * @default
+             */
+            ota?: string;
+            /** Rules */
+            rules: components["schemas"]["Rule"][];
+            /** Commands */
+            commands?: {
+                [key: string]: components["schemas"]["CommandOut"];
+            };
+            account?: components["schemas"]["AccountSpec"] | null;
         };
         /** MePublic */
         MePublic: {
@@ -1920,6 +2365,21 @@ export interface components {
              * @default 600
              */
             max_age_seconds?: number;
+        };
+        /**
+         * MetricField
+         * @description One metric taken from a payload path.
+         */
+        MetricField: {
+            /** Path */
+            path: string;
+            /** Unit */
+            unit?: string | null;
+            /**
+             * Scale
+             * @default 1
+             */
+            scale?: number;
         };
         /** MqttInfo */
         MqttInfo: {
@@ -2060,6 +2520,43 @@ export interface components {
             type: "registered";
         };
         /**
+         * RegistrySpec
+         * @description A list of devices behind a bridge (Zigbee2MQTT's ``bridge/devices``): each entry
+         *     registers ``device`` with its ``capture`` filled from ``name``.
+         */
+        RegistrySpec: {
+            /** Capture */
+            capture: string;
+            /** Name */
+            name: string;
+            /** Skip */
+            skip?: {
+                [key: string]: unknown;
+            };
+            /** @default {} */
+            info?: components["schemas"]["InfoSpec"];
+        };
+        /**
+         * RelaySpec
+         * @description Relays in a payload: keys matching ``keys`` (a regular expression), or the value at
+         *     ``path``; named ``name`` (a template: ``{key}`` and the topic's captures).
+         */
+        RelaySpec: {
+            /** Keys */
+            keys?: string | null;
+            /** Path */
+            path?: string | null;
+            /**
+             * Name
+             * @default {key}
+             */
+            name?: string;
+            /** On */
+            on?: unknown[];
+            /** Off */
+            off?: unknown[];
+        };
+        /**
          * Role
          * @enum {string}
          */
@@ -2188,6 +2685,28 @@ export interface components {
             data: components["schemas"]["RolloutPublic"][];
             /** Count */
             count: number;
+        };
+        /** Rule */
+        Rule: {
+            /** Topic */
+            topic: string;
+            /**
+             * Ignore
+             * @default false
+             */
+            ignore?: boolean;
+            /**
+             * Payload
+             * @default json
+             * @enum {string}
+             */
+            payload?: "json" | "text";
+            data?: components["schemas"]["DataSpec"] | null;
+            status?: components["schemas"]["StatusSpec"] | null;
+            relays?: components["schemas"]["RelaySpec"] | null;
+            info?: components["schemas"]["InfoSpec"] | null;
+            ack?: components["schemas"]["AckSpec"] | null;
+            registry?: components["schemas"]["RegistrySpec"] | null;
         };
         /**
          * RuleBody
@@ -2462,6 +2981,18 @@ export interface components {
             api_instances: number;
             /** Uptime Seconds */
             uptime_seconds: number;
+        };
+        /**
+         * StatusSpec
+         * @description Availability: a payload (text, or the value at ``path`` of a JSON object).
+         */
+        StatusSpec: {
+            /** Path */
+            path?: string | null;
+            /** Online */
+            online: string[];
+            /** Offline */
+            offline: string[];
         };
         /** TagEdit */
         TagEdit: {
@@ -3884,6 +4415,273 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfoPublic"];
+                };
+            };
+        };
+    };
+    list_adapters_api_adapters_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdaptersPublic"];
+                };
+            };
+        };
+    };
+    dry_run_api_adapters_dry_run_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdapterDryRunRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterDryRunResult"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_accounts_api_adapters_accounts_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountsPublic"];
+                };
+            };
+        };
+    };
+    create_account_api_adapters__name__accounts_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AccountCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountIssued"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    get_adapter_api_adapters__name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    put_adapter_api_adapters__name__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Mapping"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterPublic"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    delete_adapter_api_adapters__name__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    switch_adapter_api_adapters__name__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdapterSwitch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdapterPublic"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

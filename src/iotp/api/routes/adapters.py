@@ -74,36 +74,40 @@ async def list_adapters(session: SessionDep, state: StateDep) -> AdaptersPublic:
 # ---- dry run ---------------------------------------------------------------------------
 
 
-class DryRunRequest(BaseModel):
+class AdapterDryRunRequest(BaseModel):
     mapping: str | Mapping = Field(description="a mapping's name, or a whole mapping to try")
     topic: str = Field(min_length=1, max_length=256)
     payload: Any = Field(description="the message: a JSON value, or a string sent as is")
 
 
-class NativeMessage(BaseModel):
+class AdapterNativeMessage(BaseModel):
     topic: str
     payload: Any
 
 
-class StoredSample(BaseModel):
+class AdapterStoredSample(BaseModel):
     device_id: str
     metrics: dict[str, float]
     attributes: dict[str, Any]
 
 
-class DryRunResult(BaseModel):
+class AdapterDryRunResult(BaseModel):
     mapping: str | None
     rule: str | None
     ignored: bool = Field(description="no rule takes this topic, or its rule drops it")
     device_ids: list[str]
-    messages: list[NativeMessage] = Field(description="the platform's own messages it becomes")
-    stored: list[StoredSample] = Field(description="telemetry samples that would be stored")
+    messages: list[AdapterNativeMessage] = Field(
+        description="the platform's own messages it becomes"
+    )
+    stored: list[AdapterStoredSample] = Field(description="telemetry samples that would be stored")
     units: dict[str, dict[str, str]] = Field(description="device id -> metric -> unit")
     rejected: str | None = Field(description="why the worker would reject it (reason: detail)")
 
 
-@router.post("/dry-run", response_model=DryRunResult, responses={404: {}, 422: {}})
-async def dry_run(session: SessionDep, state: StateDep, body: DryRunRequest) -> DryRunResult:
+@router.post("/dry-run", response_model=AdapterDryRunResult, responses={404: {}, 422: {}})
+async def dry_run(
+    session: SessionDep, state: StateDep, body: AdapterDryRunRequest
+) -> AdapterDryRunResult:
     """What a sample message would become and store; nothing is stored or sent. The
     engine starts empty, so the device's registration (its info) shows too."""
     if isinstance(body.mapping, Mapping):
@@ -117,7 +121,7 @@ async def dry_run(session: SessionDep, state: StateDep, body: DryRunRequest) -> 
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no mapping {body.mapping!r}")
         mapping = found[body.mapping]
     raw = body.payload.encode() if isinstance(body.payload, str) else orjson.dumps(body.payload)
-    result = DryRunResult(
+    result = AdapterDryRunResult(
         mapping=mapping.name,
         rule=None,
         ignored=False,
@@ -138,12 +142,12 @@ async def dry_run(session: SessionDep, state: StateDep, body: DryRunRequest) -> 
     for topic, payload in translation.messages:
         device_id, kind = parse_topic(topic)
         shown: Any = payload.decode() if kind.value == "status" else orjson.loads(payload)
-        result.messages.append(NativeMessage(topic=topic, payload=shown))
+        result.messages.append(AdapterNativeMessage(topic=topic, payload=shown))
         try:
             if kind.value == "data":
                 msg = p.parse_data(payload)
                 result.stored.append(
-                    StoredSample(
+                    AdapterStoredSample(
                         device_id=device_id, metrics=msg.metrics, attributes=msg.attributes or {}
                     )
                 )

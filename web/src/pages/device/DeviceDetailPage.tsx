@@ -140,7 +140,13 @@ export default function DeviceDetailPage() {
           <ShadowIndicator deviceId={id} reported={device.reported_state} />
         </Descriptions.Item>
         <Descriptions.Item label="OTA">
-          <OtaStatus commands={commands.commands} progress={commands.progress} />
+          {foreignFirmware(device.metadata) ? (
+            <Typography.Text type="secondary" data-testid="ota-not-applicable">
+              not applicable: runs {foreignFirmware(device.metadata)} firmware, which updates itself
+            </Typography.Text>
+          ) : (
+            <OtaStatus commands={commands.commands} progress={commands.progress} />
+          )}
         </Descriptions.Item>
       </Descriptions>
       <Tabs
@@ -431,3 +437,9 @@ function EventsList({ deviceId }: { deviceId: string }) {
   );
 }
 
+// A device mapped from foreign firmware (Tasmota, Zigbee2MQTT, Shelly: the adapters)
+// carries its mapping in its metadata; the platform's OTA bundles are not for it.
+function foreignFirmware(metadata: Record<string, unknown>): string | null {
+  const adapter = metadata.adapter as { mapping?: unknown } | undefined;
+  return adapter && typeof adapter.mapping === "string" ? adapter.mapping : null;
+}

@@ -284,6 +284,18 @@ def test_unusable_foreign_configs_say_why(component: str, raw: dict[str, Any], r
         announce(component, "n", "o", raw)
 
 
+def test_a_foreign_config_cannot_use_the_platforms_topics() -> None:
+    reserved = frozenset({"devices", "iotp", "homeassistant", "iotp-ha"})
+    for raw in (
+        {"stat_t": "devices/VICTIM/data"},
+        {"stat_t": "x/y", "avty_t": "iotp/events/device_status/VICTIM"},
+        {"stat_t": "x/y", "cmd_t": "iotp-ha/VICTIM/servo/set"},
+        {"stat_t": "$SYS/broker/uptime"},
+    ):
+        with pytest.raises(consume.ConfigError, match="belongs to the platform"):
+            consume.announcement("sensor", "n", "o", abbreviations.expand(raw), reserved)
+
+
 def test_bad_config_payloads_are_refused() -> None:
     for payload in (b"[1]", b"{", b"x" * 20000):
         with pytest.raises(consume.ConfigError):

@@ -28,7 +28,7 @@ from iotp.homeassistant import consume, publish
 from iotp.homeassistant.publish import DeviceView, Topics
 from iotp.mqtt import MqttLink
 from iotp.protocol.events import EventType, PublishEvent, event_subscription
-from iotp.protocol.topics import DEVICE_ID_RE, Kind, device_topic, subscription
+from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind, device_topic, subscription
 from iotp.services import commands as command_service
 from iotp.services import users as user_service
 from iotp.services.auth import Role, generate_secret
@@ -94,6 +94,9 @@ class HomeAssistantBridge:
         self.counters: Counter[str] = Counter()
         events = settings.events_topic_prefix
         self._events_prefix = events + "/"
+        self._reserved = frozenset(
+            {TOPIC_ROOT, "provision", events.split("/")[0], self.topics.prefix, self.topics.root}
+        )
         subscriptions = [
             *((event_subscription(events, t), 1) for t in WATCHED_EVENTS),
             (self.topics.birth(), 1),
@@ -357,7 +360,7 @@ class HomeAssistantBridge:
                 self._on_ours(topic, node, payload)
             return
         try:
-            found = consume.announcement(component, node, obj, config)
+            found = consume.announcement(component, node, obj, config, self._reserved)
         except consume.ConfigError as exc:
             self._reject("config", topic, str(exc))
             return

@@ -280,9 +280,16 @@ def _float(value: Any) -> float | None:
 
 
 def announcement(
-    component: str, node: str | None, obj: str, config: dict[str, Any]
+    component: str,
+    node: str | None,
+    obj: str,
+    config: dict[str, Any],
+    reserved: frozenset[str] = frozenset(),
 ) -> Announcement:
-    """The entity a (long-keyed) config describes; ConfigError when unusable."""
+    """The entity a (long-keyed) config describes; ConfigError when unusable.
+    ``reserved``: first topic levels a foreign device may not use (the platform's own
+    device, event and Home Assistant topics: a config must not turn them into another
+    device's readings or commands)."""
     if component not in SUPPORTED:
         raise ConfigError(f"component {component!r} is not read (only {', '.join(SUPPORTED)})")
     device = config.get("device") if isinstance(config.get("device"), dict) else {}
@@ -294,9 +301,12 @@ def announcement(
         raise ConfigError("state_topic must be a string")
     if command_topic is not None and not isinstance(command_topic, str):
         raise ConfigError("command_topic must be a string")
-    for topic in (state_topic, command_topic):
+    availability = _availability(config)
+    for topic in (state_topic, command_topic, *(a[0] for a in availability)):
         if topic is not None and ("+" in topic or "#" in topic or not topic):
             raise ConfigError(f"topic {topic!r} is not a plain topic")
+        if topic is not None and (topic.split("/")[0] in reserved or topic.startswith("$")):
+            raise ConfigError(f"topic {topic!r} belongs to the platform or the broker")
     if component in ("sensor", "binary_sensor") and state_topic is None:
         raise ConfigError(f"{component}: state_topic is required")
     if component in ("number", "button") and command_topic is None:
@@ -318,7 +328,7 @@ def announcement(
         payload_press=_text(config.get("payload_press"), "PRESS"),
         minimum=_float(config.get("min")),
         maximum=_float(config.get("max")),
-        availability=_availability(config),
+        availability=availability,
     )
     model = device.get("model")
     firmware = device.get("sw_version")

@@ -1,11 +1,14 @@
 """Secrets in commands under attack, on a real stack (FakeDevice in open mode: the broker
-takes any client). The admin sets a Wi-Fi password; a viewer watches the API, the
-WebSocket and a webhook; an operator tries to set one."""
+takes any client). The admin sets a Wi-Fi password; a viewer watches the API and the
+WebSocket, a webhook receives command updates, the platform's log is read; an operator
+tries to set one."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from logging import WARNING
 from pathlib import Path
 
 import orjson
@@ -17,6 +20,7 @@ from iotp.db.engine import make_engine
 from iotp.db.models import CommandRow
 from iotp.protocol.secrets import REDACTED
 from tests.control_support import FakeDevice, command_status, device_status
+from tests.integration.test_webhooks_e2e import Receiver
 from tests.support import OPEN, Stack, login, run_stack
 
 SECRET = "hunter2-wifi-password"
@@ -24,7 +28,8 @@ SECRET = "hunter2-wifi-password"
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN) as s:
+    # The webhook receiver is on loopback.
+    async with run_stack("embedded-sqlite", tmp_path, mode=OPEN, webhook_allow_private=True) as s:
         yield s
 
 
@@ -47,10 +52,28 @@ async def stored(stack: Stack, cid: str) -> CommandRow:
     return row  # type: ignore[return-value]
 
 
-async def test_a_secret_parameter_reaches_the_device_and_nobody_else(stack: Stack) -> None:
+async def test_a_secret_parameter_reaches_the_device_and_nobody_else(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="iotp")
     viewer = await user_token(stack, "vera", "viewer")
     operator = await user_token(stack, "otto", "operator")
     dev = await FakeDevice(stack, "SECRET000001").start()
+    receiver = Receiver()
+    await receiver.start()
+    stack.cleanup.append(receiver.stop)
+    r = await stack.http.post(
+        "/api/webhooks",
+        json={"name": "watcher", "url": receiver.url, "events": ["command_update"]},
+    )
+    assert r.status_code == 201, r.text
+    hook_id = r.json()["id"]
+    automations = stack.worker.automations
+
+    async def subscribed() -> bool:
+        return any(s.webhook_id == hook_id for s in automations._subs)
+
+    await stack.wait_for(subscribed)
     seen: list[str] = []
     url = stack.api_url.replace("http", "ws", 1) + "/api/ws?token=" + viewer["Authorization"][7:]
     async with websockets.connect(url, open_timeout=10) as ws:
@@ -86,6 +109,19 @@ async def test_a_secret_parameter_reaches_the_device_and_nobody_else(stack: Stac
         await stack.wait_for(acked_event)
         watcher.cancel()
     assert not any(SECRET in m for m in seen)
+
+    async def acked_hook() -> bool:
+        return any(b'"acked"' in q.body for q in receiver.of_type("command_update"))
+
+    await stack.wait_for(acked_hook)
+    assert not any(SECRET.encode() in q.body for q in receiver.requests)
+    # What the platform logs at its most verbose (IOTP_LOG_LEVEL=DEBUG): its own
+    # records, and warnings of the libraries it quiets (iotp.logs.setup). A library's
+    # debug dump of the MQTT wire is the wire itself.
+    logged = [r for r in caplog.records if r.name.startswith("iotp") or r.levelno >= WARNING]
+    assert any(r.name.startswith("iotp") for r in logged)
+    leaks = [r for r in logged if SECRET in r.getMessage()]
+    assert not leaks, [(r.name, r.levelname, r.getMessage()[:300]) for r in leaks]
     # Nothing kept once the command has ended, not even the device's echo.
     row = await stored(stack, cid)
     assert row.secret_params is None

@@ -8,7 +8,8 @@ import json
 import time
 from typing import Any
 
-from tests.e2e.conftest import open_logged_in, screenshot
+from tests.control_support import FakeDevice, small_bundle
+from tests.e2e.conftest import navigate, open_logged_in, screenshot
 from tests.e2e.test_dashboard import TIMEOUT_MS
 from tests.support import Stack
 
@@ -84,4 +85,106 @@ async def test_units_on_values_axes_and_history(e2e_stack: Stack, browser: Any) 
     assert texts
     assert all(t.endswith("°C") for t in texts), texts
     await screenshot(page, "device-history-units")
+    assert not page.errors, page.errors
+
+
+DECODE_ERROR = "bad bundle: 'utf-8' codec can't decode byte 0x8b in position 1: invalid start byte"
+
+
+async def test_no_dead_ends(e2e_stack: Stack, browser: Any) -> None:
+    stack = e2e_stack
+    page = await open_logged_in(browser, stack, "/no/such/page")
+    # An unknown address says so (not a silent redirect to the overview).
+    await page.get_by_test_id("not-found").get_by_text("/no/such/page").wait_for(timeout=TIMEOUT_MS)
+    await screenshot(page, "not-found")
+    # An unknown device: its 404 result, and no second error pop-up.
+    await navigate(page, "/devices/NOSUCHDEVICE1")
+    await page.get_by_text("No such device").wait_for(timeout=TIMEOUT_MS)
+    await page.wait_for_load_state("networkidle")
+    assert await page.locator(".ant-notification-notice").count() == 0
+
+    # A device that fails its update with a raw decode error, then goes offline.
+    device = FakeDevice(stack, "E2EDEAD0001", mode="silent")
+    device.on_command = lambda cmd: (
+        device.ack(cmd["id"], "error", error=DECODE_ERROR) if cmd["command"] == "ota" else None
+    )
+    await device.start()
+    r = await stack.http.post(
+        "/api/firmware",
+        params={"version": "2.0.0"},
+        content=small_bundle("2.0.0"),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+
+    # Rename with a blank name: refused, with the reason.
+    await navigate(page, "/devices")
+    await page.get_by_role("button", name="Rename").first.click()
+    await page.get_by_label("Device name").fill("   ")
+    await page.get_by_role("button", name="Save").click()
+    await page.get_by_test_id("rename-problem").wait_for(timeout=TIMEOUT_MS)
+    await page.get_by_role("button", name="Cancel").click()
+
+    # Upload without a file: refused, with the reason.
+    await navigate(page, "/firmware")
+    await page.get_by_role("button", name="Upload").first.click()
+    await page.locator(".ant-modal-footer").get_by_role("button", name="Upload").click()
+    await page.get_by_test_id("upload-problem").wait_for(timeout=TIMEOUT_MS)
+    await page.locator(".ant-modal-footer").get_by_role("button", name="Cancel").click()
+
+    # A rollout: the threshold in %, a confirmation, then a readable failure.
+    await page.get_by_role("button", name="Roll out").click()
+    dialog = page.locator(".ant-modal", has_text="Roll out 2.0.0")
+    assert await dialog.get_by_label("Failure threshold in percent").input_value() == "20"
+    await dialog.get_by_text("%", exact=True).first.wait_for(timeout=TIMEOUT_MS)
+    await dialog.locator(".ant-select").first.click()
+    await page.locator(".ant-select-dropdown:visible .ant-select-item-option").first.click()
+    await page.keyboard.press("Escape")
+    await dialog.get_by_role("button", name="Start").click()
+    confirm = page.locator(".ant-modal-confirm")
+    await confirm.locator(".ant-modal-confirm-title", has_text="Start rolling out 2.0.0?").wait_for(
+        timeout=TIMEOUT_MS
+    )
+    await screenshot(page, "rollout-confirm")
+    await confirm.get_by_role("button", name="Back").click()
+    assert (await stack.get("/api/rollouts"))["count"] == 0  # nothing started on "Back"
+    await dialog.get_by_role("button", name="Start").click()
+    await confirm.get_by_role("button", name="Start rollout").click()
+
+    async def failed() -> bool:
+        rollouts = (await stack.get("/api/rollouts"))["data"]
+        return bool(rollouts) and rollouts[0]["status"] != "running"
+
+    await stack.wait_for(failed, timeout=30)
+    await page.reload()
+    rollout = page.locator(".ant-table-row", has_text="2.0.0").last
+    await rollout.locator(".ant-table-row-expand-icon").click()
+    error = page.get_by_test_id("rollout-device-error").first
+    await error.get_by_text("could not read the bundle").wait_for(timeout=TIMEOUT_MS)
+    assert "0x8b" not in await page.locator(".ant-card", has_text="Rollouts").inner_text()
+    await screenshot(page, "rollouts-readable")
+
+    # Offline: the relay command waits for the device, and the page says so.
+    await device.stop()
+
+    async def offline() -> bool:
+        return bool((await stack.get("/api/devices/E2EDEAD0001"))["status"] == "offline")
+
+    await stack.wait_for(offline)
+    await navigate(page, "/devices/E2EDEAD0001")
+    await page.get_by_role("tab", name="Control").click()
+    await page.get_by_test_id("relay-light").click()
+    waits = page.get_by_test_id("command-waits")
+    await waits.get_by_text("offline").first.wait_for(timeout=TIMEOUT_MS)
+    assert "goes out when the device connects again" in await waits.inner_text()
+    await screenshot(page, "relay-offline-waits")
+
+    # Events in words, not JSON.
+    await page.get_by_role("tab", name="Events").click()
+    events = page.get_by_test_id("events")
+    await events.get_by_text("Went offline").first.wait_for(timeout=TIMEOUT_MS)
+    text = await events.inner_text()
+    assert "Registered" in text, text
+    assert "{" not in text, text
+    await screenshot(page, "device-events")
     assert not page.errors, page.errors

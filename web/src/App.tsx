@@ -1,6 +1,6 @@
 import { lazy, Suspense, useEffect } from "react";
 import { App as AntApp, ConfigProvider, Spin } from "antd";
-import { Navigate, Route, Routes } from "react-router-dom";
+import { Route, Routes } from "react-router-dom";
 import { setErrorReporter } from "./api/errors";
 import { useTheme } from "./hooks/useTheme";
 import { themeConfig } from "./theme";
@@ -8,6 +8,7 @@ import { Shell } from "./components/Shell";
 import { AuthGate } from "./components/AuthGate";
 import { OverviewPage } from "./pages/overview/OverviewPage";
 import { AdminOnly } from "./components/AdminOnly";
+import { NotFound } from "./components/NotFound";
 
 // Charts (Recharts) load only with the device page, keeping the first load small.
 const DeviceDetailPage = lazy(() => import("./pages/device/DeviceDetailPage"));
@@ -95,7 +96,7 @@ export function App() {
                 </AdminOnly>
               }
             />
-            <Route path="*" element={<Navigate to="/" replace />} />
+            <Route path="*" element={<NotFound />} />
           </Route>
         </Routes>
       </AntApp>

@@ -15,6 +15,7 @@ function unacknowledged(c: Command): boolean {
   return c.status === "sent" && c.notes.some((n) => n.note === NO_ACKS);
 }
 import type { Availability } from "./useCommands";
+import { formatDateTime } from "../../api/time";
 
 export interface Capabilities {
   relays: string[];
@@ -55,6 +56,7 @@ export function ControlPanel({
   availability,
   commands,
   send,
+  deviceStatus,
 }: {
   capabilities: string[];
   capabilitiesKnown?: boolean;
@@ -62,6 +64,8 @@ export function ControlPanel({
   availability: Availability;
   commands: Command[];
   send: Send;
+  /** the device's presence: an offline device's commands wait, and the panel says so */
+  deviceStatus?: "online" | "offline" | "unknown";
 }) {
   const caps = parseCapabilities(capabilities);
   const { message } = App.useApp();
@@ -104,8 +108,24 @@ export function ControlPanel({
   const servo = caps.servo || unknown;
   const reboot = caps.reboot || unknown;
   const nothing = !caps.relays.length && !servo && !reboot && !caps.automation;
+  // Commands sent while the device is away wait for it; a spinner alone would look stuck.
+  const waiting =
+    deviceStatus !== undefined && deviceStatus !== "online"
+      ? Object.entries(pending)
+          .map(([control, id]) => ({ control, command: commands.find((c) => c.id === id) }))
+          .filter((w) => !w.command || !FINAL_STATES.has(w.command.status))
+      : [];
   return (
     <Space direction="vertical" style={{ width: "100%" }} data-testid="control-panel">
+      {waiting.length > 0 && (
+        <Alert
+          type="info"
+          showIcon
+          data-testid="command-waits"
+          message={`The device is ${deviceStatus === "offline" ? "offline" : "not connected"}: ${waiting.map((w) => w.control).join(", ")} waits for it`}
+          description={`The command is ${waiting[0]?.command?.status ?? "queued"} and goes out when the device connects again${waiting[0]?.command?.expires_at ? `, until ${formatDateTime(Date.parse(waiting[0].command.expires_at))} (then it expires)` : ""}. The switch stays busy until the device acknowledges.`}
+        />
+      )}
       {nothing && <Typography.Text type="secondary">This device reports no controllable capabilities; use a custom command.</Typography.Text>}
       {unknown && (
         <Alert

@@ -45,7 +45,8 @@ import {
   type Shadow,
   type Telemetry,
 } from "./service";
-import { eventIso } from "../../api/time";
+import { eventIso, formatDateTime } from "../../api/time";
+import { describeEvent } from "./events";
 
 export default function DeviceDetailPage() {
   const { id = "" } = useParams();
@@ -168,6 +169,7 @@ export default function DeviceDetailPage() {
                       availability={commands.availability}
                       commands={commands.commands}
                       send={commands.send}
+                      deviceStatus={device.status}
                     />
                   ),
                 },
@@ -424,15 +426,26 @@ function EventsList({ deviceId }: { deviceId: string }) {
       data-testid="events"
       dataSource={items}
       locale={{ emptyText: "No events yet." }}
-      renderItem={(e) => (
-        <List.Item>
-          <Space wrap>
-            <RelativeTime iso={e.ts} />
-            <Tag>{e.type}</Tag>
-            <code style={{ overflowWrap: "anywhere" }}>{JSON.stringify(e.data)}</code>
-          </Space>
-        </List.Item>
-      )}
+      renderItem={(e) => {
+        const text = describeEvent(e.type, e.data);
+        return (
+          <List.Item data-testid="event">
+            <Space wrap>
+              <Typography.Text type="secondary" style={{ minWidth: 150, display: "inline-block" }}>
+                {formatDateTime(e.ts)}
+              </Typography.Text>
+              <Tag color={text.level === "critical" ? "red" : text.level === "warning" ? "orange" : undefined}>{text.level}</Tag>
+              <span>{text.title}</span>
+              {text.details.map(([k, v]) => (
+                <Typography.Text key={k} type="secondary" style={{ overflowWrap: "anywhere" }}>
+                  {k}: {v}
+                </Typography.Text>
+              ))}
+              <RelativeTime iso={e.ts} />
+            </Space>
+          </List.Item>
+        );
+      }}
     />
   );
 }

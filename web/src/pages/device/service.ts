@@ -30,7 +30,8 @@ export async function listCommands(deviceId: string): Promise<Command[] | null> 
       api.GET("/api/devices/{device_id}/commands", {
         params: { path: { device_id: deviceId }, query: { limit: 50 } },
       }),
-      quietIfMissing,
+      // An unknown device is the page's own 404 result, not a second pop-up.
+      { quiet: (e: ApiError) => e.routeMissing || e.status === 404 },
     );
     return page.data;
   } catch (exc) {

@@ -1,8 +1,9 @@
-import { useDeferredValue, useMemo, useRef, useState } from "react";
+import { useDeferredValue, useEffect, useMemo, useRef, useState } from "react";
 import {
   App,
   Button,
   Alert,
+  Form,
   Grid,
   Input,
   Modal,
@@ -190,16 +191,26 @@ export default function DevicesPage() {
 function RenameModal({ device, onClose }: { device: DeviceRow | null; onClose: () => void }) {
   const [name, setName] = useState("");
   const [busy, setBusy] = useState(false);
+  // Shown under the field instead of doing nothing: a blank name is refused with why.
+  const [problem, setProblem] = useState<string | null>(null);
+  // On open, not after the opening animation: what is typed meanwhile is not overwritten.
+  useEffect(() => {
+    setName(device?.name ?? "");
+    setProblem(null);
+  }, [device]);
   return (
     <Modal
       open={device !== null}
       title="Rename device"
       okText="Save"
       confirmLoading={busy}
-      afterOpenChange={(open) => open && setName(device?.name ?? "")}
       onCancel={onClose}
       onOk={async () => {
-        if (!device || !name.trim()) return;
+        if (!device) return;
+        if (!name.trim()) {
+          setProblem("A device needs a name: type at least one character that is not a space.");
+          return;
+        }
         setBusy(true);
         try {
           store.put(await updateDevice(device.id, { name: name.trim() }));
@@ -211,7 +222,23 @@ function RenameModal({ device, onClose }: { device: DeviceRow | null; onClose: (
         }
       }}
     >
-      <Input aria-label="Device name" value={name} maxLength={128} onChange={(e) => setName(e.target.value)} />
+      <Form layout="vertical" component={false}>
+        <Form.Item
+          label="Name"
+          validateStatus={problem ? "error" : undefined}
+          help={problem ? <span data-testid="rename-problem">{problem}</span> : undefined}
+        >
+          <Input
+            aria-label="Device name"
+            value={name}
+            maxLength={128}
+            onChange={(e) => {
+              setName(e.target.value);
+              setProblem(null);
+            }}
+          />
+        </Form.Item>
+      </Form>
     </Modal>
   );
 }

@@ -31,6 +31,7 @@ import {
   listFirmware,
   listRollouts,
   rolloutAction,
+  readableReason,
   rolloutProgress,
   startRollout,
   uploadFirmware,
@@ -139,7 +140,11 @@ export default function FirmwarePage() {
               render: (s: string, r: Rollout) => (
                 <span>
                   <Tag>{s}</Tag>
-                  {r.paused_reason && <Typography.Text type="warning">{r.paused_reason}</Typography.Text>}
+                  {r.paused_reason && (
+                    <Typography.Text type="warning" title={r.paused_reason} data-testid="paused-reason">
+                      {readableReason(r.paused_reason)}
+                    </Typography.Text>
+                  )}
                 </span>
               ),
             },
@@ -224,7 +229,15 @@ function RolloutDevices({ rollout }: { rollout: Rollout | undefined }) {
         { title: "Status", dataIndex: "status", render: (s: string) => <Tag>{s}</Tag> },
         { title: "Stage", dataIndex: "stage" },
         { title: "From", dataIndex: "from_version" },
-        { title: "Error", dataIndex: "error" },
+        {
+          title: "Error",
+          dataIndex: "error",
+          render: (e: string | null) => (
+            <span title={e ?? undefined} data-testid="rollout-device-error">
+              {readableReason(e)}
+            </span>
+          ),
+        },
       ]}
     />
   );
@@ -233,6 +246,7 @@ function RolloutDevices({ rollout }: { rollout: Rollout | undefined }) {
 function UploadForm({ onDone }: { onDone: () => void }) {
   const [open, setOpen] = useState(false);
   const [file, setFile] = useState<File | null>(null);
+  const [fileMissing, setFileMissing] = useState(false);
   const [busy, setBusy] = useState(false);
   const [form] = Form.useForm<{ version?: string; notes: string }>();
   return (
@@ -252,7 +266,10 @@ function UploadForm({ onDone }: { onDone: () => void }) {
           form={form}
           layout="vertical"
           onFinish={async (v) => {
-            if (!file) return;
+            if (!file) {
+              setFileMissing(true); // said under the field, not a silent no-op
+              return;
+            }
             setBusy(true);
             try {
               await uploadFirmware(file, v.version || undefined, v.notes ?? "");
@@ -267,10 +284,16 @@ function UploadForm({ onDone }: { onDone: () => void }) {
             }
           }}
         >
-          <Form.Item label="Bundle" required>
+          <Form.Item
+            label="Bundle"
+            required
+            validateStatus={fileMissing ? "error" : undefined}
+            help={fileMissing ? <span data-testid="upload-problem">Choose a bundle file first (made with iotp firmware sign).</span> : undefined}
+          >
             <Upload
               beforeUpload={(f) => {
                 setFile(f);
+                setFileMissing(false);
                 return false;
               }}
               maxCount={1}
@@ -294,7 +317,7 @@ function UploadForm({ onDone }: { onDone: () => void }) {
 function RolloutForm({ firmware, admin, onDone }: { firmware: Firmware; admin: boolean; onDone: () => void }) {
   const [open, setOpen] = useState(false);
   const { rows } = useDevices();
-  const { message } = App.useApp();
+  const { message, modal } = App.useApp();
   const [form] = Form.useForm();
   const target = Form.useWatch("target", form) as string | undefined;
   const types = [...new Set(rows.map((d) => d.type).filter(Boolean))] as string[];
@@ -308,13 +331,29 @@ function RolloutForm({ firmware, admin, onDone }: { firmware: Firmware; admin: b
         <Form
           form={form}
           layout="vertical"
-          initialValues={{ target: "devices", rate_per_minute: 10, failure_threshold: 0.2 }}
+          initialValues={{ target: "devices", rate_per_minute: 10, failure_percent: 20 }}
           onFinish={async (v: Record<string, unknown>) => {
+            const who =
+              v.target === "devices"
+                ? `${(v.device_ids as string[]).length} device(s)`
+                : v.target === "type"
+                  ? `every device of type ${String(v.device_type)}`
+                  : v.target === "tag"
+                    ? `every device tagged ${String(v.tag)}`
+                    : "every device";
+            // Devices install and reboot: nothing starts without a second yes.
+            const sure = await modal.confirm({
+              title: `Start rolling out ${firmware.version}?`,
+              content: `${who} will download ${firmware.version}, install it and reboot, ${String(v.rate_per_minute)} per minute. The rollout pauses when ${String(v.failure_percent)}% of its devices fail.`,
+              okText: "Start rollout",
+              cancelText: "Back",
+            });
+            if (!sure) return;
             try {
               await startRollout({
                 firmware_id: firmware.id,
                 rate_per_minute: v.rate_per_minute as number,
-                failure_threshold: v.failure_threshold as number,
+                failure_threshold: (v.failure_percent as number) / 100,
                 allow_downgrade: Boolean(v.allow_downgrade),
                 allow_unsigned: Boolean(v.allow_unsigned),
                 selector: {
@@ -353,8 +392,12 @@ function RolloutForm({ firmware, admin, onDone }: { firmware: Firmware; admin: b
           <Form.Item name="rate_per_minute" label="Devices per minute">
             <InputNumber min={1} />
           </Form.Item>
-          <Form.Item name="failure_threshold" label="Pause when this share fails">
-            <InputNumber min={0} max={1} step={0.05} />
+          <Form.Item
+            name="failure_percent"
+            label="Pause when this share of its devices fails"
+            extra="The rollout stops sending updates once this percentage of its target devices has failed or rolled back; you then resume or cancel it."
+          >
+            <InputNumber min={0} max={100} step={5} suffix="%" aria-label="Failure threshold in percent" />
           </Form.Item>
           <Form.Item name="allow_downgrade" valuePropName="checked" extra="Devices refuse a version older than the one they run unless this is set.">
             <Checkbox>Allow downgrade</Checkbox>

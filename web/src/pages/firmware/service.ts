@@ -64,3 +64,37 @@ export function rolloutProgress(
   const done = (counts.installed ?? 0) + (counts.skipped ?? 0) + (counts.cancelled ?? 0) + failed;
   return { done, total, failed };
 }
+
+// Raw device and platform errors a person cannot act on, and what they mean.
+const READABLE: [RegExp, string][] = [
+  [/UnicodeDecodeError|codec can't decode|invalid (start|continuation) byte/i, "the device could not read the bundle: it is not a firmware bundle, or it was damaged on the way"],
+  [/sha256 mismatch/i, "a file in the bundle is not what its manifest says (damaged download)"],
+  [/size mismatch/i, "the download is not the size the manifest says (interrupted or damaged)"],
+  [/bad signature/i, "the bundle's signature does not match its contents"],
+  [/timed out waiting for the device/i, "the device did not report back in time (offline, or still busy)"],
+  [/^cancelled$/i, "cancelled"],
+];
+export const MAX_REASON_CHARS = 160;
+
+function explain(raw: string): string {
+  for (const [pattern, text] of READABLE) if (pattern.test(raw)) return text;
+  return raw
+    .replace(/b(['"])(?:\\.|(?!\1).)*\1/g, "(binary data)")
+    .replace(/\b[A-Z][A-Za-z]*(Error|Exception):\s*/g, "")
+    .trim();
+}
+
+/** A rollout or device error as a sentence: known raw errors explained, byte dumps and
+ * exception class names dropped, the pause threshold as a percentage, long text cut (the
+ * raw text stays in the tooltip). */
+export function readableReason(raw: string | null | undefined): string {
+  if (!raw) return "";
+  const [head = "", ...rest] = raw.split("; last error: ");
+  let text = explain(head).replace(
+    /\(limit (\d+) = ([\d.]+) of (\d+)\)/,
+    (_, limit: string, share: string, total: string) =>
+      `(limit ${limit}: ${Math.round(Number(share) * 100)}% of ${total} devices)`,
+  );
+  if (rest.length) text += `; last error: ${explain(rest.join("; last error: "))}`;
+  return text.length > MAX_REASON_CHARS ? `${text.slice(0, MAX_REASON_CHARS - 1)}…` : text;
+}

@@ -17,7 +17,14 @@ import pytest
 
 from tests import adapter_payloads as fx
 from tests.control_support import command_status, device_status
-from tests.support import PROVISIONED, SUPERVISED_KINDS, MqttTestClient, Stack, run_stack
+from tests.support import (
+    AMQTT_KIND,
+    PROVISIONED,
+    SUPERVISED_KINDS,
+    MqttTestClient,
+    Stack,
+    run_stack,
+)
 
 pytestmark = [pytest.mark.mosquitto]
 
@@ -199,11 +206,12 @@ async def test_tasmota_zigbee2mqtt_and_shelly_appear_stream_and_take_commands(
     await wait_metric(stack, fx.SHELLY_ID, "switch_0.apower", 57.5)
 
 
-async def test_foreign_accounts_stay_on_their_own_topics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["embedded-sqlite", AMQTT_KIND])
+async def test_foreign_accounts_stay_on_their_own_topics(tmp_path: Path, kind: str) -> None:
     """The attack: a second Tasmota's account (a device that was opened) tries to speak
     for the first, command it, read everything, speak the platform's own protocol, or get
     a scope that reaches other topics; the victim keeps streaming and taking commands."""
-    async with run_stack("embedded-sqlite", tmp_path, mode=PROVISIONED) as stack:
+    async with run_stack(kind, tmp_path, mode=PROVISIONED) as stack:
         victim = await client(
             stack,
             "tasmota-kitchen",
@@ -219,8 +227,10 @@ async def test_foreign_accounts_stay_on_their_own_topics(tmp_path: Path) -> None
         attacker = await client(
             stack, "tasmota-garage", await account(stack, "tasmota", "tasmota-garage", "garage")
         )
-        await attacker.subscribe("#")
-        await attacker.subscribe(f"cmnd/{fx.TASMOTA_TOPIC}/#")
+        # Mosquitto grants a forbidden subscription and delivers nothing; amqtt refuses it.
+        for topic in ("#", f"cmnd/{fx.TASMOTA_TOPIC}/#"):
+            with contextlib.suppress(AssertionError):
+                await attacker.subscribe(topic)
         forged = orjson.dumps({"AM2301": {"Temperature": -99.0}})
         attacker.publish(f"tele/{fx.TASMOTA_TOPIC}/SENSOR", forged)
         attacker.publish(f"tele/{fx.TASMOTA_TOPIC}/LWT", b"Offline", retain=True)
@@ -246,7 +256,12 @@ async def test_foreign_accounts_stay_on_their_own_topics(tmp_path: Path) -> None
         seen = []
         while not attacker.messages.empty():
             seen.append(attacker.messages.get_nowait()[0])
-        assert [t for t in seen if fx.TASMOTA_TOPIC in t] == []
+        leaked = [t for t in seen if fx.TASMOTA_TOPIC in t]
+        if kind == AMQTT_KIND:
+            # The amqtt fallback hands a refused subscription the matching retained
+            # messages all the same (docs/security.md): only the retained LWT gets out.
+            leaked = [t for t in leaked if t != fx.TASMOTA_LWT_ONLINE[0]]
+        assert leaked == []
 
         # A scope can never reach another mapping's or the platform's topics.
         for mapping, scope in (

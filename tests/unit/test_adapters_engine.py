@@ -243,3 +243,36 @@ rules:
     assert e.translate("home/attic/climate", b'{"t": 30.5}').ignored
     with pytest.raises(MappingFileError, match="device_id"):
         parse("name: x\nrules: []\n")
+
+
+def test_foreign_account_rules_for_both_brokers() -> None:
+    from amqtt.contexts import Action
+
+    from iotp.broker.auth import filter_covers, foreign_allowed
+    from iotp.broker.mosquitto import render_device_acl
+    from iotp.errors import InvalidRequestError
+    from iotp.services.adapters import account_acl
+
+    mappings = [builtin(n) for n in ("tasmota", "zigbee2mqtt", "shelly")]
+    acl = account_acl(mappings[0], "kitchen", mappings)
+    assert acl == {"write": ["tele/kitchen/#", "stat/kitchen/#"], "read": ["cmnd/kitchen/#"]}
+    # amqtt: its own topics only, never the platform's, and a wildcard read stays inside.
+    assert foreign_allowed(acl, "tele/kitchen/SENSOR", Action.PUBLISH)
+    assert not foreign_allowed(acl, "tele/garage/SENSOR", Action.PUBLISH)
+    assert not foreign_allowed(acl, "cmnd/kitchen/POWER1", Action.PUBLISH)
+    assert foreign_allowed(acl, "cmnd/kitchen/#", Action.SUBSCRIBE)
+    assert not foreign_allowed(acl, "#", Action.SUBSCRIBE)
+    assert not foreign_allowed(acl, "cmnd/+/POWER1", Action.SUBSCRIBE)
+    assert not foreign_allowed({"write": ["#"], "read": ["#"]}, "devices/A1/data", Action.PUBLISH)
+    assert filter_covers("a/+/c", "a/b/c")
+    assert not filter_covers("a/+/c", "a/#")
+    # Mosquitto: the platform's roots denied first, then the account's topics.
+    text = render_device_acl(None, {"tasmota-kitchen": acl})
+    block = text.split("user tasmota-kitchen\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert block[:3] == ["topic deny devices/#", "topic deny iotp/#", "topic deny provision/#"]
+    assert "topic write tele/kitchen/#" in block
+    assert "topic read cmnd/kitchen/#" in block
+    # A scope can never reach another mapping's roots or the platform's.
+    for scope in ("tele", "zigbee2mqtt", "devices", "iotp", "shelly-rpc"):
+        with pytest.raises(InvalidRequestError, match="not its own"):
+            account_acl(mappings[2], scope, mappings)

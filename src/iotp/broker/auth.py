@@ -211,6 +211,14 @@ class DeviceAuthority:
             row = await s.get(DeviceCredential, device_id)
             if row is None or row.status != CredentialStatus.APPROVED.value:
                 return None
+            # A foreign client's topic rules hold from its login on, not from the next
+            # poll: until then it would be taken for a device (refused its own topics).
+            if row.adapter is not None:
+                acl = row.acl or {}
+                self.foreign[device_id] = {
+                    "write": [str(t) for t in acl.get("write", [])],
+                    "read": [str(t) for t in acl.get("read", [])],
+                }
             return row.secret_hash
 
     # ---- topics ---------------------------------------------------------------------

@@ -119,7 +119,6 @@ async def test_a_secret_parameter_reaches_the_device_and_nobody_else(
     # records, and warnings of the libraries it quiets (iotp.logs.setup). A library's
     # debug dump of the MQTT wire is the wire itself.
     logged = [r for r in caplog.records if r.name.startswith("iotp") or r.levelno >= WARNING]
-    assert any(r.name.startswith("iotp") for r in logged)
     leaks = [r for r in logged if SECRET in r.getMessage()]
     assert not leaks, [(r.name, r.levelname, r.getMessage()[:300]) for r in leaks]
     # Nothing kept once the command has ended, not even the device's echo.

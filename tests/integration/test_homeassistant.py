@@ -350,3 +350,54 @@ async def test_a_device_announcing_itself_appears_and_takes_commands(tmp_path: P
         await stack.wait_for(lambda: _status(stack, PLUG, "offline"))
         # the platform announces nothing for it: it announces itself
         assert not [t for t in bridge._ours if t == PLUG]
+
+
+# ---- two workers sharing the load -----------------------------------------------------
+
+
+async def test_two_workers_make_each_command_once(tmp_path: Path) -> None:
+    """Two workers in one share group (open mode on purpose: this is about the workers,
+    not who may connect): each Home Assistant command becomes one platform command, and
+    the two bridges agree on the retained configs instead of publishing them in turn."""
+    from iotp.worker.service import Worker
+    from tests.control_support import FakeDevice
+
+    async with run_stack(
+        KIND, tmp_path, mode=OPEN, homeassistant_discovery=True, mqtt_share_group="ha"
+    ) as stack:
+        second = Worker(
+            stack.settings.model_copy(update={"mqtt_client_id": "iotp.worker.second"}),
+            stack.worker.engine,
+            stack.platform_url,
+        )
+        await second.start()
+        stack.cleanup.append(second.stop)
+        bridges = [stack.worker.homeassistant, second.homeassistant]
+        assert bridges[0] is not None
+        assert bridges[1] is not None
+        dev = await FakeDevice(stack, "HA2W00000001", caps=["temperature", "relay:light"]).start()
+        ha = await stack.device("home-assistant")
+        await ha.subscribe(f"homeassistant/+/{dev.id}/+/config")
+        seen = Retained(ha)
+        await seen.until(lambda s: len(our_configs(s, dev.id)) == 2)
+        # All at once, before the service account exists: each worker creates it (or
+        # finds the other's) and none of the commands is lost to that race.
+        commands = 6
+        for n in range(commands):
+            ha.publish(f"iotp-ha/{dev.id}/relay_light/set", "ON" if n % 2 == 0 else "OFF")
+
+        async def all_acked() -> bool:
+            rows = (await stack.get(f"/api/devices/{dev.id}/commands", source="homeassistant"))[
+                "data"
+            ]
+            return len([c for c in rows if c["status"] == "acked"]) >= commands
+
+        await stack.wait_for(all_acked, timeout=20)
+        made = [b.counters["commands"] for b in bridges if b is not None]
+        assert sum(made) == commands
+        assert len(dev.received) == commands
+        # Each worker published the two configs once, and maybe once more on seeing the
+        # other's (same bytes): never back and forth.
+        for bridge in bridges:
+            assert bridge is not None
+            assert bridge.counters["configs_published"] <= 4

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp import __version__
@@ -125,6 +126,8 @@ class HomeAssistantBridge:
         self._relays: dict[str, dict[str, bool]] = {}
         self._info_due: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._user_lock = asyncio.Lock()
+        self._user_ensured = False
         self._background: set[asyncio.Task[Any]] = set()
 
     def _shared(self, topic: str) -> str:
@@ -299,21 +302,36 @@ class HomeAssistantBridge:
         held[topic] = payload
         self.announce([device_id])
 
+    async def _ensure_service_user(self) -> None:
+        """The service account Home Assistant's commands are made as, created with the
+        operator role if missing. Nobody signs in with its password: it exists so the
+        account is a user like any other, which an admin can demote or disable."""
+        async with self._user_lock:
+            if self._user_ensured:
+                return
+            async with self.sessions() as session:
+                if await user_service.get_by_name(session, SERVICE_USER) is None:
+                    try:
+                        await user_service.create(
+                            session,
+                            username=SERVICE_USER,
+                            password=generate_secret(),
+                            role=Role.OPERATOR,
+                        )
+                        await session.commit()
+                    except (IotpError, IntegrityError):  # another worker made it first
+                        await session.rollback()
+            self._user_ensured = True
+
     async def _service_user(self, session: AsyncSession) -> bool:
-        """The service account Home Assistant's commands are made as (created with the
-        operator role by its first command); True while its role lets it send commands."""
+        """True while the service account's role lets it send commands."""
         user = await user_service.get_by_name(session, SERVICE_USER)
-        if user is None:
-            # Nobody signs in with this password: it exists so the account is a user
-            # like any other, which an admin can demote or disable.
-            user = await user_service.create(
-                session, username=SERVICE_USER, password=generate_secret(), role=Role.OPERATOR
-            )
-        return not user.disabled and Role(user.role).allows(Role.OPERATOR)
+        return user is not None and not user.disabled and Role(user.role).allows(Role.OPERATOR)
 
     async def _on_ha_command(self, device_id: str, obj: str, payload: bytes) -> None:
         topic = self.topics.command(device_id, obj)
         now = time.time()
+        await self._ensure_service_user()
         try:
             async with self.sessions.begin() as session:
                 if not await self._service_user(session):

@@ -1,5 +1,6 @@
 """Webhook SSRF by DNS rebinding, against a real HTTP receiver on loopback (no devices):
-a name that answers a public address to the check and a private one to the connection."""
+a name that answers a public address to the check and a private one to the connection;
+and by redirect: a target that answers 302 towards another address."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from iotp.services import webhook_delivery as delivery
 class Receiver:
     """A minimal HTTP server on 127.0.0.1 that records each request's head."""
 
-    def __init__(self) -> None:
+    OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+    def __init__(self, answer: bytes = OK) -> None:
+        self.answer = answer
         self.port = free_port()
         self.heads: list[str] = []
         self._server: asyncio.Server | None = None
@@ -33,7 +37,7 @@ class Receiver:
         )
         await reader.readexactly(length)
         self.heads.append(head)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.write(self.answer)
         await writer.drain()
         writer.close()
 
@@ -93,3 +97,24 @@ async def test_the_pinned_request_keeps_the_name_in_its_host_header(receiver: Re
     outcome = await send(url, loopback, allow_private=True)
     assert outcome.ok
     assert f"host: hook.example:{receiver.port}" in receiver.heads[0].lower()
+
+
+async def test_a_redirect_is_not_followed(receiver: Receiver) -> None:
+    """A target that redirects elsewhere (an internal address, after its own check
+    passed) gets its 302 recorded as a failure; the other address sees nothing."""
+
+    async def loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    redirect = (
+        f"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{receiver.port}/internal\r\n"
+        "Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ).encode()
+    async with Receiver(redirect) as target:
+        # allow_private lets the test's target on loopback be reached at all: what is
+        # tested is that its answer sends the request nowhere else.
+        outcome = await send(f"http://hook.example:{target.port}/in", loopback, allow_private=True)
+    assert len(target.heads) == 1
+    assert not outcome.ok
+    assert outcome.status_code == 302
+    assert receiver.heads == []

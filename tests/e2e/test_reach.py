@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import expect
 
+from tests.control_support import small_bundle
 from tests.e2e.conftest import CHROMIUM, ROOT, chromium, open_logged_in, screenshot
 from tests.support import OPEN, Stack, need, run_stack
 
@@ -235,6 +236,77 @@ async def test_a_link_reproduces_the_view(stack: Stack, browser: Any) -> None:
         other.get_by_test_id("range")
         .locator(".ant-segmented-item-selected", has_text="24h")
         .wait_for(timeout=TIMEOUT_MS)
+    )
+    await page.close()
+    await other.close()
+
+
+async def test_links_reproduce_rules_users_firmware_and_webhooks_views(
+    stack: Stack, browser: Any
+) -> None:
+    """Sort, tab, the open rollout and the open delivery log are in the URL: they survive
+    a reload, come back with the back button, and a link opens them elsewhere."""
+    fw = await stack.http.post(
+        "/api/firmware",
+        params={"version": "9.9.9"},
+        content=small_bundle("9.9.9"),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert fw.status_code == 201, fw.text
+    r = await stack.http.post(
+        "/api/rollouts", json={"firmware_id": fw.json()["id"], "selector": {"devices": [SENSOR]}}
+    )
+    assert r.status_code == 201, r.text
+    rollout_id = r.json()["id"]
+    (hook,) = (await stack.get("/api/webhooks"))["data"]
+    page = await open_logged_in(browser, stack, "/automations", viewport=DESKTOP)
+
+    fired = page.get_by_role("columnheader", name="Fired", exact=True)
+    await fired.click()
+    await page.wait_for_url("**sort=fired**")
+    await fired.click()
+    await page.wait_for_url("**sort=-fired**")
+    rules_link = page.url
+    await page.reload()
+    await expect(page.get_by_role("columnheader", name="Fired", exact=True)).to_have_attribute(
+        "aria-sort", "descending", timeout=TIMEOUT_MS
+    )
+
+    await page.goto(stack.api_url + "/users")
+    await page.get_by_role("tab", name="API keys").click()
+    await page.wait_for_url("**tab=keys**")
+    await page.goto(stack.api_url + "/webhooks")
+    await page.get_by_role("button", name="Deliveries").click()
+    await page.wait_for_url(f"**log={hook['id']}**")
+    await page.get_by_text(f"Deliveries: {hook['name']}").wait_for(timeout=TIMEOUT_MS)
+    webhooks_link = page.url
+    await page.go_back()  # to the users page, on the tab it was left on
+    await page.wait_for_url("**/users?tab=keys")
+    await expect(page.get_by_role("tab", name="API keys")).to_have_attribute(
+        "aria-selected", "true", timeout=TIMEOUT_MS
+    )
+    await page.go_forward()
+    await page.get_by_text(f"Deliveries: {hook['name']}").wait_for(timeout=TIMEOUT_MS)
+    await page.keyboard.press("Escape")  # closing the log takes it out of the URL
+    await page.wait_for_url(stack.api_url + "/webhooks")
+
+    await page.goto(stack.api_url + "/firmware")
+    rollouts = page.locator(".ant-card", has_text="Rollouts")
+    await rollouts.get_by_role("button", name="Expand row").click()
+    await page.wait_for_url(f"**rollouts={rollout_id}**")
+    firmware_link = page.url
+
+    other = await open_logged_in(browser, stack, viewport=DESKTOP)
+    for link in (rules_link, webhooks_link, firmware_link):
+        await other.goto(link)
+        await _settle(other)
+    await other.goto(firmware_link)
+    await other.locator(".ant-table-expanded-row", has_text=SENSOR).wait_for(timeout=TIMEOUT_MS)
+    await other.goto(webhooks_link)
+    await other.get_by_text(f"Deliveries: {hook['name']}").wait_for(timeout=TIMEOUT_MS)
+    await other.goto(rules_link)
+    await expect(other.get_by_role("columnheader", name="Fired", exact=True)).to_have_attribute(
+        "aria-sort", "descending", timeout=TIMEOUT_MS
     )
     await page.close()
     await other.close()

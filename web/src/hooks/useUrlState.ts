@@ -33,3 +33,25 @@ export function useUrlState<T extends Record<string, string>>(
   );
   return [state, update];
 }
+
+/** A table column's sort order from the URL's `sort`: "name" ascending, "-name" descending. */
+export function sortOrder(sort: string, key: string): "ascend" | "descend" | null {
+  if (sort === key) return "ascend";
+  if (sort === `-${key}`) return "descend";
+  return null;
+}
+
+/** The URL's `sort` for what a table's onChange reports (null: unsorted). */
+export function sortParam(sorter: { order?: "ascend" | "descend" | null; columnKey?: unknown } | { order?: unknown; columnKey?: unknown }[]): string | null {
+  const s = Array.isArray(sorter) ? sorter[0] : sorter;
+  if (!s?.order) return null;
+  return `${s.order === "descend" ? "-" : ""}${String(s.columnKey)}`;
+}
+
+/** A list of ids kept in one query value ("3,5"). */
+export function idList(value: string): number[] {
+  return value
+    .split(",")
+    .map(Number)
+    .filter((n) => Number.isInteger(n) && n > 0);
+}

@@ -16,7 +16,7 @@ import {
   Typography,
 } from "antd";
 import { DeleteOutlined, EditOutlined, TagsOutlined } from "@ant-design/icons";
-import type { ColumnsType, SortOrder } from "antd/es/table/interface";
+import type { ColumnsType } from "antd/es/table/interface";
 import { Link } from "react-router-dom";
 import { devices as store, useDevices, type DeviceRow } from "../../live/devices";
 import { StatusBadge } from "../../components/StatusBadge";
@@ -26,7 +26,7 @@ import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { deleteDevice, mapLimited, matches, updateDevice, type FilterState } from "./service";
 import { BulkCommand } from "./BulkCommand";
-import { useUrlState } from "../../hooks/useUrlState";
+import { sortOrder, sortParam, useUrlState } from "../../hooks/useUrlState";
 
 
 export default function DevicesPage() {
@@ -176,8 +176,7 @@ export default function DevicesPage() {
         scroll={scroll}
         rowSelection={rowSelection}
         onChange={(_pagination, _filters, sorter) => {
-          const s = Array.isArray(sorter) ? sorter[0] : sorter;
-          setUrl({ sort: s?.order ? `${s.order === "descend" ? "-" : ""}${String(s.columnKey)}` : null });
+          setUrl({ sort: sortParam(sorter) });
         }}
         onRow={(d) => ({ "data-device": d.id, "data-status": d.status }) as React.HTMLAttributes<HTMLElement>}
         locale={{ emptyText: "No device matches these filters." }}
@@ -292,13 +291,6 @@ interface RowActions {
 }
 
 const SELECTION_WIDTH = 48;
-
-/** "name" ascending, "-name" descending (the URL's `sort`). */
-function sortOrder(sort: string, key: string): SortOrder {
-  if (sort === key) return "ascend";
-  if (sort === `-${key}`) return "descend";
-  return null;
-}
 
 function buildColumns(control: boolean, sort: string, actions: RowActions): ColumnsType<DeviceRow> {
   const columns: ColumnsType<DeviceRow> = [

@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { render, screen, waitFor } from "@testing-library/react";
 import { App } from "antd";
+import { MemoryRouter } from "react-router-dom";
 import type { User } from "../../api/auth";
 import type { Firmware, Rollout } from "./service";
 
@@ -45,9 +46,11 @@ describe("FirmwarePage", () => {
       firmware(2),
     ]);
     render(
-      <App>
-        <FirmwarePage />
-      </App>,
+      <MemoryRouter>
+        <App>
+          <FirmwarePage />
+        </App>
+      </MemoryRouter>,
     );
     await waitFor(() => expect(screen.getByText("1.2.0")).toBeTruthy());
     expect(screen.getAllByText("0123456789abcdef")).toHaveLength(2); // the bundle and its rollout

@@ -22,6 +22,7 @@ import {
 } from "antd";
 import { UploadOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
+import { idList, useUrlState } from "../../hooks/useUrlState";
 import { canControl, isAdmin } from "../../api/auth";
 import { deviceLabel, useDevices } from "../../live/devices";
 import { RelativeTime } from "../../components/RelativeTime";
@@ -45,6 +46,10 @@ export default function FirmwarePage() {
   const [firmware, setFirmware] = useState<Firmware[] | null | undefined>(undefined);
   const [rollouts, setRollouts] = useState<Rollout[]>([]);
   const [expanded, setExpanded] = useState<Record<number, Rollout>>({});
+  // The rollouts opened to their devices, in the URL (`rollouts=3,5`): a link shows them.
+  const [url, setUrl] = useUrlState({ rollouts: "" });
+  const open = idList(url.rollouts);
+  const openKey = url.rollouts;
   const user = useUser();
   const control = canControl(user);
   const admin = isAdmin(user);
@@ -57,15 +62,18 @@ export default function FirmwarePage() {
   useEffect(() => {
     void refresh();
   }, [refresh]);
+  useEffect(() => {
+    for (const id of idList(openKey)) void getRollout(id).then((full) => setExpanded((e) => ({ ...e, [id]: full })), () => undefined);
+  }, [openKey]);
   // Live progress: poll while a rollout runs.
   useEffect(() => {
     if (!rollouts.some((r) => r.status === "running")) return undefined;
     const timer = setInterval(() => {
       void listRollouts().then(setRollouts).catch(() => undefined);
-      for (const id of Object.keys(expanded).map(Number)) void getRollout(id).then((r) => setExpanded((e) => ({ ...e, [id]: r })));
+      for (const id of idList(openKey)) void getRollout(id).then((r) => setExpanded((e) => ({ ...e, [id]: r })));
     }, ROLLOUT_POLL_MS);
     return () => clearInterval(timer);
-  }, [rollouts, expanded]);
+  }, [rollouts, openKey]);
 
   if (firmware === undefined) return <Skeleton active />;
   if (firmware === null) {
@@ -126,9 +134,9 @@ export default function FirmwarePage() {
           scroll={{ x: 600 }}
           locale={{ emptyText: "No rollouts yet." }}
           expandable={{
-            onExpand: (open, r) => {
-              if (open) void getRollout(r.id).then((full) => setExpanded((e) => ({ ...e, [r.id]: full })));
-            },
+            expandedRowKeys: open,
+            onExpand: (opened, r) =>
+              setUrl({ rollouts: (opened ? [...open, r.id] : open.filter((id) => id !== r.id)).join(",") || null }),
             expandedRowRender: (r) => <RolloutDevices rollout={expanded[r.id]} />,
           }}
           columns={[

@@ -7,6 +7,7 @@ import { useDevices } from "../../live/devices";
 import { useLiveEvents } from "../../hooks/useLive";
 import { listWebhooks } from "../webhooks/service";
 import { RelativeTime } from "../../components/RelativeTime";
+import { sortOrder, sortParam, useUrlState } from "../../hooks/useUrlState";
 import { RuleBuilder } from "./RuleBuilder";
 import {
   createRule,
@@ -31,6 +32,7 @@ export default function RulesPage() {
   const [editing, setEditing] = useState<Rule | null | undefined>(undefined); // undefined: closed
   const [webhooks, setWebhooks] = useState<{ id: number; name: string }[]>([]);
   const screens = Grid.useBreakpoint();
+  const [url, setUrl] = useUrlState({ sort: "" });
   const names = useMemo(() => new Map(rows.map((d) => [d.id, d.name])), [rows]);
 
   // The counters move as rules fire, without a reload.
@@ -88,6 +90,7 @@ export default function RulesPage() {
           dataSource={rules ?? []}
           pagination={{ pageSize: 50, hideOnSinglePage: true }}
           locale={{ emptyText: "No rules yet. Start from a template: gas safety, fan on temperature, device offline…" }}
+          onChange={(_pagination, _filters, sorter) => setUrl({ sort: sortParam(sorter) })}
           columns={[
             {
               title: "Enabled",
@@ -103,6 +106,9 @@ export default function RulesPage() {
             {
               title: "Name",
               dataIndex: "name",
+              key: "name",
+              sortOrder: sortOrder(url.sort, "name"),
+              sorter: (a: Rule, b: Rule) => a.name.localeCompare(b.name),
               render: (name: string, r: Rule) => (
                 <div>
                   {name}
@@ -131,8 +137,24 @@ export default function RulesPage() {
                 </Space>
               ),
             },
-            { title: "Fired", dataIndex: "fire_count", width: 70, render: (n: number, r: Rule) => <span data-testid={`fired-${r.id}`}>{n}</span> },
-            { title: "Last fired", dataIndex: "last_fired_at", responsive: ["sm"], render: (t: string | null) => <RelativeTime iso={t} /> },
+            {
+              title: "Fired",
+              dataIndex: "fire_count",
+              key: "fired",
+              width: 90,
+              sortOrder: sortOrder(url.sort, "fired"),
+              sorter: (a: Rule, b: Rule) => a.fire_count - b.fire_count,
+              render: (n: number, r: Rule) => <span data-testid={`fired-${r.id}`}>{n}</span>,
+            },
+            {
+              title: "Last fired",
+              dataIndex: "last_fired_at",
+              key: "last_fired",
+              responsive: ["sm"],
+              sortOrder: sortOrder(url.sort, "last_fired"),
+              sorter: (a: Rule, b: Rule) => Date.parse(a.last_fired_at ?? "0") - Date.parse(b.last_fired_at ?? "0"),
+              render: (t: string | null) => <RelativeTime iso={t} />,
+            },
             ...(control
               ? [
                   {

@@ -6,6 +6,7 @@ import { PlusOutlined } from "@ant-design/icons";
 import { RelativeTime } from "../../components/RelativeTime";
 import { ShownOnce } from "../../components/ShownOnce";
 import { useUser } from "../../hooks/useAuth";
+import { useUrlState } from "../../hooks/useUrlState";
 import { errorText, useList } from "../../hooks/useList";
 import type { Role } from "../../api/auth";
 import {
@@ -29,10 +30,13 @@ const ROLE_COLOR: Record<string, string> = { admin: "red", operator: "blue", vie
 const detail = errorText;
 
 export default function UsersPage() {
+  const [url, setUrl] = useUrlState({ tab: "users" });
   return (
     <div>
       <Typography.Title level={2}>Users and API keys</Typography.Title>
       <Tabs
+        activeKey={url.tab}
+        onChange={(tab) => setUrl({ tab })}
         items={[
           { key: "users", label: "Users", children: <UsersTab /> },
           { key: "keys", label: "API keys", children: <ApiKeysTab /> },

@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { App } from "antd";
+import { MemoryRouter } from "react-router-dom";
 import type { User } from "../../api/auth";
 import type { Webhook } from "./service";
 
@@ -40,9 +41,11 @@ const HOOK: Webhook = {
 
 function page() {
   return render(
-    <App>
-      <WebhooksPage />
-    </App>,
+    <MemoryRouter>
+      <App>
+        <WebhooksPage />
+      </App>
+    </MemoryRouter>,
   );
 }
 

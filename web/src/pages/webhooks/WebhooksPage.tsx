@@ -19,6 +19,7 @@ import {
 } from "antd";
 import { PlusOutlined } from "@ant-design/icons";
 import { useUser } from "../../hooks/useAuth";
+import { useUrlState } from "../../hooks/useUrlState";
 import { canControl } from "../../api/auth";
 import { RelativeTime } from "../../components/RelativeTime";
 import { deviceLabel, useDevices } from "../../live/devices";
@@ -44,7 +45,9 @@ export default function WebhooksPage() {
   const [hooks, setHooks] = useState<Webhook[] | null>(null);
   const [creating, setCreating] = useState(false);
   const [secret, setSecret] = useState<WebhookWithSecret | null>(null);
-  const [log, setLog] = useState<Webhook | null>(null);
+  // The delivery log open, by webhook id in the URL (`log=4`): a link opens it.
+  const [url, setUrl] = useUrlState({ log: "" });
+  const log = hooks?.find((h) => String(h.id) === url.log) ?? null;
 
   const refresh = useCallback(async () => {
     setHooks(await listWebhooks().catch(() => []));
@@ -126,7 +129,7 @@ export default function WebhooksPage() {
               key: "actions",
               render: (_: unknown, h: Webhook) => (
                 <Space>
-                  <Button size="small" onClick={() => setLog(h)}>
+                  <Button size="small" onClick={() => setUrl({ log: String(h.id) })}>
                     Deliveries
                   </Button>
                   {control && (
@@ -165,7 +168,7 @@ export default function WebhooksPage() {
         />
       )}
       <SecretOnce hook={secret} onClose={() => setSecret(null)} />
-      <DeliveryLog hook={log} onClose={() => setLog(null)} />
+      <DeliveryLog hook={log} onClose={() => setUrl({ log: null })} />
     </div>
   );
 }

@@ -401,3 +401,29 @@ async def test_two_workers_make_each_command_once(tmp_path: Path) -> None:
         for bridge in bridges:
             assert bridge is not None
             assert bridge.counters["configs_published"] <= 4
+
+
+async def test_the_service_account_does_not_stop_the_first_admin(tmp_path: Path) -> None:
+    """A worker may create Home Assistant's service account before the API's first start:
+    the admin is still created then (no broker involved: database only)."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from iotp.db import migrate
+    from iotp.db.engine import make_engine
+    from iotp.services import users
+    from iotp.services.auth import Role
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'iotp.db'}")
+    try:
+        await migrate.upgrade(engine)
+        async with AsyncSession(engine) as session:
+            await users.create(
+                session, username=users.HOMEASSISTANT_USER, password="x" * 32, role=Role.OPERATOR
+            )
+            await session.commit()
+            generated = await users.ensure_admin(session, password="")
+            assert generated  # created now, password shown once
+            assert await users.get_by_name(session, users.ADMIN_USERNAME) is not None
+            assert await users.ensure_admin(session, password="") is None  # once only
+    finally:
+        await engine.dispose()

@@ -147,6 +147,38 @@ async def test_two_workers_share_the_queue_exactly_once(cluster: Cluster) -> Non
     await poll(queue_empty, timeout=30, interval=1.0)
 
 
+async def test_foreign_firmware_reaches_the_queue_input(cluster: Cluster) -> None:
+    """A Tasmota's documented messages (tests/adapter_payloads.py) through RabbitMQ's MQTT
+    plugin: the queue is bound to the adapters' topics too (the cluster's vhost is open to
+    its admin user: no device accounts here)."""
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv311
+
+    from iotp.settings import MqttUrl
+    from tests import adapter_payloads as fx
+
+    url = MqttUrl(cluster.vhost.mqtt_url())
+    client = gmqtt.Client(f"tasmota-{uuid.uuid4().hex[:6]}")
+    client.set_config({"reconnect_retries": 0})
+    client.set_auth_credentials(url.username or "", url.password)
+    await client.connect(url.host, url.port, version=MQTTv311, keepalive=30)
+    try:
+        client.publish(*fx.TASMOTA_LWT_ONLINE, qos=1)
+        client.publish(*fx.TASMOTA_SENSOR, qos=1)
+
+        async def stored() -> bool:
+            count = await pg_value(
+                cluster.dsn, f"SELECT count(*) FROM telemetry WHERE device_id = '{fx.TASMOTA_ID}'"
+            )
+            return int(count) >= 1
+
+        await poll(stored, timeout=30)
+        kind = await pg_value(cluster.dsn, f"SELECT type FROM devices WHERE id = '{fx.TASMOTA_ID}'")
+        assert kind == "tasmota"
+    finally:
+        await client.disconnect()
+
+
 async def test_live_events_reach_websocket_clients(cluster: Cluster) -> None:
     devices, messages = 4, 200
     port = cluster.api[1]

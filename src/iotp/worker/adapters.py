@@ -47,6 +47,8 @@ class AdapterHook:
         self.engine = AdapterEngine(claimed=self._claimed)
         self.counters: Counter[str] = Counter()
         self._version: tuple[int, float] | None = None
+        # Called after the topic filters changed (the RabbitMQ queue input rebinds).
+        self.on_filters: Callable[[], None] | None = None
         self._active: dict[str, Mapping] = {}
         # Mappings from the configuration and the database, which ``refresh`` keeps in
         # step; mappings added in code (``add``) are left alone by it.
@@ -87,6 +89,8 @@ class AdapterHook:
         # Filters covered by another are left out (the broker would deliver twice), so a
         # change may need new ones as well as drop others.
         after = set(self.engine.subscriptions())
+        if after != before and self.on_filters is not None:
+            self.on_filters()
         for topic in sorted(after - before):
             self._subscribe(self.share(topic))
         for topic in sorted(before - after):

@@ -106,13 +106,19 @@ class Worker:
             settings=settings,
             ingestor=self.ingestor,
             publish=self.link.publish,
-            subscribe=self.link.subscribe,
-            unsubscribe=self.link.unsubscribe,
+            # On the RabbitMQ queue input the queue's bindings take foreign topics instead.
+            subscribe=self.link.subscribe if self.source is None else _ignore,
+            unsubscribe=self.link.unsubscribe if self.source is None else _ignore,
         )
         self.ingestor.on_command = self.adapters.on_command
         if self.source is None:
             for topic in self.adapters.filters():
                 self.link.subscribe(topic)
+        else:
+            # The queue is bound to the foreign topics too (at every (re)connect: a
+            # mapping added at run time is bound from the worker's next connection on).
+            self.adapters.on_filters = self._bind_foreign
+            self._bind_foreign()
         self._device_prefix = f"{TOPIC_ROOT}/"
         # Home Assistant discovery, both ways (iotp.homeassistant): a link of its own.
         self.homeassistant: HomeAssistantBridge | None = None
@@ -138,6 +144,11 @@ class Worker:
         self._last_stored = 0
         self._last_rate_at = time.monotonic()
         self.ready = asyncio.Event()
+
+    def _bind_foreign(self) -> None:
+        if self.source is not None:
+            own = [inbound_subscription(), control_subscription(self.settings.events_topic_prefix)]
+            self.source.bindings = [*own, *self.adapters.engine.subscriptions()]
 
     def _publish_event(
         self, event_type: str, device_id: str, payload: dict[str, Any], ts: float
@@ -327,3 +338,7 @@ class Worker:
                 started_at=self.started_at,
                 data=self.stats(),
             )
+
+
+def _ignore(_topic: str) -> None:
+    return None

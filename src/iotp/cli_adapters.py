@@ -10,6 +10,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.adapters import AdapterEngine, MappingError, MappingFileError, load_file
+from iotp.broker import rabbitmq
 from iotp.cli_security import load_settings, with_session
 from iotp.services import adapters as adapter_service
 
@@ -46,6 +47,10 @@ def account(
     async def go(session: AsyncSession) -> tuple[dict[str, Any], str]:
         row, secret = await adapter_service.issue_account(
             session, settings=settings, mapping_name=mapping, username=username, scope=scope
+        )
+        # RabbitMQ keeps its own copy of the password, when set up (broker/rabbitmq.py).
+        await rabbitmq.store_device_secret(
+            settings, row.device_id, secret, approved=True, acl=dict(row.acl or {})
         )
         return adapter_service.account_view(row), secret
 

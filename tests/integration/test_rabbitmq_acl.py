@@ -330,3 +330,46 @@ async def test_home_assistant_account(tmp_path: Path) -> None:
             if name in users:
                 await api.delete_user(name)
         await delete_rabbitmq_vhost(vhost)
+
+
+async def test_a_foreign_clients_account_stays_on_its_mappings_topics(rabbit: Rabbit) -> None:
+    """A Tasmota's account (iotp.services.adapters) on RabbitMQ: its own tele/stat topics
+    and its commands, never another Tasmota's nor the platform's; the attack as in
+    tests/integration/test_adapters.py."""
+    from iotp.services import adapters as adapter_service
+
+    user, scope, other = f"tasmota-{RUN}", f"kt{RUN}", f"ko{RUN}"
+    async with AsyncSession(rabbit.engine, expire_on_commit=False) as session:
+        row, secret = await adapter_service.issue_account(
+            session, settings=rabbit.settings, mapping_name="tasmota", username=user, scope=scope
+        )
+        await store_device_secret(
+            rabbit.settings, user, secret, approved=True, acl=dict(row.acl or {})
+        )
+        await session.commit()
+    try:
+        observer = await rabbit.service()
+        assert await observer.subscribe("tele/#") == 1
+        assert await observer.subscribe("devices/#") == 1
+        tasmota = await rabbit.connect(user, user, secret)
+        assert await tasmota.subscribe(f"cmnd/{scope}/#") == 1
+        tasmota.publish(f"tele/{scope}/SENSOR", '{"AM2301": {"Temperature": 20}}')
+        assert await observer.next() == (f"tele/{scope}/SENSOR", b'{"AM2301": {"Temperature": 20}}')
+        observer.publish(f"cmnd/{scope}/POWER1", "ON")
+        assert (await tasmota.next())[0] == f"cmnd/{scope}/POWER1"
+
+        forger = await rabbit.connect(f"{user}-forger", user, secret)
+        forger.publish(f"tele/{other}/SENSOR", '{"forged": 1}')
+        forger.publish(f"devices/{A1}/data", '{"forged": 1}')
+        await asyncio.sleep(1.0)  # what RabbitMQ would have routed by now
+        while not observer.messages.empty():
+            topic, _ = observer.messages.get_nowait()
+            assert topic not in (f"tele/{other}/SENSOR", f"devices/{A1}/data")
+        spy = await rabbit.connect(f"{user}-spy", user, secret)
+        with contextlib.suppress(TimeoutError):
+            assert await spy.subscribe(f"cmnd/{other}/#") == 0x80
+        observer.publish(f"cmnd/{other}/POWER1", "ON")
+        assert await _silent(spy)
+    finally:
+        if user in await rabbit.api.users():
+            await rabbit.api.delete_user(user)

@@ -87,6 +87,16 @@ def homeassistant_permissions(topics: Topics) -> tuple[str, str]:
     return f"^({write})$", f"^({read})$"
 
 
+def foreign_permissions(acl: dict[str, Any]) -> tuple[str, str]:
+    """(write, read) topic permissions of a foreign client's account (iotp.services.adapters):
+    its mapping's topics for its scope, nothing else (an empty list: a pattern no routing
+    key matches)."""
+    write = "|".join(routing_key_pattern(str(t)) for t in acl.get("write", []))
+    read = "|".join(routing_key_pattern(str(t)) for t in acl.get("read", []))
+    nothing = r"^(?!)$"
+    return (f"^({write})$" if write else nothing), (f"^({read})$" if read else nothing)
+
+
 class RabbitMQError(RuntimeError):
     """The management API refused or could not be reached."""
 
@@ -192,12 +202,22 @@ def management(settings: Settings) -> Management | None:
     return Management(settings.rabbitmq_management_url, settings.rabbitmq_vhost)
 
 
-async def grant_device(api: Management, device_id: str) -> None:
+async def grant_device(api: Management, device_id: str, acl: dict[str, Any] | None = None) -> None:
+    """A device's permissions, or with ``acl`` a foreign client's (its mapping's topics)."""
+    if acl is not None:
+        write, read = foreign_permissions(acl)
+        await api.grant(device_id, vhost_permissions(device_id), write, read)
+        return
     await api.grant(device_id, vhost_permissions(device_id), DEVICE_WRITE, DEVICE_READ)
 
 
 async def store_device_secret(
-    settings: Settings, device_id: str, secret: str, *, approved: bool
+    settings: Settings,
+    device_id: str,
+    secret: str,
+    *,
+    approved: bool,
+    acl: dict[str, Any] | None = None,
 ) -> None:
     """Give RabbitMQ the device's (new) password; no-op unless
     IOTP_RABBITMQ_MANAGEMENT_URL is set. An approved device gets its permissions at once
@@ -208,7 +228,7 @@ async def store_device_secret(
         return
     await api.put_user(device_id, secret, DEVICE_TAG)
     if approved:
-        await grant_device(api, device_id)
+        await grant_device(api, device_id, acl)
     else:
         await api.strip(device_id)
     await api.disconnect(device_id)
@@ -262,6 +282,8 @@ class RabbitMQSync:
                 return False
             rows = await cred_service.list_credentials(session)
         status = {row.device_id: row.status for row in rows}
+        # Foreign clients' accounts: their mapping's topics instead of a device's.
+        acls = {row.device_id: dict(row.acl or {}) for row in rows if row.adapter is not None}
         users = await self.api.users()
         permitted = await self.api.permitted()
         changes = 0
@@ -271,7 +293,7 @@ class RabbitMQSync:
             state = status.get(name)
             if state == CredentialStatus.APPROVED.value:
                 if name not in permitted:
-                    await grant_device(self.api, name)
+                    await grant_device(self.api, name, acls.get(name))
                     changes += 1
             elif state == CredentialStatus.PENDING.value:
                 if name in permitted:

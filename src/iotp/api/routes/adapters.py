@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from iotp.adapters import AdapterEngine, Mapping, MappingError
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import iso
+from iotp.broker import rabbitmq
 from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol import payloads as p
 from iotp.protocol.topics import DEVICE_ID_PATTERN, parse_topic
@@ -230,6 +231,12 @@ async def create_account(
         )
     except (NotFoundError, InvalidRequestError) as exc:
         raise _http(exc) from None
+    try:  # RabbitMQ keeps its own copy of the password (broker/rabbitmq.py), when set up
+        await rabbitmq.store_device_secret(
+            state.settings, row.device_id, secret, approved=True, acl=dict(row.acl or {})
+        )
+    except rabbitmq.RabbitMQError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     await session.commit()
     return AccountIssued(**_account(row).model_dump(), password=secret)
 

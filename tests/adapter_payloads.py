@@ -158,6 +158,8 @@ Z2M_SENSOR_READING = (
         }
     ),
 )
+# The bridge's own state (retained; also its last will with "offline").
+Z2M_BRIDGE_OFFLINE = ("zigbee2mqtt/bridge/state", js({"state": "offline"}))
 Z2M_PLUG_STATE = (f"zigbee2mqtt/{Z2M_PLUG}", js({"state": "OFF", "linkquality": 201}))
 
 

@@ -204,6 +204,10 @@ async def test_tasmota_zigbee2mqtt_and_shelly_appear_stream_and_take_commands(
     # Still streaming after coming back.
     shelly.publish(*fx.shelly_switch(True, 57.5))
     await wait_metric(stack, fx.SHELLY_ID, "switch_0.apower", 57.5)
+    # The bridge goes (its last will): every device behind it goes offline with it.
+    bridge.publish(*fx.Z2M_BRIDGE_OFFLINE, retain=True)
+    for device_id in (fx.Z2M_SENSOR_ID, fx.Z2M_PLUG_ID):
+        await device_status(stack, device_id, "offline")
 
 
 @pytest.mark.parametrize("kind", ["embedded-sqlite", AMQTT_KIND])

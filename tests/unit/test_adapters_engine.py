@@ -122,7 +122,12 @@ def test_zigbee2mqtt_one_bridge_many_devices() -> None:
     # the platform's own /set comes back to it: ignored
     assert e.translate(*out_msgs[0]).ignored
     assert decoded(e.translate(*fx.z2m_state(fx.Z2M_PLUG, "ON")).messages)["ack"]["status"] == "ok"
-    assert e.translate("zigbee2mqtt/bridge/state", b'{"state":"online"}').ignored
+    # The bridge's own presence: offline takes its devices with it; online waits for theirs.
+    assert e.translate("zigbee2mqtt/bridge/state", b'{"state":"online"}').messages == []
+    gone = e.translate("zigbee2mqtt/bridge/state", b'{"state":"offline"}')
+    assert sorted(gone.device_ids) == sorted([fx.Z2M_SENSOR_ID, fx.Z2M_PLUG_ID])
+    assert {body for _, body in gone.messages} == {b"offline"}
+    assert e.translate("zigbee2mqtt/bridge/logging", b'{"level":"info"}').ignored
 
 
 def test_shelly_status_presence_and_rpc_acked_by_id() -> None:

@@ -279,6 +279,13 @@ class AdapterEngine:
         if rule.registry is not None:
             self._registry(mapping, rule.registry, captures, body, result, now)
             return result
+        if rule.status is not None and rule.status.bridge:
+            if _status(rule.status, body) == "offline":
+                for device_id, binding in self.devices.items():
+                    if binding.mapping == mapping.name:
+                        result.device_ids.append(device_id)
+                        result.messages.append((f"{TOPIC_ROOT}/{device_id}/status", b"offline"))
+            return result
         device_id = self._device_id(mapping, captures)
         binding = self._binding(mapping, device_id, captures)
         result.device_ids.append(device_id)

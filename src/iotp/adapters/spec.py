@@ -120,6 +120,10 @@ class StatusSpec(_Spec):
     path: JsonPath | None = None
     online: list[str] = Field(min_length=1, max_length=8)
     offline: list[str] = Field(min_length=1, max_length=8)
+    # The presence of a bridge carrying the mapping's devices (Zigbee2MQTT's bridge/state,
+    # its last will): offline takes every device of the mapping offline with it; they come
+    # back with their own availability, which the bridge publishes again when it returns.
+    bridge: bool = False
 
 
 class RelaySpec(_Spec):
@@ -252,7 +256,7 @@ class Mapping(_Spec):
                 "mapped devices cannot take the ids of the platform's own devices"
             )
         for rule in self.rules:
-            if rule.ignore:
+            if rule.ignore or (rule.status is not None and rule.status.bridge):
                 continue
             have = rule.captures
             if rule.registry is not None:

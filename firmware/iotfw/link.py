@@ -4,7 +4,7 @@
 # the device provisions.
 import asyncio
 
-from iotfw import ota, payloads, provision
+from iotfw import ota, payloads, provision, unload
 from iotfw.backoff import Backoff
 from iotfw.mqtt import MQTTClient
 
@@ -89,6 +89,8 @@ class Link:
                 from iotfw import enrol
 
                 await enrol.run(self)
+                enrol = None
+                unload("enrol")  # provisioning is over (or waits): its code goes
             else:
                 m = self.mqtt
                 m.user, m.password = creds.login()

@@ -3,7 +3,7 @@
 # one of them is needed.
 import asyncio
 
-from iotfw import identity, ota, payloads
+from iotfw import identity, ota, payloads, unload
 
 PORTAL_RETRY_S = 600  # with stored credentials, retry station mode this often
 
@@ -51,24 +51,37 @@ async def run_portal(dev, retry_after=None):
 
 
 async def run_ota(dev, cid, opts):
+    hal = dev.hal
+
     def progress(stage, percent):
         dev.ack(payloads.ack_progress(cid, stage, percent))
+        # the heap as the update goes: the download streams to flash, so it stays flat
+        free = hal.free_mem()
+        if free is not None:
+            dev.log("mem ota %s %s free %d" % (stage, "-" if percent is None else percent,
+                                               free))
 
     import gc
 
+    from iotfw import update
+
     gc.collect()  # the manifest and the verifier want contiguous room
     try:
-        await ota.install(dev.hal, dev.ota_state, cid, opts, progress)
+        await update.install(hal, dev.ota_state, cid, opts, progress)
     except ota.OTAError as exc:
-        dev.ota_busy = False
-        dev.ack(payloads.ack_error(cid, str(exc)))
-        return
+        failed = str(exc)
     except Exception as exc:  # noqa: BLE001
-        dev.ota_busy = False
-        dev.ack(payloads.ack_error(cid, "update failed: %r" % (exc,)))
+        failed = "update failed: %r" % (exc,)
+    else:
+        await asyncio.sleep(0.2)
+        dev.request_reboot("ota")
         return
-    await asyncio.sleep(0.2)
-    dev.request_reboot("ota")
+    update = None
+    for name in ("update", "bundle", "httpc", "ed25519", "sha512"):
+        unload(name)  # a refused update leaves the heap as it found it
+    gc.collect()
+    dev.ota_busy = False
+    dev.ack(payloads.ack_error(cid, failed))
 
 
 async def ota_trial_timer(dev, timeout):

@@ -10,10 +10,10 @@ import asyncio
 from iotfw import clock, mqttpkt
 from iotfw.backoff import Backoff
 
-# Small reads: each takes a fresh buffer of this size from the heap.
-READ_CHUNK = 512
 # The largest packet the device takes in (commands are a few hundred bytes); a
 # bigger one is refused before it is buffered, and the connection starts again.
+# The receive buffer is this size, allocated once per client: reads go into it, and
+# only a whole packet's body is copied out.
 MAX_PACKET = 4096
 MIN_KEEPALIVE_TICK_MS = 500
 
@@ -77,7 +77,10 @@ class MQTTClient:
         self._halt = False
         self._last_rx = 0
         self._last_tx = 0
-        self._buffer = b""
+        self._rx = bytearray(max_packet)
+        self._rxv = memoryview(self._rx)
+        self._rs = 0  # the unread bytes are self._rx[self._rs:self._re]
+        self._re = 0
 
     # -- public API ---------------------------------------------------------
 
@@ -258,7 +261,7 @@ class MQTTClient:
         reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
         self._reader = reader
         self._writer = writer
-        self._buffer = b""
+        self._rs = self._re = 0
         writer.write(mqttpkt.connect(self.client_id, self.keepalive, self.user,
                                      self.password, self.will, self.clean_session))
         await writer.drain()
@@ -273,21 +276,51 @@ class MQTTClient:
 
     async def _read_packet(self):
         while True:
-            got = self._take(self._buffer)
-            if got is not None:
-                first, body, self._buffer = got
-                return mqttpkt.parse(first, body)
-            chunk = await self._reader.read(READ_CHUNK)
-            if not chunk:
-                raise MQTTError("connection closed")
-            self._buffer += chunk
+            packet = self._next()
+            if packet is not None:
+                return packet
+            await self._fill()
 
-    def _take(self, buf):
+    def _next(self):
+        """The next whole packet in the receive buffer, parsed, or None."""
+        rs, re = self._rs, self._re
+        if re - rs < 2:
+            return None
+        view = self._rxv[rs:re]
         try:
-            return mqttpkt.take(buf, self.max_packet)
+            got = mqttpkt.frame(view, self.max_packet)
         except mqttpkt.PacketTooLarge:
             self.too_large += 1
             raise
+        if got is None:
+            return None
+        head, end = got
+        self._rs = rs + end
+        return mqttpkt.parse(view[0], view[head:end])
+
+    async def _fill(self):
+        """Reads what the socket has into the receive buffer, after its unread bytes."""
+        rx = self._rx
+        if self._rs == self._re:
+            self._rs = self._re = 0
+        elif self._re == len(rx):
+            # the start of a packet sits at the end: move it to the front (it fits,
+            # _next() refused it otherwise)
+            rest = bytes(self._rxv[self._rs:self._re])
+            rx[:len(rest)] = rest
+            self._rs, self._re = 0, len(rest)
+        room = self._rxv[self._re:]
+        readinto = getattr(self._reader, "readinto", None)
+        if readinto is not None:  # MicroPython's streams: straight into the buffer
+            got = await readinto(room)
+        else:  # CPython's StreamReader has no readinto
+            data = await self._reader.read(len(room))
+            got = len(data)
+            room[:got] = data
+        if not got:
+            raise MQTTError("connection closed")
+        self._re += got
+        self._last_rx = clock.now_ms()
 
     async def _session(self):
         self._raw = []
@@ -353,22 +386,14 @@ class MQTTClient:
             self._last_tx = now
 
     async def _read_loop(self):
-        reader = self._reader
-        buf = self._buffer
         while True:
-            while buf:
-                got = self._take(buf)
-                if got is None:
-                    break
-                first, body, buf = got
-                self._handle(mqttpkt.parse(first, body))
+            packet = self._next()
+            while packet is not None:
+                self._handle(packet)
+                packet = self._next()
             if not self.up.is_set():
                 raise MQTTError("link closed")
-            chunk = await reader.read(READ_CHUNK)
-            if not chunk:
-                raise MQTTError("connection closed by broker")
-            self._last_rx = clock.now_ms()
-            buf = buf + chunk if buf else chunk
+            await self._fill()
 
     def _handle(self, packet):
         ptype = packet["type"]

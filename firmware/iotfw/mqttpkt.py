@@ -200,12 +200,10 @@ class PacketTooLarge(ValueError):
     pass
 
 
-def take(buffer, max_size=None):
-    """Takes one complete packet off the front of buffer.
-
-    Returns (first_byte, body, rest) or None if buffer holds no complete packet.
-    Raises PacketTooLarge as soon as the header announces more than max_size bytes.
-    """
+def frame(buffer, max_size=None):
+    """Where the first packet in buffer ends, without copying it: (header size, end),
+    or None if buffer does not hold all of it yet. Raises PacketTooLarge as soon as
+    the header announces more than max_size bytes."""
     if len(buffer) < 2:
         return None
     got = decode_length(buffer, 1)
@@ -217,7 +215,20 @@ def take(buffer, max_size=None):
         raise PacketTooLarge("packet of %d bytes (at most %d)" % (end, max_size))
     if end > len(buffer):
         return None
-    return buffer[0], bytes(buffer[1 + used:end]), buffer[end:]
+    return 1 + used, end
+
+
+def take(buffer, max_size=None):
+    """Takes one complete packet off the front of buffer.
+
+    Returns (first_byte, body, rest) or None if buffer holds no complete packet.
+    Raises PacketTooLarge as soon as the header announces more than max_size bytes.
+    """
+    got = frame(buffer, max_size)
+    if got is None:
+        return None
+    head, end = got
+    return buffer[0], bytes(buffer[head:end]), buffer[end:]
 
 
 def split(buffer):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from iotp.simulator.fleet import SimulatorError
@@ -69,7 +71,27 @@ async def until(
             await asyncio.wait_for(sim.changed.wait(), 0.2)
 
 
-def heap_free(sim: MpyDevice) -> int:
-    """Free heap (bytes) in the last `mem` line the device printed."""
-    words = sim.mem[-1].split()
+def heap_free(sim: MpyDevice, line: str | None = None) -> int:
+    """Free heap (bytes) in `line`, by default the last `mem` line the device printed."""
+    words = (sim.mem[-1] if line is None else line).split()
     return int(words[words.index("free") + 1])
+
+
+def tcp_connections(pid: int, port: int) -> int:
+    """Established TCP connections of process `pid` to local `port` (Linux /proc): what
+    the broker would count for this device."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+                if cols[3] == "01" and remote_port == port and cols[9] in inodes:
+                    found += 1
+    return found

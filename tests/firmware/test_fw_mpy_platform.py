@@ -2,8 +2,9 @@
 equivalent) against the real platform: Mosquitto + PostgreSQL, worker and API. One
 stack and one device are shared by the tests of this module, in order: registration
 and data, every command with its ack, on-device automation, presence with the last
-will, OTA (signature checked on the device; switch, then rollback of a firmware that
-does not start).
+will, OTA (signature checked on the device, the heap watched while it downloads;
+switch, then rollback of a firmware that does not start), a packet over the device's
+limit.
 
 Devices authenticate in open mode on purpose: provisioning and TLS are in
 test_fw_mpy_secure.py."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,10 @@ async def test_every_command_is_acked(platform: Platform) -> None:
     assert ack["status"] == "error" and "unknown command" in ack["error"]
     ack = await cmd.send("servo", {"angle": "wide"})
     assert ack["status"] == "error"
+    # a command just under the largest packet the device takes in (4 KB) is read
+    # whole from its receive buffer
+    ack = await cmd.send("ping", {"pad": "x" * 3900})
+    assert ack["status"] in ("ok", "error") and ack["id"]
     p.observer.publish(cmd.topic("commands"), b"{not json", qos=1)
     bad = await next_message(p.observer, cmd.topic("ack"), match=lambda b: b"malformed" in b)
     assert json.loads(bad)["status"] == "error"
@@ -243,10 +249,19 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
     )
     assert ack["error"] == "sha256 mismatch"
     boots = p.sim.boots
+    seen = len(p.sim.mem)
     ack = await _ota(p, "fw-1.1.0.bin", good, "1.1.0")
     assert ack["status"] == "ok", (ack, "\n".join(p.sim.lines[-30:]))
     assert ack["result"] == {"version": "1.1.0"}
     assert p.sim.boots == boots + 1
+    # the heap while it downloaded (len(good) bytes, streamed to flash a chunk at a
+    # time): it never ran short, and it did not fill up as the bundle came in
+    downloading = [
+        heap_free(p.sim, line) for line in p.sim.mem[seen:] if line.startswith("mem ota downloading")
+    ]
+    assert len(downloading) >= 5, p.sim.mem[seen:]
+    assert min(downloading) >= fw("device").MIN_FREE_MEM
+    assert downloading[-1] >= downloading[0] - 2048, downloading
     assert (await p.stack.get(f"/api/devices/{p.sim.node_id}"))["firmware_version"] == "1.1.0"
     # the new slot runs from source on the device's heap
     await p.sim.send("mem")
@@ -259,3 +274,29 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
         await next_message(p.observer, cmd.topic("info"), match=lambda b: b'"1.1.0"' in b)
     )
     assert info["firmware"] == "1.1.0"
+
+
+async def test_a_packet_over_the_limit_is_refused_and_the_link_starts_again(
+    platform: Platform,
+) -> None:
+    """Last in this module: the observer that sends the oversized command is not used
+    again."""
+    p = platform
+    node = p.sim.node_id
+    boots = p.sim.boots
+    refused = sum(1 for line in p.sim.lines if "packet of" in line)
+    big = {"id": "too-big", "command": "ping", "params": {"pad": "x" * 6000}}
+    p.observer.publish(p.cmd.topic("commands"), json.dumps(big), qos=1)
+    await until(
+        p.sim,
+        lambda: sum(1 for line in p.sim.lines if "packet of" in line) > refused,
+        what="the packet refused",
+    )
+    after = datetime.now(UTC)
+
+    async def streaming_again() -> bool:
+        seen = (await p.stack.get(f"/api/devices/{node}"))["last_seen"]
+        return seen is not None and datetime.fromisoformat(seen) > after + timedelta(seconds=1)
+
+    await p.stack.wait_for(streaming_again, timeout=20, interval=0.5)
+    assert p.sim.boots == boots  # the same process: it reconnected, it did not reset

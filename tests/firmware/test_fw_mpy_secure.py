@@ -3,8 +3,10 @@ in secure mode (the supervised Mosquitto + SQLite, a provisioner): a device
 provisions itself with the fleet secret over TLS with the broker's CA pinned, waits
 as pending until an admin approves it, then streams as itself; a device pinning
 another CA never connects; a broker that dies (and is restarted by its supervisor)
-gets the device back with backoff. And the setup portal of a device without
-settings answers HTTP on its port.
+gets the device back with backoff; a device nobody approves hangs up and asks again
+later, and learns of an approval that came meanwhile; a pairing window admits a new
+device at once. And the setup portal of a device without settings answers HTTP on its
+port.
 
 Devices authenticate by provisioning with the fleet secret (the secure default)."""
 
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -26,7 +29,14 @@ import pytest_asyncio
 from iotp.netutil import free_port
 from iotp.simulator import node_ids
 from iotp.simulator.mpy import MicroPythonFleet
-from tests.firmware.mpy_support import TEST_HEAP, mpy_fleet, need_micropython, until
+from tests.firmware.fwlink import fw
+from tests.firmware.mpy_support import (
+    TEST_HEAP,
+    mpy_fleet,
+    need_micropython,
+    tcp_connections,
+    until,
+)
 from tests.integration.test_broker_acl_stack import _make_ca_and_cert
 from tests.support import PROVISIONED, Stack, run_stack
 
@@ -119,6 +129,66 @@ async def test_provisions_over_tls_is_approved_and_streams(secure: Secure) -> No
 
         await stack.wait_for(streaming_again, timeout=60, interval=0.5)
         assert sim.exits == []  # the same process: it reconnected, it did not reset
+
+
+async def test_a_pending_device_hangs_up_and_learns_of_its_approval_by_asking_again(
+    secure: Secure,
+) -> None:
+    """Nobody approves it at once: it listens a while, then holds no broker connection
+    until it asks again; approved meanwhile, the next ask tells it so."""
+    stack = secure.stack
+    port = urlsplit(secure.tls_url).port
+    assert port is not None
+    async with mpy_fleet(
+        secure.tls_url, wait=False, fleet_secret=FLEET, ca_file=secure.ca, seed=34
+    ) as fleet:
+        sim = fleet.devices[0]
+        await until(sim, lambda: sim.status == "pending", what="pending approval", timeout=30)
+        assert sim.proc is not None
+        pid = sim.proc.pid
+        assert tcp_connections(pid, port) == 1  # listening for the approval
+        listen = fw("enrol").PENDING_LISTEN_S
+        await until(
+            sim,
+            lambda: any("still pending, asking again" in line for line in sim.lines),
+            what="hung up",
+            timeout=listen + 15,
+        )
+        await until(sim, lambda: tcp_connections(pid, port) == 0, what="no connection")
+        assert not sim.connected
+        # approved while it is not listening: the platform's answer goes nowhere
+        r = await stack.http.post(f"/api/credentials/{sim.node_id}/approve")
+        assert r.status_code == 200, r.text
+        await until(sim, lambda: sim.connected, what="connected as itself", timeout=30)
+        assert any("approved, connecting as" in line for line in sim.lines)
+        assert sim.exits == []
+
+
+async def test_a_pairing_window_admits_a_new_device_at_once(secure: Secure) -> None:
+    """The admin opens a pairing window (as the Credentials page's button does); a new
+    device that provisions meanwhile is approved on its first request."""
+    stack = secure.stack
+    r = await stack.http.put("/api/pairing", json={"minutes": 5})
+    assert r.status_code == 200, r.text
+    try:
+        async with mpy_fleet(
+            secure.tls_url, wait=False, fleet_secret=FLEET, ca_file=secure.ca, seed=35
+        ) as fleet:
+            sim = fleet.devices[0]
+            await until(sim, lambda: sim.connected, what="connected as itself", timeout=30)
+            assert not any(line == "status pending" for line in sim.lines)
+            assert any("approved, connecting as" in line for line in sim.lines)
+            row = await _credential(stack, sim.node_id)
+            assert row is not None and row["status"] == "approved"
+
+            async def stored() -> bool:
+                r = await stack.http.get(f"/api/devices/{sim.node_id}/latest")
+                return r.status_code == 200 and "temperature" in r.text
+
+            await stack.wait_for(stored, timeout=20)
+    finally:
+        r = await stack.http.delete("/api/pairing")
+        assert r.status_code in (200, 204), r.text
 
 
 async def test_a_device_pinning_another_ca_never_connects(secure: Secure) -> None:

@@ -1,5 +1,5 @@
 """The platform's bundle builder (iotp.services.manifest) produces what the firmware's
-side (firmware/iotfw/bundle.py, ota.py) reads, checks and unpacks; signatures made with
+side (firmware/iotfw/bundle.py, ota.py, update.py) reads, checks and unpacks; signatures made with
 `cryptography` verify with the firmware's own Ed25519; a tampered bundle, a foreign key,
 a missing key file and a downgrade are refused, and a rotation changes the trusted key
 only once the new version is confirmed."""
@@ -45,9 +45,8 @@ class Storage:
 
 
 def check(data: bytes, storage: Storage, version: str, **params: Any) -> dict[str, Any]:
-    ota = fw("ota")
-    state = ota.load(storage)
-    manifest: dict[str, Any] = ota._check(
+    state = fw("ota").load(storage)
+    manifest: dict[str, Any] = fw("update")._check(
         storage, state, io.BytesIO(data), {"version": version, **params}
     )
     return manifest

@@ -10,7 +10,7 @@ import asyncio
 
 from iotfw import (DEVICE_TYPE, VERSION, automation, commands, identity, ota, payloads,
                    settings)
-from iotfw.handlers import Commands
+from iotfw.handlers import BUILTIN, RARE, Commands
 from iotfw.link import Link
 from iotfw.sensing import SENSORS, Sensing
 from iotfw.webhook import Webhook
@@ -57,7 +57,6 @@ class Device(Link, Commands, Sensing):
         self._last_ntp = None
         self._ntp_busy = False
         self._t = {}
-        self._handlers = self.builtin_handlers()
 
     # -- extension point ----------------------------------------------------
 
@@ -66,7 +65,7 @@ class Device(Link, Commands, Sensing):
 
         Raise ValueError with a message to send an error ack.
         """
-        if name in self._handlers:
+        if name in BUILTIN or name in RARE:
             raise ValueError("built-in command: " + name)
         self.custom[name] = handler
 

@@ -2,7 +2,7 @@
 # trial and the trusted key). Loaded only while an update runs, and unloaded after:
 # with the bundle reader, the HTTP client and the verifier it loads, it is the
 # largest code the device has, and it needs it once per update.
-from iotfw import VERSION
+from iotfw import VERSION, unload
 from iotfw.ota import KEY_FILE, SLOTS, OTAError, running_version, save, trusted_key
 
 STAGING_FILE = "ota.tmp"
@@ -33,7 +33,12 @@ def check_signature(storage, manifest_bytes, signature):
     from iotfw import ed25519
 
     gc.collect()  # what the download left behind: the verifier needs contiguous room
-    if not ed25519.verify(key, manifest_bytes, signature[32:]):
+    good = ed25519.verify(key, manifest_bytes, signature[32:])
+    ed25519 = None
+    unload("ed25519")  # checked once per update: its tables go before the files are written
+    unload("sha512")
+    gc.collect()
+    if not good:
         raise OTAError("bad signature: the manifest is not what key %s signed" % mine)
 
 
@@ -83,6 +88,8 @@ async def install(storage, state, command_id, params, progress, timeout=30):
         storage.remove(STAGING_FILE)
         raise OTAError("download failed: %r" % (exc,))
     out.close()
+    httpc = None
+    unload("httpc")  # downloaded: the verifier wants the room
     progress("verifying", None)
     if bundle.hexlify(hasher.sha.digest()) != params["sha256"]:
         storage.remove(STAGING_FILE)

@@ -203,7 +203,7 @@ def simulate(
         int | None,
         typer.Option(
             help="micropython: heap bytes per device (default: what the firmware runs in, "
-            "1.75 of an ESP32's equivalent; see firmware/README.md)"
+            "1.4 of an ESP32's equivalent; see firmware/README.md)"
         ),
     ] = None,
 ) -> None:

@@ -262,7 +262,13 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
     assert len(downloading) >= 5, p.sim.mem[seen:]
     assert min(downloading) >= fw("device").MIN_FREE_MEM
     assert downloading[-1] >= downloading[0] - 2048, downloading
-    assert (await p.stack.get(f"/api/devices/{p.sim.node_id}"))["firmware_version"] == "1.1.0"
+
+    async def reported() -> bool:
+        # the ack and the new info go out together; the worker stores info in a batch
+        device = await p.stack.get(f"/api/devices/{p.sim.node_id}")
+        return bool(device["firmware_version"] == "1.1.0")
+
+    await p.stack.wait_for(reported, timeout=10)
     # the new slot runs from source on the device's heap
     await p.sim.send("mem")
     await until(p.sim, lambda: len(p.sim.mem) >= 2, what="heap after the update")

@@ -44,9 +44,10 @@ log = logging.getLogger("iotp.simulator")
 ESP32_HEAP_BYTES = 111 * 1024
 ESP32_FACTOR = 1.25
 HEAP_BYTES = int(ESP32_HEAP_BYTES * ESP32_FACTOR)
-# What the firmware runs in today, signed OTA updates included: 1.75 of that
-# equivalent (firmware/README.md, "Heap"). The default until the firmware fits.
-RUN_HEAP_BYTES = int(HEAP_BYTES * 1.75)
+# What the firmware runs in today, signed OTA updates included: 1.4 of that
+# equivalent (the end-to-end suite passes at 1.3; 1.2 is too little for a signed
+# update: firmware/README.md, "Heap"). The default until the firmware fits.
+RUN_HEAP_BYTES = int(HEAP_BYTES * 1.4)
 RESET_EXIT = 75  # firmware/unix/unixhal.py RESET_EXIT: the device reset itself
 
 

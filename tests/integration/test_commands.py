@@ -12,7 +12,7 @@ import websockets
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from iotp.api.routes import commands as command_routes
+from iotp.api import control as api_control
 from iotp.db.auth_models import DeviceCredential
 from iotp.db.models import CommandRow, DeviceShadow, RolloutDevice
 from iotp.services import commands as command_service
@@ -289,7 +289,7 @@ async def test_publisher_lost_after_its_claim_is_never_sent_and_is_resent(
     monkeypatch.setattr(command_service, "CLAIM_TIMEOUT", 1.5)
     dev = await FakeDevice(stack, "CRASH0000001").start()
     # The API process "dies" right after committing its claim: the publish never runs.
-    monkeypatch.setattr(command_routes, "send_claimed", lambda state, rows: None)
+    monkeypatch.setattr(api_control, "send_claimed", lambda state, rows: None)
     r = await stack.http.post(
         f"/api/devices/{dev.id}/commands", json={"command": "servo", "params": {"angle": 7}}
     )

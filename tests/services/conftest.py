@@ -1,8 +1,9 @@
-"""The services layer against a real database, without broker, worker or API: a
+"""The services layer against a real database, without broker, worker or API: an empty
 migrated database per test, on SQLite and on PostgreSQL (marked ``postgres``).
 
-The schema is migrated once per run into a template (a SQLite file, a PostgreSQL
-template database) and each test gets a copy, so tests are isolated and cheap."""
+The schema is migrated once per run: each SQLite test gets a copy of the migrated file,
+and the PostgreSQL tests share one migrated database whose tables are emptied before
+each test (creating a database per test costs seconds)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db import migrate
 from iotp.db.engine import make_engine, make_sessionmaker
-from tests.support import PG_ADMIN_DSN, create_pg_database, drop_pg_database
+from tests.support import create_pg_database, drop_pg_database
 
 
 async def _migrate(url: str) -> None:
@@ -44,12 +45,22 @@ class Templates:
             self.sqlite = path
         return self.sqlite
 
-    async def pg_name(self) -> str:
+    async def pg_empty(self) -> str:
         if self.pg_url is None:
             url = await create_pg_database()
             await _migrate(_asyncpg(url))
             self.pg_url = url
-        return self.pg_url.rsplit("/", 1)[1]
+        conn = await asyncpg.connect(self.pg_url, timeout=5)
+        try:
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'alembic_version'"
+            )
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        finally:
+            await conn.close()
+        return self.pg_url
 
 
 def _asyncpg(url: str) -> str:
@@ -64,38 +75,22 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
         asyncio.run(drop_pg_database(made.pg_url))
 
 
-async def _pg_copy(template: str) -> str:
-    url = await create_pg_database()
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE "{name}"')
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await conn.close()
-    return url
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def sessions(
     request: pytest.FixtureRequest, tmp_path: Path, templates: Templates
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A session factory on a freshly migrated database of each kind."""
-    pg_url: str | None = None
     if request.param == "sqlite":
         path = tmp_path / "iotp.db"
         shutil.copyfile(await templates.sqlite_file(), path)
         url = f"sqlite+aiosqlite:///{path}"
     else:
-        pg_url = await _pg_copy(await templates.pg_name())
-        url = _asyncpg(pg_url)
+        url = _asyncpg(await templates.pg_empty())
     engine = make_engine(url)
     try:
         yield make_sessionmaker(engine)
     finally:
         await engine.dispose()
-        if pg_url is not None:
-            await drop_pg_database(pg_url)
 
 
 @pytest.fixture

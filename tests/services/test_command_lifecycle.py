@@ -4,6 +4,8 @@ functions are called as the API and the worker call them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +17,10 @@ from iotp.services.commands import AckOutcome, InvalidTransition
 
 NOW = 1_800_000_000.0
 DEVICE = "ESP32-AAAAAA"
+
+
+def _unheard(*_event: Any) -> None:
+    """Events are tested in test_command_issue.py."""
 
 
 async def _device(session: AsyncSession, *, online: bool = True) -> None:
@@ -33,14 +39,16 @@ async def _device(session: AsyncSession, *, online: bool = True) -> None:
 
 
 async def _sent(session: AsyncSession, *, timeout: float = 5.0) -> CommandRow:
-    row = await commands.create(
+    row = await commands.issue(
         session,
-        device_id=DEVICE,
+        device=DEVICE,
         command="relay",
         params={"name": "light", "state": "on"},
         ack_timeout=timeout,
         now=NOW,
         claim_if_online="api:1",
+        source="api",
+        publish_event=_unheard,
     )
     await session.commit()
     assert row.status == CommandStatus.SENDING
@@ -105,13 +113,15 @@ async def test_a_final_ack_is_final(session: AsyncSession) -> None:
 async def test_an_ack_before_the_puback_ends_the_command(session: AsyncSession) -> None:
     """The device answered before the publisher recorded the broker's PUBACK."""
     await _device(session)
-    row = await commands.create(
+    row = await commands.issue(
         session,
-        device_id=DEVICE,
+        device=DEVICE,
         command="relay",
         params={"name": "light", "state": "on"},
         now=NOW,
         claim_if_online="api:1",
+        source="api",
+        publish_event=_unheard,
     )
     await session.commit()
     outcome, acked = await commands.apply_ack(
@@ -128,13 +138,15 @@ async def test_an_ack_before_the_puback_ends_the_command(session: AsyncSession) 
 
 async def test_only_a_queued_command_is_cancelled(session: AsyncSession) -> None:
     await _device(session, online=False)
-    queued = await commands.create(
+    queued = await commands.issue(
         session,
-        device_id=DEVICE,
+        device=DEVICE,
         command="relay",
         params={"name": "light", "state": "on"},
         now=NOW,
         claim_if_online="api:1",
+        source="api",
+        publish_event=_unheard,
     )
     await session.commit()
     assert queued.status == CommandStatus.QUEUED  # offline: left for a worker
@@ -153,13 +165,15 @@ async def test_only_a_queued_command_is_cancelled(session: AsyncSession) -> None
 
 async def test_a_stale_claim_is_published_again(session: AsyncSession) -> None:
     await _device(session)
-    row = await commands.create(
+    row = await commands.issue(
         session,
-        device_id=DEVICE,
+        device=DEVICE,
         command="relay",
         params={"name": "light", "state": "on"},
         now=NOW,
         claim_if_online="api:dead",
+        source="api",
+        publish_event=_unheard,
     )
     await session.commit()
     assert await commands.sweep(session, now=NOW + 1) == []  # claim still fresh

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from iotp.api.security import required_role
 from iotp.broker.auth import AccountKind, account_kind, topic_allowed
 from iotp.db.auth_models import User
+from iotp.errors import AuthError
 from iotp.services import auth
 from iotp.services.auth import Role
 from iotp.settings import Settings
@@ -51,7 +52,7 @@ def _user() -> User:
 
 def test_tokens_expire_and_carry_type() -> None:
     old = auth.issue_access_token(_user(), key=STRONG, minutes=1, now=1000)
-    with pytest.raises(auth.AuthError):  # expired long ago
+    with pytest.raises(AuthError):  # expired long ago
         auth.decode_token(old.token, key=STRONG, expected_type="access")
     access = auth.issue_access_token(_user(), key=STRONG, minutes=1)
     assert access.expires_in == 60
@@ -59,11 +60,11 @@ def test_tokens_expire_and_carry_type() -> None:
     assert claims["sub"] == "7"
     assert claims["role"] == "operator"
     assert claims["ver"] == 3
-    with pytest.raises(auth.AuthError):
+    with pytest.raises(AuthError):
         auth.decode_token(access.token, key=STRONG, expected_type="refresh")
-    with pytest.raises(auth.AuthError):
+    with pytest.raises(AuthError):
         auth.decode_token(access.token, key="another-key" * 4, expected_type="access")
-    with pytest.raises(auth.AuthError):
+    with pytest.raises(AuthError):
         auth.decode_token("garbage", key=STRONG, expected_type="access")
 
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from iotp import __version__
-from iotp.api import security
+from iotp.api import errors, security
 from iotp.api.routes import (
     adapters,
     alerts,
@@ -103,6 +103,7 @@ def create_app(
         dependencies=[Depends(security.authorize)],
     )
     security.install(app, settings)
+    errors.install(app)
     for router in (auth.router, users.router, apikeys.router, credentials.router, pairing.router):
         app.include_router(router)
     app.include_router(system.router)

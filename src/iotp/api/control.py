@@ -5,22 +5,17 @@ emitting command_update events, waiting for a command's end)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.api.state import ApiState
 from iotp.db.models import CommandRow, FirmwareRow, RolloutDevice
-from iotp.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.protocol.control import ControlRequest, control_topic, encode_request
 from iotp.protocol.events import CommandStatus, EventType
 from iotp.services import commands as command_service
-from iotp.services.commands import ConflictError
 from iotp.services.groups import Selector
 
 WAIT_GRACE_SECONDS = 1.0
@@ -278,16 +273,6 @@ class TagEditPublic(BaseModel):
 # ---- helpers --------------------------------------------------------------------------
 
 
-def http_error(exc: IotpError) -> NoReturn:
-    if isinstance(exc, NotFoundError):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    if isinstance(exc, ConflictError):
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    if isinstance(exc, InvalidRequestError):
-        raise HTTPException(422, str(exc)) from None
-    raise exc
-
-
 def request(state: ApiState, what: ControlRequest, device_ids: list[str]) -> None:
     """Ask a worker to act."""
     topic = control_topic(state.events_prefix, what)
@@ -309,6 +294,16 @@ def send_claimed(state: ApiState, rows: list[CommandRow]) -> None:
     task = asyncio.create_task(state.command_sender.send(rows))
     state.command_sends.add(task)
     task.add_done_callback(state.command_sends.discard)
+
+
+def dispatch(state: ApiState, rows: list[CommandRow]) -> None:
+    """See that committed new commands are published: those this process claimed
+    (``sending``) from here, the others (``queued``: device offline, or the link down) by
+    a worker."""
+    send_claimed(state, [row for row in rows if row.status == CommandStatus.SENDING])
+    queued = sorted({row.device_id for row in rows if row.status == CommandStatus.QUEUED})
+    if queued:
+        request(state, ControlRequest.DISPATCH, queued)
 
 
 def emit(state: ApiState, command: dict[str, Any], ts: float) -> None:
@@ -338,11 +333,3 @@ async def wait_for_end(
             if row is not None:
                 out[cid] = command_service.to_dict(row)
     return out
-
-
-@contextlib.contextmanager
-def mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except IotpError as exc:
-        http_error(exc)

@@ -28,11 +28,10 @@ from sqlalchemy.exc import DataError
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from iotp.errors import ConfigurationError, InvalidRequestError, NotFoundError
+from iotp.errors import AuthError, ConfigurationError, InvalidRequestError, NotFoundError
 from iotp.services import firmware as firmware_service
 from iotp.services import users as user_service
 from iotp.services.auth import (
-    AuthError,
     LoginThrottle,
     PasswordVerifier,
     Role,

@@ -342,20 +342,19 @@ class HomeAssistantBridge:
                     self._reject("command", topic, "no such device")
                     return
                 command, params = publish.to_command(obj, payload, tuple(device.capabilities or ()))
-                row = await command_service.create(
+                await command_service.issue(
                     session,
-                    device_id=device_id,
+                    device=device,
                     command=command,
                     params=params,
                     source=COMMAND_SOURCE,
                     now=now,
+                    publish_event=self._publish_event,
                 )
-                change = command_service.to_dict(row)
         except (publish.CommandError, IotpError) as exc:
             self._reject("command", topic, str(exc))
             return
         self.counters["commands"] += 1
-        self._publish_event(EventType.COMMAND_UPDATE, device_id, change, now)
         self._kick([device_id])
 
     # ---- direction 2: devices that announce themselves ------------------------------

@@ -17,14 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.automation_models import AlertRow
-from iotp.errors import IotpError, NotFoundError
+from iotp.errors import ConflictError, NotFoundError
 from iotp.services.times import iso_time, with_iso_ts
 
 MAX_HISTORY = 50
 
 
-class AlertConflict(IotpError):
-    """The alert's current state forbids the change (HTTP 409)."""
+class AlertConflict(ConflictError):
+    """The alert's current state forbids the change."""
 
 
 class AlertStatus(StrEnum):

@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import ApiKey, LoginFailure, User
-from iotp.errors import IotpError, NotFoundError
+from iotp.errors import AuthError, NotFoundError
 
 if TYPE_CHECKING:
     from iotp.settings import Settings
@@ -46,10 +46,6 @@ class Role(StrEnum):
 
 
 _RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
-
-
-class AuthError(IotpError):
-    """Bad credentials or token; deliberately vague in what it says."""
 
 
 # ---- passwords (argon2id) ---------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Commands to devices: validation against capabilities, the lifecycle state machine,
-and the database operations that move a command through it.
+"""Commands to devices: the one way a command is issued (:func:`issue`: validated
+against its parameters and the device's capabilities, stored, announced), the lifecycle
+state machine, and the database operations that move a command through it.
 
 Lifecycle (every transition is a ``command_update`` event)::
 
@@ -36,15 +37,17 @@ from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, case, event, func, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from iotp.db.models import CommandRow, Device
-from iotp.errors import InvalidRequestError, IotpError, NotFoundError
+from iotp.errors import ConflictError, InvalidRequestError, NotFoundError
 from iotp.protocol import secrets
 from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
-from iotp.protocol.events import CommandStatus, Presence
+from iotp.protocol.events import CommandStatus, EventType, Presence, PublishEvent
 from iotp.protocol.payloads import NAME_RE, Ack
 from iotp.services.times import iso_time, with_iso_ts
 
@@ -86,10 +89,6 @@ TRANSITIONS: dict[CommandStatus, frozenset[CommandStatus]] = {
         {CommandStatus.ACKED, CommandStatus.FAILED, CommandStatus.TIMED_OUT}
     ),
 }
-
-
-class ConflictError(IotpError):
-    """The request is valid but the resource's current state forbids it (HTTP 409)."""
 
 
 class InvalidTransition(ConflictError):
@@ -349,7 +348,7 @@ def wire_payload(row: CommandRow, box: SecretBox) -> dict[str, Any]:
 # ---- database operations --------------------------------------------------------------
 
 
-def new_row(
+def _new_row(
     *,
     device_id: str,
     command: str,
@@ -357,9 +356,9 @@ def new_row(
     timeout: float,
     ttl: float,
     now: float,
-    source: str = "api",
-    rollout_id: int | None = None,
-    claimed_by: str | None = None,
+    source: str,
+    rollout_id: int | None,
+    claimed_by: str | None,
 ) -> CommandRow:
     """A new command: ``queued``, or already ``sending`` (claimed by ``claimed_by``, who
     must publish it once this row is committed)."""
@@ -393,43 +392,54 @@ def sent_view(row: CommandRow) -> dict[str, Any]:
     }
 
 
-async def create(
+async def issue(
     session: AsyncSession,
     *,
-    device_id: str,
+    device: Device | str,
     command: str,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None,
+    source: str,
+    publish_event: PublishEvent,
     ack_timeout: float = DEFAULT_TIMEOUT,
     ttl: float = DEFAULT_TTL,
-    source: str = "api",
-    rollout_id: int | None = None,
     now: float | None = None,
+    rollout_id: int | None = None,
     claim_if_online: str | None = None,
     box: SecretBox | None = None,
 ) -> CommandRow:
-    """Validate and queue one command (the caller commits and then asks for dispatch).
+    """The one way a command comes to be, whoever asks (one device or bulk through the
+    API, rules, the shadow, rollouts): validated, stored, announced.
 
-    With ``claim_if_online`` (a publisher id) and the device online, the command is
-    created already claimed (``sending``): the caller commits, then publishes it. With
+    The command is checked against its parameters' shape and the device's capabilities
+    (InvalidRequestError with the reason; NotFoundError for an unknown device id) and
+    added to the session as ``queued``; with ``claim_if_online`` (a publisher id) and the
+    device online, as ``sending``, claimed by that publisher, which publishes it once
+    committed. Its first ``command_update`` event goes out through ``publish_event`` when
+    the caller's transaction commits, never for a command that was rolled back. With
     ``box``, secret parameters are accepted: stored encrypted beside the command,
-    redacted in its params, and erased when it ends."""
+    redacted in its params, and erased when it ends.
+
+    The caller commits, then sees that the command is published: a ``sending`` one by
+    its claimer, a ``queued`` one by asking a worker to dispatch it."""
     check_limits(ack_timeout, ttl)
-    device = await session.get(Device, device_id)
-    if device is None:
-        raise NotFoundError("device", device_id)
+    if isinstance(device, str):
+        found = await session.get(Device, device)
+        if found is None:
+            raise NotFoundError("device", device)
+        device = found
     adapter = (device.meta or {}).get("adapter")
     if command == "ota" and isinstance(adapter, dict):
         # A device mapped from foreign firmware (iotp.adapters) updates with its own tools.
         raise _bad(
-            f"OTA does not apply: {device_id} runs foreign firmware (the "
+            f"OTA does not apply: {device.id} runs foreign firmware (the "
             f"{adapter.get('mapping')} adapter), which updates itself with its own tools"
         )
     wire, checked = validate(
         command, params, known_capabilities(device), allow_secrets=box is not None
     )
     shown, hidden = secrets.split(checked)
-    row = new_row(
-        device_id=device_id,
+    row = _new_row(
+        device_id=device.id,
         command=wire,
         params=shown,
         timeout=ack_timeout,
@@ -441,9 +451,45 @@ async def create(
     )
     if hidden and box is not None:
         row.secret_params = box.seal(hidden)
+    # Added, not flushed: a bulk command's thousands of rows go in at the commit.
     session.add(row)
-    await session.flush()
+    _announce_on_commit(session, row, publish_event)
     return row
+
+
+# The commands issued in a session's open transaction; announced once it commits.
+_ISSUED = "iotp.commands.issued"
+_COMMITTING = "iotp.commands.committing"
+
+
+def _announce_on_commit(session: AsyncSession, row: CommandRow, publish: PublishEvent) -> None:
+    info = session.sync_session.info
+    if _ISSUED not in info:
+        info[_ISSUED] = []
+        event.listen(session.sync_session, "before_commit", _snapshot_issued)
+        event.listen(session.sync_session, "after_commit", _announce_issued)
+    info[_ISSUED].append((row, publish))
+
+
+def _snapshot_issued(sync_session: Session) -> None:
+    # Savepoints commit too; only the outermost commit makes a command real. The
+    # snapshot is taken here, not at issue, so the event shows the command as stored.
+    if sync_session.in_nested_transaction():
+        return
+    issued, sync_session.info[_ISSUED] = sync_session.info[_ISSUED], []
+    sync_session.info[_COMMITTING] = [
+        (publish, row.device_id, to_dict(row), row.created_at)
+        for row, publish in issued
+        # A row that a rolled-back savepoint or transaction took away is transient.
+        if sa_inspect(row).pending or sa_inspect(row).persistent
+    ]
+
+
+def _announce_issued(sync_session: Session) -> None:
+    if sync_session.in_nested_transaction():
+        return
+    for publish, device_id, data, ts in sync_session.info.pop(_COMMITTING, []):
+        publish(EventType.COMMAND_UPDATE, device_id, data, ts)
 
 
 async def get(session: AsyncSession, command_id: str) -> CommandRow:

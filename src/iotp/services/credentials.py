@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp.db.auth_models import DeviceCredential
 from iotp.db.automation_models import AlertRow
 from iotp.db.models import Device
-from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.errors import ConflictError, InvalidRequestError, NotFoundError
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import alerts as alert_service
 from iotp.services.auth import generate_secret, hash_mqtt_secret, verify_mqtt_secret
@@ -229,7 +229,7 @@ async def approve(
 ) -> DeviceCredential:
     row = await get(session, device_id)
     if row.status != CredentialStatus.PENDING.value:
-        raise InvalidRequestError(f"device {device_id!r} is {row.status}, not pending")
+        raise ConflictError(f"device {device_id!r} is {row.status}, not pending")
     now = time.time() if now is None else now
     row.status = CredentialStatus.APPROVED.value
     row.approved_at = now

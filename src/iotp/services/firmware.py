@@ -20,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, FirmwareRow, RolloutRow
-from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError
 from iotp.protocol.commands import OTA_STAGES, OTA_URL_MAX
 from iotp.services import manifest, signing
-from iotp.services.auth import AuthError, DownloadGrant, sign_path
-from iotp.services.commands import ConflictError, is_terminal
+from iotp.services.auth import DownloadGrant, sign_path
+from iotp.services.commands import is_terminal
 from iotp.services.manifest import BundleFormatError, public_bytes
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")

@@ -21,11 +21,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, RolloutDevice, RolloutRow
-from iotp.errors import InvalidRequestError, NotFoundError
-from iotp.protocol.events import CommandStatus, Presence
+from iotp.errors import ConflictError, InvalidRequestError, NotFoundError
+from iotp.protocol.events import CommandStatus, Presence, PublishEvent
 from iotp.services import commands as command_service
 from iotp.services import firmware as firmware_service
-from iotp.services.commands import ConflictError
 from iotp.services.groups import Selector, resolve
 
 MAX_START_PER_TICK = 200
@@ -409,11 +408,15 @@ async def follow_update_status(
     return changed
 
 
-async def advance(session: AsyncSession, *, now: float, key: str) -> list[CommandRow]:
+async def advance(
+    session: AsyncSession, *, now: float, key: str, publish_event: PublishEvent
+) -> list[CommandRow]:
     """For every running rollout: pause on the failure threshold, start the devices
     whose slot has come (online ones; offline ones wait), complete when all are done.
-    Each ``ota`` command carries a download URL signed with ``key`` for its device and
-    itself (services.firmware.sign_ota_url). Returns the ota commands queued (the caller
+    Each ``ota`` command is issued as every command is (:func:`iotp.services.commands.issue`)
+    and carries a download URL signed with ``key`` for its device and itself
+    (services.firmware.sign_ota_url); a device that cannot take it (no ``ota``
+    capability, say) fails with the reason. Returns the ota commands queued (the caller
     commits, then dispatches them)."""
     queued: list[CommandRow] = []
     active = (
@@ -464,7 +467,7 @@ async def advance(session: AsyncSession, *, now: float, key: str) -> list[Comman
             continue
         candidates = (
             await session.execute(
-                select(RolloutDevice, Device.firmware_version)
+                select(RolloutDevice, Device)
                 .join(Device, Device.id == RolloutDevice.device_id)
                 .where(
                     RolloutDevice.rollout_id == rollout.id,
@@ -477,30 +480,42 @@ async def advance(session: AsyncSession, *, now: float, key: str) -> list[Comman
             )
         ).all()
         started = 0
-        for rd, firmware in candidates:
+        for rd, device in candidates:
             rd.updated_at = now
-            if firmware == rollout.version:
+            if device.firmware_version == rollout.version:
                 rd.status = DeviceStatus.INSTALLED.value
                 continue
-            row = command_service.new_row(
-                device_id=rd.device_id,
-                command="ota",
-                params={
-                    # Rollouts created before per-device URLs stored a signed one.
-                    "url": rollout.download_url.split("?", 1)[0],
-                    "sha256": rollout.sha256,
-                    "version": rollout.version,
-                    "size": rollout.size,
-                    **({"allow_downgrade": True} if rollout.allow_downgrade else {}),
-                },
-                timeout=rollout.timeout,
-                ttl=min(OTA_TTL_SECONDS, rollout.timeout),
-                now=now,
-                source="rollout",
-                rollout_id=rollout.id,
-            )
-            firmware_service.sign_ota_url(row, key=key)
-            session.add(row)
+            try:
+                row = await command_service.issue(
+                    session,
+                    device=device,
+                    command="ota",
+                    params={
+                        # Rollouts created before per-device URLs stored a signed one.
+                        "url": rollout.download_url.split("?", 1)[0],
+                        "sha256": rollout.sha256,
+                        "version": rollout.version,
+                        "size": rollout.size,
+                        **({"allow_downgrade": True} if rollout.allow_downgrade else {}),
+                    },
+                    ack_timeout=rollout.timeout,
+                    ttl=min(OTA_TTL_SECONDS, rollout.timeout),
+                    now=now,
+                    source="rollout",
+                    rollout_id=rollout.id,
+                    publish_event=publish_event,
+                )
+            except InvalidRequestError as exc:
+                rd.status = DeviceStatus.FAILED.value
+                rd.error = str(exc)[:500]
+                continue
+            try:
+                firmware_service.sign_ota_url(row, key=key)
+            except InvalidRequestError as exc:
+                session.expunge(row)  # never stored, never announced
+                rd.status = DeviceStatus.FAILED.value
+                rd.error = str(exc)[:500]
+                continue
             rd.command_id = row.id
             queued.append(row)
             started += 1

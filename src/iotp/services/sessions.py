@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import RefreshToken, User
-from iotp.services.auth import AuthError
+from iotp.errors import AuthError
 
 
 @dataclass(frozen=True)

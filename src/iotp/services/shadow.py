@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.models import CommandRow, Device, DeviceShadow
 from iotp.errors import InvalidRequestError, NotFoundError
-from iotp.protocol.events import CommandStatus, Presence
+from iotp.protocol.events import CommandStatus, Presence, PublishEvent
 from iotp.services import commands as command_service
 
 SHADOW_KEYS = ("relays", "servo", "automation", "config")
@@ -186,10 +186,17 @@ async def set_desired(
 
 
 async def reconcile(
-    session: AsyncSession, *, device_id: str, online: bool, now: float
+    session: AsyncSession,
+    *,
+    device_id: str,
+    online: bool,
+    now: float,
+    publish_event: PublishEvent,
 ) -> list[CommandRow]:
-    """Queue the commands that close the delta (none while earlier ones are in flight).
-    ``online``: the caller knows the device is online (its DB status may lag)."""
+    """Queue the commands that close the delta (none while earlier ones are in flight),
+    issued as every command is (:func:`iotp.services.commands.issue`); the caller commits
+    and asks for their dispatch. ``online``: the caller knows the device is online (its
+    DB status may lag)."""
     shadow = await session.get(DeviceShadow, device_id)
     if shadow is None or not shadow.desired:
         return []
@@ -230,16 +237,21 @@ async def reconcile(
     shadow.attempts += 1
     rows: list[CommandRow] = []
     for command, params in commands_for(diff):
-        row = command_service.new_row(
-            device_id=device_id,
-            command=command,
-            params=params,
-            timeout=SHADOW_COMMAND_TIMEOUT,
-            ttl=SHADOW_COMMAND_TTL,
-            now=now,
-            source="shadow",
-        )
-        session.add(row)
+        try:
+            row = await command_service.issue(
+                session,
+                device=device,
+                command=command,
+                params=params,
+                ack_timeout=SHADOW_COMMAND_TIMEOUT,
+                ttl=SHADOW_COMMAND_TTL,
+                now=now,
+                source="shadow",
+                publish_event=publish_event,
+            )
+        except InvalidRequestError as exc:  # the device no longer has what desired needs
+            shadow.last_error = f"{command}: {exc}"[:500]
+            continue
         rows.append(row)
     await session.flush()
     return rows

@@ -10,10 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotp.db.auth_models import User
-from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.errors import AuthError, ConflictError, InvalidRequestError, NotFoundError
 from iotp.services.auth import (
     MIN_PASSWORD_LENGTH,
-    AuthError,
     PasswordVerifier,
     Role,
     generate_password,
@@ -26,10 +25,6 @@ ADMIN_USERNAME = "admin"
 # this operator (iotp.homeassistant), so an admin can demote or disable it like anyone.
 HOMEASSISTANT_USER = "homeassistant"
 SERVICE_USERS = (HOMEASSISTANT_USER,)
-
-
-class ConflictError(InvalidRequestError):
-    """The name is taken (maps to HTTP 409)."""
 
 
 def _check_password(password: str) -> None:

@@ -368,21 +368,20 @@ class Automations:
             for device_id in targets:
                 try:
                     async with session.begin_nested():
-                        row = await command_service.create(
+                        row = await command_service.issue(
                             session,
-                            device_id=device_id,
+                            device=device_id,
                             command=action.command,
                             params=action.params,
                             ack_timeout=COMMAND_TIMEOUT,
                             ttl=COMMAND_TTL,
                             source="rule",
                             now=now,
+                            publish_event=self.publish_event,
                         )
                         rows.append(row)
                 except IotpError as exc:
                     errors.append(f"{device_id}: {exc}")
-        for row in rows:
-            self.publish_event("command_update", row.device_id, command_service.to_dict(row), now)
         if rows and self.control is not None:
             self.control.kick([r.device_id for r in rows])
         if errors:

@@ -313,15 +313,17 @@ class ControlPlane:
                 try:
                     async with self.sessions.begin() as session:
                         rows = await shadow_service.reconcile(
-                            session, device_id=device_id, online=online, now=now
+                            session,
+                            device_id=device_id,
+                            online=online,
+                            now=now,
+                            publish_event=self._publish_event,
                         )
                 except Exception:
                     log.exception("shadow reconciliation for %s failed", device_id)
                     continue
                 if rows:
                     self.counters["shadow_commands"] += len(rows)
-                    for row in rows:
-                        self._emit(row, now)
                     self.kick([device_id], online=online)
 
     async def _rollout_loop(self) -> None:
@@ -330,13 +332,13 @@ class ControlPlane:
             try:
                 async with self.sessions.begin() as session:
                     await rollout_service.track(session, now=now)
-                    queued = await rollout_service.advance(session, now=now, key=self._secret_key)
+                    queued = await rollout_service.advance(
+                        session, now=now, key=self._secret_key, publish_event=self._publish_event
+                    )
             except Exception:
                 log.exception("rollout step failed; retrying")
                 queued = []
-            for row in queued:
-                self.counters["rollout_commands"] += 1
-                self._emit(row, now)
+            self.counters["rollout_commands"] += len(queued)
             if queued:
                 self.kick({row.device_id for row in queued})
             with contextlib.suppress(TimeoutError):

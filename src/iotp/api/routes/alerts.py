@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.security import CurrentPrincipal
 from iotp.api.state import ApiState
 from iotp.db.automation_models import AlertRow
-from iotp.errors import InvalidRequestError, IotpError, NotFoundError
 from iotp.protocol.events import EventType
 from iotp.services import alerts as alert_service
 from iotp.services import webhooks as webhook_service
-from iotp.services.alerts import AlertConflict
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
-
-# ---- shared by the automation routes -----------------------------------------------------
-
-
-def _http_error(exc: IotpError) -> NoReturn:
-    if isinstance(exc, NotFoundError):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    if isinstance(exc, AlertConflict):
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    if isinstance(exc, InvalidRequestError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-
-
-@contextlib.contextmanager
-def mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except IotpError as exc:
-        _http_error(exc)
-
 
 # ---- schemas -----------------------------------------------------------------------------
 
@@ -123,8 +98,7 @@ async def list_alerts(
 
 @router.get("/{alert_id}", response_model=AlertPublic)
 async def get_alert(session: SessionDep, alert_id: int) -> AlertPublic:
-    with mapped_errors():
-        return AlertPublic.of(await alert_service.get(session, alert_id))
+    return AlertPublic.of(await alert_service.get(session, alert_id))
 
 
 async def _changed(state: ApiState, session: SessionDep, row: AlertRow, action: str) -> None:
@@ -150,10 +124,9 @@ async def acknowledge(
     body: AlertNote | None = None,
 ) -> AlertPublic:
     """active -> acknowledged, recording who did it."""
-    with mapped_errors():
-        row = await alert_service.acknowledge(
-            session, alert_id=alert_id, by=principal.name, note=body.note if body else ""
-        )
+    row = await alert_service.acknowledge(
+        session, alert_id=alert_id, by=principal.name, note=body.note if body else ""
+    )
     await _changed(state, session, row, "acknowledged")
     return AlertPublic.of(row)
 
@@ -167,9 +140,8 @@ async def clear(
     body: AlertNote | None = None,
 ) -> AlertPublic:
     """Clear by hand (rule alerts also clear themselves when their condition ends)."""
-    with mapped_errors():
-        row = await alert_service.clear(
-            session, alert_id=alert_id, by=principal.name, note=body.note if body else ""
-        )
+    row = await alert_service.clear(
+        session, alert_id=alert_id, by=principal.name, note=body.note if body else ""
+    )
     await _changed(state, session, row, "cleared")
     return AlertPublic.of(row)

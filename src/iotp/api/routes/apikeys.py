@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, Field
 
 from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import ApiKey
-from iotp.errors import NotFoundError
 from iotp.services import auth as auth_service
 from iotp.services.auth import Role
 
@@ -77,10 +76,7 @@ async def create_key(
 @router.post("/{key_id}/revoke", response_model=ApiKeyPublic, responses={404: {}})
 async def revoke_key(request: Request, session: SessionDep, key_id: int) -> ApiKeyPublic:
     """Revoke: the key is refused from now on, and WebSockets opened with it close."""
-    try:
-        row = await auth_service.revoke_api_key(session, key_id=key_id)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    row = await auth_service.revoke_api_key(session, key_id=key_id)
     await session.commit()
     sec: SecurityContext = request.app.state.security
     sec.changed()

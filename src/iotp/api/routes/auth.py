@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotp.api.deps import SessionDep
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import RefreshToken, User
-from iotp.errors import InvalidRequestError
+from iotp.errors import AuthError
 from iotp.services import sessions
 from iotp.services import users as user_service
-from iotp.services.auth import AuthError, LoginAttempt, issue_access_token
+from iotp.services.auth import LoginAttempt, issue_access_token
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -204,10 +204,7 @@ async def change_password(
     if not await sec.passwords.verify(body.current_password, user.password_hash):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "current password is wrong")
     await sec.login_throttle.succeeded(session, attempt)
-    try:
-        await user_service.update(session, user_id=user.id, password=body.new_password)
-    except InvalidRequestError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    await user_service.update(session, user_id=user.id, password=body.new_password)
     await session.commit()
     _security(request).changed()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

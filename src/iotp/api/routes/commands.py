@@ -16,18 +16,15 @@ from iotp.api.control import (
     CommandPublic,
     CommandsPublic,
     CommandStatsPublic,
+    dispatch,
     emit,
-    mapped_errors,
     publisher,
-    request,
-    send_claimed,
     wait_for_end,
 )
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.security import CurrentPrincipal
 from iotp.errors import InvalidRequestError
 from iotp.protocol import secrets
-from iotp.protocol.control import ControlRequest
 from iotp.protocol.events import CommandStatus
 from iotp.services import commands as command_service
 from iotp.services import devices as device_service
@@ -65,27 +62,23 @@ async def send_command(
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"setting {hidden} (secret parameters) needs the admin role"
         )
-    with mapped_errors():
-        row = await command_service.create(
-            session,
-            device_id=device_id,
-            command=body.command,
-            params=body.params,
-            ack_timeout=body.timeout,
-            ttl=body.ttl,
-            claim_if_online=publisher(state),
-            box=state.command_sender.box,
-            source="user" if principal.kind == "user" else "api",
-        )
-        firmware_service.sign_ota_url(row, key=http.app.state.security.secret_key)
-    await session.commit()
+    row = await command_service.issue(
+        session,
+        device=device_id,
+        command=body.command,
+        params=body.params,
+        ack_timeout=body.timeout,
+        ttl=body.ttl,
+        claim_if_online=publisher(state),
+        box=state.command_sender.box,
+        source="user" if principal.kind == "user" else "api",
+        publish_event=state.publish_event,
+    )
+    firmware_service.sign_ota_url(row, key=http.app.state.security.secret_key)
     data = command_service.to_dict(row)
     futures = state.command_waiters.watch({row.id: data}) if wait else {}
-    emit(state, data, row.created_at)
-    if row.status == CommandStatus.SENDING:  # device online: published from here
-        send_claimed(state, [row])
-    else:
-        request(state, ControlRequest.DISPATCH, [device_id])
+    await session.commit()
+    dispatch(state, [row])
     if wait:
         ended = await wait_for_end(
             state, session, futures, seconds=row.timeout + WAIT_GRACE_SECONDS
@@ -104,8 +97,7 @@ async def device_commands(
     before: Annotated[float | None, Query(description="created before (epoch s)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CommandsPublic:
-    with mapped_errors():
-        await device_service.get(session, device_id)
+    await device_service.get(session, device_id)
     rows = await command_service.list_for_device(
         session,
         device_id=device_id,
@@ -137,9 +129,8 @@ async def bulk_command(
     state: StateDep, session: SessionDep, body: BulkCommandCreate, wait: WaitQuery = False
 ) -> BulkPublic:
     """One command to every device the selector matches; a result per device."""
-    with mapped_errors():
-        command_service.check_limits(body.timeout, body.ttl)
-        devices, missing = await groups.resolve(session, body.selector.to_selector())
+    command_service.check_limits(body.timeout, body.ttl)
+    devices, missing = await groups.resolve(session, body.selector.to_selector())
     now = time.time()
     results: list[BulkResult] = [
         BulkResult(device_id=d, ok=False, error=f"device {d!r} not found") for d in missing
@@ -148,33 +139,26 @@ async def bulk_command(
     owner = publisher(state)
     for device in devices:
         try:
-            wire, params = command_service.validate(
-                body.command, body.params, command_service.known_capabilities(device)
+            row = await command_service.issue(
+                session,
+                device=device,
+                command=body.command,
+                params=body.params,
+                ack_timeout=body.timeout,
+                ttl=body.ttl,
+                now=now,
+                source="bulk",
+                claim_if_online=owner,
+                publish_event=state.publish_event,
             )
         except InvalidRequestError as exc:
             results.append(BulkResult(device_id=device.id, ok=False, error=str(exc)))
             continue
-        row = command_service.new_row(
-            device_id=device.id,
-            command=wire,
-            params=params,
-            timeout=body.timeout,
-            ttl=body.ttl,
-            now=now,
-            source="bulk",
-            claimed_by=owner if device.status == "online" else None,
-        )
-        session.add(row)
         rows.append(row)
-    await session.commit()
     data = {row.id: command_service.to_dict(row) for row in rows}
     futures = state.command_waiters.watch(data) if wait else {}
-    for command in data.values():
-        emit(state, command, now)
-    send_claimed(state, [row for row in rows if row.status == CommandStatus.SENDING])
-    queued = [row.device_id for row in rows if row.status == CommandStatus.QUEUED]
-    if queued:
-        request(state, ControlRequest.DISPATCH, queued)
+    await session.commit()
+    dispatch(state, rows)
     if wait and rows:
         data.update(
             await wait_for_end(state, session, futures, seconds=body.timeout + WAIT_GRACE_SECONDS)
@@ -198,16 +182,14 @@ async def bulk_command(
 
 @router.get("/api/commands/{command_id}", response_model=CommandPublic)
 async def get_command(session: SessionDep, command_id: str) -> CommandPublic:
-    with mapped_errors():
-        row = await command_service.get(session, command_id)
+    row = await command_service.get(session, command_id)
     return CommandPublic.of(command_service.to_dict(row))
 
 
 @router.delete("/api/commands/{command_id}", response_model=CommandPublic)
 async def cancel_command(state: StateDep, session: SessionDep, command_id: str) -> CommandPublic:
     """Cancel a queued command (409 once it is being sent, was sent or has finished)."""
-    with mapped_errors():
-        row = await command_service.cancel(session, command_id=command_id, now=time.time())
+    row = await command_service.cancel(session, command_id=command_id, now=time.time())
     await session.commit()
     data = command_service.to_dict(row)
     emit(state, data, row.finished_at or time.time())

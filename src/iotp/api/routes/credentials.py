@@ -14,7 +14,6 @@ from iotp.api.schemas import iso
 from iotp.broker import rabbitmq
 from iotp.broker.provisioning import publish_answer
 from iotp.db.auth_models import DeviceCredential
-from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
 from iotp.services.credentials import CredentialStatus
@@ -64,12 +63,6 @@ class CredentialsPublic(BaseModel):
     count: int
 
 
-def _http(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFoundError):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
-
-
 @router.get("", response_model=CredentialsPublic)
 async def list_credentials(
     session: SessionDep,
@@ -81,10 +74,7 @@ async def list_credentials(
 
 @router.get("/{device_id}", response_model=CredentialPublic, responses={404: {}})
 async def get_credentials(session: SessionDep, device_id: DeviceId) -> CredentialPublic:
-    try:
-        return CredentialPublic.of(await cred_service.get(session, device_id))
-    except NotFoundError as exc:
-        raise _http(exc) from None
+    return CredentialPublic.of(await cred_service.get(session, device_id))
 
 
 @router.post(
@@ -110,10 +100,7 @@ async def issue_credentials(
 @router.post("/{device_id}/approve", response_model=CredentialPublic, responses={404: {}, 409: {}})
 async def approve(session: SessionDep, state: StateDep, device_id: DeviceId) -> CredentialPublic:
     """Approve a pending device: it may now connect with the secret it asked with."""
-    try:
-        row = await cred_service.approve(session, device_id=device_id)
-    except (NotFoundError, InvalidRequestError) as exc:
-        raise _http(exc) from None
+    row = await cred_service.approve(session, device_id=device_id)
     await session.commit()
     publish_answer(state.link, device_id, CredentialStatus.APPROVED)
     return CredentialPublic.of(row)
@@ -131,9 +118,6 @@ async def revoke(session: SessionDep, state: StateDep, device_id: DeviceId) -> C
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}})
 async def delete_credentials(session: SessionDep, device_id: DeviceId) -> Response:
     """Forget the credentials (a revoked device may then provision again)."""
-    try:
-        await cred_service.delete(session, device_id=device_id)
-    except NotFoundError as exc:
-        raise _http(exc) from None
+    await cred_service.delete(session, device_id=device_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -24,7 +24,6 @@ from iotp.api.schemas import (
     TelemetryPublic,
     iso,
 )
-from iotp.errors import NotFoundError
 from iotp.protocol.events import EventType
 from iotp.protocol.payloads import NAME_RE
 from iotp.protocol.units import units_for
@@ -66,11 +65,9 @@ async def _device_or_404(session: SessionDep, device_id: str) -> None:
 
 
 async def _units_or_404(session: SessionDep, device_id: str) -> dict[str, str]:
-    """The device's units (declared over the defaults); 404 for an unknown device."""
-    try:
-        return units_for((await device_service.get(session, device_id)).units)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    """The device's units (declared over the defaults); NotFoundError (404) for an
+    unknown device."""
+    return units_for((await device_service.get(session, device_id)).units)
 
 
 @router.get("", response_model=DevicesPublic)
@@ -93,10 +90,7 @@ async def list_devices(
 
 @router.get("/{device_id}", response_model=DevicePublic)
 async def get_device(session: SessionDep, device_id: str) -> DevicePublic:
-    try:
-        return DevicePublic.of(await device_service.get(session, device_id))
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return DevicePublic.of(await device_service.get(session, device_id))
 
 
 @router.patch("/{device_id}", response_model=DevicePublic)
@@ -110,12 +104,9 @@ async def update_device(
                     status.HTTP_422_UNPROCESSABLE_CONTENT,
                     f"tag {tag!r} must match {NAME_RE.pattern}",
                 )
-    try:
-        device = await device_service.update_device(
-            session, device_id=device_id, name=body.name, notes=body.notes, tags=body.tags
-        )
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    device = await device_service.update_device(
+        session, device_id=device_id, name=body.name, notes=body.notes, tags=body.tags
+    )
     await session.commit()
     public = DevicePublic.of(device)
     state.publish_event(EventType.DEVICE_UPDATED, device_id, public.model_dump(mode="json"))
@@ -124,10 +115,7 @@ async def update_device(
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_device(session: SessionDep, state: StateDep, device_id: str) -> Response:
-    try:
-        await device_service.delete_device(session, device_id=device_id)
-    except NotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    await device_service.delete_device(session, device_id=device_id)
     await session.commit()
     state.publish_event(EventType.DEVICE_DELETED, device_id, {})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
-from iotp.api.control import FirmwarePublic, FirmwaresPublic, mapped_errors
+from iotp.api.control import FirmwarePublic, FirmwaresPublic
 from iotp.api.deps import SessionDep, StateDep
 from iotp.services import firmware as firmware_service
 
@@ -55,15 +55,14 @@ async def upload_firmware(
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 f"the bundle is larger than {firmware_service.MAX_BUNDLE_BYTES} bytes",
             )
-    with mapped_errors():
-        row = await firmware_service.upload(
-            session,
-            data_dir=state.settings.data_dir,
-            version=version,
-            data=bytes(data),
-            notes=notes,
-            device_type=device_type,
-        )
+    row = await firmware_service.upload(
+        session,
+        data_dir=state.settings.data_dir,
+        version=version,
+        data=bytes(data),
+        notes=notes,
+        device_type=device_type,
+    )
     await session.commit()
     return FirmwarePublic.of(row)
 
@@ -76,15 +75,13 @@ async def list_firmware(session: SessionDep) -> FirmwaresPublic:
 
 @router.get("/{firmware_id}", response_model=FirmwarePublic)
 async def get_firmware(session: SessionDep, firmware_id: int) -> FirmwarePublic:
-    with mapped_errors():
-        return FirmwarePublic.of(await firmware_service.get(session, firmware_id))
+    return FirmwarePublic.of(await firmware_service.get(session, firmware_id))
 
 
 @router.get("/{firmware_id}/download", response_class=FileResponse)
 async def download_firmware(state: StateDep, session: SessionDep, firmware_id: int) -> Response:
     """The bundle; supports ``Range: bytes=...`` so a device can resume a download."""
-    with mapped_errors():
-        row = await firmware_service.get(session, firmware_id)
+    row = await firmware_service.get(session, firmware_id)
     path = firmware_service.bundle_path(state.settings.data_dir, row)
     if not path.is_file():
         raise HTTPException(status.HTTP_410_GONE, f"the bundle file for {row.version!r} is missing")
@@ -99,9 +96,8 @@ async def download_firmware(state: StateDep, session: SessionDep, firmware_id: i
 @router.delete("/{firmware_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_firmware(state: StateDep, session: SessionDep, firmware_id: int) -> Response:
     """Delete a firmware no active rollout uses (409 otherwise)."""
-    with mapped_errors():
-        await firmware_service.delete(
-            session, data_dir=state.settings.data_dir, firmware_id=firmware_id
-        )
+    await firmware_service.delete(
+        session, data_dir=state.settings.data_dir, firmware_id=firmware_id
+    )
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from iotp.api.control import TagEdit, TagEditPublic, TagPublic, mapped_errors
+from iotp.api.control import TagEdit, TagEditPublic, TagPublic
 from iotp.api.deps import SessionDep
 from iotp.services import groups
 
@@ -19,9 +19,6 @@ async def list_tags(session: SessionDep) -> list[TagPublic]:
 @router.post("/{tag}/devices", response_model=TagEditPublic)
 async def edit_tag(session: SessionDep, tag: str, body: TagEdit) -> TagEditPublic:
     """Add the tag to ``add`` devices and remove it from ``remove`` devices."""
-    with mapped_errors():
-        changed, unknown = await groups.tag_devices(
-            session, tag=tag, add=body.add, remove=body.remove
-        )
+    changed, unknown = await groups.tag_devices(session, tag=tag, add=body.add, remove=body.remove)
     await session.commit()
     return TagEditPublic(tag=tag, changed=changed, unknown_devices=unknown)

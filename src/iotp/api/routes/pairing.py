@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from iotp.api.deps import SessionDep, StateDep
 from iotp.api.schemas import iso
 from iotp.api.security import ROLE_KEY
-from iotp.errors import InvalidRequestError
 from iotp.services import pairing
 
 router = APIRouter(prefix="/api/pairing", tags=["credentials"])
@@ -53,10 +52,7 @@ async def get_pairing(state: StateDep, session: SessionDep) -> PairingPublic:
 @router.put("", response_model=PairingPublic, openapi_extra=ADMIN)
 async def open_pairing(body: PairingOpen, state: StateDep, session: SessionDep) -> PairingPublic:
     """Open (or extend) the window for ``minutes``."""
-    try:
-        await pairing.open_window(session, minutes=body.minutes)
-    except InvalidRequestError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    await pairing.open_window(session, minutes=body.minutes)
     await session.commit()
     return await _public(state, session)
 

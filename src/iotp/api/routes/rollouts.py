@@ -11,7 +11,6 @@ from iotp.api.control import (
     RolloutDevicePublic,
     RolloutPublic,
     RolloutsPublic,
-    mapped_errors,
     request,
 )
 from iotp.api.deps import SessionDep, StateDep
@@ -51,19 +50,18 @@ async def create_rollout(
     """An unsigned bundle needs ``allow_unsigned``, which only an admin may set."""
     if body.allow_unsigned and not principal.role.allows(Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "allow_unsigned needs the admin role")
-    with mapped_errors():
-        row = await rollout_service.create(
-            session,
-            firmware_id=body.firmware_id,
-            selector=body.selector.to_selector(),
-            rate_per_minute=body.rate_per_minute,
-            failure_threshold=body.failure_threshold,
-            device_timeout=body.timeout,
-            # Each device's ota command gets this URL signed for it when it starts.
-            download_base=body.base_url or str(http.base_url),
-            allow_unsigned=body.allow_unsigned,
-            allow_downgrade=body.allow_downgrade,
-        )
+    row = await rollout_service.create(
+        session,
+        firmware_id=body.firmware_id,
+        selector=body.selector.to_selector(),
+        rate_per_minute=body.rate_per_minute,
+        failure_threshold=body.failure_threshold,
+        device_timeout=body.timeout,
+        # Each device's ota command gets this URL signed for it when it starts.
+        download_base=body.base_url or str(http.base_url),
+        allow_unsigned=body.allow_unsigned,
+        allow_downgrade=body.allow_downgrade,
+    )
     await session.commit()
     request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
@@ -86,8 +84,7 @@ async def get_rollout(
     device_status: Annotated[DeviceStatus | None, Query()] = None,
 ) -> RolloutPublic:
     """The rollout with every device's status (filter with device_status)."""
-    with mapped_errors():
-        row = await rollout_service.get(session, rollout_id)
+    row = await rollout_service.get(session, rollout_id)
     return await _public(
         session,
         row,
@@ -98,8 +95,7 @@ async def get_rollout(
 
 @router.post("/{rollout_id}/pause", response_model=RolloutPublic)
 async def pause_rollout(state: StateDep, session: SessionDep, rollout_id: int) -> RolloutPublic:
-    with mapped_errors():
-        row = await rollout_service.pause(session, rollout_id=rollout_id)
+    row = await rollout_service.pause(session, rollout_id=rollout_id)
     await session.commit()
     request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
@@ -108,8 +104,7 @@ async def pause_rollout(state: StateDep, session: SessionDep, rollout_id: int) -
 @router.post("/{rollout_id}/resume", response_model=RolloutPublic)
 async def resume_rollout(state: StateDep, session: SessionDep, rollout_id: int) -> RolloutPublic:
     """Resume; the failure threshold then counts failures from now on."""
-    with mapped_errors():
-        row = await rollout_service.resume(session, rollout_id=rollout_id)
+    row = await rollout_service.resume(session, rollout_id=rollout_id)
     await session.commit()
     request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)
@@ -118,8 +113,7 @@ async def resume_rollout(state: StateDep, session: SessionDep, rollout_id: int) 
 @router.post("/{rollout_id}/cancel", response_model=RolloutPublic)
 async def cancel_rollout(state: StateDep, session: SessionDep, rollout_id: int) -> RolloutPublic:
     """Stop starting devices; devices already updating are still tracked to the end."""
-    with mapped_errors():
-        row = await rollout_service.cancel(session, rollout_id=rollout_id)
+    row = await rollout_service.cancel(session, rollout_id=rollout_id)
     await session.commit()
     request(state, ControlRequest.ROLLOUT, [])
     return await _public(session, row)

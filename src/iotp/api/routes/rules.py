@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotp.api.deps import SessionDep
-from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
 from iotp.automation.spec import Rule, RuleBody
 from iotp.db.automation_models import RuleRow
@@ -99,8 +98,7 @@ async def list_rules(
 
 @router.post("", response_model=RulePublic, status_code=status.HTTP_201_CREATED)
 async def create_rule(session: SessionDep, body: RuleBody) -> RulePublic:
-    with mapped_errors():
-        row = await rule_service.create(session, body=body)
+    row = await rule_service.create(session, body=body)
     await session.commit()
     return RulePublic.of(row)
 
@@ -114,10 +112,9 @@ async def templates() -> list[TemplatePublic]:
 async def _dry_run(session: SessionDep, rule: Rule, hours: float) -> DryRunPublic:
     until = time.time()
     since = until - hours * 3600
-    with mapped_errors():
-        firings, samples, truncated = await rule_service.dry_run(
-            session, rule=rule, since=since, until=until
-        )
+    firings, samples, truncated = await rule_service.dry_run(
+        session, rule=rule, since=since, until=until
+    )
     return DryRunPublic(
         since=iso(since),
         until=iso(until),
@@ -141,30 +138,26 @@ async def dry_run(session: SessionDep, body: DryRunRequest) -> DryRunPublic:
 
 @router.get("/{rule_id}", response_model=RulePublic)
 async def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
-    with mapped_errors():
-        return RulePublic.of(await rule_service.get(session, rule_id))
+    return RulePublic.of(await rule_service.get(session, rule_id))
 
 
 @router.put("/{rule_id}", response_model=RulePublic)
 async def replace_rule(session: SessionDep, rule_id: int, body: RuleBody) -> RulePublic:
-    with mapped_errors():
-        row = await rule_service.replace(session, rule_id=rule_id, body=body)
+    row = await rule_service.replace(session, rule_id=rule_id, body=body)
     await session.commit()
     return RulePublic.of(row)
 
 
 @router.patch("/{rule_id}", response_model=RulePublic)
 async def set_enabled(session: SessionDep, rule_id: int, body: RuleEnabled) -> RulePublic:
-    with mapped_errors():
-        row = await rule_service.set_enabled(session, rule_id=rule_id, enabled=body.enabled)
+    row = await rule_service.set_enabled(session, rule_id=rule_id, enabled=body.enabled)
     await session.commit()
     return RulePublic.of(row)
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_rule(session: SessionDep, rule_id: int) -> Response:
-    with mapped_errors():
-        await rule_service.delete(session, rule_id=rule_id)
+    await rule_service.delete(session, rule_id=rule_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -173,6 +166,5 @@ async def delete_rule(session: SessionDep, rule_id: int) -> Response:
 async def dry_run_saved(
     session: SessionDep, rule_id: int, body: DryRunWindow | None = None
 ) -> DryRunPublic:
-    with mapped_errors():
-        rule = rule_service.to_rule(await rule_service.get(session, rule_id))
+    rule = rule_service.to_rule(await rule_service.get(session, rule_id))
     return await _dry_run(session, rule, body.hours if body else 24)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from iotp.api.control import ShadowPublic, ShadowUpdate, mapped_errors, request
+from iotp.api.control import ShadowPublic, ShadowUpdate, request
 from iotp.api.deps import SessionDep, StateDep
 from iotp.protocol.control import ControlRequest
 from iotp.services import shadow as shadow_service
@@ -14,17 +14,15 @@ router = APIRouter(prefix="/api/devices", tags=["shadow"])
 
 @router.get("/{device_id}/shadow", response_model=ShadowPublic)
 async def get_shadow(session: SessionDep, device_id: str) -> ShadowPublic:
-    with mapped_errors():
-        return ShadowPublic.model_validate(await shadow_service.get(session, device_id=device_id))
+    return ShadowPublic.model_validate(await shadow_service.get(session, device_id=device_id))
 
 
 async def _set(
     state: StateDep, session: SessionDep, device_id: str, body: ShadowUpdate, *, merge: bool
 ) -> ShadowPublic:
-    with mapped_errors():
-        view = await shadow_service.set_desired(
-            session, device_id=device_id, desired=body.desired, merge=merge
-        )
+    view = await shadow_service.set_desired(
+        session, device_id=device_id, desired=body.desired, merge=merge
+    )
     await session.commit()
     request(state, ControlRequest.SHADOW, [device_id])
     return ShadowPublic.model_validate(view)

@@ -11,10 +11,8 @@ from iotp.api.deps import SessionDep
 from iotp.api.schemas import iso
 from iotp.api.security import CurrentPrincipal, SecurityContext
 from iotp.db.auth_models import User
-from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.services import users as user_service
 from iotp.services.auth import Role
-from iotp.services.users import ConflictError
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -60,14 +58,6 @@ def _changed(request: Request) -> None:
     sec.changed()
 
 
-def _http(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFoundError):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    if isinstance(exc, ConflictError):
-        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-
-
 @router.get("", response_model=UsersPublic)
 async def list_users(session: SessionDep) -> UsersPublic:
     rows = await user_service.list_users(session)
@@ -78,38 +68,29 @@ async def list_users(session: SessionDep) -> UsersPublic:
     "", response_model=UserPublic, status_code=status.HTTP_201_CREATED, responses={409: {}}
 )
 async def create_user(session: SessionDep, body: UserCreate) -> UserPublic:
-    try:
-        user = await user_service.create(
-            session, username=body.username, password=body.password, role=body.role
-        )
-    except InvalidRequestError as exc:
-        raise _http(exc) from None
+    user = await user_service.create(
+        session, username=body.username, password=body.password, role=body.role
+    )
     await session.commit()
     return UserPublic.of(user)
 
 
 @router.get("/{user_id}", response_model=UserPublic, responses={404: {}})
 async def get_user(session: SessionDep, user_id: int) -> UserPublic:
-    try:
-        return UserPublic.of(await user_service.get(session, user_id))
-    except NotFoundError as exc:
-        raise _http(exc) from None
+    return UserPublic.of(await user_service.get(session, user_id))
 
 
 @router.patch("/{user_id}", response_model=UserPublic, responses={404: {}, 422: {}})
 async def update_user(
     request: Request, session: SessionDep, user_id: int, body: UserUpdate
 ) -> UserPublic:
-    try:
-        user = await user_service.update(
-            session,
-            user_id=user_id,
-            role=body.role,
-            password=body.password,
-            disabled=body.disabled,
-        )
-    except (NotFoundError, InvalidRequestError) as exc:
-        raise _http(exc) from None
+    user = await user_service.update(
+        session,
+        user_id=user_id,
+        role=body.role,
+        password=body.password,
+        disabled=body.disabled,
+    )
     await session.commit()
     _changed(request)
     return UserPublic.of(user)
@@ -121,10 +102,7 @@ async def delete_user(
 ) -> Response:
     if principal.kind == "user" and principal.id == user_id:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "you cannot delete yourself")
-    try:
-        await user_service.delete(session, user_id=user_id)
-    except (NotFoundError, InvalidRequestError) as exc:
-        raise _http(exc) from None
+    await user_service.delete(session, user_id=user_id)
     await session.commit()
     _changed(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from iotp.api.deps import SessionDep, StateDep
-from iotp.api.routes.alerts import mapped_errors
 from iotp.api.schemas import iso
 from iotp.db.automation_models import WebhookDelivery, WebhookRow
 from iotp.protocol.events import WebhookEventType
@@ -112,44 +111,40 @@ async def create_webhook(
     state: StateDep, session: SessionDep, body: WebhookCreate
 ) -> WebhookSecret:
     """The response carries the signing secret: the only time it is shown."""
-    with mapped_errors():
-        row, secret = await webhook_service.create(
-            session,
-            name=body.name,
-            url=body.url,
-            events=body.events,
-            devices=body.devices,
-            allow_private=state.settings.webhook_allow_private,
-        )
+    row, secret = await webhook_service.create(
+        session,
+        name=body.name,
+        url=body.url,
+        events=body.events,
+        devices=body.devices,
+        allow_private=state.settings.webhook_allow_private,
+    )
     await session.commit()
     return WebhookSecret(**WebhookPublic.of(row).model_dump(), secret=secret)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic)
 async def get_webhook(session: SessionDep, webhook_id: int) -> WebhookPublic:
-    with mapped_errors():
-        return WebhookPublic.of(await webhook_service.get(session, webhook_id))
+    return WebhookPublic.of(await webhook_service.get(session, webhook_id))
 
 
 @router.patch("/{webhook_id}", response_model=WebhookPublic)
 async def update_webhook(
     state: StateDep, session: SessionDep, webhook_id: int, body: WebhookUpdate
 ) -> WebhookPublic:
-    with mapped_errors():
-        row = await webhook_service.update_webhook(
-            session,
-            webhook_id=webhook_id,
-            allow_private=state.settings.webhook_allow_private,
-            **body.model_dump(exclude_unset=True),
-        )
+    row = await webhook_service.update_webhook(
+        session,
+        webhook_id=webhook_id,
+        allow_private=state.settings.webhook_allow_private,
+        **body.model_dump(exclude_unset=True),
+    )
     await session.commit()
     return WebhookPublic.of(row)
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_webhook(session: SessionDep, webhook_id: int) -> Response:
-    with mapped_errors():
-        await webhook_service.delete(session, webhook_id=webhook_id)
+    await webhook_service.delete(session, webhook_id=webhook_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -157,8 +152,7 @@ async def delete_webhook(session: SessionDep, webhook_id: int) -> Response:
 @router.post("/{webhook_id}/rotate-secret", response_model=WebhookSecret)
 async def rotate_secret(session: SessionDep, webhook_id: int) -> WebhookSecret:
     """A new signing secret (shown once); the old one stops working at once."""
-    with mapped_errors():
-        row, secret = await webhook_service.rotate_secret(session, webhook_id=webhook_id)
+    row, secret = await webhook_service.rotate_secret(session, webhook_id=webhook_id)
     await session.commit()
     return WebhookSecret(**WebhookPublic.of(row).model_dump(), secret=secret)
 
@@ -166,8 +160,7 @@ async def rotate_secret(session: SessionDep, webhook_id: int) -> WebhookSecret:
 @router.post("/{webhook_id}/test", response_model=DeliveryPublic)
 async def test_delivery(state: StateDep, session: SessionDep, webhook_id: int) -> DeliveryPublic:
     """Send a signed ``test`` event now and return its logged outcome (not retried)."""
-    with mapped_errors():
-        hook = await webhook_service.get(session, webhook_id)
+    hook = await webhook_service.get(session, webhook_id)
     now = time.time()
     body = webhook_service.event_body("test", None, {"webhook_id": hook.id, "name": hook.name}, now)
     (row,) = webhook_service.add_deliveries(session, [hook.id], body, now)
@@ -208,8 +201,7 @@ async def deliveries(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeliveriesPublic:
-    with mapped_errors():
-        await webhook_service.get(session, webhook_id)
+    await webhook_service.get(session, webhook_id)
     rows, total = await webhook_service.list_deliveries(
         session, webhook_id=webhook_id, status=status_, limit=limit, offset=offset
     )

@@ -24,7 +24,7 @@ import orjson
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
-from iotp.broker.provisioning import PROVISION_USER
+from iotp.protocol.provisioning import PROVISION_USER
 from iotp.settings import DEFAULT_MAX_PACKET_BYTES as MAX_PACKET_BYTES
 from tests.integration.test_broker_acl import FLEET, Client
 from tests.support import AMQTT_KIND, PROVISIONED, Stack, run_stack

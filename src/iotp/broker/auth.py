@@ -34,9 +34,9 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.db.auth_models import DeviceCredential
 from iotp.homeassistant.publish import Topics, account_allows
+from iotp.protocol.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind
 from iotp.services import credentials as cred_service
 from iotp.services.auth import verify_mqtt_secret

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.homeassistant.publish import Topics, account_acl
+from iotp.protocol.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.protocol.topics import TOPIC_ROOT, Kind
 from iotp.services import credentials as cred_service
 from iotp.services.auth import hash_mqtt_secret

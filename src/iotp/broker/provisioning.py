@@ -24,9 +24,11 @@ from typing import Protocol
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from iotp.broker.rabbitmq import store_device_secret
 from iotp.errors import InvalidRequestError
 from iotp.mqtt import MqttLink
 from iotp.protocol.events import EventPublisher, EventType
+from iotp.protocol.provisioning import PROVISION_ROOT, response_topic
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.ratelimit import DeviceRateLimiter
 from iotp.services import credentials as cred_service
@@ -44,18 +46,8 @@ from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROVISION_USER = "provision"
-PROVISION_ROOT = "provision"
 MAX_REQUEST_BYTES = 1024
 ALL_IDS = "*"
-
-
-def request_topic(device_id: str) -> str:
-    return f"{PROVISION_ROOT}/{device_id}/request"
-
-
-def response_topic(device_id: str) -> str:
-    return f"{PROVISION_ROOT}/{device_id}/response"
 
 
 class Publisher(Protocol):
@@ -136,8 +128,6 @@ class Provisioner:
                     now=now,
                 )
                 if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
-                    from iotp.broker.rabbitmq import store_device_secret
-
                     approved = status is CredentialStatus.APPROVED
                     await store_device_secret(self.settings, device_id, secret, approved=approved)
         except ProvisioningConflict as exc:

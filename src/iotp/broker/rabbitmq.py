@@ -37,8 +37,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from iotp.broker.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.homeassistant.publish import READ, WRITE, Topics, account_acl
+from iotp.protocol.provisioning import PROVISION_ROOT, PROVISION_USER
 from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind
 from iotp.services import credentials as cred_service
 from iotp.services.credentials import HOMEASSISTANT_USER, CredentialStatus

@@ -112,45 +112,7 @@ def generate_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-# ---- the signing key and the secure-mode policy -------------------------------------
-
-WEAK_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "password", "admin", "iotp", "default", "test"}
-)
-MIN_SECRET_KEY_LENGTH = 32
-MIN_PROVISIONING_SECRET_LENGTH = 16
-MIN_ADMIN_PASSWORD_LENGTH = 12
-
-
-def _weak(value: str, min_length: int) -> bool:
-    return value.strip().lower() in WEAK_SECRETS or len(value) < min_length
-
-
-def check_secure_settings(settings: Settings) -> None:
-    """Secure mode refuses default or short secrets (empty ones are generated at start,
-    ``ensure_secrets``)."""
-    problems = []
-    key = settings.secret_key.get_secret_value()
-    if key and _weak(key, MIN_SECRET_KEY_LENGTH):
-        problems.append(
-            f"IOTP_SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_LENGTH}"
-            " characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
-        )
-    prov = settings.provisioning_secret.get_secret_value()
-    if prov and _weak(prov, MIN_PROVISIONING_SECRET_LENGTH):
-        problems.append(
-            f"IOTP_PROVISIONING_SECRET must be at least {MIN_PROVISIONING_SECRET_LENGTH}"
-            " characters and not a default"
-        )
-    admin = settings.admin_password.get_secret_value()
-    if admin and _weak(admin, MIN_ADMIN_PASSWORD_LENGTH):
-        problems.append(
-            f"IOTP_ADMIN_PASSWORD must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters"
-            " and not a default (or leave it empty to have one generated)"
-        )
-    if problems:
-        raise ValueError("secure mode refuses weak secrets: " + "; ".join(problems))
-
+# ---- the signing key -----------------------------------------------------------------
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 FLEET_SECRET_FILE = "fleet_secret"  # noqa: S105 - a file name

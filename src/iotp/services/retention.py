@@ -6,7 +6,7 @@ PostgreSQL
     per hour (min/max/sum/count per device and metric, so averages compose), and drops
     whole raw partitions older than ``retention_days`` once they are rolled up: no
     DELETE, no vacuum debt. Rollups are kept longer (``rollup_*_retention_days``) and
-    answer long-range history queries (``query_with_rollups``).
+    answer long-range history queries (``services.telemetry.query_with_rollups``).
 SQLite
     One table; a simple retention job deletes raw rows older than ``retention_days``,
     at most once an hour. No rollups: the single-user database answers from raw rows.
@@ -22,12 +22,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from iotp.services import stats
 from iotp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -241,8 +239,6 @@ async def expire_rollups(conn: AsyncConnection, settings: Settings, now: float) 
 async def maintain(engine: AsyncEngine, settings: Settings, now: float) -> MaintenanceReport:
     """Run by the leader worker every ``maintenance_interval_seconds``."""
     report = MaintenanceReport()
-    async with AsyncSession(engine) as session, session.begin():
-        await stats.record_sample(session, now=now, keep_days=settings.stats_history_days)
     async with engine.begin() as conn:
         partitioned = await is_partitioned(conn)
         if partitioned:
@@ -277,75 +273,3 @@ async def sqlite_retention(engine: AsyncEngine, settings: Settings, now: float) 
 
 
 # ---- history queries over rollups ---------------------------------------------------
-
-
-async def query_with_rollups(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    since: float,
-    until: float,
-    bucket: float,
-    limit: int,
-) -> list[dict[str, float | int]] | None:
-    """Bucketed history from the rollups where they cover the range, raw rows for the
-    edges (the partial first rollup bucket, and everything after the watermark). None
-    when rollups cannot help (SQLite, buckets under a minute or not whole minutes, no
-    rollups yet): the caller then aggregates raw rows."""
-    if conn.dialect.name != "postgresql" or bucket < MINUTE or bucket % MINUTE:
-        return None
-    step = HOUR if bucket % HOUR == 0 else MINUTE
-    mark = await get_state(conn, WATERMARK_1H if step == HOUR else WATERMARK_1M)
-    if mark is None:
-        return None
-    start = math.ceil(since / step) * step
-    edge = min(mark, until)
-    if edge <= start:
-        return None
-    from iotp.services import telemetry  # the raw path (telemetry imports this module lazily)
-
-    rows = await conn.execute(
-        text(
-            f"SELECT floor(bucket / :b) * :b AS bts, sum(vsum), min(vmin), max(vmax), "  # noqa: S608
-            f"sum(vcount) FROM {ROLLUP_TABLES[step]} WHERE device_id = :d AND metric = :m "
-            "AND bucket >= :s AND bucket < :e GROUP BY bts ORDER BY bts"
-        ),
-        {"b": bucket, "d": device_id, "m": metric, "s": start, "e": edge},
-    )
-    merged: dict[float, list[float]] = {}  # bts -> [sum, min, max, count]
-    for bts, vsum, vmin, vmax, count in rows:
-        merged[float(bts)] = [float(vsum), float(vmin), float(vmax), float(count)]
-    for lo, hi in ((since, start), (edge, until)):
-        if hi <= lo:
-            continue
-        raw = await telemetry.query_series(
-            conn,
-            device_id=device_id,
-            metric=metric,
-            since=lo,
-            until=hi,
-            bucket=bucket,
-            limit=limit,
-            raw_only=True,
-        )
-        for r in raw:
-            _merge(merged, float(r["ts"]), r)
-    out: list[dict[str, float | int]] = []
-    for bts in sorted(merged)[:limit]:
-        vsum, vmin, vmax, count = merged[bts]
-        out.append({"ts": bts, "avg": vsum / count, "min": vmin, "max": vmax, "count": int(count)})
-    return out
-
-
-def _merge(merged: dict[float, list[float]], bts: float, r: dict[str, Any]) -> None:
-    count = float(r["count"])
-    vsum = float(r["avg"]) * count
-    have = merged.get(bts)
-    if have is None:
-        merged[bts] = [vsum, float(r["min"]), float(r["max"]), count]
-    else:
-        have[0] += vsum
-        have[1] = min(have[1], float(r["min"]))
-        have[2] = max(have[2], float(r["max"]))
-        have[3] += count

@@ -1,4 +1,5 @@
-"""Telemetry storage: the batched, idempotent write path and the history queries."""
+"""Telemetry storage: the batched, idempotent write path and the history queries (raw
+rows, or the rollups ``services.retention`` keeps, where they cover a long range)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from iotp.services import retention
 
 # (device_id, ts, seq, metrics_json, attributes_json | None)
 Row = tuple[str, float, int, str, str | None]
@@ -90,8 +93,6 @@ async def query_series(
     raw_only: bool = False,
 ) -> list[dict[str, float | int]]:
     if bucket is not None and not raw_only:  # long ranges read the rollups
-        from iotp.services.retention import query_with_rollups
-
         rolled = await query_with_rollups(
             conn,
             device_id=device_id,
@@ -165,3 +166,77 @@ def auto_bucket(since: float, until: float, max_points: int = 1000) -> float | N
 
 async def delete_device_telemetry(conn: AsyncConnection, device_id: str) -> None:
     await conn.execute(text("DELETE FROM telemetry WHERE device_id = :d"), {"d": device_id})
+
+
+async def query_with_rollups(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    since: float,
+    until: float,
+    bucket: float,
+    limit: int,
+) -> list[dict[str, float | int]] | None:
+    """Bucketed history from the rollups where they cover the range, raw rows for the
+    edges (the partial first rollup bucket, and everything after the watermark). None
+    when rollups cannot help (SQLite, buckets under a minute or not whole minutes, no
+    rollups yet): the caller then aggregates raw rows."""
+    minute, hour = retention.MINUTE, retention.HOUR
+    if conn.dialect.name != "postgresql" or bucket < minute or bucket % minute:
+        return None
+    step = hour if bucket % hour == 0 else minute
+    mark = await retention.get_state(
+        conn, retention.WATERMARK_1H if step == hour else retention.WATERMARK_1M
+    )
+    if mark is None:
+        return None
+    start = math.ceil(since / step) * step
+    edge = min(mark, until)
+    if edge <= start:
+        return None
+    table = retention.ROLLUP_TABLES[step]  # one of two fixed names
+    rows = await conn.execute(
+        text(
+            f"SELECT floor(bucket / :b) * :b AS bts, sum(vsum), min(vmin), max(vmax), "
+            f"sum(vcount) FROM {table} WHERE device_id = :d AND metric = :m "
+            "AND bucket >= :s AND bucket < :e GROUP BY bts ORDER BY bts"
+        ),
+        {"b": bucket, "d": device_id, "m": metric, "s": start, "e": edge},
+    )
+    merged: dict[float, list[float]] = {}  # bts -> [sum, min, max, count]
+    for bts, vsum, vmin, vmax, count in rows:
+        merged[float(bts)] = [float(vsum), float(vmin), float(vmax), float(count)]
+    for lo, hi in ((since, start), (edge, until)):
+        if hi <= lo:
+            continue
+        raw = await query_series(
+            conn,
+            device_id=device_id,
+            metric=metric,
+            since=lo,
+            until=hi,
+            bucket=bucket,
+            limit=limit,
+            raw_only=True,
+        )
+        for r in raw:
+            _merge(merged, float(r["ts"]), r)
+    out: list[dict[str, float | int]] = []
+    for bts in sorted(merged)[:limit]:
+        vsum, vmin, vmax, count = merged[bts]
+        out.append({"ts": bts, "avg": vsum / count, "min": vmin, "max": vmax, "count": int(count)})
+    return out
+
+
+def _merge(merged: dict[float, list[float]], bts: float, r: dict[str, Any]) -> None:
+    count = float(r["count"])
+    vsum = float(r["avg"]) * count
+    have = merged.get(bts)
+    if have is None:
+        merged[bts] = [vsum, float(r["min"]), float(r["max"]), count]
+    else:
+        have[0] += vsum
+        have[1] = min(have[1], float(r["min"]))
+        have[2] = max(have[2], float(r["max"]))
+        have[3] += count

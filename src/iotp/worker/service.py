@@ -268,7 +268,12 @@ class Worker:
         while True:
             if self.leadership.is_leader:
                 try:
-                    await retention.maintain(self.engine, self.settings, time.time())
+                    now = time.time()
+                    async with AsyncSession(self.engine) as session, session.begin():
+                        await stats_service.record_sample(
+                            session, now=now, keep_days=self.settings.stats_history_days
+                        )
+                    await retention.maintain(self.engine, self.settings, now)
                 except Exception as exc:  # noqa: BLE001 - retried next round
                     log.warning("storage maintenance failed: %s", exc)
             await asyncio.sleep(self.settings.maintenance_interval_seconds)

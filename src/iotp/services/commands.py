@@ -211,6 +211,7 @@ def known_capabilities(device: Device) -> list[str] | None:
 
 
 def relay_names(capabilities: Sequence[str]) -> list[str]:
+    """The relays a device lists (capabilities ``relay:<name>``)."""
     return [c.split(":", 1)[1] for c in capabilities if c.startswith("relay:")]
 
 
@@ -228,6 +229,7 @@ def _params(command: str, params: dict[str, Any], where: str | None = None) -> d
 
 
 def validate_automation(params: dict[str, Any], where: str = "automation") -> dict[str, Any]:
+    """Normalised ``automation`` parameters (InvalidRequestError naming ``where``)."""
     return _params("automation", params, where)
 
 
@@ -301,6 +303,7 @@ def _custom_name(params: dict[str, Any]) -> str:
 
 
 def check_limits(timeout: float, ttl: float) -> None:
+    """InvalidRequestError unless the ack timeout and the ttl are within their bounds."""
     if not _is_number(timeout) or not 0.1 <= timeout <= MAX_TIMEOUT:
         raise _bad(f"timeout must be 0.1..{MAX_TIMEOUT:.0f} seconds")
     if not _is_number(ttl) or not 0 <= ttl <= MAX_TTL:
@@ -493,6 +496,7 @@ def _announce_issued(sync_session: Session) -> None:
 
 
 async def get(session: AsyncSession, command_id: str) -> CommandRow:
+    """The command, or NotFoundError."""
     row = await session.get(CommandRow, command_id)
     if row is None:
         raise NotFoundError("command", command_id)
@@ -509,6 +513,8 @@ async def list_for_device(
     before: float | None = None,
     limit: int = 100,
 ) -> list[CommandRow]:
+    """A device's commands, newest first, filtered by status, command name, source and
+    creation time (``before``: for paging)."""
     query = select(CommandRow).where(CommandRow.device_id == device_id)
     if status:
         query = query.where(CommandRow.status == status)
@@ -751,6 +757,7 @@ async def next_deadline(session: AsyncSession) -> float | None:
 
 
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    """How many commands are in each status (statuses with none are left out)."""
     rows = await session.execute(
         select(CommandRow.status, func.count()).group_by(CommandRow.status)
     )

@@ -258,6 +258,7 @@ async def reconcile(
 
 
 async def note_error(session: AsyncSession, *, device_id: str, error: str) -> None:
+    """Keep the reason the last shadow command failed (shown as ``last_error``)."""
     shadow = await session.get(DeviceShadow, device_id)
     if shadow is not None:
         shadow.last_error = error[:500]

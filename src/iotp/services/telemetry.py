@@ -92,6 +92,9 @@ async def query_series(
     limit: int = 100_000,
     raw_only: bool = False,
 ) -> list[dict[str, float | int]]:
+    """One metric's history: ``{ts, value}`` samples, or with ``bucket`` (seconds) one
+    ``{ts, avg, min, max, count}`` per bucket, read from the rollups where they cover
+    the range (``raw_only``: never; the rollup path's own edges)."""
     if bucket is not None and not raw_only:  # long ranges read the rollups
         rolled = await query_with_rollups(
             conn,

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import OPEN, SUPERVISED_KINDS, Stack, run_stack
+from tests.support import OPEN, SUPERVISED_STACKS, Stack, run_stack
 
-STACKS = list(SUPERVISED_KINDS)
+STACKS = SUPERVISED_STACKS
 
 
 @pytest.fixture(params=STACKS)

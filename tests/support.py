@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import subprocess
@@ -20,17 +21,14 @@ import asyncpg
 import gmqtt
 import httpx
 import pytest
-import uvicorn
 from gmqtt.mqtt.constants import MQTTv311
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iotp.api.app import create_app
 from iotp.api.security import uvicorn_proxy
 from iotp.broker.embedded import EmbeddedBroker
-from iotp.broker.provisioning import Provisioner
 from iotp.broker.supervisor import SupervisedMosquitto
-from iotp.db import migrate
-from iotp.db.engine import make_engine
 from iotp.netutil import free_port
+from iotp.runtime import Platform
 from iotp.settings import Settings
 from iotp.worker.service import Worker
 
@@ -117,6 +115,40 @@ def start_mosquitto(persist: bool = False) -> MosquittoServer:
     server = MosquittoServer(port, _spawn_mosquitto(conf), conf)
     _wait_port(port)
     return server
+
+
+# ---- waiting for something to happen -----------------------------------------------
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "",
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """The one polling helper: call ``probe`` (sync or async) until it returns something
+    truthy, and return that. An exception in ``retry_on`` (a process still starting)
+    counts as not yet. Fails with ``what`` and the last value seen after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+            if inspect.isawaitable(last):
+                last = await last
+        except retry_on as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if loop.time() >= deadline:
+            raise AssertionError(
+                f"not reached within {timeout}s{': ' + what if what else ''} (last: {last!r})"
+            )
+        await asyncio.sleep(interval)
 
 
 # ---- PostgreSQL -------------------------------------------------------------------
@@ -209,6 +241,13 @@ OPEN = "open"  # open mode on purpose: anyone may connect to the device listener
 PROVISIONED = "provisioned"  # secure mode: devices need credentials (issued or provisioned)
 # The platform's default: Debian's Mosquitto supervised by the platform (as `iotp serve`).
 SUPERVISED_KINDS = ("embedded-sqlite", "mosquitto-postgres")
+# The kinds as fixture parameters, marked with the real services each one needs.
+SUPERVISED_STACKS = [
+    pytest.param("embedded-sqlite", marks=pytest.mark.mosquitto),
+    pytest.param("mosquitto-postgres", marks=[pytest.mark.mosquitto, pytest.mark.postgres]),
+]
+# Database kinds as fixture parameters: "postgres" needs PostgreSQL.
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 AMQTT_KIND = "amqtt-sqlite"  # the fallback where no mosquitto binary exists
 TEST_SECRET_KEY = "test-secret-key-" + "k" * 40
 
@@ -245,15 +284,8 @@ class Stack:
     async def wait_for(
         self, probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
     ) -> Any:
-        """Poll an async probe until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = await probe()
-            if last:
-                return last
-            await asyncio.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+        """:func:`eventually`, with this module's usual timeout."""
+        return await eventually(probe, timeout=timeout, interval=interval)
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(path, params=params)
@@ -294,68 +326,48 @@ async def run_stack(
     values["admin_password"] = TEST_ADMIN_PASSWORD  # security: API auth is always on
     values.update(overrides)
     settings = Settings(**values)
-    engine = make_engine(settings.effective_database_url)
-    await migrate.upgrade(engine)
-    broker: SupervisedMosquitto | EmbeddedBroker
-    if kind == AMQTT_KIND:
-        broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
-        await broker.start()
-        platform_url = broker.url
-    else:
+    if kind != AMQTT_KIND:
         need(os.path.exists(MOSQUITTO), "mosquitto binary")
-        broker = SupervisedMosquitto(
+
+    def make_broker(engine: AsyncEngine) -> SupervisedMosquitto | EmbeddedBroker:
+        if kind == AMQTT_KIND:
+            return EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
+        return SupervisedMosquitto(
             settings, engine, host="127.0.0.1", port=free_port(), binary=MOSQUITTO
         )
-        await broker.start()
-        platform_url = broker.platform_url
-    mqtt_url = broker.url
-    worker = Worker(settings, engine, platform_url)
-    await worker.start()
-    provisioner: Provisioner | None = None
-    if secure:
-        provisioner = Provisioner(settings, engine, platform_url)
-        await provisioner.start()
-    app = create_app(settings, engine=engine, mqtt_default=platform_url, device_mqtt_url=mqtt_url)
+
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            ws="websockets-sansio",
-            **uvicorn_proxy(settings),
-        )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    api_task = asyncio.create_task(server.serve())
-    while not server.started:
-        if api_task.done():
-            await api_task
-        await asyncio.sleep(0.02)
-    api_url = f"http://127.0.0.1:{port}"
-    http = httpx.AsyncClient(base_url=api_url, timeout=10)
-    stack = Stack(kind, settings, mqtt_url, api_url, worker, http, [], "", broker, platform_url)
-    # The API's own MQTT link must be up before tests rely on live events.
-    await stack.wait_for(lambda: _health_ok(http))
-    await login_admin(stack)  # security
     try:
-        yield stack
+        async with Platform(
+            settings, broker=make_broker, api_port=port, uvicorn_options=uvicorn_proxy(settings)
+        ) as platform:
+            api_url = f"http://127.0.0.1:{port}"
+            http = httpx.AsyncClient(base_url=api_url, timeout=10)
+            stack = Stack(
+                kind,
+                settings,
+                platform.device_url,
+                api_url,
+                platform.worker,
+                http,
+                [],
+                "",
+                platform.broker,
+                platform.platform_url,
+            )
+            try:
+                # The API's own MQTT link must be up before tests rely on live events.
+                await stack.wait_for(lambda: _health_ok(http))
+                await login_admin(stack)  # security
+                yield stack
+            finally:
+                for fn in reversed(stack.cleanup):
+                    with contextlib.suppress(Exception):
+                        result = fn()
+                        if asyncio.iscoroutine(result):
+                            await result
+                await http.aclose()
     finally:
-        for fn in reversed(stack.cleanup):
-            with contextlib.suppress(Exception):
-                result = fn()
-                if asyncio.iscoroutine(result):
-                    await result
-        await http.aclose()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await api_task
-        if provisioner is not None:
-            await provisioner.stop()
-        await worker.stop()
-        await engine.dispose()
-        await broker.stop()
         if pg_url is not None:
             await drop_pg_database(pg_url)
 

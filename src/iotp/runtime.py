@@ -7,6 +7,7 @@ import contextlib
 import logging
 import math
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,18 +73,124 @@ def _banner(lines: list[str]) -> None:
     print("=" * width + "\n", flush=True)
 
 
+Broker = SupervisedMosquitto | EmbeddedBroker
+# Builds the platform's own broker once the database is ready (it reads credentials).
+BrokerFactory = Callable[[AsyncEngine], Broker]
+API_START_POLL_SECONDS = 0.02
+
+
+class Platform:
+    """The platform in one process: database, broker (unless ``mqtt_url`` names an
+    external one), worker, provisioner (secure mode) and API, started in that order
+    and stopped in reverse. Each part is pushed on an AsyncExitStack as soon as it has
+    started, so a part that fails to start stops everything before it. `iotp serve` and
+    the test stacks both use it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker: BrokerFactory | None,
+        mqtt_url: str | None = None,
+        api_host: str = "127.0.0.1",
+        api_port: int,
+        stop: asyncio.Event | None = None,
+        uvicorn_options: dict[str, Any] | None = None,
+    ) -> None:
+        if (broker is None) == (mqtt_url is None):
+            raise ValueError("either a broker of the platform's own or an mqtt_url")
+        self.settings = settings
+        self._make_broker = broker
+        self._mqtt_url = mqtt_url
+        self.api_host = api_host
+        self.api_port = api_port
+        self.stop_event = stop if stop is not None else asyncio.Event()
+        self._uvicorn_options = uvicorn_options or {}
+        self._stack = contextlib.AsyncExitStack()
+        self.engine: AsyncEngine
+        self.broker: Broker | None = None
+        self.device_url = ""  # where devices connect
+        self.platform_url = ""  # where the platform's own processes connect
+        self.worker: Worker
+        self.provisioner: Provisioner | None = None
+        self.server: uvicorn.Server
+
+    async def __aenter__(self) -> Platform:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        self.engine = await prepare_database(settings)
+        self._stack.push_async_callback(self.engine.dispose)
+        if self._make_broker is not None:
+            broker = self._make_broker(self.engine)
+            await broker.start()
+            self._stack.push_async_callback(broker.stop)
+            self.broker = broker
+            self.device_url, self.platform_url = broker.url, platform_url(broker)
+        else:
+            assert self._mqtt_url is not None
+            self.device_url = self.platform_url = self._mqtt_url
+        if settings.secure:
+            await refuse_anonymous_broker(self.device_url)
+        self.worker = Worker(settings, self.engine, self.platform_url)
+        self._stack.push_async_callback(self.worker.stop)
+        await self.worker.start(self.stop_event)
+        self.provisioner = await start_provisioner(settings, self.engine, self.platform_url)
+        if self.provisioner is not None:  # security
+            self._stack.push_async_callback(self.provisioner.stop)
+        await self._start_api()
+
+    async def _start_api(self) -> None:
+        app = create_app(
+            self.settings,
+            engine=self.engine,
+            mqtt_default=self.platform_url,
+            device_mqtt_url=self.device_url,
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.api_host,
+            port=self.api_port,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+            **self._uvicorn_options,
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None
+        api_task = asyncio.create_task(self.server.serve(), name="api")
+
+        async def stop_api() -> None:
+            self.server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await api_task
+
+        self._stack.push_async_callback(stop_api)
+        while not self.server.started and not api_task.done():  # noqa: ASYNC110 - no event
+            await asyncio.sleep(API_START_POLL_SECONDS)
+        if api_task.done():
+            await api_task  # re-raises the startup error
+            raise ConfigurationError(f"the API did not start on {self.api_host}:{self.api_port}")
+
+
 async def serve(settings: Settings, opts: ServeOptions) -> None:
     """Broker (unless IOTP_MQTT_URL) + worker + API + dashboard in one process."""
     notes: list[str] = []
     api_port, moved = choose_port(opts.host, opts.port, explicit=opts.port_explicit, what="HTTP")
     if moved:
         notes.append(f"!! HTTP port {opts.port} is taken: using {api_port} instead")
-    engine = await prepare_database(settings)
     generated = ensure_secrets(settings)
-    broker: SupervisedMosquitto | EmbeddedBroker | None = None
-    if settings.mqtt_url:
-        mqtt_default = device_url = settings.mqtt_url
-    else:
+    make_broker: BrokerFactory | None = None
+    if not settings.mqtt_url:
         mqtt_port, moved = choose_port(
             opts.mqtt_host, opts.mqtt_port, explicit=opts.mqtt_port_explicit, what="MQTT"
         )
@@ -91,78 +198,59 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
             notes.append(
                 f"!! MQTT port {opts.mqtt_port} is taken (another broker?): using {mqtt_port}"
             )
-        broker = own_broker(settings, engine, opts.mqtt_host, mqtt_port)
-        await broker.start()
-        device_url = broker.url
-        mqtt_default = platform_url(broker)
-    if settings.secure:
-        await refuse_anonymous_broker(device_url, broker)
+
+        def make_broker(engine: AsyncEngine) -> Broker:
+            return own_broker(settings, engine, opts.mqtt_host, mqtt_port)
 
     stop = asyncio.Event()
-    worker = Worker(settings, engine, mqtt_default)
-    await worker.start(stop)
-    provisioner = await start_provisioner(settings, engine, mqtt_default)  # security
-    app = create_app(settings, engine=engine, mqtt_default=mqtt_default, device_mqtt_url=device_url)
-    config = uvicorn.Config(
-        app,
-        host=opts.host,
-        port=api_port,
-        log_level="warning",
-        lifespan="on",
-        ws="websockets-sansio",
-        **uvicorn_tls(settings),  # security: HTTPS when a certificate is configured
-        **uvicorn_proxy(settings),
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None
     _install_stop_signals(stop)
-    api_task = asyncio.create_task(server.serve(), name="api")
+    platform = Platform(
+        settings,
+        broker=make_broker,
+        mqtt_url=settings.mqtt_url or None,
+        api_host=opts.host,
+        api_port=api_port,
+        stop=stop,
+        uvicorn_options={
+            **uvicorn_tls(settings),  # security: HTTPS when a certificate is configured
+            **uvicorn_proxy(settings),
+        },
+    )
+    async with platform:
+        engine, broker, device_url = platform.engine, platform.broker, platform.device_url
+        sim_task: asyncio.Task[Any] | None = None
+        if opts.demo > 0:
+            demo = _run_demo(settings, engine, platform.provisioner, device_url, opts, stop)
+            sim_task = asyncio.create_task(demo, name="demo")
+        url_host = "127.0.0.1" if opts.host in ("0.0.0.0", "") else opts.host
+        scheme = "https" if uvicorn_tls(settings) else "http"  # security
+        web = f"{scheme}://{url_host}:{api_port}/" + (
+            "" if web_dist() else "  (dashboard not built)"
+        )
+        lines = [
+            "IoT Platform is running",
+            f"Dashboard:  {web}",
+            f"API docs:   {scheme}://{url_host}:{api_port}/docs",
+            f"MQTT:       {device_url}" + broker_note(broker),
+            f"Database:   {engine.url.render_as_string(hide_password=True)}",
+        ]
+        lines.extend(security_banner(settings, broker))  # security
+        lines.extend(mode_lines(settings, device_url, opts.mqtt_host))
+        if FLEET_SECRET_FILE in generated:
+            fleet = settings.provisioning_secret.get_secret_value()
+            lines.append(f"Fleet:      {fleet}  (the fleet secret: shown once here; admins")
+            lines.append("            find it on the dashboard's Credentials page)")
+        if opts.demo:
+            lines.append(f"Demo:       {opts.demo} simulated devices")
+        lines.extend(_try_lines(settings, device_url, f"{scheme}://{url_host}:{api_port}"))
+        _banner(notes + lines)
 
-    sim_task: asyncio.Task[Any] | None = None
-    if opts.demo > 0:
-        demo = _run_demo(settings, engine, provisioner, device_url, opts, stop)
-        sim_task = asyncio.create_task(demo, name="demo")
-
-    while not server.started and not api_task.done():  # noqa: ASYNC110 - uvicorn has no event
-        await asyncio.sleep(0.05)
-    if api_task.done():
-        await api_task  # re-raises the startup error
-    url_host = "127.0.0.1" if opts.host in ("0.0.0.0", "") else opts.host
-    scheme = "https" if uvicorn_tls(settings) else "http"  # security
-    web = f"{scheme}://{url_host}:{api_port}/" + ("" if web_dist() else "  (dashboard not built)")
-    lines = [
-        "IoT Platform is running",
-        f"Dashboard:  {web}",
-        f"API docs:   {scheme}://{url_host}:{api_port}/docs",
-        f"MQTT:       {device_url}" + broker_note(broker),
-        f"Database:   {engine.url.render_as_string(hide_password=True)}",
-    ]
-    lines.extend(security_banner(settings, broker))  # security
-    lines.extend(mode_lines(settings, device_url, opts.mqtt_host))
-    if FLEET_SECRET_FILE in generated:
-        fleet = settings.provisioning_secret.get_secret_value()
-        lines.append(f"Fleet:      {fleet}  (the fleet secret: shown once here; admins")
-        lines.append("            find it on the dashboard's Credentials page)")
-    if opts.demo:
-        lines.append(f"Demo:       {opts.demo} simulated devices")
-    lines.extend(_try_lines(settings, device_url, f"{scheme}://{url_host}:{api_port}"))
-    _banner(notes + lines)
-
-    await stop.wait()
-    log.info("shutting down")
-    if sim_task is not None:
-        sim_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sim_task
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await api_task
-    if provisioner is not None:  # security
-        await provisioner.stop()
-    await worker.stop()
-    if broker is not None:
-        await broker.stop()
-    await engine.dispose()
+        await stop.wait()
+        log.info("shutting down")
+        if sim_task is not None:
+            sim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sim_task
 
 
 def own_broker(
@@ -196,14 +284,10 @@ def broker_note(broker: SupervisedMosquitto | EmbeddedBroker | None) -> str:
     return "  (amqtt FALLBACK: no mosquitto binary found; `apt install mosquitto` for the default)"
 
 
-async def refuse_anonymous_broker(
-    url: str, broker: SupervisedMosquitto | EmbeddedBroker | None
-) -> None:
+async def refuse_anonymous_broker(url: str) -> None:
     """Secure mode on a broker that lets anyone in would be a lie: refuse to run."""
     if not await accepts_anonymous(MqttUrl(url)):
         return
-    if broker is not None:
-        await broker.stop()
     raise ConfigurationError(
         f"secure mode, but the broker at {url} accepts an anonymous CONNECT: configure it to"
         " refuse anonymous clients (allow_anonymous false) or start with --open"
@@ -348,7 +432,7 @@ async def run_worker(settings: Settings) -> None:
     engine = await prepare_database(settings)
     ensure_secrets(settings)
     if settings.secure:
-        await refuse_anonymous_broker(settings.mqtt_url or DEFAULT_MQTT_URL, None)
+        await refuse_anonymous_broker(settings.mqtt_url or DEFAULT_MQTT_URL)
     stop = asyncio.Event()
     _install_stop_signals(stop)
     worker = Worker(settings, engine, DEFAULT_MQTT_URL)

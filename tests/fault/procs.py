@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,9 @@ from iotp.netutil import free_port
 from tests.support import MOSQUITTO, TEST_ADMIN_PASSWORD, _wait_port, need
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# For eventually(retry_on=...): a process still starting answers with an error.
+STARTING: tuple[type[BaseException], ...] = (Exception,)
 
 
 @dataclass
@@ -94,21 +95,6 @@ def worker(name: str, env: dict[str, str], logdir: Path, **extra: Any) -> Proc:
 def api(name: str, env: dict[str, str], logdir: Path) -> tuple[Proc, int]:
     port = free_port()
     return Proc(["api", "--port", str(port)], env, logdir / f"{name}.log"), port
-
-
-async def poll(probe: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await probe()
-        except Exception as exc:  # a process still starting
-            last = exc
-        else:
-            if last:
-                return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 async def pg_value(dsn: str, sql: str, *args: Any) -> Any:

@@ -20,6 +20,7 @@ from iotp.db.engine import make_engine
 from iotp.netutil import free_port
 from iotp.settings import Settings
 from tests.fault.procs import (
+    STARTING,
     LiveClient,
     PersistentMosquitto,
     api,
@@ -27,12 +28,11 @@ from tests.fault.procs import (
     persistent_mosquitto,
     pg_value,
     platform_env,
-    poll,
     token,
     worker,
     workers_connected,
 )
-from tests.support import MqttTestClient, create_pg_database, drop_pg_database
+from tests.support import MqttTestClient, create_pg_database, drop_pg_database, eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -125,27 +125,37 @@ async def test_worker_killed_mid_stream_loses_nothing(
     a, port = api("fault-api-k", env, tmp_path)
     try:
         t0 = time.time()
-        await poll(lambda: _one_connected(pg, t0), timeout=STARTUP_SECONDS)
+        await eventually(
+            lambda: _one_connected(pg, t0), timeout=STARTUP_SECONDS, interval=0.1, retry_on=STARTING
+        )
         a.start()  # reads the figures at the end; starts while the stream runs
         publishing = asyncio.create_task(
             raw_publish(mosquitto.url, devices=10, messages=total, rate=1000, prefix="KILL")
         )
-        await poll(lambda: _at_least(pg, 1500), timeout=STARTUP_SECONDS)
+        await eventually(
+            lambda: _at_least(pg, 1500), timeout=STARTUP_SECONDS, interval=0.1, retry_on=STARTING
+        )
         w.kill()  # SIGKILL: no flush, no goodbye; unacknowledged messages stay with the broker
         killed_at = await stored(pg)
         assert killed_at < total
         await asyncio.sleep(1.0)
         w.start()
         await publishing
-        await poll(lambda: _at_least(pg, total), timeout=STARTUP_SECONDS)
+        await eventually(
+            lambda: _at_least(pg, total), timeout=STARTUP_SECONDS, interval=0.1, retry_on=STARTING
+        )
         await asyncio.sleep(0.5)
         assert await stored(pg) == total  # nothing lost, nothing stored twice
         # The platform's stored-messages figure counts the same rows, the ones stored
         # before the kill included (stats are published every 0.5 s here: give it 3 s).
-        await poll(lambda: api_healthy(port), timeout=STARTUP_SECONDS)
+        await eventually(
+            lambda: api_healthy(port), timeout=STARTUP_SECONDS, interval=0.1, retry_on=STARTING
+        )
         seen: list[dict[str, int]] = []
         try:
-            await poll(lambda: _stats_stored(port, total, seen), timeout=3)
+            await eventually(
+                lambda: _stats_stored(port, total, seen), timeout=3, interval=0.1, retry_on=STARTING
+            )
         except AssertionError:
             raise AssertionError(f"{total} rows, but the stats say {seen[-1:]}") from None
     except BaseException:
@@ -177,27 +187,31 @@ async def test_broker_restart_mid_stream_loses_nothing(
     a.start()
     try:
         t0 = time.time()
-        await poll(lambda: _one_connected(pg, t0), timeout=40)
-        await poll(lambda: api_healthy(port), timeout=40)
+        await eventually(
+            lambda: _one_connected(pg, t0), timeout=40, interval=0.1, retry_on=STARTING
+        )
+        await eventually(lambda: api_healthy(port), timeout=40, interval=0.1, retry_on=STARTING)
         publishing = asyncio.gather(
             *(
                 resilient_publish(mosquitto.url, device=f"BRK{i}", count=total // 3, rate=200)
                 for i in range(3)
             )
         )
-        await poll(lambda: _at_least(pg, 600), timeout=30)
+        await eventually(lambda: _at_least(pg, 600), timeout=30, interval=0.1, retry_on=STARTING)
         mosquitto.stop()  # persistence: the worker's session and queue are saved
         await asyncio.sleep(1.5)
         mosquitto.start()
         reconnects = await asyncio.wait_for(publishing, 60)
         assert all(r >= 1 for r in reconnects), reconnects
-        await poll(lambda: _at_least(pg, total), timeout=30)
+        await eventually(lambda: _at_least(pg, total), timeout=30, interval=0.1, retry_on=STARTING)
         await asyncio.sleep(0.5)
         assert await stored(pg) == total
         # The worker and the API reconnected by themselves.
         t1 = time.time()
-        await poll(lambda: _one_connected(pg, t1), timeout=20)
-        await poll(lambda: api_healthy(port), timeout=20)
+        await eventually(
+            lambda: _one_connected(pg, t1), timeout=20, interval=0.1, retry_on=STARTING
+        )
+        await eventually(lambda: api_healthy(port), timeout=20, interval=0.1, retry_on=STARTING)
     except BaseException:
         print(w.tail(), a.tail())
         raise
@@ -264,12 +278,14 @@ async def test_postgres_unavailable_for_30_seconds(
     dev = None
     try:
         t0 = time.time()
-        await poll(lambda: _one_connected(pg, t0), timeout=40)
-        await poll(lambda: api_healthy(port), timeout=40)
+        await eventually(
+            lambda: _one_connected(pg, t0), timeout=40, interval=0.1, retry_on=STARTING
+        )
+        await eventually(lambda: api_healthy(port), timeout=40, interval=0.1, retry_on=STARTING)
         dev = await MqttTestClient(mosquitto.url, "PGDOWN").connect()
         for i in range(100):
             dev.publish("devices/PGDOWN/data", f'{{"v": {i}, "seq": {i}}}')
-        await poll(lambda: _at_least(pg, 100), timeout=20)
+        await eventually(lambda: _at_least(pg, 100), timeout=20, interval=0.1, retry_on=STARTING)
 
         await proxy.cut()
         cut_at = time.monotonic()
@@ -281,12 +297,12 @@ async def test_postgres_unavailable_for_30_seconds(
                 r = await http.get(f"http://127.0.0.1:{port}/api/health")
                 return r.status_code == 503 and r.json()["database"] == "error"
 
-            await poll(degraded, timeout=20)
+            await eventually(degraded, timeout=20, interval=0.1, retry_on=STARTING)
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
         assert await stored(pg) == 100  # held, not stored, not dropped
         await proxy.start()  # the database is back
-        await poll(lambda: _at_least(pg, 1100), timeout=30)
-        await poll(lambda: api_healthy(port), timeout=20)
+        await eventually(lambda: _at_least(pg, 1100), timeout=30, interval=0.1, retry_on=STARTING)
+        await eventually(lambda: api_healthy(port), timeout=20, interval=0.1, retry_on=STARTING)
         await asyncio.sleep(0.5)
         assert await stored(pg) == 1100
     except BaseException:
@@ -311,23 +327,27 @@ async def test_api_restart_websocket_clients_reconnect_and_resubscribe(
     dev = None
     try:
         t0 = time.time()
-        await poll(lambda: _one_connected(pg, t0), timeout=40)
-        await poll(lambda: api_healthy(port), timeout=40)
+        await eventually(
+            lambda: _one_connected(pg, t0), timeout=40, interval=0.1, retry_on=STARTING
+        )
+        await eventually(lambda: api_healthy(port), timeout=40, interval=0.1, retry_on=STARTING)
         client.start()
         await asyncio.wait_for(client.subscribed.wait(), 20)
         dev = await MqttTestClient(mosquitto.url, "WSDEV").connect()
         dev.publish("devices/WSDEV/data", '{"v": 1, "seq": 1}')
-        await poll(lambda: _received(client, 1), timeout=20)
+        await eventually(lambda: _received(client, 1), timeout=20, interval=0.1, retry_on=STARTING)
 
         a.stop()  # the API goes away under its client
-        await poll(lambda: _not(client.subscribed.is_set()), timeout=20)
+        await eventually(
+            lambda: _not(client.subscribed.is_set()), timeout=20, interval=0.1, retry_on=STARTING
+        )
         a.start()
-        await poll(lambda: api_healthy(port), timeout=40)
+        await eventually(lambda: api_healthy(port), timeout=40, interval=0.1, retry_on=STARTING)
         await asyncio.wait_for(client.subscribed.wait(), 30)
         assert client.connects >= 2
         await asyncio.sleep(0.3)  # the API takes the data subscription for its client
         dev.publish("devices/WSDEV/data", '{"v": 2, "seq": 2}')
-        await poll(lambda: _received(client, 2), timeout=20)
+        await eventually(lambda: _received(client, 2), timeout=20, interval=0.1, retry_on=STARTING)
         assert [e["payload"]["seq"] for e in client.received] == [1, 2]
     except BaseException:
         print(w.tail(), a.tail())

@@ -20,7 +20,7 @@ from tests.control_support import command_status, device_status
 from tests.support import (
     AMQTT_KIND,
     PROVISIONED,
-    SUPERVISED_KINDS,
+    SUPERVISED_STACKS,
     MqttTestClient,
     Stack,
     run_stack,
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.mosquitto]
 Reply = Callable[[str, bytes], list[tuple[str, bytes]]]
 
 
-@pytest.fixture(params=SUPERVISED_KINDS)
+@pytest.fixture(params=SUPERVISED_STACKS)
 async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
     async with run_stack(request.param, tmp_path, mode=PROVISIONED) as s:
         yield s
@@ -210,7 +210,9 @@ async def test_tasmota_zigbee2mqtt_and_shelly_appear_stream_and_take_commands(
         await device_status(stack, device_id, "offline")
 
 
-@pytest.mark.parametrize("kind", ["embedded-sqlite", AMQTT_KIND])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("embedded-sqlite", marks=pytest.mark.mosquitto), AMQTT_KIND]
+)
 async def test_foreign_accounts_stay_on_their_own_topics(tmp_path: Path, kind: str) -> None:
     """The attack: a second Tasmota's account (a device that was opened) tries to speak
     for the first, command it, read everything, speak the platform's own protocol, or get

@@ -22,8 +22,8 @@ from iotp.broker.embedded import EmbeddedBroker
 from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.netutil import free_port
-from tests.fault.procs import Proc, api, api_healthy, platform_env, poll
-from tests.support import TEST_ADMIN_PASSWORD, login
+from tests.fault.procs import STARTING, Proc, api, api_healthy, platform_env
+from tests.support import TEST_ADMIN_PASSWORD, eventually, login
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -61,7 +61,9 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Re
         for p, _ in procs:
             p.start()
         for _, port in procs:
-            await poll(lambda port=port: api_healthy(port), timeout=60)
+            await eventually(
+                lambda port=port: api_healthy(port), timeout=60, interval=0.1, retry_on=STARTING
+            )
         a, b = (f"http://127.0.0.1:{port}" for _, port in procs)
         async with httpx.AsyncClient(base_url=a, timeout=10) as admin:
             admin.headers["Authorization"] = (
@@ -127,7 +129,9 @@ async def test_revocations_cut_websockets_and_tokens_on_the_other_replica(r: Rep
     assert (await r.admin.delete(f"/api/users/{vera_id}")).status_code == 204
     code, reason, took = await closed_within(ws_vera, CUT_WITHIN)
     assert (code, reason) == (1008, "revoked"), took
-    await poll(lambda: _refused(r.b, vera), timeout=CUT_WITHIN)
+    await eventually(
+        lambda: _refused(r.b, vera), timeout=CUT_WITHIN, interval=0.1, retry_on=STARTING
+    )
 
     # A new role: the WebSocket signed in with the old one goes too.
     r1 = await r.admin.patch(f"/api/users/{otto_id}", json={"role": "viewer"})

@@ -21,8 +21,8 @@ import websockets
 
 from iotp.db import migrate
 from iotp.db.engine import make_engine
-from tests.fault.procs import api, api_healthy, platform_env, poll, token
-from tests.support import MqttTestClient, start_mosquitto
+from tests.fault.procs import STARTING, api, api_healthy, platform_env, token
+from tests.support import MqttTestClient, eventually, start_mosquitto
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -101,7 +101,7 @@ async def slow_api(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     )
     proc.start()
     try:
-        await poll(lambda: api_healthy(port), timeout=60)
+        await eventually(lambda: api_healthy(port), timeout=60, interval=0.1, retry_on=STARTING)
         yield port, mosq.url
     except BaseException:
         print(proc.tail())

@@ -17,7 +17,7 @@ from iotp.db.models import Base
 from tests.support import create_pg_database, drop_pg_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     if request.param == "sqlite":
         eng = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")

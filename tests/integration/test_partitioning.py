@@ -17,13 +17,13 @@ from iotp.db.engine import make_engine
 from iotp.services import devices as device_service
 from iotp.services import retention, telemetry
 from iotp.settings import Settings
-from tests.support import create_pg_database, drop_pg_database
+from tests.support import DATABASES, create_pg_database, drop_pg_database
 
 DAY = 86400
 BEFORE = "0004"  # the revision before telemetry partitioning
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     if request.param == "sqlite":
         eng = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from iotp.simulator import Fleet, firmware
 from iotp.simulator.fleet import SimDevice
 from iotp.worker.service import Worker
 from tests.integration.test_broker_acl import FLEET, secure_settings
-from tests.support import TEST_ADMIN_PASSWORD, login
+from tests.support import TEST_ADMIN_PASSWORD, eventually, login
 
 
 @dataclass
@@ -82,21 +82,6 @@ class SecureStack:
                 entry[1].set()
                 await asyncio.wait_for(entry[2], 20)
                 self.fleets.remove(entry)
-
-
-async def until(probe: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Polls a probe (sync or async) until it gives something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while loop.time() < deadline:
-        last = probe()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not reached within {timeout}s: {what} (last: {last!r})")
 
 
 @contextlib.asynccontextmanager
@@ -188,12 +173,12 @@ async def test_device_provisions_waits_is_approved_and_streams(
             body = await stack.get("/api/credentials", status="pending")
             return [c["device_id"] for c in body["data"]] == [node]
 
-        await until(pending, what="pending in the API")
-        await until(lambda: mode(sim) == "pending", what="firmware pending")
+        await eventually(pending, what="pending in the API")
+        await eventually(lambda: mode(sim) == "pending", what="firmware pending")
         assert sim.hal.status == "pending"
         # while it waits the device keeps measuring (queued, not sent: no account yet)
         seq = sim.device.seq
-        await until(lambda: sim.device.seq > seq + 1, what="measuring while pending")
+        await eventually(lambda: sim.device.seq > seq + 1, what="measuring while pending")
         assert not sim.connected
         assert stack.worker.ingestor.known == set()
         stored = json.loads((state / f"{node}.json").read_text())
@@ -205,7 +190,7 @@ async def test_device_provisions_waits_is_approved_and_streams(
         assert (await stack.get(f"/api/credentials/{node}"))["fingerprint"] == shown
 
         await stack.post(f"/api/credentials/{node}/approve")
-        await until(lambda: mode(sim) == "own" and sim.connected, what="connected as itself")
+        await eventually(lambda: mode(sim) == "own" and sim.connected, what="connected as itself")
         assert sim.hal.status == "ok"
         stored = json.loads((state / f"{node}.json").read_text())
         assert stored == {
@@ -216,7 +201,7 @@ async def test_device_provisions_waits_is_approved_and_streams(
         cfg = json.loads(sim.hal.files["config.json"])
         assert cfg["mqtt_user"] == node
         assert cfg["mqtt_password"] == stored["mqtt_password"]
-        await until(lambda: has_data(stack, node), what="data stored")
+        await eventually(lambda: has_data(stack, node), what="data stored")
         device = await stack.get(f"/api/devices/{node}")
         assert device["status"] == "online"
         creds = await stack.get(f"/api/credentials/{node}")
@@ -226,11 +211,11 @@ async def test_device_provisions_waits_is_approved_and_streams(
         await stack.stop_fleet(fleet)
         again = stack.fleet(fleet_secret=FLEET, state_dir=state)
         sim2 = again.devices[0]
-        await until(lambda: sim2.connected, what="reconnected after restart")
+        await eventually(lambda: sim2.connected, what="reconnected after restart")
         assert mode(sim2) == "own"
         assert "provisioning" not in sim2.hal.statuses
         seq = sim2.device.seq
-        await until(lambda: sim2.device.seq > seq + 2)
+        await eventually(lambda: sim2.device.seq > seq + 2)
         assert (await stack.get(f"/api/devices/{node}"))["status"] == "online"
 
 
@@ -238,7 +223,7 @@ async def test_wrong_fleet_secret_is_refused_and_the_device_stops(tmp_path: Path
     async with secure_stack(tmp_path) as stack:
         fleet = stack.fleet(fleet_secret="not-the-fleet-secret-0000")
         sim = fleet.devices[0]
-        await until(lambda: mode(sim) == "stopped", timeout=30, what="stopped")
+        await eventually(lambda: mode(sim) == "stopped", timeout=30, what="stopped")
         assert "fleet secret" in sim.device.creds.reason
         assert sim.hal.status == "stopped"
         assert stack.refused >= 1
@@ -257,12 +242,12 @@ async def test_revoked_device_is_disconnected_and_stops_trying(tmp_path: Path) -
         fleet = stack.fleet(fleet_secret=FLEET)
         sim = fleet.devices[0]
         node = sim.node_id
-        await until(lambda: mode(sim) == "own" and sim.connected, what="auto-approved")
-        await until(lambda: has_data(stack, node), what="data stored")
+        await eventually(lambda: mode(sim) == "own" and sim.connected, what="auto-approved")
+        await eventually(lambda: has_data(stack, node), what="data stored")
 
         await stack.post(f"/api/credentials/{node}/revoke")
-        await until(lambda: not sim.connected, timeout=5, what="disconnected")
-        await until(lambda: mode(sim) == "stopped", timeout=40, what="stopped")
+        await eventually(lambda: not sim.connected, timeout=5, what="disconnected")
+        await eventually(lambda: mode(sim) == "stopped", timeout=40, what="stopped")
         reason = sim.device.creds.reason
         assert "refused" in reason, reason
         refused = stack.refused
@@ -282,20 +267,20 @@ async def test_issued_credentials_and_a_deleted_device_provisions_again(tmp_path
         issued = await stack.post(f"/api/credentials/{node}")
         fleet = stack.fleet(credentials={node: issued["password"]}, fleet_secret=FLEET)
         sim = fleet.devices[0]
-        await until(lambda: sim.connected, what="connected with issued credentials")
+        await eventually(lambda: sim.connected, what="connected with issued credentials")
         assert mode(sim) == "own"
         assert "provisioning" not in sim.hal.statuses
-        await until(lambda: has_data(stack, node), what="data stored")
+        await eventually(lambda: has_data(stack, node), what="data stored")
 
         r = await stack.http.delete(f"/api/credentials/{node}")
         assert r.status_code == 204
         # the broker drops it; its own login is refused; it provisions with its secret
-        await until(lambda: "provisioning" in sim.hal.statuses, timeout=30, what="asks again")
-        await until(lambda: mode(sim) == "pending", timeout=30, what="pending")
+        await eventually(lambda: "provisioning" in sim.hal.statuses, timeout=30, what="asks again")
+        await eventually(lambda: mode(sim) == "pending", timeout=30, what="pending")
         credential = await stack.get(f"/api/credentials/{node}")
         assert credential["status"] == "pending"
         assert credential["fingerprint"] == cred_service.fingerprint(issued["password"])
         await stack.post(f"/api/credentials/{node}/approve")
-        await until(lambda: mode(sim) == "own" and sim.connected, timeout=30, what="back")
+        await eventually(lambda: mode(sim) == "own" and sim.connected, timeout=30, what="back")
         assert json.loads(sim.hal.files["config.json"])["mqtt_password"] == issued["password"]
         assert (await stack.get(f"/api/credentials/{node}"))["status"] == "approved"

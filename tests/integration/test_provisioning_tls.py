@@ -20,8 +20,8 @@ from tests.integration.test_provisioning import (
     has_data,
     mode,
     secure_stack,
-    until,
 )
+from tests.support import eventually
 
 
 async def test_mqtts_with_pinned_ca_provisions_and_streams(tmp_path: Path) -> None:
@@ -40,8 +40,8 @@ async def test_mqtts_with_pinned_ca_provisions_and_streams(tmp_path: Path) -> No
         assert tls_url is not None
         fleet = stack.fleet(url=tls_url, ca_file=ca, fleet_secret=FLEET)
         sim = fleet.devices[0]
-        await until(lambda: mode(sim) == "own" and sim.connected, what="provisioned over TLS")
-        await until(lambda: has_data(stack, sim.node_id), what="data over TLS stored")
+        await eventually(lambda: mode(sim) == "own" and sim.connected, what="provisioned over TLS")
+        await eventually(lambda: has_data(stack, sim.node_id), what="data over TLS stored")
 
         # Another fleet pins a CA that did not sign the broker's certificate: the TLS
         # handshake fails, so it never gets as far as logging in.
@@ -53,7 +53,7 @@ async def test_mqtts_with_pinned_ca_provisions_and_streams(tmp_path: Path) -> No
             link = stranger.device.prov_link if stranger.device is not None else None
             return link is not None and "CERTIFICATE_VERIFY_FAILED" in (link.last_error or "")
 
-        await until(failed_handshake, what="certificate refused")
+        await eventually(failed_handshake, what="certificate refused")
         await asyncio.sleep(1)
         assert not stranger.connected
         assert mode(stranger) == "request"  # a TLS failure is not a refusal: it retries
@@ -90,12 +90,12 @@ async def test_provisioning_and_revocation_on_mosquitto(tmp_path: Path) -> None:
         run = asyncio.create_task(fleet.run(stop=stop))
         sim = fleet.devices[0]
         try:
-            await until(lambda: mode(sim) == "own" and sim.connected, 30, "approved")
-            await until(lambda: worker.ingestor.counters.stored >= 2, what="data stored")
+            await eventually(lambda: mode(sim) == "own" and sim.connected, 30, "approved")
+            await eventually(lambda: worker.ingestor.counters.stored >= 2, what="data stored")
             assert sim.node_id in worker.ingestor.known
 
             await broker.revoke(sim.node_id)
-            await until(lambda: mode(sim) == "stopped", 40, "stopped")
+            await eventually(lambda: mode(sim) == "stopped", 40, "stopped")
             assert "revoked by the platform" in sim.device.creds.reason
             assert not sim.connected
         finally:

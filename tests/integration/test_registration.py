@@ -22,12 +22,12 @@ from iotp.db.engine import make_engine
 from iotp.services import devices as device_service
 from iotp.settings import Settings
 from iotp.worker.ingest import Event, Ingestor
-from tests.support import create_pg_database, drop_pg_database
+from tests.support import DATABASES, create_pg_database, drop_pg_database
 
 Published = list[tuple[str, str, dict[str, Any], float]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'reg.db'}"

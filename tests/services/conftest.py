@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db import migrate
 from iotp.db.engine import make_engine, make_sessionmaker
-from tests.support import create_pg_database, drop_pg_database
+from tests.support import DATABASES, create_pg_database, drop_pg_database
 
 
 async def _migrate(url: str) -> None:
@@ -75,7 +75,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
         asyncio.run(drop_pg_database(made.pg_url))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 async def sessions(
     request: pytest.FixtureRequest, tmp_path: Path, templates: Templates
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:

@@ -11,7 +11,7 @@ from typing import Any
 from tests.control_support import FakeDevice, small_bundle
 from tests.e2e.conftest import navigate, open_logged_in, screenshot
 from tests.e2e.test_dashboard import TIMEOUT_MS
-from tests.support import Stack
+from tests.support import OPEN, Stack, run_stack
 
 UNITS_DEV = "E2EUNIT0001"
 
@@ -188,3 +188,70 @@ async def test_no_dead_ends(e2e_stack: Stack, browser: Any) -> None:
     assert "{" not in text, text
     await screenshot(page, "device-events")
     assert not page.errors, page.errors
+
+
+async def test_webhooks_explain_lan_targets(e2e_stack: Stack, browser: Any) -> None:
+    # Private targets not allowed (the default): the form says why, before sending.
+    page = await open_logged_in(browser, e2e_stack, "/webhooks")
+    await page.get_by_role("button", name="New webhook").click()
+    dialog = page.locator(".ant-modal", has_text="New webhook")
+    await dialog.get_by_label("Name").fill("node-red")
+    for target in ("http://127.0.0.1:9/", "http://192.168.1.20:1880/iotp"):
+        await dialog.get_by_label("URL").fill(target)
+        await dialog.get_by_role("button", name="Create").click()
+        host = target.split("/")[2].split(":")[0]
+        explain = dialog.locator(".ant-form-item-explain-error", has_text=f"{host} is on")
+        await explain.wait_for(timeout=TIMEOUT_MS)
+        assert "IOTP_WEBHOOK_ALLOW_PRIVATE" in await explain.inner_text()
+        assert "an http:// or https:// URL" not in await dialog.inner_text()
+    assert await page.locator(".ant-notification-notice-error").count() == 0
+    assert (await e2e_stack.get("/api/webhooks"))["count"] == 0
+    await screenshot(page, "webhook-lan-refused")
+    assert not page.errors, page.errors
+
+
+async def test_webhooks_on_the_lan_retry_with_next_try_and_live_health(
+    tmp_path: Any, browser: Any
+) -> None:
+    # Private targets allowed, as next to Node-RED or Home Assistant; the target (the
+    # discard port on loopback) refuses connections, so deliveries are retried.
+    async with run_stack(
+        "embedded-sqlite",
+        tmp_path,
+        mode=OPEN,
+        webhook_allow_private=True,
+        webhook_backoff_seconds=60.0,
+    ) as stack:
+        page = await open_logged_in(browser, stack, "/webhooks")
+        await page.get_by_role("button", name="New webhook").click()
+        dialog = page.locator(".ant-modal", has_text="New webhook")
+        await dialog.get_by_label("Name").fill("node-red")
+        await dialog.get_by_label("URL").fill("http://127.0.0.1:9/")
+        await (
+            dialog.get_by_test_id("lan-note")
+            .get_by_text("this machine")
+            .wait_for(timeout=TIMEOUT_MS)
+        )
+        await dialog.locator(".ant-select").first.click()
+        await (
+            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
+            .get_by_text("device_registered", exact=True)
+            .click()
+        )
+        await page.keyboard.press("Escape")
+        await dialog.get_by_role("button", name="Create").click()
+        await page.get_by_role("button", name="I have stored it").click()
+        hook = (await stack.get("/api/webhooks"))["data"][0]
+        health = page.get_by_test_id(f"health-{hook['id']}")
+        await health.get_by_text("no deliveries yet").wait_for(timeout=TIMEOUT_MS)
+        # A device registers: its delivery fails and waits for a retry; the page, left
+        # open, shows the failure without a reload.
+        device = await stack.device("E2EHOOK0001")
+        device.publish("devices/E2EHOOK0001/data", json.dumps({"temperature": 20.5}))
+        await health.get_by_text("failures in a row").wait_for(timeout=TIMEOUT_MS)
+        await page.get_by_role("button", name="Deliveries").click()
+        next_try = page.get_by_test_id("next-try").first
+        await next_try.wait_for(timeout=TIMEOUT_MS)
+        assert (await next_try.inner_text()).startswith("in "), await next_try.inner_text()
+        await screenshot(page, "webhook-deliveries-next-try")
+        assert not page.errors, page.errors

@@ -3303,6 +3303,11 @@ export interface components {
             data: components["schemas"]["WebhookPublic"][];
             /** Count */
             count: number;
+            /**
+             * Private Targets Allowed
+             * @description targets on private, loopback or link-local addresses (the LAN: Node-RED, Home Assistant) are accepted: IOTP_WEBHOOK_ALLOW_PRIVATE
+             */
+            private_targets_allowed: boolean;
         };
     };
     responses: never;

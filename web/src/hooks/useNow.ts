@@ -9,6 +9,10 @@ export const TICK_MS = 1000;
 function subscribe(listener: () => void): () => void {
   listeners.add(listener);
   if (!timer) {
+    // The clock stood still while nothing showed a time: catch up before the first tick,
+    // or a time just recorded would read as still to come.
+    now = Date.now();
+    queueMicrotask(() => listeners.forEach((l) => l()));
     timer = setInterval(() => {
       now = Date.now();
       listeners.forEach((l) => l());
@@ -30,6 +34,8 @@ export function useNow(): number {
 export function relativeTime(iso: string | null | undefined, nowMs: number): string {
   if (!iso) return "never";
   const seconds = Math.round((nowMs - Date.parse(iso)) / 1000);
+  // A time still to come (a retry's next try) reads "in 40 s", never "just now".
+  if (seconds <= -5) return `in ${until(-seconds)}`;
   if (seconds < 5) return "just now";
   if (seconds < 60) return `${seconds} s ago`;
   const minutes = Math.floor(seconds / 60);
@@ -37,4 +43,12 @@ export function relativeTime(iso: string | null | undefined, nowMs: number): str
   const hours = Math.floor(minutes / 60);
   if (hours < 48) return `${hours} h ago`;
   return `${Math.floor(hours / 24)} d ago`;
+}
+
+function until(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.round(minutes / 60);
+  return hours < 48 ? `${hours} h` : `${Math.round(hours / 24)} d`;
 }

@@ -19,6 +19,10 @@ describe("small pure helpers", () => {
     expect(relativeTime("2026-01-01T00:09:58Z", now)).toBe("just now");
     expect(relativeTime("2026-01-01T00:09:30Z", now)).toBe("30 s ago");
     expect(relativeTime("2026-01-01T00:00:00Z", now)).toBe("10 min ago");
+    // still to come: a retry's next try
+    expect(relativeTime("2026-01-01T00:10:40Z", now)).toBe("in 40 s");
+    expect(relativeTime("2026-01-01T00:40:00Z", now)).toBe("in 30 min");
+    expect(relativeTime("2026-01-01T00:10:02Z", now)).toBe("just now");
   });
 
   it("reads FastAPI errors and knows a missing route from a missing device", () => {

@@ -69,6 +69,10 @@ class WebhookSecret(WebhookPublic):
 class WebhooksPublic(BaseModel):
     data: list[WebhookPublic]
     count: int
+    private_targets_allowed: bool = Field(
+        description="targets on private, loopback or link-local addresses (the LAN: Node-RED,"
+        " Home Assistant) are accepted: IOTP_WEBHOOK_ALLOW_PRIVATE"
+    )
 
 
 class DeliveryPublic(BaseModel):
@@ -101,9 +105,13 @@ class DeliveriesPublic(BaseModel):
 
 
 @router.get("", response_model=WebhooksPublic)
-async def list_webhooks(session: SessionDep) -> WebhooksPublic:
+async def list_webhooks(session: SessionDep, state: StateDep) -> WebhooksPublic:
     rows = await webhook_service.list_webhooks(session)
-    return WebhooksPublic(data=[WebhookPublic.of(r) for r in rows], count=len(rows))
+    return WebhooksPublic(
+        data=[WebhookPublic.of(r) for r in rows],
+        count=len(rows),
+        private_targets_allowed=state.settings.webhook_allow_private,
+    )
 
 
 @router.post("", response_model=WebhookSecret, status_code=status.HTTP_201_CREATED)

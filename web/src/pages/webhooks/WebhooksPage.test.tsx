@@ -13,7 +13,7 @@ vi.mock("../../live/devices", async (importOriginal) => ({
 }));
 vi.mock("./service", async (importOriginal) => ({
   ...(await importOriginal<typeof import("./service")>()),
-  listWebhooks: vi.fn(),
+  listWebhooksPage: vi.fn(),
   createWebhook: vi.fn(),
   testWebhook: vi.fn(),
   listDeliveries: vi.fn(),
@@ -50,7 +50,7 @@ function page() {
 }
 
 beforeEach(() => {
-  vi.mocked(service.listWebhooks).mockResolvedValue([HOOK]);
+  vi.mocked(service.listWebhooksPage).mockResolvedValue({ data: [HOOK], count: 1, private_targets_allowed: false });
   vi.mocked(service.listDeliveries).mockResolvedValue({
     data: [
       {

@@ -22,14 +22,16 @@ import { useUser } from "../../hooks/useAuth";
 import { useUrlState } from "../../hooks/useUrlState";
 import { canControl } from "../../api/auth";
 import { RelativeTime } from "../../components/RelativeTime";
+import { ApiError } from "../../api/errors";
 import { deviceLabel, useDevices } from "../../live/devices";
 import {
   DELIVERY_COLOR,
   EVENT_TYPES,
+  checkWebhookUrl,
   createWebhook,
   deleteWebhook,
   listDeliveries,
-  listWebhooks,
+  listWebhooksPage,
   rotateSecret,
   setWebhookEnabled,
   testWebhook,
@@ -39,10 +41,13 @@ import {
   type WebhookWithSecret,
 } from "./service";
 
+export const HEALTH_POLL_MS = 3000;
+
 export default function WebhooksPage() {
   const control = canControl(useUser());
   const { message } = App.useApp();
   const [hooks, setHooks] = useState<Webhook[] | null>(null);
+  const [privateAllowed, setPrivateAllowed] = useState(false);
   const [creating, setCreating] = useState(false);
   const [secret, setSecret] = useState<WebhookWithSecret | null>(null);
   // The delivery log open, by webhook id in the URL (`log=4`): a link opens it.
@@ -50,10 +55,15 @@ export default function WebhooksPage() {
   const log = hooks?.find((h) => String(h.id) === url.log) ?? null;
 
   const refresh = useCallback(async () => {
-    setHooks(await listWebhooks().catch(() => []));
+    const page = await listWebhooksPage().catch(() => null);
+    setHooks(page?.data ?? []);
+    if (page) setPrivateAllowed(page.private_targets_allowed);
   }, []);
   useEffect(() => {
     void refresh();
+    // Health follows deliveries (retries, failures, a webhook disabled) while the page is open.
+    const timer = setInterval(() => void refresh(), HEALTH_POLL_MS);
+    return () => clearInterval(timer);
   }, [refresh]);
 
   async function test(hook: Webhook) {
@@ -111,7 +121,8 @@ export default function WebhooksPage() {
             {
               title: "Health",
               key: "health",
-              render: (_: unknown, h: Webhook) =>
+              render: (_: unknown, h: Webhook) => (
+                <span data-testid={`health-${h.id}`}>{
                 h.disabled_reason ? (
                   <Typography.Text type="danger">{h.disabled_reason}</Typography.Text>
                 ) : h.consecutive_failures ? (
@@ -122,7 +133,8 @@ export default function WebhooksPage() {
                   </span>
                 ) : (
                   "no deliveries yet"
-                ),
+                )}</span>
+              ),
             },
             {
               title: "",
@@ -159,6 +171,7 @@ export default function WebhooksPage() {
       {control && (
         <CreateWebhook
           open={creating}
+          privateAllowed={privateAllowed}
           onClose={() => setCreating(false)}
           onCreated={(h) => {
             setCreating(false);
@@ -190,10 +203,23 @@ export function SecretOnce({ hook, onClose }: { hook: WebhookWithSecret | null; 
   );
 }
 
-function CreateWebhook({ open, onClose, onCreated }: { open: boolean; onClose: () => void; onCreated: (h: WebhookWithSecret) => void }) {
+function CreateWebhook({
+  open,
+  privateAllowed,
+  onClose,
+  onCreated,
+}: {
+  open: boolean;
+  privateAllowed: boolean;
+  onClose: () => void;
+  onCreated: (h: WebhookWithSecret) => void;
+}) {
   const [form] = Form.useForm<WebhookCreate>();
   const [busy, setBusy] = useState(false);
   const { rows: devices } = useDevices();
+  const url = Form.useWatch("url", form) as string | undefined;
+  const check = url ? checkWebhookUrl(url, privateAllowed) : null;
+  const lan = check && "lan" in check ? check.lan : null;
   return (
     <Modal open={open} title="New webhook" okText="Create" confirmLoading={busy} onCancel={onClose} onOk={() => form.submit()}>
       <Form
@@ -203,10 +229,13 @@ function CreateWebhook({ open, onClose, onCreated }: { open: boolean; onClose: (
         onFinish={async (v) => {
           setBusy(true);
           try {
-            onCreated(await createWebhook({ ...v, devices: v.devices ?? [] }));
+            onCreated(await createWebhook({ ...v, url: v.url.trim(), devices: v.devices ?? [] }));
             form.resetFields();
-          } catch {
-            /* reported centrally */
+          } catch (exc) {
+            // The platform's refusal, where it belongs (other errors are reported centrally).
+            if (exc instanceof ApiError && exc.status === 422) {
+              form.setFields([{ name: /url|target/i.test(exc.detail) ? "url" : "events", errors: [exc.detail] }]);
+            }
           } finally {
             setBusy(false);
           }
@@ -215,7 +244,29 @@ function CreateWebhook({ open, onClose, onCreated }: { open: boolean; onClose: (
         <Form.Item name="name" label="Name" rules={[{ required: true }]}>
           <Input />
         </Form.Item>
-        <Form.Item name="url" label="URL" rules={[{ required: true }, { type: "url", message: "an http:// or https:// URL" }]}>
+        <Form.Item
+          name="url"
+          label="URL"
+          extra={
+            lan ? (
+              <span data-testid="lan-note">
+                On {lan}: allowed here (IOTP_WEBHOOK_ALLOW_PRIVATE). Deliveries go to the address the name has when the delivery starts.
+              </span>
+            ) : privateAllowed ? undefined : (
+              "Internet targets. Targets on the LAN (Node-RED, Home Assistant) need IOTP_WEBHOOK_ALLOW_PRIVATE=true on the platform."
+            )
+          }
+          rules={[
+            { required: true, message: "The URL the platform posts to" },
+            {
+              validator: async (_, value: string | undefined) => {
+                if (!value) return;
+                const result = checkWebhookUrl(value, privateAllowed);
+                if ("error" in result) throw new Error(result.error);
+              },
+            },
+          ]}
+        >
           <Input placeholder="https://example.com/hooks/iotp" />
         </Form.Item>
         <Form.Item name="events" label="Events" rules={[{ required: true }]}>
@@ -266,7 +317,21 @@ function DeliveryLog({ hook, onClose }: { hook: Webhook | null; onClose: () => v
             render: (_: unknown, d: Delivery) => d.last_error ?? (d.last_status_code ? `HTTP ${d.last_status_code}` : ""),
           },
           { title: "Queued", dataIndex: "created_at", render: (t: string) => <RelativeTime iso={t} /> },
-          { title: "Next try", dataIndex: "next_attempt_at", render: (t: string | null) => (t ? <RelativeTime iso={t} /> : "") },
+          {
+            title: "Next try",
+            key: "next",
+            // Only a delivery still being retried has one; finished ones say so.
+            render: (_: unknown, d: Delivery) =>
+              d.status === "pending" && d.next_attempt_at ? (
+                <span data-testid="next-try">
+                  <RelativeTime iso={d.next_attempt_at} />
+                </span>
+              ) : d.status === "pending" ? (
+                "now"
+              ) : (
+                "—"
+              ),
+          },
         ]}
       />
     </Drawer>

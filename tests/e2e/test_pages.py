@@ -244,10 +244,23 @@ async def test_webhooks_on_the_lan_retry_with_next_try_and_live_health(
         hook = (await stack.get("/api/webhooks"))["data"][0]
         health = page.get_by_test_id(f"health-{hook['id']}")
         await health.get_by_text("no deliveries yet").wait_for(timeout=TIMEOUT_MS)
+
+        async def subscribed() -> bool:  # the worker holds the new webhook
+            return any(sub.webhook_id == hook["id"] for sub in stack.worker.automations._subs)
+
+        await stack.wait_for(subscribed)
         # A device registers: its delivery fails and waits for a retry; the page, left
         # open, shows the failure without a reload.
         device = await stack.device("E2EHOOK0001")
         device.publish("devices/E2EHOOK0001/data", json.dumps({"temperature": 20.5}))
+
+        async def failed_once() -> bool:
+            hooks = (await stack.get("/api/webhooks"))["data"]
+            return bool(hooks[0]["consecutive_failures"] >= 1)
+
+        # The platform's attempt first (a loaded machine may take a while), then the page:
+        # it shows the failure by itself within a few polls.
+        await stack.wait_for(failed_once, timeout=60)
         await health.get_by_text("failures in a row").wait_for(timeout=TIMEOUT_MS)
         await page.get_by_role("button", name="Deliveries").click()
         next_try = page.get_by_test_id("next-try").first

@@ -122,10 +122,10 @@ def start_mosquitto(persist: bool = False) -> MosquittoServer:
 
 async def eventually(
     probe: Callable[[], Any],
-    *,
     timeout: float = 15.0,
-    interval: float = 0.05,
     what: str = "",
+    *,
+    interval: float = 0.05,
     retry_on: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """The one polling helper: call ``probe`` (sync or async) until it returns something

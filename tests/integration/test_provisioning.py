@@ -18,16 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iotp.api.app import create_app
 from iotp.api.security import uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
-from iotp.broker.provisioning import Provisioner
-from iotp.db import migrate
-from iotp.db.engine import make_engine
 from iotp.netutil import free_port
+from iotp.runtime import Platform
 from iotp.services import credentials as cred_service
 from iotp.settings import Settings
 from iotp.simulator import Fleet, firmware
@@ -96,52 +92,34 @@ async def secure_stack(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureStac
         mqtt_client_id=f"iotp-worker-{uuid.uuid4().hex[:6]}",
         **extra,
     )
-    engine = make_engine(settings.effective_database_url)
-    await migrate.upgrade(engine)
-    broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
-    await broker.start()
-    worker = Worker(settings, engine, broker.url)
-    await worker.start()
-    provisioner = Provisioner(settings, engine, broker.url)
-    await provisioner.start()
-    app = create_app(settings, engine=engine, mqtt_default=broker.url)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_tls(settings)
-        )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    api = asyncio.create_task(server.serve())
-    while not server.started:
-        if api.done():
-            await api
-        await asyncio.sleep(0.02)
-    scheme = "https" if uvicorn_tls(settings) else "http"
-    verify: Any = True
-    if settings.tls_cert_file is not None:
-        import ssl
 
-        verify = ssl.create_default_context(cafile=str(settings.tls_cert_file.parent / "ca.crt"))
-    http = httpx.AsyncClient(base_url=f"{scheme}://127.0.0.1:{port}", timeout=10, verify=verify)
-    http.headers["Authorization"] = f"Bearer {await login(http, 'admin', TEST_ADMIN_PASSWORD)}"
-    stack = SecureStack(settings, engine, broker, worker, http)
-    try:
-        yield stack
-    finally:
-        for fleet, stop, task in stack.fleets:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 20)
-            del fleet
-        await http.aclose()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await api
-        await provisioner.stop()
-        await worker.stop()
-        await broker.stop()
-        await engine.dispose()
+    def make_broker(engine: AsyncEngine) -> EmbeddedBroker:
+        return EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
+
+    port = free_port()
+    async with Platform(
+        settings, broker=make_broker, api_port=port, uvicorn_options=uvicorn_tls(settings)
+    ) as platform:
+        assert isinstance(platform.broker, EmbeddedBroker)
+        scheme = "https" if uvicorn_tls(settings) else "http"
+        verify: Any = True
+        if settings.tls_cert_file is not None:
+            import ssl
+
+            ca = str(settings.tls_cert_file.parent / "ca.crt")
+            verify = ssl.create_default_context(cafile=ca)
+        http = httpx.AsyncClient(base_url=f"{scheme}://127.0.0.1:{port}", timeout=10, verify=verify)
+        http.headers["Authorization"] = f"Bearer {await login(http, 'admin', TEST_ADMIN_PASSWORD)}"
+        stack = SecureStack(settings, platform.engine, platform.broker, platform.worker, http)
+        try:
+            yield stack
+        finally:
+            for fleet, stop, task in stack.fleets:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 20)
+                del fleet
+            await http.aclose()
 
 
 @pytest.fixture(autouse=True)

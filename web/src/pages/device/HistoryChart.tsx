@@ -88,7 +88,7 @@ export function HistoryChart({
           />
           <YAxis
             domain={["auto", "auto"]}
-            width={64}
+            width={76}
             tickFormatter={(v: number) => `${Number(v.toPrecision(4))}${unit ? ` ${unit}` : ""}`}
             {...chart.axis}
           />

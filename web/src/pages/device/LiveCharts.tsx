@@ -100,7 +100,7 @@ export function LiveCharts({
                     />
                     <YAxis
                       domain={["auto", "auto"]}
-                      width={64}
+                      width={76}
                       tickFormatter={(v: number) => `${Number(v.toPrecision(4))}${unit ? ` ${unit}` : ""}`}
                       {...chart.axis}
                     />

@@ -183,3 +183,66 @@ def _connect_packet(client_id: str, username: str, password: str) -> bytes:
     payload = s(client_id) + s(username) + s(password)
     body = variable + payload
     return b"\x10" + _remaining_length(len(body)) + body
+
+
+async def test_a_new_client_gets_only_its_own_subscriptions_retained(stack: Stack) -> None:
+    """The attack: a second device's account connects (clean, then persistent) while the
+    victim's retained info and presence sit on the broker. amqtt replayed at every
+    CONNECT the retained messages of every filter any client had subscribed to (the
+    worker's ``devices/+/info``), past the ACL. It gets its own command, nothing else;
+    ingest keeps counting and the victim still acks."""
+    issued = (await stack.http.post(f"/api/credentials/{DEVICE}")).json()
+    device = Device(stack.mqtt_url, issued["password"])
+    stop = asyncio.Event()
+    running = asyncio.create_task(device.run(stop))
+    attacker_id = "ATTACKER0001"
+    secret = (await stack.http.post(f"/api/credentials/{attacker_id}")).json()["password"]
+    try:
+        await _keeps_counting(stack)
+        info = orjson.dumps({"protocol": 1, "type": "sensor", "name": "victim", "ssid": "secret"})
+        device.client.client.publish(f"devices/{DEVICE}/info", info, qos=1, retain=True)
+        device.client.client.publish(f"devices/{DEVICE}/status", b"online", qos=1, retain=True)
+
+        async def info_seen() -> bool:
+            r = await stack.http.get(f"/api/devices/{DEVICE}")
+            return r.status_code == 200 and r.json()["metadata"].get("ssid") == "secret"
+
+        await stack.wait_for(info_seen)
+        for clean in (True, False, False):  # the second persistent login replays its session
+            attacker = Client(stack.mqtt_url, attacker_id, attacker_id, secret, clean=clean)
+            await stack.wait_for(lambda a=attacker: _connected(a), timeout=15, interval=0.2)
+            try:
+                assert await attacker.subscribe(f"devices/{attacker_id}/commands") in (0, 1)
+                attacker.publish(f"devices/{attacker_id}/data", orjson.dumps({"t": 1.0}))
+                await stack.wait_for(lambda: _registered(stack, attacker_id))
+                # Its own command ends what the broker hands it first.
+                r = await stack.http.post(
+                    f"/api/devices/{attacker_id}/commands", json={"command": "ping"}
+                )
+                assert r.status_code == 201, r.text
+                received = []
+                while True:
+                    topic, _payload = await attacker.next(10)
+                    received.append(topic)
+                    if topic == f"devices/{attacker_id}/commands":
+                        break
+                assert received == [f"devices/{attacker_id}/commands"], received
+            finally:
+                await attacker.close()
+            await _keeps_counting(stack)
+        await _command_acked(stack, device)
+    finally:
+        stop.set()
+        await running
+
+
+async def _registered(stack: Stack, device_id: str) -> bool:
+    return (await stack.http.get(f"/api/devices/{device_id}")).status_code == 200
+
+
+async def _connected(client: Client) -> bool:
+    try:
+        await client.connect()
+    except Exception:  # refused until the broker has read the new credentials
+        return False
+    return True

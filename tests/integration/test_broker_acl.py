@@ -42,11 +42,17 @@ class Client:
     """A gmqtt client with credentials that records messages and SUBACK codes."""
 
     def __init__(
-        self, url: str, client_id: str, username: str | None, password: str | None, will: Any = None
+        self,
+        url: str,
+        client_id: str,
+        username: str | None,
+        password: str | None,
+        will: Any = None,
+        clean: bool = True,
     ) -> None:
         self.host, port = url.split("://", 1)[1].rsplit(":", 1)
         self.port = int(port)
-        self.client = gmqtt.Client(client_id, will_message=will, clean_session=True)
+        self.client = gmqtt.Client(client_id, will_message=will, clean_session=clean)
         self.client.set_config({"reconnect_retries": 0, "reconnect_delay": 3600})  # never, here
         if username is not None:
             self.client.set_auth_credentials(username, password)

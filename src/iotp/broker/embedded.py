@@ -9,10 +9,15 @@ Two guards at our boundary with amqtt 0.12 (``GuardedBroker``):
   with the worker's or a device's client id would stop ingest or cut the device off.
 - a packet larger than ``max_packet_bytes`` is refused at its fixed header, before its
   body is read: amqtt would read a PUBLISH of up to 256 MB into memory.
+- retained messages go only to a client's own subscriptions, each past the ACL. At
+  every CONNECT amqtt hands the client the retained messages of every topic filter
+  *any* client subscribes to (the worker's ``devices/+/info`` included), and it never
+  asks the topic plugins about retained deliveries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from typing import Any, Protocol
 
 from amqtt.adapters import ReaderAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -162,6 +168,7 @@ class GuardedBroker(Broker):  # type: ignore[misc]
         self.max_packet_bytes = max_packet_bytes
         self.oversized = 0
         self.refused_connects = 0
+        self.retained_refused = 0  # retained deliveries the ACL refused
 
     def _oversized(self, size: int) -> None:
         self.oversized += 1
@@ -196,6 +203,37 @@ class GuardedBroker(Broker):  # type: ignore[misc]
         if _connect_authenticated.get():  # checked before the session was looked up
             return True
         return bool(await super()._authenticate(session, listener))
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        topic_filter, qos = subscription
+        held = [
+            granted
+            for holder, granted in self._subscriptions.get(topic_filter, ())
+            if holder.client_id == session.client_id
+        ]
+        if not held:
+            return  # another client's subscription (amqtt passes them all at CONNECT)
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        qos = held[0]  # as granted (amqtt passes QoS 0 for the subscriptions it replays)
+        sends = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic, Action.RECEIVE):
+                self.retained_refused += 1
+                continue
+            sends.append(
+                handler.mqtt_publish(
+                    retained.topic, retained.data, min(qos, retained.qos or qos), retain=True
+                )
+            )
+        # Together, as amqtt does: one slow acknowledgement does not hold up the rest,
+        # and a client gone meanwhile is its connection's business, not the SUBACK's.
+        await asyncio.gather(*sends, return_exceptions=True)
 
 
 class EmbeddedBroker:

@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.control_support import FakeDevice, small_bundle
 from tests.e2e.conftest import navigate, open_logged_in, screenshot
-from tests.e2e.test_dashboard import TIMEOUT_MS
+from tests.e2e.test_dashboard import TIMEOUT_MS, fleet
 from tests.support import OPEN, Stack, run_stack
 
 UNITS_DEV = "E2EUNIT0001"
@@ -267,4 +267,55 @@ async def test_webhooks_on_the_lan_retry_with_next_try_and_live_health(
         await next_try.wait_for(timeout=TIMEOUT_MS)
         assert (await next_try.inner_text()).startswith("in "), await next_try.inner_text()
         await screenshot(page, "webhook-deliveries-next-try")
+        assert not page.errors, page.errors
+
+
+async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
+    e2e_stack: Stack, browser: Any
+) -> None:
+    async with fleet(e2e_stack, devices=2) as sim:
+        page = await open_logged_in(browser, e2e_stack, "/devices")
+        for node in sim.devices:
+            row = page.locator(".ant-table-row", has_text=node.node_id)
+            await row.locator(".ant-checkbox-input").check()
+        await page.get_by_role("button", name="Send command").click()
+        dialog = page.locator(".ant-modal", has_text="Command to 2 device(s)")
+        send = dialog.get_by_role("button", name="Send")
+        # Invalid JSON: said at once, nothing sent, the button not left spinning.
+        await dialog.get_by_label("Command", exact=True).click()
+        await (
+            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
+            .get_by_text("custom", exact=True)
+            .click()
+        )
+        await dialog.get_by_label("Custom command JSON").fill('{"command": "beep", ')
+        await send.click()
+        await (
+            dialog.get_by_test_id("bulk-problem")
+            .get_by_text("Not valid JSON")
+            .wait_for(timeout=TIMEOUT_MS)
+        )
+        assert "ant-btn-loading" not in (await send.get_attribute("class") or "")
+        # The relay picked from what the devices declare, then one result per device,
+        # followed to the device's ack.
+        await dialog.get_by_label("Command", exact=True).click()
+        await (
+            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
+            .get_by_text("relay", exact=True)
+            .click()
+        )
+        assert await dialog.get_by_test_id("bulk-problem").count() == 0
+        relay = next(iter(sim.devices[0].hal.relays))
+        await dialog.get_by_label("Relay name").click()
+        await (
+            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
+            .get_by_text(relay, exact=True)
+            .click()
+        )
+        await send.click()
+        results = dialog.get_by_test_id("bulk-results")
+        for node in sim.devices:
+            cell = results.locator(f"[data-device='{node.node_id}']")
+            await cell.get_by_text("acked").wait_for(timeout=TIMEOUT_MS)
+        await screenshot(page, "bulk-command-acked")
         assert not page.errors, page.errors

@@ -2,6 +2,7 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { BrowserRouter } from "react-router-dom";
 import { App } from "./App";
+import "./theme/focus.css";
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>

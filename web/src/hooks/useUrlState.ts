@@ -1,4 +1,4 @@
-import { useCallback } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { useSearchParams } from "react-router-dom";
 
 /** Page state kept in the URL's query (tab, filters, sort, range), so a link reproduces
@@ -54,4 +54,27 @@ export function idList(value: string): number[] {
     .split(",")
     .map(Number)
     .filter((n) => Number.isInteger(n) && n > 0);
+}
+
+/** A text field bound to a URL value (a search): the field holds what is typed and the
+ * URL follows. Bound to the URL alone it loses keys typed quickly: the router applies a
+ * change a render later, and the field is put back to the older value before the next
+ * key lands. A URL value this field did not write (back/forward, a link) replaces it. */
+export function useUrlText(value: string, write: (text: string) => void): [string, (text: string) => void] {
+  const [text, setText] = useState(value);
+  const written = useRef(new Set<string>([value]));
+  useEffect(() => {
+    if (written.current.has(value)) return;
+    written.current = new Set([value]);
+    setText(value);
+  }, [value]);
+  const change = useCallback(
+    (next: string) => {
+      written.current.add(next);
+      setText(next);
+      write(next);
+    },
+    [write],
+  );
+  return [text, change];
 }

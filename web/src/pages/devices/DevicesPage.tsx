@@ -1,4 +1,4 @@
-import { useDeferredValue, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useDeferredValue, useEffect, useMemo, useRef, useState } from "react";
 import {
   App,
   Button,
@@ -26,7 +26,7 @@ import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { deleteDevice, mapLimited, matches, updateDevice, type FilterState } from "./service";
 import { BulkCommand } from "./BulkCommand";
-import { sortOrder, sortParam, useUrlState } from "../../hooks/useUrlState";
+import { sortOrder, sortParam, useUrlState, useUrlText } from "../../hooks/useUrlState";
 
 
 export default function DevicesPage() {
@@ -40,6 +40,7 @@ export default function DevicesPage() {
     () => ({ q: url.q, status: url.status || null, type: url.type || null, tag: url.tag || null }),
     [url.q, url.status, url.type, url.tag],
   );
+  const [search, setSearch] = useUrlText(url.q, useCallback((q: string) => setUrl({ q }), [setUrl]));
   const screens = Grid.useBreakpoint();
   const deferredFilters = useDeferredValue(filters);
   const [selected, setSelected] = useState<string[]>([]);
@@ -111,8 +112,8 @@ export default function DevicesPage() {
           placeholder="Search name, id, type, tag"
           aria-label="Search devices"
           style={{ width: 260, maxWidth: "100%" }}
-          value={filters.q}
-          onChange={(e) => setUrl({ q: e.target.value })}
+          value={search}
+          onChange={(e) => setSearch(e.target.value)}
         />
         <Select
           allowClear

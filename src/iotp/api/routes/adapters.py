@@ -60,12 +60,6 @@ def _public(entry: adapter_service.Entry) -> AdapterPublic:
     )
 
 
-def _http(exc: Exception) -> HTTPException:
-    if isinstance(exc, NotFoundError):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    return HTTPException(422, str(exc))
-
-
 @router.get("", response_model=AdaptersPublic)
 async def list_adapters(session: SessionDep, state: StateDep) -> AdaptersPublic:
     entries = await adapter_service.entries(session, state.settings)
@@ -119,7 +113,7 @@ async def dry_run(
             for e in await adapter_service.entries(session, state.settings)
         }
         if body.mapping not in found:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no mapping {body.mapping!r}")
+            raise NotFoundError("mapping", body.mapping)
         mapping = found[body.mapping]
     raw = body.payload.encode() if isinstance(body.payload, str) else orjson.dumps(body.payload)
     result = AdapterDryRunResult(
@@ -221,16 +215,13 @@ async def create_account(
 ) -> AccountIssued:
     """Create or rotate a foreign client's account: it may publish and read only its
     mapping's topics for its scope. The password is shown once."""
-    try:
-        row, secret = await adapter_service.issue_account(
-            session,
-            settings=state.settings,
-            mapping_name=name,
-            username=body.username,
-            scope=body.scope,
-        )
-    except (NotFoundError, InvalidRequestError) as exc:
-        raise _http(exc) from None
+    row, secret = await adapter_service.issue_account(
+        session,
+        settings=state.settings,
+        mapping_name=name,
+        username=body.username,
+        scope=body.scope,
+    )
     try:  # RabbitMQ keeps its own copy of the password (broker/rabbitmq.py), when set up
         await rabbitmq.store_device_secret(
             state.settings, row.device_id, secret, approved=True, acl=dict(row.acl or {})
@@ -249,7 +240,7 @@ async def get_adapter(session: SessionDep, state: StateDep, name: MappingName) -
     for entry in await adapter_service.entries(session, state.settings):
         if entry.mapping.name == name:
             return _public(entry)
-    raise HTTPException(status.HTTP_404_NOT_FOUND, f"no mapping {name!r}")
+    raise NotFoundError("mapping", name)
 
 
 @router.put("/{name}", response_model=AdapterPublic, responses={422: {}}, openapi_extra=ADMIN)
@@ -259,10 +250,7 @@ async def put_adapter(
     """Add or replace a mapping; every worker takes it up within
     IOTP_ADAPTERS_POLL_SECONDS. It replaces a shipped or file mapping of the same name."""
     if mapping.name != name:
-        raise HTTPException(
-            422,
-            f"the mapping is named {mapping.name!r}, not {name!r}",
-        )
+        raise InvalidRequestError(f"the mapping is named {mapping.name!r}, not {name!r}")
     await adapter_service.save(session, mapping=mapping, enabled=True)
     await session.commit()
     return _public(adapter_service.Entry(mapping, "api", True))
@@ -277,12 +265,9 @@ async def switch_adapter(
     session: SessionDep, state: StateDep, name: MappingName, body: AdapterSwitch
 ) -> AdapterPublic:
     """Turn a mapping on or off at run time (a shipped one too)."""
-    try:
-        row = await adapter_service.set_enabled(
-            session, settings=state.settings, name=name, enabled=body.enabled
-        )
-    except NotFoundError as exc:
-        raise _http(exc) from None
+    row = await adapter_service.set_enabled(
+        session, settings=state.settings, name=name, enabled=body.enabled
+    )
     await session.commit()
     return _public(adapter_service.Entry(Mapping.model_validate(row.spec), "api", row.enabled))
 
@@ -292,9 +277,6 @@ async def switch_adapter(
 )
 async def delete_adapter(session: SessionDep, name: MappingName) -> Response:
     """Forget a mapping saved through the API (a shipped one returns to its setting)."""
-    try:
-        await adapter_service.delete(session, name=name)
-    except NotFoundError as exc:
-        raise _http(exc) from None
+    await adapter_service.delete(session, name=name)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

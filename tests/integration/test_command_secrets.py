@@ -158,3 +158,23 @@ async def test_a_queued_secret_is_encrypted_at_rest_and_erased_after(stack: Stac
     await command_status(stack, cid, "acked")
     assert dev.received[-1]["params"]["mqtt_password"] == SECRET
     assert (await stored(stack, cid)).secret_params is None
+
+
+async def test_a_device_echoing_a_secret_in_its_state_shows_it_to_nobody(stack: Stack) -> None:
+    viewer = await user_token(stack, "val", "viewer")
+    dev = await FakeDevice(stack, "SECRET000004").start()
+    echo = {"relays": {"light": "on"}, "config": {"ssid": "home", "wifi_password": SECRET}}
+    dev.client.publish(dev.topic("state"), orjson.dumps(echo))  # type: ignore[union-attr]
+
+    async def reported() -> dict[str, object] | None:
+        r = await stack.http.get(f"/api/devices/{dev.id}", headers=viewer)
+        state: dict[str, object] | None = r.json()["reported_state"]
+        return state if state and "config" in state else None
+
+    state = await stack.wait_for(reported)
+    assert state == {
+        "relays": {"light": "on"},
+        "config": {"ssid": "home", "wifi_password": REDACTED},
+    }
+    r = await stack.http.get(f"/api/devices/{dev.id}/shadow", headers=viewer)
+    assert SECRET not in r.text

@@ -24,6 +24,16 @@ def redact(value: Any) -> Any:
     return {k: (REDACTED if k in SECRET_PARAMS else v) for k, v in value.items()}
 
 
+def redact_deep(value: Any) -> Any:
+    """Like :func:`redact`, at every depth: for what a device reports of itself (its
+    state), where a firmware may echo its configuration, secrets included."""
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if k in SECRET_PARAMS else redact_deep(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_deep(v) for v in value]
+    return value
+
+
 def split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(params with each secret value replaced by REDACTED, the secret values)."""
     hidden = {k: v for k, v in params.items() if k in SECRET_PARAMS}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from iotp.db.models import Device, IngestCount
-from iotp.protocol import Kind, RejectedMessage, parse_topic
+from iotp.protocol import Kind, RejectedMessage, parse_topic, secrets
 from iotp.protocol import payloads as p
 from iotp.protocol.events import Presence
 from iotp.protocol.topics import TopicError
@@ -446,6 +446,9 @@ class Ingestor:
 
     async def _on_state(self, device_id: str, state: dict[str, Any], now: float) -> None:
         await self._touch(device_id, now)
+        # A firmware may echo its configuration: what viewers and events see of a
+        # device's state never carries a secret's value.
+        state = secrets.redact_deep(state)
 
         async def job(session: AsyncSession) -> list[Event]:
             await device_service.set_reported_state(session, device_id=device_id, state=state)

@@ -242,3 +242,35 @@ def homeassistant_credentials() -> None:
     typer.echo(f"username: {HOMEASSISTANT_USER}")
     typer.echo(f"password: {settings.homeassistant_mqtt_password()}")
     typer.echo(f"discovery prefix: {settings.homeassistant_prefix}")
+
+
+@homeassistant_app.command("account")
+def homeassistant_device_account(
+    node: Annotated[str, typer.Argument(help="the device's node id (its discovery topics)")],
+    state_root: Annotated[
+        str, typer.Option(help="it publishes readings, states and availability below this")
+    ],
+    command_root: Annotated[str, typer.Option(help="it reads its commands below this")],
+) -> None:
+    """Create or rotate the broker account of a device that announces itself with Home
+    Assistant discovery (secure mode); prints its password once."""
+    from iotp.services import discovery_accounts
+
+    settings = load_settings()
+
+    async def go(session: AsyncSession) -> tuple[list[str], list[str], str]:
+        row, secret = await discovery_accounts.issue(
+            session,
+            settings=settings,
+            node=node,
+            state_root=state_root,
+            command_root=command_root,
+        )
+        acl = row.acl or {}
+        return list(acl.get("write", [])), list(acl.get("read", [])), secret
+
+    write, read, secret = with_session(go)
+    typer.echo(f"username: {node}   (MQTT client id: {node})")
+    typer.echo(f"password: {secret}   (shown once)")
+    typer.echo(f"publishes: {', '.join(write)}")
+    typer.echo(f"reads:     {', '.join(read)}")

@@ -3,8 +3,9 @@
 - Our devices announced to Home Assistant: a simulated device (the real firmware) on a
   provisioned stack (secure mode: the device logs in with credentials an admin issued;
   Home Assistant with its own broker account and ACL).
-- A device announcing itself by Home Assistant discovery: open mode on purpose (a foreign
-  firmware has no platform credentials; docs/devices.md says what secure mode needs)."""
+- A device announcing itself by Home Assistant discovery: open mode on purpose for what it
+  becomes on the platform; provisioned (the account an admin issued for its node id) for
+  the attack by a second such device's account."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 
 from iotp.homeassistant import abbreviations
 from iotp.simulator import Fleet
+from tests.integration.test_adapters import client
 from tests.support import (
     AMQTT_KIND,
     OPEN,
@@ -26,6 +28,7 @@ from tests.support import (
     SUPERVISED_KINDS,
     MqttTestClient,
     Stack,
+    login,
     run_stack,
 )
 from tests.unit.test_homeassistant_discovery import check_config
@@ -352,6 +355,144 @@ async def test_a_device_announcing_itself_appears_and_takes_commands(tmp_path: P
         assert not [t for t in bridge._ours if t == PLUG]
 
 
+async def discovery_account(stack: Stack, node: str, state: str, command: str) -> Any:
+    return await stack.http.post(
+        "/api/adapters/homeassistant/accounts",
+        json={"node": node, "state_root": state, "command_root": command},
+    )
+
+
+async def _metric(stack: Stack, node: str, name: str) -> Any:
+    r = await stack.http.get(f"/api/devices/{node}/latest")
+    return r.json()["metrics"].get(name, {}).get("value") if r.status_code == 200 else None
+
+
+@pytest.mark.parametrize("kind", [KIND, AMQTT_KIND])
+async def test_a_device_announcing_itself_in_secure_mode(tmp_path: Path, kind: str) -> None:
+    """PROVISIONED: the plug logs in with the account an admin issued for its node id;
+    the attacker is a second discovery device with an account of its own, which tries
+    to announce over the plug, forge its state and presence, read its commands, and
+    point its own entities at the plug's topics. The plug keeps streaming and takes a
+    command."""
+    async with run_stack(kind, tmp_path, mode=PROVISIONED, homeassistant_discovery=True) as stack:
+        r = await discovery_account(stack, PLUG, PLUG, PLUG)
+        assert r.status_code == 201, r.text
+        assert r.json()["write"] == [f"homeassistant/+/{PLUG}/+/config", f"{PLUG}/#"]
+        assert r.json()["read"] == [f"{PLUG}/#"]
+        plug = await client(stack, PLUG, r.json()["password"])
+        await plug.subscribe(f"{PLUG}/+/+/command")
+        plug.publish(f"{PLUG}/status", "online", retain=True)
+        for topic, config in plug_configs().items():
+            plug.publish(topic, orjson.dumps(config), retain=True)
+        plug.publish(f"{PLUG}/switch/relay/state", "OFF", retain=True)
+        caps = {"power", "env", "relay:relay", "cmd:restart"}
+
+        async def registered() -> bool:
+            r = await stack.http.get(f"/api/devices/{PLUG}")
+            return r.status_code == 200 and set(r.json()["capabilities"]) == caps
+
+        await stack.wait_for(registered, timeout=15)
+        await stack.wait_for(lambda: _status(stack, PLUG, "online"))
+        plug.publish(f"{PLUG}/sensor/power/state", "12.5")
+        await stack.wait_for(lambda: _metric(stack, PLUG, "power"))
+
+        r = await discovery_account(stack, "garageplug", "garage", "garage")
+        assert r.status_code == 201, r.text
+        attacker = await client(stack, "garageplug", r.json()["password"])
+        # Mosquitto grants a forbidden subscription and delivers nothing; amqtt refuses it.
+        for topic in ("#", f"{PLUG}/#", "homeassistant/#", "devices/+/commands"):
+            with contextlib.suppress(AssertionError):
+                await attacker.subscribe(topic)
+        evil = {"name": "Power", "stat_t": "garage/power", "dev": {"name": "Evil", "ids": [PLUG]}}
+        attacker.publish(f"homeassistant/sensor/{PLUG}/power/config", orjson.dumps(evil))
+        attacker.publish("homeassistant/sensor/evilpower/config", orjson.dumps(evil))  # no node
+        attacker.publish(f"homeassistant/sensor/{PLUG}/power/config", b"", retain=True)
+        attacker.publish(f"{PLUG}/sensor/power/state", "-99")
+        attacker.publish(f"{PLUG}/status", "offline", retain=True)
+        attacker.publish(f"devices/{PLUG}/data", b'{"power": -99}')
+        attacker.publish(f"devices/{PLUG}/commands", b'{"id": "x", "command": "relay"}')
+        # Its own entities, one of them pointed at the plug's command topic: the platform
+        # would switch the plug whenever the attacker's relay is commanded.
+        own = {"name": "T", "stat_t": "garage/temp", "dev": {"name": "Garage"}}
+        hijack = {"name": "R", "cmd_t": f"{PLUG}/switch/relay/command", "dev": {"name": "Garage"}}
+        attacker.publish("homeassistant/sensor/garageplug/temp/config", orjson.dumps(own))
+        attacker.publish("homeassistant/switch/garageplug/relay/config", orjson.dumps(hijack))
+        attacker.publish("garage/temp", "5.0")  # its own topic works: not a broken account
+
+        async def own_reading() -> bool:
+            attacker.publish("garage/temp", "5.0")
+            return await _metric(stack, "garageplug", "temp") == 5.0
+
+        await stack.wait_for(own_reading, timeout=15, interval=0.5)
+        bridge = stack.worker.homeassistant
+        assert bridge is not None
+        await stack.wait_for(lambda: _counter(bridge, "rejected_config", 1))
+        garage = (await stack.get("/api/devices/garageplug"))["capabilities"]
+        assert garage == ["temp"]  # the hijacking switch was refused
+        r = await stack.http.post(
+            "/api/devices/garageplug/commands?wait=true",
+            json={"command": "relay", "params": {"name": "relay", "state": "on"}},
+        )
+        assert r.status_code >= 400 or r.json()["status"] != "acked", r.text
+
+        # The plug keeps streaming and takes a command; none of the forgeries landed.
+        plug.publish(f"{PLUG}/sensor/power/state", "13.5")
+        await stack.wait_for(lambda: _until_metric(stack, PLUG, "power", 13.5))
+        r = await stack.http.post(
+            f"/api/devices/{PLUG}/commands?wait=true",
+            json={"command": "relay", "params": {"name": "relay", "state": "on"}},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "acked"
+        received = []
+        while not plug.messages.empty():
+            received.append(plug.messages.get_nowait())
+        assert received == [(f"{PLUG}/switch/relay/command", b"ON")]
+        device = await stack.get(f"/api/devices/{PLUG}")
+        assert device["name"] == "Kitchen plug"
+        assert set(device["capabilities"]) == caps
+        assert device["status"] == "online"
+        series = (await stack.get(f"/api/devices/{PLUG}/telemetry", metric="power"))["series"]
+        assert [p["value"] for p in series["power"]] == [12.5, 13.5]
+        assert "evilpower" not in bridge.foreign
+        seen = []
+        while not attacker.messages.empty():
+            seen.append(attacker.messages.get_nowait()[0])
+        assert [t for t in seen if PLUG in t or t.startswith("devices/")] == []
+
+        # Accounts never reach the platform's, Home Assistant's, an adapter's or another
+        # account's topics, nor a device of the platform's own; admins only.
+        for node, state, command in (
+            ("x1", "devices", "x1"),
+            ("x1", "x1", "homeassistant"),
+            ("x1", "iotp-ha/x1", "x1"),
+            ("x1", "tele/x1", "x1"),
+            ("x1", "$SYS", "x1"),
+            ("x1", "x1/+", "x1"),
+            ("x1", PLUG, "x1"),
+            ("x1", "x1", f"{PLUG}/switch"),
+            ("provision", "x1", "x1"),
+        ):
+            r = await discovery_account(stack, node, state, command)
+            assert r.status_code == 422, (node, state, command, r.text)
+        await stack.http.post("/api/credentials/A4CF12B3C4D5")
+        r = await discovery_account(stack, "A4CF12B3C4D5", "x2", "x2")
+        assert r.status_code == 422
+        user = {"username": "olga", "password": "operator-pw-21", "role": "operator"}
+        assert (await stack.http.post("/api/users", json=user)).status_code == 201
+        token = await login(stack.http, "olga", "operator-pw-21")
+        r = await stack.http.post(
+            "/api/adapters/homeassistant/accounts",
+            json={"node": "x3", "state_root": "x3", "command_root": "x3"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 403
+
+
+async def _until_metric(stack: Stack, node: str, name: str, value: float) -> bool:
+    return bool(await _metric(stack, node, name) == value)
+
+
 # ---- two workers sharing the load -----------------------------------------------------
 
 
@@ -427,3 +568,28 @@ async def test_the_service_account_does_not_stop_the_first_admin(tmp_path: Path)
             assert await users.ensure_admin(session, password="") is None  # once only
     finally:
         await engine.dispose()
+
+
+def test_cli_discovery_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`iotp homeassistant account` on a SQLite data dir (no broker needed)."""
+    from typer.testing import CliRunner
+
+    from iotp.cli import app
+    from iotp.settings import get_settings
+
+    monkeypatch.setenv("IOTP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IOTP_LOG_LEVEL", "WARNING")
+    get_settings.cache_clear()
+    try:
+        run = CliRunner().invoke
+        args = ["homeassistant", "account", "hallplug", "--state-root", "hall", "--command-root"]
+        made = run(app, [*args, "hall/cmd"])
+        assert made.exit_code == 0, made.output
+        assert "homeassistant/+/hallplug/+/config, hall/#" in made.output
+        assert "reads:     hall/cmd/#" in made.output
+        other = ["account", "other", "--state-root", "hall/x", "--command-root", "other"]
+        refused = run(app, ["homeassistant", *other])
+        assert refused.exit_code == 1
+        assert "already has" in refused.output
+    finally:
+        get_settings.cache_clear()

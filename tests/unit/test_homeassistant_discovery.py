@@ -374,3 +374,35 @@ def test_a_unit_the_device_declares_wins_over_the_class() -> None:
     assert humidity["unit_of_meas"] == "g/m³"
     for topic, config in configs.items():
         check_config(topic, config)
+
+
+def test_an_entity_must_stay_within_its_devices_account() -> None:
+    acl = {"write": ["homeassistant/+/plug/+/config", "plug/#"], "read": ["plug/#"]}
+    config = {"stat_t": "plug/relay", "cmd_t": "plug/relay/set", "avty_t": "plug/status"}
+    own = consume.announcement("switch", "plug", "relay", abbreviations.expand(config))
+    assert consume.outside_account(own.entity, acl) is None
+    for key, topic in (("cmd_t", "other/relay/set"), ("stat_t", "other"), ("avty_t", "x/y")):
+        raw = abbreviations.expand({**config, key: topic})
+        found = consume.announcement("switch", "plug", "relay", raw)
+        assert consume.outside_account(found.entity, acl) == topic
+
+
+def test_discovery_account_topics_and_overlaps() -> None:
+    from iotp.errors import InvalidRequestError
+    from iotp.services import discovery_accounts as da
+    from iotp.settings import Settings
+
+    settings = Settings(open=True)
+    acl = da.account_acl(settings, "plug", "home/plug", "home/plug/set", {"tele"})
+    assert acl == {
+        "write": ["homeassistant/+/plug/+/config", "home/plug/#"],
+        "read": ["home/plug/set/#"],
+    }
+    for root in ("devices", "homeassistant/x", "iotp-ha", "iotp", "tele/x", "$SYS", "a/+", "a//b"):
+        with pytest.raises(InvalidRequestError):
+            da.account_acl(settings, "plug", root, "ok", {"tele"})
+    assert da.overlaps("home/plug/#", "home/#")
+    assert da.overlaps("home/+/x", "home/plug/#")
+    assert not da.overlaps("home/plug/#", "home/plugs/#")
+    assert not da.overlaps("homeassistant/+/a/+/config", "homeassistant/+/b/+/config")
+    assert not da.overlaps("a/b", "a/b/c")

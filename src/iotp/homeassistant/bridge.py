@@ -31,6 +31,8 @@ from iotp.mqtt import MqttLink
 from iotp.protocol.events import EventType, PublishEvent, event_subscription
 from iotp.protocol.topics import DEVICE_ID_RE, TOPIC_ROOT, Kind, device_topic, subscription
 from iotp.services import commands as command_service
+from iotp.services import credentials as cred_service
+from iotp.services import discovery_accounts
 from iotp.services import users as user_service
 from iotp.services.auth import Role, generate_secret
 from iotp.settings import MqttUrl, Settings
@@ -129,6 +131,16 @@ class HomeAssistantBridge:
         self._user_lock = asyncio.Lock()
         self._user_ensured = False
         self._background: set[asyncio.Task[Any]] = set()
+        # Secure mode: the broker accounts of devices that announce themselves (node ->
+        # {"write", "read"}). Their configs are read in order, after the accounts are
+        # known, so that a config cannot send a device's readings or commands to topics
+        # its account does not have (another device's, whose commands it would then
+        # receive from the platform).
+        self._accounts: dict[str, dict[str, list[str]]] = {}
+        self._accounts_version: tuple[int, float] | None = None
+        self._configs: asyncio.Queue[tuple[str, tuple[str, str | None, str], bytes]] | None = (
+            asyncio.Queue() if settings.secure else None
+        )
 
     def _shared(self, topic: str) -> str:
         group = self.settings.mqtt_share_group
@@ -140,6 +152,8 @@ class HomeAssistantBridge:
         async with self.sessions() as session:
             ids = list((await session.scalars(select(Device.id))).all())
         self._tasks = [asyncio.create_task(self._announce_loop(), name="homeassistant")]
+        if self._configs is not None:
+            self._tasks.append(asyncio.create_task(self._config_loop(), name="ha-configs"))
         await self.link.connect(stop)
         self.announce(ids)
 
@@ -179,7 +193,10 @@ class HomeAssistantBridge:
             return None
         parsed = consume.parse_config_topic(self.topics.prefix, topic)
         if parsed is not None:
-            self._on_config(topic, parsed, payload)
+            if self._configs is not None:
+                self._configs.put_nowait((topic, parsed, payload))
+            else:
+                self._on_config(topic, parsed, payload)
             return None
         command = self.topics.parse_command(topic)
         if command is not None:
@@ -359,6 +376,30 @@ class HomeAssistantBridge:
 
     # ---- direction 2: devices that announce themselves ------------------------------
 
+    async def _config_loop(self) -> None:
+        assert self._configs is not None
+        while True:
+            topic, parsed, payload = await self._configs.get()
+            try:
+                await self._refresh_accounts()
+            except Exception as exc:  # noqa: BLE001 - judged with the accounts known so far
+                log.warning("Home Assistant bridge: reading broker accounts failed: %s", exc)
+            try:
+                self._on_config(topic, parsed, payload)
+            except Exception:  # one config never stops the others
+                log.exception("Home Assistant bridge: handling %r failed", topic[:200])
+                self.counters["errors"] += 1
+
+    async def _refresh_accounts(self) -> None:
+        async with self.sessions() as session:
+            version = await cred_service.version(session)
+            if version == self._accounts_version:
+                return
+            snap = await cred_service.snapshot(session)
+            rows = await discovery_accounts.accounts(session)
+        self._accounts = {node: snap.foreign[node] for node in rows if node in snap.foreign}
+        self._accounts_version = version
+
     def _on_config(self, topic: str, parsed: tuple[str, str | None, str], payload: bytes) -> None:
         component, node, obj = parsed
         if not payload:
@@ -382,6 +423,11 @@ class HomeAssistantBridge:
             self._reject("config", topic, str(exc))
             return
         entity = found.entity
+        acl = self._accounts.get(node) if node is not None else None
+        outside = consume.outside_account(entity, acl) if acl is not None else None
+        if outside is not None:
+            self._reject("config", topic, f"{outside} is not a topic of {node}'s account")
+            return
         mapped = self._adapter_topic(entity)
         if mapped is not None:
             self.counters["left_to_adapter"] += 1

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from iotp.homeassistant.abbreviations import expand
-from iotp.homeassistant.publish import ORIGIN_NAME, UNIQUE_ID_PREFIX, object_id
+from iotp.homeassistant.publish import ORIGIN_NAME, UNIQUE_ID_PREFIX, covers, object_id
 from iotp.protocol.payloads import NAME_RE
 from iotp.protocol.topics import DEVICE_ID_RE
 
@@ -338,6 +338,17 @@ def announcement(
         model=model[:64] if isinstance(model, str) else None,
         firmware=firmware[:64] if isinstance(firmware, str) else None,
     )
+
+
+def outside_account(entity: Entity, acl: dict[str, list[str]]) -> str | None:
+    """The first of the entity's topics its device's broker account does not have, if
+    any: it must publish its state and availability, and read its command topic."""
+    wanted = [(t, "write") for t in (entity.state_topic, *(a[0] for a in entity.availability))]
+    wanted.append((entity.command_topic, "read"))
+    for topic, access in wanted:
+        if topic is not None and not any(covers(f, topic) for f in acl.get(access, ())):
+            return topic
+    return None
 
 
 class CommandError(ValueError):

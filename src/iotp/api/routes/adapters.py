@@ -19,6 +19,7 @@ from iotp.errors import InvalidRequestError, NotFoundError
 from iotp.protocol import payloads as p
 from iotp.protocol.topics import DEVICE_ID_PATTERN, parse_topic
 from iotp.services import adapters as adapter_service
+from iotp.services import discovery_accounts
 
 router = APIRouter(prefix="/api/adapters", tags=["adapters"])
 ADMIN: dict[str, Any] = {"x-iotp-role": "admin"}
@@ -201,6 +202,47 @@ async def list_accounts(session: SessionDep) -> AccountsPublic:
     """Foreign clients' broker accounts (revoke or forget one with /api/credentials)."""
     rows = await adapter_service.accounts(session)
     return AccountsPublic(data=[_account(r) for r in rows], count=len(rows))
+
+
+class DiscoveryAccountCreate(BaseModel):
+    node: str = Field(
+        pattern=DEVICE_ID_PATTERN,
+        description="the node id in its discovery topics: its device id, MQTT username and "
+        "client id",
+    )
+    state_root: str = Field(
+        max_length=256, description="it publishes readings, states and availability below this"
+    )
+    command_root: str = Field(max_length=256, description="it reads its commands below this")
+
+
+# Declared before /{name}/accounts: Home Assistant discovery is not a mapping.
+@router.post(
+    "/homeassistant/accounts",
+    response_model=AccountIssued,
+    status_code=status.HTTP_201_CREATED,
+    responses={422: {}},
+    openapi_extra=ADMIN,
+)
+async def create_discovery_account(
+    session: SessionDep, state: StateDep, body: DiscoveryAccountCreate
+) -> AccountIssued:
+    """Create or rotate the account of a device that announces itself with Home
+    Assistant discovery: it may publish only its own discovery configs
+    (``<prefix>/+/<node>/+/config``) and below its state root, and read only below its
+    command root. The password is shown once."""
+    try:
+        row, secret = await discovery_accounts.issue(
+            session,
+            settings=state.settings,
+            node=body.node,
+            state_root=body.state_root,
+            command_root=body.command_root,
+        )
+    except InvalidRequestError as exc:
+        raise _http(exc) from None
+    await session.commit()
+    return AccountIssued(**_account(row).model_dump(), password=secret)
 
 
 @router.post(

@@ -13,6 +13,10 @@ Two guards at our boundary with amqtt 0.12 (``GuardedBroker``):
   every CONNECT amqtt hands the client the retained messages of every topic filter
   *any* client subscribes to (the worker's ``devices/+/info`` included), and it never
   asks the topic plugins about retained deliveries.
+- the subscriptions are walked over a copy: amqtt awaits the ACL while it iterates over
+  them, so a client subscribing meanwhile made the message being delivered fail with
+  "dictionary changed size during iteration" (lost for every subscriber), and one
+  unsubscribing could make another subscriber miss it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -160,11 +165,22 @@ async def _read_packet(reader: _FramedReader) -> bytes:
     return bytes(header) + body
 
 
+class _Subscriptions(dict[str, list[tuple[Session, int]]]):
+    """amqtt's topic filter -> subscribers, iterated over a copy (see the module)."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, list[tuple[Session, int]]]]:  # type: ignore[override]
+        return [(k, list(v)) for k, v in super().items()]
+
+
 class GuardedBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with a CONNECT authenticated first and packets size-limited."""
 
     def __init__(self, config: dict[str, Any], *, max_packet_bytes: int) -> None:
         super().__init__(config)
+        self._subscriptions = _Subscriptions()
         self.max_packet_bytes = max_packet_bytes
         self.oversized = 0
         self.refused_connects = 0

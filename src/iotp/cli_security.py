@@ -254,6 +254,7 @@ def homeassistant_device_account(
 ) -> None:
     """Create or rotate the broker account of a device that announces itself with Home
     Assistant discovery (secure mode); prints its password once."""
+    from iotp.broker import rabbitmq
     from iotp.services import discovery_accounts
 
     settings = load_settings()
@@ -267,6 +268,10 @@ def homeassistant_device_account(
             command_root=command_root,
         )
         acl = row.acl or {}
+        # RabbitMQ keeps its own copy of the password, when set up (broker/rabbitmq.py).
+        await rabbitmq.store_device_secret(
+            settings, row.device_id, secret, approved=True, acl=dict(acl)
+        )
         return list(acl.get("write", [])), list(acl.get("read", [])), secret
 
     write, read, secret = with_session(go)

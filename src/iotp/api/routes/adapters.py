@@ -231,16 +231,19 @@ async def create_discovery_account(
     Assistant discovery: it may publish only its own discovery configs
     (``<prefix>/+/<node>/+/config``) and below its state root, and read only below its
     command root. The password is shown once."""
-    try:
-        row, secret = await discovery_accounts.issue(
-            session,
-            settings=state.settings,
-            node=body.node,
-            state_root=body.state_root,
-            command_root=body.command_root,
+    row, secret = await discovery_accounts.issue(
+        session,
+        settings=state.settings,
+        node=body.node,
+        state_root=body.state_root,
+        command_root=body.command_root,
+    )
+    try:  # RabbitMQ keeps its own copy of the password (broker/rabbitmq.py), when set up
+        await rabbitmq.store_device_secret(
+            state.settings, row.device_id, secret, approved=True, acl=dict(row.acl or {})
         )
-    except InvalidRequestError as exc:
-        raise _http(exc) from None
+    except rabbitmq.RabbitMQError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     await session.commit()
     return AccountIssued(**_account(row).model_dump(), password=secret)
 

@@ -285,8 +285,8 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
 async def test_a_packet_over_the_limit_is_refused_and_the_link_starts_again(
     platform: Platform,
 ) -> None:
-    """Last in this module: the observer that sends the oversized command is not used
-    again."""
+    """After the refusal and the reconnection (clean session, the command
+    subscription made again) commands are delivered and acknowledged."""
     p = platform
     node = p.sim.node_id
     boots = p.sim.boots
@@ -306,3 +306,22 @@ async def test_a_packet_over_the_limit_is_refused_and_the_link_starts_again(
 
     await p.stack.wait_for(streaming_again, timeout=20, interval=0.5)
     assert p.sim.boots == boots  # the same process: it reconnected, it did not reset
+    # commands reach it again: from the client that sent the oversized one, from a
+    # fresh client, and through the platform (which waits for the device's ack)
+    ack = await p.cmd.send("ping", timeout=15)
+    assert ack["status"] == "ok", ack
+    fresh = await MqttTestClient(p.stack.mqtt_url).connect()
+    try:
+        await fresh.subscribe(p.cmd.topic("ack"))
+        ack = await Commander(fresh, node).send("ping", timeout=15)
+        assert ack["status"] == "ok", ack
+    finally:
+        await fresh.close()
+    r = await p.stack.http.post(
+        f"/api/devices/{node}/commands",
+        params={"wait": "true"},
+        json={"command": "servo", "params": {"angle": 30}},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "acked", r.json()
+    assert r.json()["result"] == {"angle": 30}

@@ -280,13 +280,16 @@ async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
             await row.locator(".ant-checkbox-input").check()
         await page.get_by_role("button", name="Send command").click()
         dialog = page.locator(".ant-modal", has_text="Command to 2 device(s)")
+        # Options are clicked with force: live data re-renders the page under the open
+        # dropdown, and on a loaded machine its opening animation outlasts the wait for a
+        # stable element.
         send = dialog.get_by_role("button", name="Send")
         # Invalid JSON: said at once, nothing sent, the button not left spinning.
         await dialog.get_by_label("Command", exact=True).click()
         await (
             page.locator(".ant-select-dropdown:visible .ant-select-item-option")
             .get_by_text("custom", exact=True)
-            .click()
+            .click(force=True)
         )
         await dialog.get_by_label("Custom command JSON").fill('{"command": "beep", ')
         await send.click()
@@ -302,7 +305,7 @@ async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
         await (
             page.locator(".ant-select-dropdown:visible .ant-select-item-option")
             .get_by_text("relay", exact=True)
-            .click()
+            .click(force=True)
         )
         assert await dialog.get_by_test_id("bulk-problem").count() == 0
         relay = next(iter(sim.devices[0].hal.relays))
@@ -310,7 +313,7 @@ async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
         await (
             page.locator(".ant-select-dropdown:visible .ant-select-item-option")
             .get_by_text(relay, exact=True)
-            .click()
+            .click(force=True)
         )
         await send.click()
         results = dialog.get_by_test_id("bulk-results")

@@ -434,7 +434,8 @@ function EventsList({ deviceId }: { deviceId: string }) {
               <Typography.Text type="secondary" style={{ minWidth: 150, display: "inline-block" }}>
                 {formatDateTime(e.ts)}
               </Typography.Text>
-              <Tag color={text.level === "critical" ? "red" : text.level === "warning" ? "orange" : undefined}>{text.level}</Tag>
+              {/* orange and gold tags fail WCAG contrast in the light theme: the word says it */}
+              <Tag color={text.level === "critical" ? "red" : undefined}>{text.level}</Tag>
               <span>{text.title}</span>
               {text.details.map(([k, v]) => (
                 <Typography.Text key={k} type="secondary" style={{ overflowWrap: "anywhere" }}>

@@ -22,13 +22,13 @@ from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.settings import Settings
 from tests.fault.procs import (
+    STARTING,
     LiveClient,
     Proc,
     api,
     api_healthy,
     pg_value,
     platform_env,
-    poll,
     worker,
     workers_connected,
 )
@@ -38,6 +38,7 @@ from tests.support import (
     create_rabbitmq_vhost,
     delete_rabbitmq_vhost,
     drop_pg_database,
+    eventually,
     rabbitmq_queue,
 )
 
@@ -97,8 +98,8 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     try:
         for p in procs:
             p.start()
-        await poll(lambda: _connected(dsn, started), timeout=60)
-        await poll(lambda: api_healthy(the_api[1]), timeout=60)
+        await eventually(lambda: _connected(dsn, started), timeout=60, retry_on=STARTING)
+        await eventually(lambda: api_healthy(the_api[1]), timeout=60, retry_on=STARTING)
         yield Cluster(dsn, vhost, queue, workers, the_api)
     except BaseException:
         for p in procs:
@@ -126,7 +127,7 @@ async def test_two_workers_share_the_queue_exactly_once(cluster: Cluster) -> Non
     async def all_stored() -> bool:
         return await cluster.stored() >= before + messages
 
-    await poll(all_stored, timeout=60)
+    await eventually(all_stored, timeout=60, retry_on=STARTING)
     await asyncio.sleep(1.5)  # a duplicate would land by now; stats are flushed
     assert await cluster.stored() == before + messages
     count = await pg_value(cluster.dsn, "SELECT count(*) FROM devices WHERE id LIKE 'RMQA%'")
@@ -144,7 +145,7 @@ async def test_two_workers_share_the_queue_exactly_once(cluster: Cluster) -> Non
         q = await rabbitmq_queue(cluster.vhost, cluster.queue)
         return q.get("consumers") == 2 and q.get("messages", -1) == 0
 
-    await poll(queue_empty, timeout=30, interval=1.0)
+    await eventually(queue_empty, timeout=30, interval=1.0, retry_on=STARTING)
 
 
 async def test_foreign_firmware_reaches_the_queue_input(cluster: Cluster) -> None:
@@ -172,7 +173,7 @@ async def test_foreign_firmware_reaches_the_queue_input(cluster: Cluster) -> Non
             )
             return int(count) >= 1
 
-        await poll(stored, timeout=30)
+        await eventually(stored, timeout=30, retry_on=STARTING)
         kind = await pg_value(cluster.dsn, f"SELECT type FROM devices WHERE id = '{fx.TASMOTA_ID}'")
         assert kind == "tasmota"
     finally:
@@ -207,7 +208,7 @@ async def test_live_events_reach_websocket_clients(cluster: Cluster) -> None:
             )
 
         try:
-            await poll(everything_seen, timeout=30)
+            await eventually(everything_seen, timeout=30, retry_on=STARTING)
         except AssertionError:
             kinds = [e["type"] for e in client.received]
             print({k: kinds.count(k) for k in set(kinds)}, seen("device_status"))
@@ -233,7 +234,7 @@ async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
         async def underway() -> bool:
             return await cluster.stored() >= before + 1500
 
-        await poll(underway, timeout=30)
+        await eventually(underway, timeout=30, retry_on=STARTING)
         victim.kill()
         assert await cluster.stored() < before + total
         await asyncio.sleep(1.0)
@@ -244,10 +245,10 @@ async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
         async def all_stored() -> bool:
             return await cluster.stored() >= before + total
 
-        await poll(all_stored, timeout=60)
+        await eventually(all_stored, timeout=60, retry_on=STARTING)
         await asyncio.sleep(1.0)
         assert await cluster.stored() == before + total  # nothing lost, nothing twice
-        await poll(lambda: _connected(cluster.dsn, restarted), timeout=60)
+        await eventually(lambda: _connected(cluster.dsn, restarted), timeout=60, retry_on=STARTING)
     except BaseException:
         for p in cluster.workers:
             print(f"---- {p.log.name}\n{p.tail()}")

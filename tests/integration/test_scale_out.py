@@ -20,17 +20,23 @@ from iotp.db.engine import make_engine
 from iotp.netutil import free_port
 from iotp.settings import Settings
 from tests.fault.procs import (
+    STARTING,
     LiveClient,
     Proc,
     api,
     api_healthy,
     pg_value,
     platform_env,
-    poll,
     worker,
     workers_connected,
 )
-from tests.support import MqttTestClient, create_pg_database, drop_pg_database, start_mosquitto
+from tests.support import (
+    MqttTestClient,
+    create_pg_database,
+    drop_pg_database,
+    eventually,
+    start_mosquitto,
+)
 
 # One cluster for the module (starting 4 processes is the slow part); the test that kills
 # the leader runs last.
@@ -85,9 +91,9 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     try:
         for p in procs:
             p.start()
-        await poll(lambda: _connected(dsn, started), timeout=60)
+        await eventually(lambda: _connected(dsn, started), timeout=60, retry_on=STARTING)
         for _, port in apis:
-            await poll(lambda port=port: api_healthy(port), timeout=60)
+            await eventually(lambda port=port: api_healthy(port), timeout=60, retry_on=STARTING)
         yield Cluster(dsn, mosq.url, workers, ports, apis)
     except BaseException:
         for p in procs:
@@ -119,7 +125,7 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
         leaders = [await metric(p, "iotp_worker_leader") for p in cluster.metrics_ports]
         return sorted(leaders) == [0.0, 1.0]
 
-    await poll(one_leader, timeout=30)
+    await eventually(one_leader, timeout=30, retry_on=STARTING)
 
     clients = [LiveClient(port, EVENTS).start() for _, port in cluster.apis for _ in range(2)]
     try:
@@ -132,7 +138,7 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
         async def stored() -> bool:
             return await pg_value(cluster.dsn, "SELECT count(*) FROM telemetry") >= MESSAGES
 
-        await poll(stored, timeout=60)
+        await eventually(stored, timeout=60, retry_on=STARTING)
 
         async def everyone_saw_everything() -> bool:
             return all(c.count("device_data") >= MESSAGES for c in clients) and all(
@@ -140,7 +146,7 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
             )
 
         try:
-            await poll(everyone_saw_everything, timeout=30)
+            await eventually(everyone_saw_everything, timeout=30, retry_on=STARTING)
         except AssertionError:
             seen = [{t: c.count(t) for t in [*EVENTS, "dropped"]} for c in clients]
             raise AssertionError(f"events seen by each client: {seen}") from None
@@ -192,7 +198,7 @@ async def test_presence_with_shared_subscriptions(cluster: Cluster) -> None:
         status = await pg_value(cluster.dsn, "SELECT status FROM devices WHERE id = 'PRESENCE1'")
         return status == "offline"
 
-    await poll(offline, timeout=20)
+    await eventually(offline, timeout=20, retry_on=STARTING)
     await asyncio.sleep(2.5)  # a second (wrong) transition from another worker would be here
     rows = await pg_value(
         cluster.dsn,
@@ -209,11 +215,11 @@ async def test_leadership_moves_when_the_leader_dies(cluster: Cluster) -> None:
                 return i + 1  # truthy
         return None
 
-    first = await poll(leader_index, timeout=30) - 1
+    first = await eventually(leader_index, timeout=30, retry_on=STARTING) - 1
     cluster.workers[first].kill()
     other = 1 - first
 
     async def other_leads() -> bool:
         return await metric(cluster.metrics_ports[other], "iotp_worker_leader") == 1.0
 
-    await poll(other_leads, timeout=30)
+    await eventually(other_leads, timeout=30, retry_on=STARTING)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from iotp.automation.engine import CLEAR, FIRE, Engine, Event, Sample, replay
-from iotp.automation.spec import Rule, render
+from iotp.automation.spec import Rule, reading, render
 
 T0 = 1_764_230_400.0  # 2025-11-27 08:00:00 UTC
 
@@ -288,3 +288,30 @@ def test_a_band_change_visits_exactly_the_thresholds_crossed() -> None:
     ]  # fmt: skip
     feed(e, "B", "temperature", [19, 30])  # out of scope
     assert e.take() == []
+
+
+def test_a_firing_carries_the_unit_and_the_message_reads_with_it() -> None:
+    e = engine(rule({**THRESHOLD, "value": 30}))
+    e.set_device("A", units={"temperature": "°F"})  # declared: over the default °C
+    e.set_device("B")  # nothing declared: the default
+    e.set_device("C", units={"temperature": ""})  # declared as having no unit
+    for device in "ABC":
+        e.on_data(device, {"temperature": 31.5}, T0)
+    contexts = {f.device_id: f.context for f in e.take()}
+    assert contexts["A"]["unit"] == "°F"
+    assert contexts["B"]["unit"] == "°C"
+    assert "unit" not in contexts["C"]
+    message = "{rule}: {device} {reading}"
+    assert render(message, {**contexts["B"], **reading(contexts["B"])}) == (
+        "{rule}: {device} temperature 31.5 °C > 30 °C"
+    )
+    assert render("{value}/{threshold}", {**contexts["C"], **reading(contexts["C"])}) == "31.5/30"
+    # An info message without units keeps the declared ones.
+    e.set_device("A", name="renamed")
+    assert e.devices["A"].units["temperature"] == "°F"
+
+
+def test_reading_without_a_metric_leaves_the_placeholders() -> None:
+    assert reading({"status": "offline"}) == {}
+    below = {"metric": "humidity", "value": 20.0, "threshold": 25, "op": "<", "unit": "%"}
+    assert reading(below)["reading"] == "humidity 20 % < 25 %"

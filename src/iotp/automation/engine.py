@@ -49,6 +49,7 @@ from iotp.automation.spec import (
     ThresholdTrigger,
     TimeCondition,
 )
+from iotp.protocol.units import units_for
 
 FIRE = "fire"
 CLEAR = "clear"
@@ -60,6 +61,9 @@ class DeviceMeta:
     name: str = ""
     type: str | None = None
     tags: frozenset[str] = frozenset()
+    # metric -> unit as the device declares it; a firing's context carries the unit so
+    # alert texts, webhooks and the dry run read "31.5 °C", not a bare number.
+    units: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -198,9 +202,19 @@ class Engine:
         }
 
     def set_device(
-        self, device_id: str, *, name: str = "", type_: str | None = None, tags: Iterable[str] = ()
+        self,
+        device_id: str,
+        *,
+        name: str = "",
+        type_: str | None = None,
+        tags: Iterable[str] = (),
+        units: Mapping[str, str] | None = None,
     ) -> None:
-        self.devices[device_id] = DeviceMeta(name, type_, frozenset(tags))
+        """``units`` as the device declared them (defaults filled in); None keeps the
+        units known so far (an info message without ``units`` changes none)."""
+        known = self.devices.get(device_id)
+        effective = units_for(units) if units is not None or known is None else known.units
+        self.devices[device_id] = DeviceMeta(name, type_, frozenset(tags), effective)
 
     def forget_device(self, device_id: str) -> None:
         self.devices.pop(device_id, None)
@@ -334,7 +348,12 @@ class Engine:
                     del self._pending[key]  # did not hold for for_seconds
                     self.counters["duration_not_held"] += 1
             elif enter:
-                context = {"metric": metric, "value": value, "threshold": t.value}
+                context = {
+                    "metric": metric,
+                    "value": value,
+                    "threshold": t.value,
+                    "op": ">" if t.above else "<",
+                }
                 if t.for_seconds > 0:
                     self._start_timer(key, ts + t.for_seconds, context)
                 else:
@@ -468,14 +487,20 @@ class Engine:
         if key is not None:
             self._fired.add(key)
         self.counters["fired"] += 1
-        self.out.append(Firing(rule.id, FIRE, device_id, ts, context))
+        self.out.append(Firing(rule.id, FIRE, device_id, ts, self._with_unit(device_id, context)))
 
     def _end(self, rule: Rule, key: Key, ts: float, context: dict[str, Any]) -> None:
         self._active.discard(key)
         if key in self._fired:
             self._fired.discard(key)
             self.counters["cleared"] += 1
-            self.out.append(Firing(rule.id, CLEAR, key[1], ts, context))
+            self.out.append(Firing(rule.id, CLEAR, key[1], ts, self._with_unit(key[1], context)))
+
+    def _with_unit(self, device_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        metric = context.get("metric")
+        meta = self.devices.get(device_id) if device_id else None
+        unit = meta.units.get(metric) if meta and isinstance(metric, str) else None
+        return {**context, "unit": unit} if unit else context
 
     # ---- conditions -------------------------------------------------------------------
 

@@ -220,7 +220,7 @@ class AlertAction(_Spec):
     type: Literal["alert"] = "alert"
     when: When = "fire"
     severity: Severity = "warning"
-    message: str = Field(default="{rule}: {device} {metric} = {value}", max_length=500)
+    message: str = Field(default="{rule}: {device} {reading}", max_length=500)
     auto_clear: bool = True
 
 
@@ -293,6 +293,28 @@ def render(template: str, values: dict[str, Any]) -> str:
         return str(value)
 
     return _PLACEHOLDER.sub(one, template)
+
+
+def reading(context: dict[str, Any]) -> dict[str, str]:
+    """Placeholders that carry the metric's unit: ``{value}`` and ``{threshold}`` read
+    "31.5 °C", and ``{reading}`` the whole comparison, "temperature 31.5 °C > 30 °C"
+    (without the comparison when the trigger has no threshold). Nothing for a firing
+    without a metric (offline, schedule), so those placeholders stay as written."""
+    metric, value = context.get("metric"), context.get("value")
+    if not isinstance(metric, str) or not isinstance(value, int | float):
+        return {}
+    unit = context.get("unit")
+
+    def with_unit(number: float) -> str:
+        return f"{number:g} {unit}" if unit else f"{number:g}"
+
+    out = {"value": with_unit(value), "reading": f"{metric} {with_unit(value)}"}
+    threshold, op = context.get("threshold"), context.get("op")
+    if isinstance(threshold, int | float):
+        out["threshold"] = with_unit(threshold)
+        if isinstance(op, str):
+            out["reading"] += f" {op} {with_unit(threshold)}"
+    return out
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,31})\}")

@@ -87,6 +87,8 @@ class DeviceRegisteredPayload(_Payload):
     name: str
     type: str | None  # None until the device's info arrives
     capabilities: list[str]
+    # As declared by a first info message (defaults not filled in); absent when none.
+    units: dict[str, str] | None = None
 
 
 class DeviceUpdatedPayload(BaseModel):

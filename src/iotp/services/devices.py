@@ -139,6 +139,7 @@ class Registered:
     type: str | None
     capabilities: list[str]
     first_seen: float
+    units: dict[str, str] | None = None  # as declared by a first info message
 
 
 async def register_many(session: AsyncSession, new: Sequence[NewDevice]) -> list[Registered]:
@@ -160,12 +161,12 @@ async def register_many(session: AsyncSession, new: Sequence[NewDevice]) -> list
     stmt = (
         insert_(table)
         .on_conflict_do_nothing(index_elements=[table.c.id])
-        .returning(table.c.id, table.c.name, table.c.type, table.c.capabilities)
+        .returning(table.c.id, table.c.name, table.c.type, table.c.capabilities, table.c.units)
     )
     result = await session.execute(stmt, rows)
     created = {
-        device_id: Registered(device_id, name, type_, list(caps or []), by_id[device_id].now)
-        for device_id, name, type_, caps in result.all()
+        device_id: Registered(device_id, name, type_, list(caps or []), by_id[device_id].now, units)
+        for device_id, name, type_, caps, units in result.all()
     }
     if not created:
         return []

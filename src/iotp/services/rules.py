@@ -16,6 +16,7 @@ from iotp.automation.spec import MetricCondition, RateTrigger, Rule, RuleBody, T
 from iotp.db.automation_models import RuleRow
 from iotp.db.models import Device, DeviceEventRow, Telemetry
 from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.protocol.units import units_for
 
 MAX_RULES = 10_000
 DRY_RUN_MAX_SECONDS = 7 * 86400.0
@@ -254,7 +255,7 @@ async def dry_run(
     if until - since > DRY_RUN_MAX_SECONDS:
         raise InvalidRequestError("a dry run covers at most 7 days")
     devices = {
-        d.id: DeviceMeta(d.name, d.type, frozenset(d.tags or []))
+        d.id: DeviceMeta(d.name, d.type, frozenset(d.tags or []), units_for(d.units))
         for d in (await session.scalars(select(Device))).all()
     }
     probe = _engine_with(rule, devices)

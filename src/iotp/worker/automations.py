@@ -36,6 +36,7 @@ from iotp.automation.spec import (
     Rule,
     ShadowAction,
     WebhookAction,
+    reading,
     render,
 )
 from iotp.db.automation_models import WebhookRow
@@ -122,6 +123,7 @@ class Automations:
                 name=str(name),
                 type_=payload.get("type") or (meta.type if meta else None),
                 tags=meta.tags if meta else (),
+                units=payload.get("units"),
             )
         self.engine.on_event(event_type, device_id, payload, ts)
         if self._subs:
@@ -193,10 +195,12 @@ class Automations:
             if now - self._devices_at >= DEVICES_RELOAD_SECONDS:
                 self._devices_at = now
                 rows = await session.execute(
-                    select(Device.id, Device.name, Device.type, Device.tags)
+                    select(Device.id, Device.name, Device.type, Device.tags, Device.units)
                 )
-                for device_id, name, type_, tags in rows.all():
-                    self.engine.set_device(device_id, name=name, type_=type_, tags=tags or [])
+                for device_id, name, type_, tags, units in rows.all():
+                    self.engine.set_device(
+                        device_id, name=name, type_=type_, tags=tags or [], units=units
+                    )
             version = await rule_service.version(session)
             if version != self._rules_version:
                 rules = await rule_service.load_enabled(session)
@@ -277,6 +281,7 @@ class Automations:
         meta = self.engine.devices.get(firing.device_id) if firing.device_id else None
         return {
             **firing.context,
+            **reading(firing.context),
             "rule": rule.name,
             "rule_id": rule.id,
             "device": (meta.name if meta and meta.name else firing.device_id) or "",

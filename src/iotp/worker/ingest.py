@@ -223,7 +223,13 @@ class Ingestor:
                 continue
             if new:
                 for r in await device_service.register_many(session, new):
-                    payload = {"name": r.name, "type": r.type, "capabilities": r.capabilities}
+                    payload: dict[str, Any] = {
+                        "name": r.name,
+                        "type": r.type,
+                        "capabilities": r.capabilities,
+                    }
+                    if r.units is not None:  # the rule engine reads them (alert texts)
+                        payload["units"] = r.units
                     events.append(("device_registered", r.device_id, payload, r.first_seen))
                 new = []
             if job is not None:

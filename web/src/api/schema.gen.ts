@@ -1422,7 +1422,7 @@ export interface components {
             severity?: "info" | "warning" | "critical";
             /**
              * Message
-             * @default {rule}: {device} {metric} = {value}
+             * @default {rule}: {device} {reading}
              */
             message?: string;
             /**

@@ -208,6 +208,13 @@ export interface components {
             type: string | null;
             /** Capabilities */
             capabilities: string[];
+            /**
+             * Units
+             * @default null
+             */
+            units?: {
+                [key: string]: string;
+            } | null;
         };
         /**
          * DeviceStatePayload

@@ -333,6 +333,14 @@ function buildColumns(control: boolean, sort: string, actions: RowActions): Colu
       sorter: (a, b) => Date.parse(a.last_seen ?? "0") - Date.parse(b.last_seen ?? "0"),
       render: (iso: string | null) => <RelativeTime iso={iso} />,
     },
+    {
+      title: "Latest",
+      key: "latest",
+      width: 200,
+      responsive: ["lg"],
+      // Readings that arrived while the page is open, each with the device's unit.
+      render: (_, d) => <LatestReadings latest={d.latest} units={d.units} />,
+    },
     { title: "Type", dataIndex: "type", width: 120, responsive: ["md"], render: (t: string | null) => t ?? "—" },
     {
       title: "Firmware",
@@ -398,4 +406,28 @@ function buildColumns(control: boolean, sort: string, actions: RowActions): Colu
     });
   }
   return columns;
+}
+
+function LatestReadings({ latest, units }: { latest: Record<string, number>; units: Record<string, string> }) {
+  const names = Object.keys(latest).sort();
+  if (!names.length) {
+    return (
+      <Tooltip title="Nothing reported since this page opened">
+        <Typography.Text type="secondary">—</Typography.Text>
+      </Tooltip>
+    );
+  }
+  const text = names
+    .map((name) => {
+      const value = String(Number(latest[name].toFixed(2))); // as reported, at most 2 decimals
+      return units[name] ? `${name} ${value} ${units[name]}` : `${name} ${value}`;
+    })
+    .join(", ");
+  return (
+    <Tooltip title={text}>
+      <Typography.Text ellipsis style={{ maxWidth: 180 }} data-testid="latest-readings">
+        {text}
+      </Typography.Text>
+    </Tooltip>
+  );
 }

@@ -662,7 +662,11 @@ export function DryRunResult({ result, devices }: { result: DryRun; devices: Dev
           {
             title: "Value",
             key: "value",
-            render: (_: unknown, f) => (f.context.value === undefined ? "" : String(f.context.value)),
+            // The unit comes with the firing (the device's declared or default unit).
+            render: (_: unknown, f) =>
+              f.context.value === undefined
+                ? ""
+                : [String(f.context.value), f.context.unit].filter(Boolean).join(" "),
           },
         ]}
       />

@@ -95,7 +95,7 @@ export const NEW_CONDITION: Record<ConditionRow["type"], ConditionRow> = {
 };
 
 export const NEW_ACTION: Record<ActionRow["type"], ActionRow> = {
-  alert: { type: "alert", when: "fire", severity: "warning", message: "{rule}: {device} {metric} = {value}", auto_clear: true },
+  alert: { type: "alert", when: "fire", severity: "warning", message: "{rule}: {device} {reading}", auto_clear: true },
   command: { type: "command", when: "fire", device_id: null, command: "relay", relay: "", state: "on", angle: 90 },
   notify: { type: "notify", when: "fire", level: "info", message: "{rule}: {device}" },
   webhook: { type: "webhook", when: "fire", webhook_id: null },

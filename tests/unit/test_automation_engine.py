@@ -306,6 +306,9 @@ def test_a_firing_carries_the_unit_and_the_message_reads_with_it() -> None:
         "{rule}: {device} temperature 31.5 °C > 30 °C"
     )
     assert render("{value}/{threshold}", {**contexts["C"], **reading(contexts["C"])}) == "31.5/30"
+    # A message written before units existed keeps its own unit, not a second one.
+    b = {**contexts["B"], **reading(contexts["B"])}
+    assert render("{value}°C over {threshold} ({unit})", b) == "31.5°C over 30 (°C)"
     # An info message without units keeps the declared ones.
     e.set_device("A", name="renamed")
     assert e.devices["A"].units["temperature"] == "°F"

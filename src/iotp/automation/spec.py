@@ -296,10 +296,11 @@ def render(template: str, values: dict[str, Any]) -> str:
 
 
 def reading(context: dict[str, Any]) -> dict[str, str]:
-    """Placeholders that carry the metric's unit: ``{value}`` and ``{threshold}`` read
-    "31.5 °C", and ``{reading}`` the whole comparison, "temperature 31.5 °C > 30 °C"
-    (without the comparison when the trigger has no threshold). Nothing for a firing
-    without a metric (offline, schedule), so those placeholders stay as written."""
+    """``{reading}``: the whole comparison with the metric's unit, "temperature 31.5 °C >
+    30 °C" (without the comparison when the trigger has no threshold). ``{value}`` and
+    ``{threshold}`` stay bare numbers, as messages written before units existed expect,
+    and ``{unit}`` is the unit alone. Nothing for a firing without a metric (offline,
+    schedule), so the placeholder stays as written."""
     metric, value = context.get("metric"), context.get("value")
     if not isinstance(metric, str) or not isinstance(value, int | float):
         return {}
@@ -308,13 +309,11 @@ def reading(context: dict[str, Any]) -> dict[str, str]:
     def with_unit(number: float) -> str:
         return f"{number:g} {unit}" if unit else f"{number:g}"
 
-    out = {"value": with_unit(value), "reading": f"{metric} {with_unit(value)}"}
+    text = f"{metric} {with_unit(value)}"
     threshold, op = context.get("threshold"), context.get("op")
-    if isinstance(threshold, int | float):
-        out["threshold"] = with_unit(threshold)
-        if isinstance(op, str):
-            out["reading"] += f" {op} {with_unit(threshold)}"
-    return out
+    if isinstance(threshold, int | float) and isinstance(op, str):
+        text += f" {op} {with_unit(threshold)}"
+    return {"reading": text}
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,31})\}")

@@ -512,6 +512,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/adapters/homeassistant/accounts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Discovery Account
+         * @description Create or rotate the account of a device that announces itself with Home
+         *     Assistant discovery: it may publish only its own discovery configs
+         *     (``<prefix>/+/<node>/+/config``) and below its state root, and read only below its
+         *     command root. The password is shown once.
+         */
+        post: operations["create_discovery_account_api_adapters_homeassistant_accounts_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/adapters/{name}/accounts": {
         parameters: {
             query?: never;
@@ -2113,6 +2136,24 @@ export interface components {
             /** Count */
             count: number;
         };
+        /** DiscoveryAccountCreate */
+        DiscoveryAccountCreate: {
+            /**
+             * Node
+             * @description the node id in its discovery topics: its device id, MQTT username and client id
+             */
+            node: string;
+            /**
+             * State Root
+             * @description it publishes readings, states and availability below this
+             */
+            state_root: string;
+            /**
+             * Command Root
+             * @description it reads its commands below this
+             */
+            command_root: string;
+        };
         /** DryRunPublic */
         DryRunPublic: {
             /**
@@ -2993,6 +3034,11 @@ export interface components {
             online: string[];
             /** Offline */
             offline: string[];
+            /**
+             * Bridge
+             * @default false
+             */
+            bridge?: boolean;
         };
         /** TagEdit */
         TagEdit: {
@@ -4499,6 +4545,37 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["AccountsPublic"];
                 };
+            };
+        };
+    };
+    create_discovery_account_api_adapters_homeassistant_accounts_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DiscoveryAccountCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountIssued"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

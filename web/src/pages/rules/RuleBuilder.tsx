@@ -555,7 +555,7 @@ function Actions({
                           </Form.Item>
                         </Col>
                         <Col span={24}>
-                          <Form.Item name={[field.name, "message"]} label="Message" tooltip="{rule} {device} {device_id} {metric} {value} {threshold} {reading}; value and threshold carry the unit, reading is e.g. temperature 31.5 °C > 30 °C">
+                          <Form.Item name={[field.name, "message"]} label="Message" tooltip="{rule} {device} {device_id} {metric} {value} {threshold} {unit} {reading}; value and threshold are bare numbers, reading is e.g. temperature 31.5 °C > 30 °C">
                             <Input aria-label={`Message of ${n}`} />
                           </Form.Item>
                         </Col>

@@ -384,3 +384,73 @@ def test_cli_accounts_list_and_dry_run(tmp_path: Path, monkeypatch: pytest.Monke
         assert "devices/tasmota-hall/status offline" in dry.output
     finally:
         get_settings.cache_clear()
+
+
+# ---- two workers sharing the load -----------------------------------------------------
+
+
+async def test_two_workers_ack_commands_whichever_sees_the_firmwares_report(
+    tmp_path: Path,
+) -> None:
+    """Two workers in one share group (open mode on purpose: the test is about the
+    workers, not who may connect). A Tasmota acks by key (its RESULT names the relay):
+    the worker that translated a command holds that expectation in memory, yet the
+    RESULT may reach the other one. Every command ends acked all the same."""
+    from iotp.worker.service import Worker
+
+    async with run_stack(
+        "embedded-sqlite", tmp_path, mode="open", mqtt_share_group="acks"
+    ) as stack:
+        second = Worker(
+            stack.settings.model_copy(update={"mqtt_client_id": "iotp.worker.second"}),
+            stack.worker.engine,
+            stack.platform_url,
+        )
+        await second.start()
+        stack.cleanup.append(second.stop)
+        workers = [stack.worker, second]
+        tasmota = await stack.device("tasmota-kitchen")
+        await tasmota.subscribe(f"cmnd/{fx.TASMOTA_TOPIC}/#")
+        forced = True
+
+        def reply(topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+            if forced:
+                # The command is out: whichever worker takes the RESULT, it holds no
+                # expectation of it (as the one that did not translate the command).
+                for worker in workers:
+                    binding = worker.adapters.engine.devices.get(fx.TASMOTA_ID)
+                    if binding is not None:
+                        binding.pending.clear()
+            return tasmota_reply(topic, payload)
+
+        firmware = Firmware(stack, tasmota, reply)
+        tasmota.publish(*fx.TASMOTA_LWT_ONLINE, retain=True)
+        tasmota.publish(*fx.TASMOTA_INFO1)
+        tasmota.publish(*fx.TASMOTA_STATE)
+        await device_status(stack, fx.TASMOTA_ID, "online")
+        # Neither worker has met the Tasmota since it started (as when the other one
+        # registered it): the command's worker finds its mapping in the database.
+        for worker in workers:
+            worker.adapters.forget(fx.TASMOTA_ID)
+            worker.ingestor.forget(fx.TASMOTA_ID)
+
+        forced_commands = [("POWER1", "on"), ("POWER2", "off"), ("POWER1", "off")]
+        for name, state in forced_commands:
+            done = await relay_command(stack, fx.TASMOTA_ID, name, state)
+            assert done["status"] == "acked", done
+            assert done["result"] == {name: state.upper()}
+        from_db = sum(w.adapters.counters["acks_from_database"] for w in workers)
+        assert from_db == len(forced_commands)
+        assert len(firmware.received) == len(forced_commands)
+
+        # As it comes: the RESULTs spread over both workers, each command acked once.
+        forced = False
+        natural = [("POWER1", "on"), ("POWER2", "on"), ("POWER1", "off"), ("POWER2", "off")] * 2
+        for name, state in natural:
+            done = await relay_command(stack, fx.TASMOTA_ID, name, state)
+            assert done["status"] == "acked", done
+        for worker in workers:
+            assert worker.control.counters["acks_unknown"] == 0
+        commands = (await stack.get(f"/api/devices/{fx.TASMOTA_ID}/commands"))["data"]
+        assert len(commands) == len(forced_commands) + len(natural)
+        assert {c["status"] for c in commands} == {"acked"}

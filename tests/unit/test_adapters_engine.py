@@ -79,6 +79,64 @@ def test_tasmota_presence_and_a_command_acked_by_its_result() -> None:
     assert "Unknown" in refused["ack"]["error"]
 
 
+def test_a_report_settles_commands_another_engine_published() -> None:
+    """Two workers: one published the commands (and holds their expectations), the
+    firmware's reports reach the other, which settles the open commands it is given
+    (from the database, in the worker) against each report."""
+    sender, other = engine(), engine()
+    for e in (sender, other):
+        e.translate(*fx.TASMOTA_STATE)
+    sender.command(
+        fx.TASMOTA_ID, command(fx.TASMOTA_ID, "relay", {"name": "POWER1", "state": "on"})
+    )
+    relay_on = ("c1", "relay", {"name": "POWER1", "state": "on"})
+    relay_off = ("c2", "relay", {"name": "POWER1", "state": "off"})
+    other_relay = ("c3", "relay", {"name": "POWER2", "state": "on"})
+    toggle = ("c4", "relay", {"name": "POWER1", "state": "toggle"})
+    reboot: tuple[str, str, dict[str, Any]] = ("c5", "reboot", {})
+
+    t = other.translate(*fx.tasmota_result("POWER1", "ON"))
+    assert "ack" not in decoded(t.messages)  # no expectation in this engine
+    [report] = t.reports
+    assert report.device_id == fx.TASMOTA_ID
+    assert report.relays == {"POWER1": True}
+    settled = {
+        cid: other.settle(fx.TASMOTA_ID, cid, name, params, report)
+        for cid, name, params in (relay_on, relay_off, other_relay, toggle, reboot)
+    }
+    ack = settled["c1"]
+    assert ack is not None
+    assert ack[0] == f"devices/{fx.TASMOTA_ID}/ack"
+    assert orjson.loads(ack[1]) == {"id": "c1", "status": "ok", "result": {"POWER1": "ON"}}
+    assert settled["c2"] is None  # the report says the relay is on, not off
+    assert settled["c3"] is None  # another relay
+    assert settled["c4"] is not None  # a toggle ends in either state
+    assert settled["c5"] is None
+    assert other.settle(fx.TASMOTA_ID, "c9", "servo", {}, report) is None
+    assert other.settle("not-mapped", *relay_on, report) is None
+    restart = other.translate(f"stat/{fx.TASMOTA_TOPIC}/RESULT", b'{"Restart":"Restarting"}')
+    assert other.settle(fx.TASMOTA_ID, *reboot, restart.reports[0]) is not None
+
+    # The engine that holds the expectation acks from memory and says so: not twice.
+    t = sender.translate(*fx.tasmota_result("POWER1", "ON"))
+    assert decoded(t.messages)["ack"]["id"] == "c1"
+    assert sender.settle(fx.TASMOTA_ID, *relay_on, t.reports[0]) is None
+    # Reports without a key any command is acked by give nothing to look up.
+    assert other.translate(*fx.TASMOTA_SENSOR).reports == []
+    assert other.translate(f"stat/{fx.TASMOTA_TOPIC}/RESULT", b'{"Dimmer":40}').reports == []
+
+    # Zigbee2MQTT: the device's state message is the report.
+    z2m = engine()
+    z2m.translate(*fx.Z2M_BRIDGE_DEVICES)
+    [report] = z2m.translate(*fx.z2m_state(fx.Z2M_PLUG, "OFF")).reports
+    plug_off = ("z1", "relay", {"name": "state", "state": "off"})
+    assert z2m.settle(fx.Z2M_PLUG_ID, *plug_off, report) is not None
+    assert (
+        z2m.settle(fx.Z2M_PLUG_ID, "z2", "relay", {"name": "state", "state": "on"}, report) is None
+    )
+    assert z2m.translate(*fx.Z2M_SENSOR_READING).reports == []
+
+
 def test_commands_the_firmware_cannot_take_are_refused_with_the_reason() -> None:
     e = engine()
     e.translate(*fx.TASMOTA_STATE)

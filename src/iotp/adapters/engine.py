@@ -21,6 +21,7 @@ import orjson
 from iotp.adapters.spec import (
     RESERVED_ROOTS,
     AckSpec,
+    CommandOut,
     DataSpec,
     InfoSpec,
     Mapping,
@@ -67,6 +68,23 @@ class Translation:
     device_ids: list[str] = field(default_factory=list)
     messages: list[Native] = field(default_factory=list)
     ignored: bool = False
+    # Reports of keys commands are acknowledged by, for commands this engine holds no
+    # expectation of (another worker published them): see ``KeyReport``.
+    reports: list[KeyReport] = field(default_factory=list)
+
+
+@dataclass
+class KeyReport:
+    """A firmware's report of keys a command is acknowledged by (Tasmota's RESULT, a
+    Zigbee2MQTT device's state). With several workers the command may have been
+    published by another one, which alone holds the expectation in memory: the worker
+    then settles the device's open commands against this report (``settle``)."""
+
+    device_id: str
+    values: dict[str, Any]
+    relays: dict[str, bool]
+    # Commands acknowledged from this engine's own expectations, not to be acked twice.
+    settled: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -306,7 +324,23 @@ class AdapterEngine:
         if rule.status is not None:
             out.append((f"{TOPIC_ROOT}/{device_id}/status", _status(rule.status, body).encode()))
         if rule.ack is not None:
-            out.extend(_native(device_id, "ack", a) for a in _acks(rule.ack, body, binding, now))
+            acks = _acks(rule.ack, body, binding, now)
+            out.extend(_native(device_id, "ack", a) for a in acks)
+            if rule.ack.by == "key" and isinstance(body, dict):
+                values = {
+                    k: v
+                    for k, v in body.items()
+                    if isinstance(v, str | int | float | bool) and _expectable(mapping, k)
+                }
+                if values:
+                    result.reports.append(
+                        KeyReport(
+                            device_id,
+                            values,
+                            _relays(rule.relays, body, captures) if rule.relays else {},
+                            {a["id"] for a in acks},
+                        )
+                    )
         info = self._info(mapping, device_id, binding)
         result.messages = ([info] if info is not None else []) + out
         return result
@@ -435,27 +469,9 @@ class AdapterEngine:
                 )
             have = sorted(mapping.commands) or "none"
             return refuse(f"the {mapping.name} mapping has no command {name!r} (it has: {have})")
-        values: dict[str, Any] = {
-            **binding.values,
-            "command_id": command_id,
-            "device_id": device_id,
-        }
-        for key, value in params.items():
-            if isinstance(value, str | int | float | bool):
-                values.setdefault(key, value)
-        if name == "relay":
-            relay = str(params.get("name", ""))
-            state = str(params.get("state", "")).lower()
-            if state not in ("on", "off", "toggle"):
-                return refuse(f"relay state must be on, off or toggle, not {state!r}")
-            values.update(relay=relay, state=state, STATE=state.upper(), on=state == "on")
-            if spec.relay_pattern is not None:
-                match = re.fullmatch(spec.relay_pattern, relay)
-                if match is None:
-                    return refuse(f"{relay!r} is not a relay of this device")
-                values.update(
-                    {k: (int(v) if v.isdigit() else v) for k, v in match.groupdict().items()}
-                )
+        values = _command_values(binding.values, spec, command_id, device_id, str(name), params)
+        if isinstance(values, str):
+            return refuse(values)
         try:
             topic = render(spec.topic, values)
             template = (
@@ -489,6 +505,80 @@ class AdapterEngine:
                 )
             )
         return [(topic, out)], acks
+
+    def settle(
+        self, device_id: str, command_id: str, name: str, params: dict[str, Any], report: KeyReport
+    ) -> Native | None:
+        """The ack a device's open command gets from a key report, if the report answers
+        it: the key the command expects, and for a relay turned on or off, that state.
+        (The engine that published a command checks the key alone; an open command
+        found in the database is held to the state too, as reports of unchanged relays
+        come and go without any command.)"""
+        binding = self.devices.get(device_id)
+        mapping = self._mappings.get(binding.mapping) if binding is not None else None
+        if binding is None or mapping is None or command_id in report.settled:
+            return None
+        spec = mapping.commands.get(name)
+        if spec is None or spec.expect is None:
+            return None
+        values = _command_values(binding.values, spec, command_id, device_id, name, params)
+        if isinstance(values, str):
+            return None
+        try:
+            expect = render(spec.expect, values)
+        except MappingError:
+            return None
+        if expect not in report.values:
+            return None
+        state = values.get("state")
+        relay_state = report.relays.get(expect) if name == "relay" else None
+        if state in ("on", "off") and relay_state is not None and relay_state != (state == "on"):
+            return None
+        ack = {"id": command_id, "status": "ok", "result": {expect: report.values[expect]}}
+        return _native(device_id, "ack", ack)
+
+
+def _command_values(
+    captured: dict[str, str],
+    spec: CommandOut,
+    command_id: str,
+    device_id: str,
+    name: str,
+    params: dict[str, Any],
+) -> dict[str, Any] | str:
+    """The variables a command's templates are rendered with, or why it cannot be sent."""
+    values: dict[str, Any] = {**captured, "command_id": command_id, "device_id": device_id}
+    for key, value in params.items():
+        if isinstance(value, str | int | float | bool):
+            values.setdefault(key, value)
+    if name == "relay":
+        relay = str(params.get("name", ""))
+        state = str(params.get("state", "")).lower()
+        if state not in ("on", "off", "toggle"):
+            return f"relay state must be on, off or toggle, not {state!r}"
+        values.update(relay=relay, state=state, STATE=state.upper(), on=state == "on")
+        if spec.relay_pattern is not None:
+            match = re.fullmatch(spec.relay_pattern, relay)
+            if match is None:
+                return f"{relay!r} is not a relay of this device"
+            values.update({k: (int(v) if v.isdigit() else v) for k, v in match.groupdict().items()})
+    return values
+
+
+def _expectable(mapping: Mapping, key: str) -> bool:
+    """Whether some command of the mapping could be acknowledged by this key."""
+    for spec in mapping.commands.values():
+        if spec.expect is None:
+            continue
+        if "{" not in spec.expect:
+            if key == spec.expect:
+                return True
+        elif spec.expect == "{relay}" and spec.relay_pattern is not None:
+            if re.fullmatch(spec.relay_pattern, key) is not None:
+                return True
+        else:
+            return True
+    return False
 
 
 def _covers(wide: str, narrow: str) -> bool:

@@ -21,8 +21,9 @@ from iotp.adapters.engine import render
 from iotp.adapters.spec import RESERVED_ROOTS, parse_pattern
 from iotp.db.adapter_models import AdapterMappingRow
 from iotp.db.auth_models import DeviceCredential
-from iotp.db.models import Device
+from iotp.db.models import CommandRow, Device
 from iotp.errors import InvalidRequestError, NotFoundError
+from iotp.protocol.events import CommandStatus
 from iotp.protocol.topics import DEVICE_ID_RE
 from iotp.services import credentials as cred_service
 from iotp.settings import Settings
@@ -52,6 +53,29 @@ async def stored(session: AsyncSession) -> list[AdapterMappingRow]:
     return list(
         (await session.scalars(select(AdapterMappingRow).order_by(AdapterMappingRow.name))).all()
     )
+
+
+# Open commands looked at for one report of a device: more in flight at once for one
+# device than this is no use case, and older ones time out as before.
+OPEN_COMMANDS_LOOKED_AT = 16
+
+
+async def open_commands(
+    session: AsyncSession, device_id: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The device's commands that may still be acknowledged (``sending``, ``sent``),
+    newest first, as (id, command, params): what a firmware's report may answer when
+    another worker published the command."""
+    rows = await session.execute(
+        select(CommandRow.id, CommandRow.command, CommandRow.params)
+        .where(
+            CommandRow.device_id == device_id,
+            CommandRow.status.in_((CommandStatus.SENDING.value, CommandStatus.SENT.value)),
+        )
+        .order_by(CommandRow.created_at.desc())
+        .limit(OPEN_COMMANDS_LOOKED_AT)
+    )
+    return [(i, c, p if isinstance(p, dict) else {}) for i, c, p in rows]
 
 
 async def version(session: AsyncSession) -> tuple[int, float]:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from iotp.adapters import AdapterEngine, Mapping, MappingError
+from iotp.adapters import AdapterEngine, KeyReport, Mapping, MappingError
 from iotp.db.models import Device
 from iotp.services import adapters as adapter_service
 from iotp.settings import Settings
@@ -102,14 +102,19 @@ class AdapterHook:
         async with self.sessions() as session:
             rows = await session.execute(select(Device.id, Device.meta))
             for device_id, meta in rows:
-                adapter = (meta or {}).get("adapter")
-                if isinstance(adapter, dict) and isinstance(adapter.get("mapping"), str):
-                    raw = adapter.get("vars")
-                    captured: dict[str, Any] = raw if isinstance(raw, dict) else {}
-                    self.engine.bind(
-                        device_id, adapter["mapping"], {str(k): str(v) for k, v in captured.items()}
-                    )
+                self._bind(device_id, meta)
         await self.refresh()
+
+    def _bind(self, device_id: str, meta: dict[str, Any] | None) -> bool:
+        adapter = (meta or {}).get("adapter")
+        if not isinstance(adapter, dict) or not isinstance(adapter.get("mapping"), str):
+            return False
+        raw = adapter.get("vars")
+        captured: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        self.engine.bind(
+            device_id, adapter["mapping"], {str(k): str(v) for k, v in captured.items()}
+        )
+        return True
 
     async def refresh(self) -> bool:
         async with self.sessions() as session:
@@ -157,17 +162,63 @@ class AdapterHook:
             for p in (self.ingestor.handle(t, b) for t, b in translation.messages)
             if p is not None
         ]
+        pending.extend(self._settle(report) for report in translation.reports)
         if not pending:
             return None
         if len(pending) == 1:
             return pending[0]
         return _all(pending)
 
+    async def _settle(self, report: KeyReport) -> None:
+        """A report of keys commands are acked by: the device's open commands it answers
+        are acked through the ordinary ack path, whichever worker published them (with
+        shared subscriptions or the queue input, the firmware's report may reach a
+        worker other than the one holding the expectation in memory). Its own
+        expectations were settled in memory already and are not acked twice."""
+        try:
+            async with self.sessions() as session:
+                rows = await adapter_service.open_commands(session, report.device_id)
+        except Exception as exc:  # noqa: BLE001 - the command times out, as before
+            log.warning("open commands of %s not read: %s", report.device_id, exc)
+            return
+        pending = []
+        for command_id, name, params in reversed(rows):  # oldest first, as sent
+            ack = self.engine.settle(report.device_id, command_id, name, params, report)
+            if ack is None:
+                continue
+            self.counters["acks_from_database"] += 1
+            done = self.ingestor.handle(*ack)
+            if done is not None:
+                pending.append(done)
+        if pending:
+            await _all(pending)
+
     def on_command(self, device_id: str, payload: bytes) -> Awaitable[None] | None:
         """The platform's command to a device (``devices/{id}/commands``): for a mapped
         device, published in its firmware's form; refusals are acked at once."""
         if self.engine.owner(device_id) is None:
-            return None
+            if device_id in self.ingestor.known:
+                return None  # one of the platform's own devices
+            # A device this worker has not met since it started (another worker of the
+            # share group registered it): its mapping is in the database.
+            return self._command_after_lookup(device_id, payload)
+        return self._command(device_id, payload)
+
+    async def _command_after_lookup(self, device_id: str, payload: bytes) -> None:
+        try:
+            async with self.sessions() as session:
+                device = await session.get(Device, device_id)
+                meta = device.meta if device is not None else None
+        except Exception as exc:  # noqa: BLE001 - the command times out, as before
+            log.warning("device %s not read for its command: %s", device_id, exc)
+            return
+        if self.engine.owner(device_id) is None and not self._bind(device_id, meta):
+            return
+        done = self._command(device_id, payload)
+        if done is not None:
+            await done
+
+    def _command(self, device_id: str, payload: bytes) -> Awaitable[None] | None:
         out, acks = self.engine.command(device_id, payload, time.time())
         for topic, body in out:
             self._publish(topic, body)

@@ -389,18 +389,18 @@ def test_cli_accounts_list_and_dry_run(tmp_path: Path, monkeypatch: pytest.Monke
 # ---- two workers sharing the load -----------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", SUPERVISED_STACKS)
 async def test_two_workers_ack_commands_whichever_sees_the_firmwares_report(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     """Two workers in one share group (open mode on purpose: the test is about the
-    workers, not who may connect). A Tasmota acks by key (its RESULT names the relay):
-    the worker that translated a command holds that expectation in memory, yet the
-    RESULT may reach the other one. Every command ends acked all the same."""
+    workers, not who may connect). A Tasmota and a Zigbee2MQTT plug ack by key (the
+    RESULT names the relay, the plug's state message carries "state"): the worker that
+    translated a command holds that expectation in memory, yet the report may reach the
+    other one. Every command ends acked all the same."""
     from iotp.worker.service import Worker
 
-    async with run_stack(
-        "embedded-sqlite", tmp_path, mode="open", mqtt_share_group="acks"
-    ) as stack:
+    async with run_stack(kind, tmp_path, mode="open", mqtt_share_group="acks") as stack:
         second = Worker(
             stack.settings.model_copy(update={"mqtt_client_id": "iotp.worker.second"}),
             stack.worker.engine,
@@ -411,46 +411,84 @@ async def test_two_workers_ack_commands_whichever_sees_the_firmwares_report(
         workers = [stack.worker, second]
         tasmota = await stack.device("tasmota-kitchen")
         await tasmota.subscribe(f"cmnd/{fx.TASMOTA_TOPIC}/#")
+        bridge = await stack.device("z2m-bridge")
+        await bridge.subscribe("zigbee2mqtt/+/set")
         forced = True
 
-        def reply(topic: str, payload: bytes) -> list[tuple[str, bytes]]:
-            if forced:
-                # The command is out: whichever worker takes the RESULT, it holds no
-                # expectation of it (as the one that did not translate the command).
-                for worker in workers:
-                    binding = worker.adapters.engine.devices.get(fx.TASMOTA_ID)
-                    if binding is not None:
-                        binding.pending.clear()
-            return tasmota_reply(topic, payload)
+        def forgetting(reply: Reply, device_id: str) -> Reply:
+            def answer(topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+                if forced:
+                    # The command is out: whichever worker takes the report, it holds no
+                    # expectation of it (as the one that did not translate the command).
+                    for worker in workers:
+                        binding = worker.adapters.engine.devices.get(device_id)
+                        if binding is not None:
+                            binding.pending.clear()
+                return reply(topic, payload)
 
-        firmware = Firmware(stack, tasmota, reply)
+            return answer
+
+        tasmota_fw = Firmware(stack, tasmota, forgetting(tasmota_reply, fx.TASMOTA_ID))
+        bridge_fw = Firmware(stack, bridge, forgetting(z2m_reply, fx.Z2M_PLUG_ID))
         tasmota.publish(*fx.TASMOTA_LWT_ONLINE, retain=True)
         tasmota.publish(*fx.TASMOTA_INFO1)
         tasmota.publish(*fx.TASMOTA_STATE)
-        await device_status(stack, fx.TASMOTA_ID, "online")
-        # Neither worker has met the Tasmota since it started (as when the other one
-        # registered it): the command's worker finds its mapping in the database.
-        for worker in workers:
-            worker.adapters.forget(fx.TASMOTA_ID)
-            worker.ingestor.forget(fx.TASMOTA_ID)
+        bridge.publish(*fx.Z2M_BRIDGE_DEVICES, retain=True)
+        bridge.publish(*fx.Z2M_PLUG_STATE)
+        bridge.publish(*fx.z2m_availability(fx.Z2M_PLUG, "online"), retain=True)
+        for device_id in (fx.TASMOTA_ID, fx.Z2M_PLUG_ID):
+            await device_status(stack, device_id, "online")
 
-        forced_commands = [("POWER1", "on"), ("POWER2", "off"), ("POWER1", "off")]
-        for name, state in forced_commands:
-            done = await relay_command(stack, fx.TASMOTA_ID, name, state)
+        async def relays_known() -> bool:
+            # Each worker's info says what that worker has seen of the plug: the bridge's
+            # device list reaching one and the plug's state the other, the later info may
+            # lack the relay until the plug's state has reached both.
+            bridge.publish(*fx.Z2M_PLUG_STATE)
+            plug = (await stack.http.get(f"/api/devices/{fx.Z2M_PLUG_ID}")).json()
+            return "relay:state" in plug["capabilities"]
+
+        await stack.wait_for(relays_known, interval=0.3)
+        # Neither worker has met the devices since it started (as when the other one
+        # registered them): the command's worker finds the mapping in the database.
+        for worker in workers:
+            for device_id in (fx.TASMOTA_ID, fx.Z2M_PLUG_ID):
+                worker.adapters.forget(device_id)
+                worker.ingestor.forget(device_id)
+
+        forced_commands = [
+            (fx.TASMOTA_ID, "POWER1", "on"),
+            (fx.Z2M_PLUG_ID, "state", "on"),
+            (fx.TASMOTA_ID, "POWER2", "off"),
+            (fx.Z2M_PLUG_ID, "state", "off"),
+            (fx.TASMOTA_ID, "POWER1", "off"),
+        ]
+        for device_id, name, state in forced_commands:
+            done = await relay_command(stack, device_id, name, state)
             assert done["status"] == "acked", done
             assert done["result"] == {name: state.upper()}
         from_db = sum(w.adapters.counters["acks_from_database"] for w in workers)
         assert from_db == len(forced_commands)
-        assert len(firmware.received) == len(forced_commands)
+        assert len(tasmota_fw.received) == 3
+        assert len(bridge_fw.received) == 2
 
-        # As it comes: the RESULTs spread over both workers, each command acked once.
+        # As it comes: the reports spread over both workers, each command acked.
         forced = False
-        natural = [("POWER1", "on"), ("POWER2", "on"), ("POWER1", "off"), ("POWER2", "off")] * 2
-        for name, state in natural:
-            done = await relay_command(stack, fx.TASMOTA_ID, name, state)
+        natural = [
+            (fx.TASMOTA_ID, "POWER1", "on"),
+            (fx.Z2M_PLUG_ID, "state", "on"),
+            (fx.TASMOTA_ID, "POWER2", "on"),
+            (fx.TASMOTA_ID, "POWER1", "off"),
+            (fx.Z2M_PLUG_ID, "state", "off"),
+            (fx.TASMOTA_ID, "POWER2", "off"),
+        ] * 2
+        for device_id, name, state in natural:
+            done = await relay_command(stack, device_id, name, state)
             assert done["status"] == "acked", done
         for worker in workers:
             assert worker.control.counters["acks_unknown"] == 0
-        commands = (await stack.get(f"/api/devices/{fx.TASMOTA_ID}/commands"))["data"]
-        assert len(commands) == len(forced_commands) + len(natural)
-        assert {c["status"] for c in commands} == {"acked"}
+        statuses: list[str] = []
+        for device_id in (fx.TASMOTA_ID, fx.Z2M_PLUG_ID):
+            rows = (await stack.get(f"/api/devices/{device_id}/commands"))["data"]
+            statuses.extend(c["status"] for c in rows)
+        assert len(statuses) == len(forced_commands) + len(natural)
+        assert set(statuses) == {"acked"}

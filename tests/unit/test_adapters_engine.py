@@ -137,6 +137,24 @@ def test_a_report_settles_commands_another_engine_published() -> None:
     assert z2m.translate(*fx.Z2M_SENSOR_READING).reports == []
 
 
+def test_a_device_bound_from_the_database_keeps_what_it_has_shown() -> None:
+    """A worker restarted (or meeting a device another worker registered) binds it from
+    the database: the next info, which replaces capabilities and units, keeps the relays
+    and units stored although this engine has not seen them yet."""
+    e = engine()
+    e.bind(
+        fx.TASMOTA_ID,
+        "tasmota",
+        {"topic": fx.TASMOTA_TOPIC},
+        capabilities=["relay:POWER1", "relay:POWER2"],
+        units={"ENERGY.Power": "W"},
+    )
+    info = decoded(e.translate(*fx.TASMOTA_SENSOR).messages)["info"]
+    assert {"relay:POWER1", "relay:POWER2"} <= set(info["capabilities"])
+    assert info["units"]["ENERGY.Power"] == "W"
+    assert info["units"]["AM2301.Temperature"] == "°C"
+
+
 def test_commands_the_firmware_cannot_take_are_refused_with_the_reason() -> None:
     e = engine()
     e.translate(*fx.TASMOTA_STATE)

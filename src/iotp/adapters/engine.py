@@ -248,11 +248,22 @@ class AdapterEngine:
                 else:
                     self._wild.append(compiled)
 
-    def bind(self, device_id: str, mapping: str, values: dict[str, str]) -> None:
-        """A device a mapping registered earlier (the worker reads them back at start)."""
+    def bind(
+        self,
+        device_id: str,
+        mapping: str,
+        values: dict[str, str],
+        capabilities: Iterable[str] = (),
+        units: dict[str, str] | None = None,
+    ) -> None:
+        """A device a mapping registered earlier (the worker reads them back at start).
+        Its stored capabilities and units seed the binding: the next info replaces them,
+        and must not lose the relays and readings this engine has not seen yet."""
         binding = self.devices.get(device_id)
         if binding is None:
-            self.devices[device_id] = Binding(mapping, dict(values))
+            self.devices[device_id] = Binding(
+                mapping, dict(values), capabilities=set(capabilities), units=dict(units or {})
+            )
 
     def owner(self, device_id: str) -> str | None:
         binding = self.devices.get(device_id)

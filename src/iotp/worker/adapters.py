@@ -100,19 +100,31 @@ class AdapterHook:
         """Bind the mapped devices registered before (their topics, for commands), and
         take up the mappings saved through the API."""
         async with self.sessions() as session:
-            rows = await session.execute(select(Device.id, Device.meta))
-            for device_id, meta in rows:
-                self._bind(device_id, meta)
+            rows = await session.execute(
+                select(Device.id, Device.meta, Device.capabilities, Device.units)
+            )
+            for device_id, meta, capabilities, units in rows:
+                self._bind(device_id, meta, capabilities, units)
         await self.refresh()
 
-    def _bind(self, device_id: str, meta: dict[str, Any] | None) -> bool:
+    def _bind(
+        self,
+        device_id: str,
+        meta: dict[str, Any] | None,
+        capabilities: list[str] | None,
+        units: dict[str, str] | None,
+    ) -> bool:
         adapter = (meta or {}).get("adapter")
         if not isinstance(adapter, dict) or not isinstance(adapter.get("mapping"), str):
             return False
         raw = adapter.get("vars")
         captured: dict[str, Any] = raw if isinstance(raw, dict) else {}
         self.engine.bind(
-            device_id, adapter["mapping"], {str(k): str(v) for k, v in captured.items()}
+            device_id,
+            adapter["mapping"],
+            {str(k): str(v) for k, v in captured.items()},
+            capabilities=capabilities or (),
+            units=units or {},
         )
         return True
 
@@ -208,11 +220,13 @@ class AdapterHook:
         try:
             async with self.sessions() as session:
                 device = await session.get(Device, device_id)
-                meta = device.meta if device is not None else None
         except Exception as exc:  # noqa: BLE001 - the command times out, as before
             log.warning("device %s not read for its command: %s", device_id, exc)
             return
-        if self.engine.owner(device_id) is None and not self._bind(device_id, meta):
+        if self.engine.owner(device_id) is None and (
+            device is None
+            or not self._bind(device_id, device.meta, device.capabilities, device.units)
+        ):
             return
         done = self._command(device_id, payload)
         if done is not None:

@@ -37,6 +37,7 @@ class AdapterHook:
         publish: Publish,
         subscribe: Callable[[str], None],
         unsubscribe: Callable[[str], None],
+        on_filters: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.ingestor = ingestor
@@ -48,7 +49,7 @@ class AdapterHook:
         self.counters: Counter[str] = Counter()
         self._version: tuple[int, float] | None = None
         # Called after the topic filters changed (the RabbitMQ queue input rebinds).
-        self.on_filters: Callable[[], None] | None = None
+        self.on_filters = on_filters
         self._active: dict[str, Mapping] = {}
         # Mappings from the configuration and the database, which ``refresh`` keeps in
         # step; mappings added in code (``add``) are left alone by it.

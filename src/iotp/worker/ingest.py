@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -39,6 +40,41 @@ Event = tuple[str, str, dict[str, Any], float]  # what Publish takes
 # has committed, and never if it rolls back (then the job runs again and returns them
 # again), so a write retried or replayed is still announced exactly once.
 Job = Callable[[AsyncSession], Awaitable[list[Event] | None]]
+
+
+@dataclass(frozen=True)
+class IngestHooks:
+    """What the ingest path hands on, fixed when the worker is composed
+    (worker/service.py). Each is optional: the pipeline alone (tests) runs without."""
+
+    # Device control: acks, online transitions and reported state go to the command
+    # dispatcher and the shadow reconciler.
+    control: ControlPlane | None = None
+    # Automations: the rule engine sees every telemetry message.
+    rules: Automations | None = None
+    # Adapters: a command for a mapped device goes out in its firmware's form.
+    on_command: Callable[[str, bytes], Awaitable[None] | None] | None = None
+    # Metrics: every stored batch, (rows, seconds).
+    on_batch: Callable[[int, float], None] | None = None
+
+
+class PresenceOwnership:
+    """Whether this worker records presence transitions. With several workers only the
+    leader does (worker/leader.py): the worker calls ``take``/``release`` as leadership
+    moves, and the ingest path and the metrics read ``owned``."""
+
+    def __init__(self, owned: bool = True) -> None:
+        self._owned = owned
+
+    @property
+    def owned(self) -> bool:
+        return self._owned
+
+    def take(self) -> None:
+        self._owned = True
+
+    def release(self) -> None:
+        self._owned = False
 
 
 class IngestCounters:
@@ -105,13 +141,17 @@ class Ingestor:
         settings: Settings,
         publish: Publish,
         component_id: str | None = None,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+        hooks: IngestHooks | None = None,
+        ownership: PresenceOwnership | None = None,
     ) -> None:
         self.engine = engine
         # Stored and duplicate rows are counted under this id in the batch's own
         # transaction (ingest_counts); None counts nothing (tests of the pipeline alone).
         self.component_id = component_id
         self.settings = settings
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Shared with the worker's other parts when it passes its own.
+        self.sessions = sessions or async_sessionmaker(engine, expire_on_commit=False)
         self.publish = publish
         self.counters = IngestCounters()
         self.presence = PresenceTracker(
@@ -135,17 +175,12 @@ class Ingestor:
         self._info_seen: dict[str, bytes] = {}
         self._dirty_seen: dict[str, float] = {}
         self._jobs: asyncio.Queue[tuple[Job | NewDevice, asyncio.Future[None]]] = asyncio.Queue()
-        # Device control: acks, online transitions and reported state go to
-        # the command dispatcher / shadow reconciler when the worker sets this.
-        self.control: ControlPlane | None = None
-        # Automations: the rule engine sees every telemetry message.
-        self.rules: Automations | None = None
-        # Adapters: a command for a mapped device goes out in its firmware's form.
-        self.on_command: Callable[[str, bytes], Awaitable[None] | None] | None = None
-        # With several workers only the presence owner records
-        # presence transitions (see worker/leader.py); metrics see every stored batch.
-        self.presence_owner = True
-        self.on_batch: Callable[[int, float], None] | None = None
+        hooks = hooks or IngestHooks()
+        self.control = hooks.control
+        self.rules = hooks.rules
+        self.on_command = hooks.on_command
+        self.on_batch = hooks.on_batch
+        self.ownership = ownership or PresenceOwnership()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -340,7 +375,7 @@ class Ingestor:
             self._record_transition(transition)
 
     def _record_transition(self, t: Transition) -> asyncio.Future[None]:
-        if not self.presence_owner:  # operations: another worker owns presence
+        if not self.ownership.owned:  # operations: another worker owns presence
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
@@ -363,7 +398,7 @@ class Ingestor:
         return done
 
     def expire(self, now: float | None = None) -> list[Transition]:
-        if not self.presence_owner:  # operations: another worker owns presence
+        if not self.ownership.owned:  # operations: another worker owns presence
             return []
         transitions = self.presence.expire(time.time() if now is None else now)
         for t in transitions:

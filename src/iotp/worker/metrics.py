@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from iotp.mqtt import MqttLink
+    from iotp.worker.control import ControlPlane
     from iotp.worker.ingest import Ingestor
 
 BATCH_ROWS_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
@@ -29,9 +30,10 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 
 class _WorkerCollector(Collector):
-    def __init__(self, ingestor: Ingestor, link: MqttLink) -> None:
+    def __init__(self, ingestor: Ingestor, link: MqttLink, control: ControlPlane) -> None:
         self.ingestor = ingestor
         self.link = link
+        self.control = control
 
     def collect(self) -> Iterator[Metric]:
         ingestor = self.ingestor
@@ -66,7 +68,7 @@ class _WorkerCollector(Collector):
             ingestor._jobs.qsize(),
         )
         yield gauge("iotp_mqtt_connected", "1 when connected to the broker", self.link.is_connected)
-        leader = ingestor.presence_owner
+        leader = ingestor.ownership.owned
         yield gauge("iotp_worker_leader", "1 on the worker that owns presence", leader)
         tracked = ingestor.presence.devices
         yield gauge("iotp_devices_tracked", "Devices this worker tracks", len(tracked))
@@ -76,15 +78,16 @@ class _WorkerCollector(Collector):
         commands = CounterMetricFamily(
             "iotp_commands", "Device commands by outcome", labels=["outcome"]
         )
-        control = ingestor.control
-        if control is not None:
-            for outcome, n in sorted(control.snapshot().items()):
-                commands.add_metric([outcome], n)
+        for outcome, n in sorted(self.control.snapshot().items()):
+            commands.add_metric([outcome], n)
         yield commands
 
 
-class WorkerMetrics:
-    def __init__(self, ingestor: Ingestor, link: MqttLink) -> None:
+class BatchMetrics:
+    """The registry and the per-batch histograms: made before the ingest path, which
+    reports every committed batch to ``observe``."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.batch_rows = Histogram(
             "iotp_batch_rows",
@@ -98,13 +101,23 @@ class WorkerMetrics:
             buckets=BATCH_SECONDS_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_WorkerCollector(ingestor, link))
-        ProcessCollector(registry=self.registry)
-        self._server: WSGIServer | None = None
 
-    def observe_batch(self, rows: int, seconds: float) -> None:
+    def observe(self, rows: int, seconds: float) -> None:
         self.batch_rows.observe(rows)
         self.batch_seconds.observe(seconds)
+
+
+class WorkerMetrics:
+    """Everything the worker exports: the batch histograms, plus what is read from the
+    finished parts at each scrape."""
+
+    def __init__(
+        self, batches: BatchMetrics, ingestor: Ingestor, link: MqttLink, control: ControlPlane
+    ) -> None:
+        self.registry = batches.registry
+        self.registry.register(_WorkerCollector(ingestor, link, control))
+        ProcessCollector(registry=self.registry)
+        self._server: WSGIServer | None = None
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

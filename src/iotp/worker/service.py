@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from iotp.db.models import ComponentStats, IngestCount
 from iotp.homeassistant.bridge import HomeAssistantBridge
@@ -28,9 +28,9 @@ from iotp.worker.adapters import AdapterHook
 from iotp.worker.amqp_source import AmqpSource
 from iotp.worker.automations import Automations
 from iotp.worker.control import ControlPlane
-from iotp.worker.ingest import Ingestor
+from iotp.worker.ingest import IngestHooks, Ingestor, PresenceOwnership
 from iotp.worker.leader import Leadership, refresh_from_database  # operations
-from iotp.worker.metrics import WorkerMetrics
+from iotp.worker.metrics import BatchMetrics, WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -78,28 +78,44 @@ class Worker:
             ack_after_handler=True,
         )
         self.events = EventPublisher(events_prefix, self.link.publish)
+        # The parts are built in dependency order and handed what they use; nothing is
+        # attached afterwards. The callbacks into the Worker (``_publish_event``,
+        # ``_command_out``, ``_bind_foreign``) read parts made further down, which all
+        # exist before the first message or event.
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Device control: command dispatch, timeouts, shadow, rollouts.
+        self.control = ControlPlane(
+            settings=settings,
+            sessions=self.sessions,
+            publish_event=self._publish_event,
+            publish_confirmed=self.link.publish_confirmed,
+        )
+        # Rules, alerts, webhooks (iotp.worker.automations).
+        self.automations = Automations(
+            settings=settings,
+            sessions=self.sessions,
+            publish_event=self._publish_event,
+            control=self.control,
+        )
+        # One leader owns presence and maintenance (worker/leader.py): alone, this
+        # worker owns it from the start; in a group, when elected (_leadership_changed).
+        self.shared = bool(settings.mqtt_share_group) or self.source is not None
+        self.presence_ownership = PresenceOwnership(owned=not self.shared)
+        batch_metrics = BatchMetrics()
         self.ingestor = Ingestor(
             engine=engine,
             settings=settings,
             publish=self._publish_event,
             component_id=self.component_id,
+            sessions=self.sessions,
+            hooks=IngestHooks(
+                control=self.control,
+                rules=self.automations,
+                on_command=self._command_out,
+                on_batch=batch_metrics.observe,
+            ),
+            ownership=self.presence_ownership,
         )
-        # Device control: command dispatch, timeouts, shadow, rollouts.
-        self.control = ControlPlane(
-            settings=settings,
-            sessions=self.ingestor.sessions,
-            publish_event=self._publish_event,
-            publish_confirmed=self.link.publish_confirmed,
-        )
-        self.ingestor.control = self.control
-        # Rules, alerts, webhooks (iotp.worker.automations).
-        self.automations = Automations(
-            settings=settings,
-            sessions=self.ingestor.sessions,
-            publish_event=self._publish_event,
-            control=self.control,
-        )
-        self.ingestor.rules = self.automations
         # Foreign firmware (Tasmota, Zigbee2MQTT, Shelly, mappings of one's own): its
         # topics are subscriptions of their own, dispatched after the platform's prefixes.
         self.adapters = AdapterHook(
@@ -109,15 +125,14 @@ class Worker:
             # On the RabbitMQ queue input the queue's bindings take foreign topics instead.
             subscribe=self.link.subscribe if self.source is None else _ignore,
             unsubscribe=self.link.unsubscribe if self.source is None else _ignore,
+            # The queue is bound to the foreign topics too (at every (re)connect: a
+            # mapping added at run time is bound from the worker's next connection on).
+            on_filters=None if self.source is None else self._bind_foreign,
         )
-        self.ingestor.on_command = self.adapters.on_command
         if self.source is None:
             for topic in self.adapters.filters():
                 self.link.subscribe(topic)
         else:
-            # The queue is bound to the foreign topics too (at every (re)connect: a
-            # mapping added at run time is bound from the worker's next connection on).
-            self.adapters.on_filters = self._bind_foreign
             self._bind_foreign()
         self._device_prefix = f"{TOPIC_ROOT}/"
         # Home Assistant discovery, both ways (iotp.homeassistant): a link of its own.
@@ -125,7 +140,7 @@ class Worker:
         if settings.homeassistant_discovery:
             self.homeassistant = HomeAssistantBridge(
                 settings=settings,
-                sessions=self.ingestor.sessions,
+                sessions=self.sessions,
                 url=url,
                 publish_event=self._publish_event,
                 kick=self.control.kick,
@@ -133,12 +148,8 @@ class Worker:
             )
         self._control_prefix = control_root(events_prefix) + "/"
         self._deleted_prefix = f"{events_prefix}/{EventType.DEVICE_DELETED}/"
-        # One leader owns presence and maintenance (worker/leader.py).
-        self.shared = bool(settings.mqtt_share_group) or self.source is not None
-        self.ingestor.presence_owner = not self.shared
         self.leadership = Leadership(engine, elect=self.shared, on_change=self._leadership_changed)
-        self.metrics = WorkerMetrics(self.ingestor, self.link)
-        self.ingestor.on_batch = self.metrics.observe_batch
+        self.metrics = WorkerMetrics(batch_metrics, self.ingestor, self.link, self.control)
         self._tasks: list[asyncio.Task[Any]] = []
         self._rate = 0.0
         self._last_stored = 0
@@ -149,6 +160,11 @@ class Worker:
         if self.source is not None:
             own = [inbound_subscription(), control_subscription(self.settings.events_topic_prefix)]
             self.source.bindings = [*own, *self.adapters.engine.subscriptions()]
+
+    def _command_out(self, device_id: str, payload: bytes) -> Awaitable[None] | None:
+        # The platform's own command seen on the way out: a mapped device's goes out in
+        # its firmware's form (worker/adapters.py).
+        return self.adapters.on_command(device_id, payload)
 
     def _publish_event(
         self, event_type: str, device_id: str, payload: dict[str, Any], ts: float
@@ -236,7 +252,7 @@ class Worker:
     async def _presence_loop(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_SWEEP_SECONDS)
-            if self.shared and self.ingestor.presence_owner:  # operations: see leader.py
+            if self.shared and self.presence_ownership.owned:  # operations: see leader.py
                 try:
                     revived = await refresh_from_database(
                         self.ingestor.sessions, self.ingestor.presence, time.time()
@@ -256,11 +272,11 @@ class Worker:
         presence_topics = [subscription(Kind.STATUS), subscription(Kind.INFO)]
         if leader:
             await self.ingestor.load()  # the other workers' view, from the database
-            self.ingestor.presence_owner = True
+            self.presence_ownership.take()
             for topic in presence_topics:  # every birth and last will, unshared
                 self.link.subscribe(topic, qos=1)
         else:
-            self.ingestor.presence_owner = False
+            self.presence_ownership.release()
             for topic in presence_topics:
                 self.link.unsubscribe(topic)
 

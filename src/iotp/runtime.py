@@ -81,10 +81,10 @@ API_START_POLL_SECONDS = 0.02
 
 class Platform:
     """The platform in one process: database, broker (unless ``mqtt_url`` names an
-    external one), worker, provisioner (secure mode) and API, started in that order
-    and stopped in reverse. Each part is pushed on an AsyncExitStack as soon as it has
-    started, so a part that fails to start stops everything before it. `iotp serve` and
-    the test stacks both use it."""
+    external one), worker, provisioner (secure mode) and API (unless ``api_port`` is
+    None), started in that order and stopped in reverse. Each part is pushed on an
+    AsyncExitStack as soon as it has started, so a part that fails to start stops
+    everything before it. `iotp serve`, `iotp worker` and the test stacks use it."""
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class Platform:
         broker: BrokerFactory | None,
         mqtt_url: str | None = None,
         api_host: str = "127.0.0.1",
-        api_port: int,
+        api_port: int | None,
         stop: asyncio.Event | None = None,
         uvicorn_options: dict[str, Any] | None = None,
     ) -> None:
@@ -147,9 +147,10 @@ class Platform:
         self.provisioner = await start_provisioner(settings, self.engine, self.platform_url)
         if self.provisioner is not None:  # security
             self._stack.push_async_callback(self.provisioner.stop)
-        await self._start_api()
+        if self.api_port is not None:
+            await self._start_api(self.api_port)
 
-    async def _start_api(self) -> None:
+    async def _start_api(self, port: int) -> None:
         app = create_app(
             self.settings,
             engine=self.engine,
@@ -159,7 +160,7 @@ class Platform:
         config = uvicorn.Config(
             app,
             host=self.api_host,
-            port=self.api_port,
+            port=port,
             log_level="warning",
             lifespan="on",
             ws="websockets-sansio",
@@ -179,7 +180,7 @@ class Platform:
             await asyncio.sleep(API_START_POLL_SECONDS)
         if api_task.done():
             await api_task  # re-raises the startup error
-            raise ConfigurationError(f"the API did not start on {self.api_host}:{self.api_port}")
+            raise ConfigurationError(f"the API did not start on {self.api_host}:{port}")
 
 
 async def serve(settings: Settings, opts: ServeOptions) -> None:
@@ -429,26 +430,25 @@ async def _issue_demo_credentials(engine: AsyncEngine, ids: list[str]) -> dict[s
 
 
 async def run_worker(settings: Settings) -> None:
-    engine = await prepare_database(settings)
+    """The worker alone (and the provisioner, in secure mode) on an external broker."""
     ensure_secrets(settings)
-    if settings.secure:
-        await refuse_anonymous_broker(settings.mqtt_url or DEFAULT_MQTT_URL)
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    worker = Worker(settings, engine, DEFAULT_MQTT_URL)
-    connect = asyncio.create_task(worker.start(stop))
-    provisioning = asyncio.create_task(start_provisioner(settings, engine, DEFAULT_MQTT_URL))
-    await stop.wait()
-    if not provisioning.done():  # security
-        provisioning.cancel()
-    elif (provisioner := provisioning.result()) is not None:
-        await provisioner.stop()
-    if not connect.done():
-        connect.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await connect
-    await worker.stop()
-    await engine.dispose()
+    platform = Platform(
+        settings,
+        broker=None,
+        # The worker connects to IOTP_MQTT_URL when set (Settings.mqtt), else this.
+        mqtt_url=settings.mqtt_url or DEFAULT_MQTT_URL,
+        api_port=None,
+        stop=stop,
+    )
+    try:
+        async with platform:
+            await stop.wait()
+    except asyncio.CancelledError:
+        # Stopped while still connecting: the platform has stopped what it started.
+        if not stop.is_set():
+            raise
 
 
 async def run_api(settings: Settings, host: str, port: int) -> None:

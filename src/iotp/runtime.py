@@ -144,7 +144,9 @@ class Platform:
         self.worker = Worker(settings, self.engine, self.platform_url)
         self._stack.push_async_callback(self.worker.stop)
         await self.worker.start(self.stop_event)
-        self.provisioner = await start_provisioner(settings, self.engine, self.platform_url)
+        self.provisioner = await start_provisioner(
+            settings, self.engine, self.platform_url, self.stop_event
+        )
         if self.provisioner is not None:  # security
             self._stack.push_async_callback(self.provisioner.stop)
         if self.api_port is not None:

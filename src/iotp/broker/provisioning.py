@@ -15,6 +15,7 @@ end in "ask again later" so the firmware keeps asking.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -98,8 +99,8 @@ class Provisioner:
         self.per_id = DeviceRateLimiter(settings.provisioning_rate_per_id, PROVISIONING_ID_BURST)
         self.overall = DeviceRateLimiter(settings.provisioning_rate, PROVISIONING_BURST)
 
-    async def start(self) -> None:
-        await self.link.connect()
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        await self.link.connect(stop)
 
     async def stop(self) -> None:
         await self.link.close()
@@ -169,11 +170,12 @@ class Provisioner:
 
 
 async def start_provisioner(
-    settings: Settings, engine: AsyncEngine, mqtt_default: str
+    settings: Settings, engine: AsyncEngine, mqtt_default: str, stop: asyncio.Event | None = None
 ) -> Provisioner | None:
-    """In secure mode, beside every worker: answer provisioning requests."""
+    """In secure mode, beside every worker: answer provisioning requests. Connecting
+    retries until it works or ``stop`` is set."""
     if not settings.secure:
         return None
     provisioner = Provisioner(settings, engine, mqtt_default)
-    await provisioner.start()
+    await provisioner.start(stop)
     return provisioner

@@ -10,8 +10,8 @@ import orjson
 
 from iotp.services import credentials as cred_service
 from tests.e2e.conftest import FLEET_SECRET, navigate, open_logged_in, screenshot
-from tests.integration.test_broker_acl import Client
-from tests.support import Stack
+from tests.integration.test_broker_acl import Client, Refused
+from tests.support import Stack, eventually
 
 TIMEOUT_MS = 15_000
 
@@ -47,8 +47,16 @@ async def test_admin_approves_a_device_and_creates_a_viewer(
     await approved.locator("text=approved").wait_for(timeout=TIMEOUT_MS)
     await request.wait_for(state="detached", timeout=TIMEOUT_MS)
     await device.close()
-    own = Client(secure_stack.mqtt_url, "E2EPROV01", "E2EPROV01", device_secret)
-    await own.connect()
+
+    # The broker takes new credentials up within IOTP_CREDENTIALS_POLL_SECONDS.
+    async def admitted() -> Client:
+        return await Client(
+            secure_stack.mqtt_url, "E2EPROV01", "E2EPROV01", device_secret
+        ).connect()
+
+    own = await eventually(
+        admitted, 10, "the broker admits the approved device", retry_on=(Refused,)
+    )
     secure_stack.cleanup.append(own.close)
 
     # A viewer, created in the Users page.

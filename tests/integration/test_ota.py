@@ -100,8 +100,15 @@ async def test_rollout_installs_skips_and_reports_rollback(stack: Stack) -> None
         assert by_dev[d.id]["status"] == "installed"
         assert by_dev[d.id]["from_version"] == "1.0.0"
         await stack.wait_for(lambda d=d: _firmware_is(stack, d.id, "2.0.0"))
-    cmd = await stack.get(f"/api/commands/{by_dev[fleet[0].id]['command_id']}")
-    assert cmd["status"] == "acked"
+    # The rollout follows the device's progress reports; the command's final ack is
+    # recorded on its own path and may come a moment later.
+    cid = by_dev[fleet[0].id]["command_id"]
+
+    async def acked() -> dict[str, Any] | None:
+        cmd: dict[str, Any] = await stack.get(f"/api/commands/{cid}")
+        return cmd if cmd["status"] == "acked" else None
+
+    cmd = await stack.wait_for(acked)
     assert cmd["params"]["sha256"] == fw["sha256"]
     # firmware in use by no active rollout can be deleted
     assert (await stack.http.delete(f"/api/firmware/{fw['id']}")).status_code == 204

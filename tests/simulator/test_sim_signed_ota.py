@@ -167,7 +167,7 @@ async def test_rollout_of_a_tampered_bundle_pauses_with_the_reason(tmp_path: Pat
             json={
                 "firmware_id": fw["id"],
                 "selector": {"all": True},
-                "rate_per_minute": 30,  # one device every 2 s: it pauses before the last
+                "rate_per_minute": 12,  # one device every 5 s: it pauses before the last
                 "failure_threshold": 0.5,
             },
         )

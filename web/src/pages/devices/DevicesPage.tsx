@@ -353,7 +353,9 @@ function buildColumns(control: boolean, sort: string, actions: RowActions): Colu
       title: "Capabilities",
       dataIndex: "capabilities",
       width: 200,
-      responsive: ["lg"],
+      // Only on the widest screens: below that the latest readings take its place, and
+      // the device page lists every capability.
+      responsive: ["xxl"],
       render: (caps: string[]) => (
         <Tooltip title={caps.join(", ")}>
           <span>

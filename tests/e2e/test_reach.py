@@ -21,7 +21,7 @@ from playwright.async_api import expect
 
 from tests.control_support import small_bundle
 from tests.e2e.conftest import CHROMIUM, ROOT, chromium, open_logged_in, screenshot
-from tests.support import OPEN, Stack, need, run_stack
+from tests.support import OPEN, Stack, eventually, need, run_stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -423,8 +423,13 @@ async def test_gas_safety_and_fan_rules_built_without_json(stack: Stack, browser
     await page.get_by_label("Relay of action 2", exact=True).click()
     options = page.locator(".ant-select-dropdown:visible .ant-select-item-option")
     await options.first.wait_for(timeout=TIMEOUT_MS)
-    offered = await options.all_inner_texts()
-    assert sorted(offered) == ["fan", "light"], offered
+
+    async def fan_relays_offered() -> list[str] | None:
+        # The list may re-render while it opens: read it until it has settled on the two.
+        offered = sorted(await options.all_inner_texts())
+        return offered if offered == ["fan", "light"] else None
+
+    await eventually(fan_relays_offered, TIMEOUT_MS / 1000, "the fan device's relays offered")
     await page.keyboard.press("Escape")
     assert await dialog.locator("textarea").count() == 0
     dry = await _dry_run(page)

@@ -162,28 +162,41 @@ export function BulkCommand({ ids }: { ids: string[] }) {
               ]}
             />
             {target === "tag" && (
-              <Select aria-label="Tag" placeholder="Tag" value={tag} onChange={setTag} options={tags.map((t) => ({ value: t, label: t }))} />
+              <Form.Item label="Tag" style={{ marginBottom: 0 }}>
+                <Select aria-label="Tag" placeholder="Tag" style={{ width: "100%" }} value={tag} onChange={setTag} options={tags.map((t) => ({ value: t, label: t }))} />
+              </Form.Item>
             )}
-            <Select
-              aria-label="Command"
-              value={command}
-              onChange={setCommand}
-              options={["ping", "reboot", "relay", "servo", "custom"].map((c) => ({ value: c, label: c }))}
-            />
+            <Form.Item label="Command" style={{ marginBottom: 0 }}>
+              <Select
+                aria-label="Command"
+                style={{ width: "100%" }}
+                value={command}
+                onChange={setCommand}
+                options={["ping", "reboot", "relay", "servo", "custom"].map((c) => ({ value: c, label: c }))}
+              />
+            </Form.Item>
             {command === "relay" && (
-              <Space>
-                <Select
-                  aria-label="Relay name"
-                  style={{ minWidth: 140 }}
-                  value={relay}
-                  onChange={setRelay}
-                  notFoundContent="These devices declare no relay"
-                  options={relays.map((r) => ({ value: r, label: r }))}
-                />
-                <Select aria-label="Relay state" value={state} onChange={setState} options={["on", "off", "toggle"].map((s) => ({ value: s, label: s }))} />
+              <Space wrap>
+                <Form.Item label="Relay" style={{ marginBottom: 0 }}>
+                  <Select
+                    aria-label="Relay name"
+                    style={{ minWidth: 180 }}
+                    value={relay}
+                    onChange={setRelay}
+                    notFoundContent="These devices declare no relay"
+                    options={relays.map((r) => ({ value: r, label: r }))}
+                  />
+                </Form.Item>
+                <Form.Item label="State" style={{ marginBottom: 0 }}>
+                  <Select aria-label="Relay state" style={{ minWidth: 120 }} value={state} onChange={setState} options={["on", "off", "toggle"].map((s) => ({ value: s, label: s }))} />
+                </Form.Item>
               </Space>
             )}
-            {command === "servo" && <InputNumber aria-label="Angle" min={0} max={180} value={angle} onChange={setAngle} suffix="°" />}
+            {command === "servo" && (
+              <Form.Item label="Angle" style={{ marginBottom: 0 }}>
+                <InputNumber aria-label="Angle" min={0} max={180} value={angle} onChange={setAngle} suffix="°" />
+              </Form.Item>
+            )}
             {command === "custom" && (
               <Form.Item label={'{"command": "name", "params": {...}}'} style={{ marginBottom: 0 }}>
                 <Input.TextArea aria-label="Custom command JSON" rows={4} value={custom} onChange={(e) => setCustom(e.target.value)} />

@@ -63,4 +63,30 @@ describe("DeviceStore", () => {
     release();
     vi.useRealTimers();
   });
+
+  it("keeps what changed while the list was loading, and loads again when live", async () => {
+    vi.useFakeTimers();
+    let live: (() => void) | undefined;
+    const socket = {
+      subscribe: (_e: unknown, _d: unknown, _h: unknown, onLive?: () => void) => {
+        live = onLive;
+        return () => undefined;
+      },
+    } as unknown as LiveSocket;
+    let release: (list: Device[]) => void = () => undefined;
+    const load = vi.fn(() => new Promise<Device[]>((r) => (release = r)));
+    const store = new DeviceStore(load, async () => null, socket, 500);
+    store.acquire();
+    // The list was read before A went offline; the event came while it was on its way.
+    store.apply({ type: "device_status", device_id: "A", ts: 1_800_000_000, payload: { status: "offline" } });
+    release([device("A", { status: "online" })]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(store.getSnapshot()[0]!.status).toBe("offline");
+    live?.();
+    expect(load).toHaveBeenCalledTimes(2);
+    release([device("A", { status: "offline" }), device("B")]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(store.getSnapshot().map((d) => d.id)).toEqual(["A", "B"]);
+    vi.useRealTimers();
+  });
 });

@@ -30,6 +30,8 @@ export class DeviceStore {
   private users = 0;
   private unsubscribe: (() => void) | null = null;
   private refetching = new Set<string>();
+  /** Events met while a load is in flight, applied again to what it returns. */
+  private duringLoad = new Set<LiveEvent[]>();
   status: Status = "idle";
   error: string | null = null;
   private readonly notify: ReturnType<typeof throttle>;
@@ -65,6 +67,9 @@ export class DeviceStore {
         ["device_registered", "device_updated", "device_status", "device_data", "device_state"],
         ["*"],
         (e) => this.apply(e),
+        // Live (and live again after a reconnect): load again, so a device registered
+        // between the first load and the subscription, or while away, is not missing.
+        () => void this.reload(),
       );
       void this.reload();
     }
@@ -80,6 +85,8 @@ export class DeviceStore {
   async reload(): Promise<void> {
     this.status = this.snapshot.length ? this.status : "loading";
     this.notify();
+    const seen: LiveEvent[] = [];
+    this.duringLoad.add(seen);
     try {
       const devices = await this.load();
       const next = new Map<string, DeviceRow>();
@@ -87,9 +94,14 @@ export class DeviceStore {
       this.byId = next;
       this.status = "ready";
       this.error = null;
+      // The load may have read the database just before these.
+      this.duringLoad.delete(seen);
+      for (const e of seen) this.apply(e);
     } catch (exc) {
       this.status = "error";
       this.error = String(exc);
+    } finally {
+      this.duringLoad.delete(seen);
     }
     this.publish();
   }
@@ -106,6 +118,7 @@ export class DeviceStore {
   }
 
   apply(event: LiveEvent): void {
+    for (const seen of this.duringLoad) seen.push(event);
     const iso = eventIso(event);
     const row = this.byId.get(event.device_id);
     switch (event.type) {

@@ -112,4 +112,35 @@ describe("LiveSocket", () => {
     expect(sub).toEqual({ action: "subscribe", events: ["device_status"], devices: ["B"] });
     socket.stop();
   });
+
+  it("tells an interest it is live once the server confirms, and again after a reconnect", async () => {
+    vi.useFakeTimers();
+    const socket = new LiveSocket(() => "ws://x/api/ws", (u) => new FakeWs(u) as unknown as WebSocket);
+    const alerts = vi.fn();
+    const one = vi.fn();
+    socket.subscribe(["alert"], ["*"], () => undefined, alerts);
+    await vi.advanceTimersByTimeAsync(0);
+    const ws = FakeWs.instances[0]!;
+    ws.open();
+    expect(alerts).not.toHaveBeenCalled(); // sent, not yet confirmed
+    ws.push({ type: "subscribed", events: ["device_data"], devices: ["*"] });
+    expect(alerts).not.toHaveBeenCalled(); // a confirmation that does not cover it
+    ws.push({ type: "subscribed", events: ["alert"], devices: ["*"] });
+    expect(alerts).toHaveBeenCalledTimes(1);
+    ws.push({ type: "subscribed", events: ["alert"], devices: ["*"] });
+    expect(alerts).toHaveBeenCalledTimes(1); // once per connection
+    // A later interest already covered is live at once.
+    socket.subscribe(["alert"], ["A"], () => undefined, one);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(one).toHaveBeenCalledTimes(1);
+    ws.close();
+    await vi.advanceTimersByTimeAsync(600);
+    const again = FakeWs.instances[1]!;
+    again.open();
+    again.push({ type: "subscribed", events: ["alert"], devices: ["*"] });
+    expect(alerts).toHaveBeenCalledTimes(2);
+    expect(one).toHaveBeenCalledTimes(2);
+    socket.stop();
+    vi.useRealTimers();
+  });
 });

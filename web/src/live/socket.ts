@@ -1,6 +1,10 @@
 // One WebSocket for the whole app. Pages register interests ({events, devices}) and
 // handlers; the socket subscribes to the union, resubscribes after every reconnect,
-// and reconnects with capped exponential backoff.
+// and reconnects with capped exponential backoff. A page that loads a list and then
+// follows it live passes onLive: it is called each time the server has confirmed a
+// subscription covering the page's interest (first connect and every reconnect), from
+// when on no event is missed, so the page loads again then and nothing falls between
+// its load and its subscription, or into a disconnection.
 import { freshToken, getTokens, refreshTokens, sessionExpired } from "../api/auth";
 import type { components } from "./events.gen";
 
@@ -26,6 +30,8 @@ interface Interest {
   events: EventType[];
   devices: string[]; // "*" for all
   handler: (event: LiveEvent) => void;
+  onLive?: () => void;
+  live: boolean;
 }
 
 export const RECONNECT_MIN_MS = 500;
@@ -38,6 +44,8 @@ export class LiveSocket {
   private ws: WebSocket | null = null;
   private interests = new Set<Interest>();
   private sent = { events: new Set<string>(), devices: new Set<string>() };
+  /** What the server has confirmed ("subscribed"): events from then on are delivered. */
+  private confirmed = { events: new Set<string>(), devices: new Set<string>() };
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private pinger: ReturnType<typeof setInterval> | null = null;
@@ -56,11 +64,15 @@ export class LiveSocket {
     events: EventType[],
     devices: string[],
     handler: (event: LiveEvent) => void,
+    onLive?: () => void,
   ): () => void {
-    const interest: Interest = { events, devices, handler };
+    const interest: Interest = { events, devices, handler, onLive, live: false };
     this.interests.add(interest);
     if (this.stopped) this.start();
     else this.sync();
+    // Already covered by a confirmed subscription: live at once (after the caller
+    // has finished registering).
+    queueMicrotask(() => this.markLive());
     return () => {
       this.interests.delete(interest);
       this.sync();
@@ -111,6 +123,7 @@ export class LiveSocket {
     ws.onopen = () => {
       this.attempt = 0;
       this.sent = { events: new Set(), devices: new Set() };
+      this.confirmed = { events: new Set(), devices: new Set() };
       this.setState("open");
       this.sync();
       this.pinger = setInterval(() => this.send({ action: "ping" }), PING_INTERVAL_MS);
@@ -121,6 +134,9 @@ export class LiveSocket {
       this.pinger = null;
       if (this.ws !== ws) return;
       this.ws = null;
+      // Events sent while away are lost: every interest loads again when live again.
+      this.confirmed = { events: new Set(), devices: new Set() };
+      for (const i of this.interests) i.live = false;
       this.setState("closed");
       if (this.stopped) return;
       if (close.code === 1008 && close.reason === "revoked") {
@@ -143,7 +159,7 @@ export class LiveSocket {
   }
 
   private dispatch(text: string): void {
-    let message: { type?: string; device_id?: string; count?: number };
+    let message: { type?: string; device_id?: string; count?: number; events?: string[]; devices?: string[] };
     try {
       message = JSON.parse(text) as typeof message;
     } catch {
@@ -153,7 +169,12 @@ export class LiveSocket {
       this.dropped = message.count ?? this.dropped;
       return;
     }
-    if (!message.device_id) return; // subscribed / pong / error
+    if (message.type === "subscribed") {
+      this.confirmed = { events: new Set(message.events ?? []), devices: new Set(message.devices ?? []) };
+      this.markLive();
+      return;
+    }
+    if (!message.device_id) return; // pong / error
     const event = message as LiveEvent;
     for (const interest of this.interests) {
       if (
@@ -165,6 +186,23 @@ export class LiveSocket {
         } catch (exc) {
           console.error("live event handler failed", exc);
         }
+      }
+    }
+  }
+
+  /** Tell each interest the confirmed subscription now covers that it is live. */
+  private markLive(): void {
+    const { events, devices } = this.confirmed;
+    for (const i of this.interests) {
+      if (i.live) continue;
+      const covered =
+        i.events.every((e) => events.has(e)) && (devices.has("*") || i.devices.every((d) => devices.has(d)));
+      if (!covered) continue;
+      i.live = true;
+      try {
+        i.onLive?.();
+      } catch (exc) {
+        console.error("live subscription handler failed", exc);
       }
     }
   }

@@ -1,9 +1,10 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Badge, Button, Card, Popconfirm, Select, Space, Table, Tag, Timeline, Typography } from "antd";
 import { Link } from "react-router-dom";
 import { useUser } from "../../hooks/useAuth";
 import { canControl } from "../../api/auth";
 import { useLiveEvents } from "../../hooks/useLive";
+import type { LiveEvent } from "../../live/socket";
 import { RelativeTime } from "../../components/RelativeTime";
 import { useUrlState } from "../../hooks/useUrlState";
 import { deviceLabel, useDevices } from "../../live/devices";
@@ -39,25 +40,40 @@ export default function AlertsPage() {
   const [alerts, setAlerts] = useState<Alert[] | null>(null);
   const [open, setOpen] = useState<Record<string, number>>({});
 
+  // Events that arrive while a load is in flight are applied again to what it returns:
+  // the load may have read the database just before them.
+  const loading = useRef(new Set<LiveEvent[]>());
   const refresh = useCallback(async () => {
+    const seen: LiveEvent[] = [];
+    loading.current.add(seen);
     const list = await listAlerts(filters).catch(() => null);
-    setAlerts(list?.data ?? []);
+    loading.current.delete(seen);
+    setAlerts(seen.reduce((l, e) => applyAlertEvent(l, e, filters), list?.data ?? []));
     if (list) setOpen(list.open);
   }, [filters]);
   useEffect(() => {
     void refresh();
   }, [refresh]);
 
-  // Live: raised / acknowledged / cleared anywhere shows up here at once.
-  useLiveEvents(["alert"], ALL_DEVICES, (event) => {
-    setAlerts((list) => applyAlertEvent(list ?? [], event, filters));
-    const action = (event.payload as { action?: string }).action;
-    if (action === "raised" || action === "cleared") {
-      void listAlerts({ ...filters, status: OPEN }, 1)
-        .then((l) => setOpen(l.open))
-        .catch(() => undefined);
-    }
-  });
+  // Live: raised / acknowledged / cleared anywhere shows up here at once; loaded again
+  // once the subscription is live (and after a reconnect), so nothing raised in between
+  // is missed.
+  useLiveEvents(
+    ["alert"],
+    ALL_DEVICES,
+    (event) => {
+      for (const seen of loading.current) seen.push(event);
+      setAlerts((list) => applyAlertEvent(list ?? [], event, filters));
+      const action = (event.payload as { action?: string }).action;
+      if (action === "raised" || action === "cleared") {
+        void listAlerts({ ...filters, status: OPEN }, 1)
+          .then((l) => setOpen(l.open))
+          .catch(() => undefined);
+      }
+    },
+    true,
+    () => void refresh(),
+  );
 
   async function act(alert: Alert, what: "acknowledge" | "clear") {
     const updated = await (what === "acknowledge" ? acknowledgeAlert(alert.id) : clearAlert(alert.id)).catch(() => null);

@@ -118,3 +118,18 @@ async def navigate(page: Any, path: str) -> None:
 async def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def pick(page: Any, select: Any, option: str) -> None:
+    """Open the Select `select` and choose `option` in its dropdown.
+
+    The dropdown is first drawn off-screen and moved beside its field on the next
+    frame, and it slides open: wait until the option is on screen, then click it as a
+    user would (not forced, so a click that would miss fails here instead).
+    """
+    from playwright.async_api import expect
+
+    await select.click()
+    choice = page.locator(".ant-select-dropdown:visible").get_by_title(option, exact=True)
+    await expect(choice).to_be_in_viewport(timeout=15_000)
+    await choice.click()

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from tests.control_support import FakeDevice, small_bundle
-from tests.e2e.conftest import navigate, open_logged_in, screenshot
+from tests.e2e.conftest import navigate, open_logged_in, pick, screenshot
 from tests.e2e.test_dashboard import TIMEOUT_MS, fleet
 from tests.support import OPEN, Stack, run_stack
 
@@ -280,17 +280,9 @@ async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
             await row.locator(".ant-checkbox-input").check()
         await page.get_by_role("button", name="Send command").click()
         dialog = page.locator(".ant-modal", has_text="Command to 2 device(s)")
-        # Options are clicked with force: live data re-renders the page under the open
-        # dropdown, and on a loaded machine its opening animation outlasts the wait for a
-        # stable element.
         send = dialog.get_by_role("button", name="Send")
         # Invalid JSON: said at once, nothing sent, the button not left spinning.
-        await dialog.get_by_label("Command", exact=True).click()
-        await (
-            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
-            .get_by_text("custom", exact=True)
-            .click(force=True)
-        )
+        await pick(page, dialog.get_by_label("Command", exact=True), "custom")
         await dialog.get_by_label("Custom command JSON").fill('{"command": "beep", ')
         await send.click()
         await (
@@ -301,20 +293,10 @@ async def test_bulk_command_checks_first_and_follows_each_device_to_its_ack(
         assert "ant-btn-loading" not in (await send.get_attribute("class") or "")
         # The relay picked from what the devices declare, then one result per device,
         # followed to the device's ack.
-        await dialog.get_by_label("Command", exact=True).click()
-        await (
-            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
-            .get_by_text("relay", exact=True)
-            .click(force=True)
-        )
+        await pick(page, dialog.get_by_label("Command", exact=True), "relay")
         assert await dialog.get_by_test_id("bulk-problem").count() == 0
         relay = next(iter(sim.devices[0].hal.relays))
-        await dialog.get_by_label("Relay name").click()
-        await (
-            page.locator(".ant-select-dropdown:visible .ant-select-item-option")
-            .get_by_text(relay, exact=True)
-            .click(force=True)
-        )
+        await pick(page, dialog.get_by_label("Relay name"), relay)
         await send.click()
         results = dialog.get_by_test_id("bulk-results")
         for node in sim.devices:

@@ -248,6 +248,30 @@ async def test_websocket_device_filter_and_unsubscribe(stack: Stack) -> None:
     await ws.close()
 
 
+async def test_a_batching_client_gets_every_event_of_a_burst_once_in_order(stack: Stack) -> None:
+    device = await stack.device()
+    ws = await websockets.connect(stack.ws_url)
+    await ws.send(
+        orjson.dumps(
+            {"action": "subscribe", "events": ["device_data"], "devices": ["BURST"], "batch": True}
+        ).decode()
+    )
+    reply = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert reply["type"] == "subscribed"
+    assert reply["batch"] is True
+    count = 300
+    for i in range(count):
+        device.publish("devices/BURST/data", orjson.dumps({"n": i}))
+    seqs: list[int] = []
+    while len(seqs) < count:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        for event in frame if isinstance(frame, list) else [frame]:
+            assert event["type"] == "device_data", event
+            seqs.append(int(event["payload"]["metrics"]["n"]))
+    assert seqs == list(range(count))
+    await ws.close()
+
+
 async def test_edits_are_live_and_a_deleted_device_registers_anew(stack: Stack) -> None:
     device = await stack.device()
     device.publish(f"devices/{DEV}/data", b'{"t": 1}')

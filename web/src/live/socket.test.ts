@@ -62,6 +62,15 @@ describe("LiveSocket", () => {
     ws.push({ type: "device_status", device_id: "B", ts: 1, payload: {} });
     expect(one).toHaveBeenCalledTimes(1);
     expect(all).toHaveBeenCalledTimes(1);
+    // A batch: one frame, an array of events, each routed as if it came alone.
+    ws.push([
+      { type: "device_data", device_id: "A", ts: 2, payload: {} },
+      { type: "device_status", device_id: "A", ts: 2, payload: {} },
+      { type: "dropped", count: 3 },
+    ]);
+    expect(one).toHaveBeenCalledTimes(2);
+    expect(all).toHaveBeenCalledTimes(2);
+    expect(socket.dropped).toBe(3);
     socket.stop();
   });
 
@@ -77,7 +86,7 @@ describe("LiveSocket", () => {
     expect(FakeWs.instances).toHaveLength(2);
     const again = FakeWs.instances[1]!;
     again.open();
-    expect(again.sent).toContainEqual({ action: "subscribe", events: ["device_data"], devices: ["A"] });
+    expect(again.sent).toContainEqual({ action: "subscribe", events: ["device_data"], devices: ["A"], batch: true });
     socket.stop();
     vi.useRealTimers();
   });
@@ -109,7 +118,7 @@ describe("LiveSocket", () => {
     expect(unsub!.action).toBe("unsubscribe");
     expect(unsub!.devices).toContain("*");
     expect(unsub!.devices).not.toEqual(["*"]); // the hub would keep "*" for exactly ["*"]
-    expect(sub).toEqual({ action: "subscribe", events: ["device_status"], devices: ["B"] });
+    expect(sub).toEqual({ action: "subscribe", events: ["device_status"], devices: ["B"], batch: true });
     socket.stop();
   });
 

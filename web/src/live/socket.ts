@@ -40,6 +40,14 @@ export const PING_INTERVAL_MS = 25_000;
 
 type SocketFactory = (url: string) => WebSocket;
 
+interface Message {
+  type?: string;
+  device_id?: string;
+  count?: number;
+  events?: string[];
+  devices?: string[];
+}
+
 export class LiveSocket {
   private ws: WebSocket | null = null;
   private interests = new Set<Interest>();
@@ -159,12 +167,18 @@ export class LiveSocket {
   }
 
   private dispatch(text: string): void {
-    let message: { type?: string; device_id?: string; count?: number; events?: string[]; devices?: string[] };
+    let parsed: unknown;
     try {
-      message = JSON.parse(text) as typeof message;
+      parsed = JSON.parse(text);
     } catch {
       return;
     }
+    // A busy stream comes in batches: one frame, an array of events.
+    if (Array.isArray(parsed)) parsed.forEach((m) => this.dispatchOne(m as Message));
+    else this.dispatchOne(parsed as Message);
+  }
+
+  private dispatchOne(message: Message): void {
     if (message.type === "dropped") {
       this.dropped = message.count ?? this.dropped;
       return;
@@ -232,7 +246,7 @@ export class LiveSocket {
     const addEvents = [...events].filter((e) => !this.sent.events.has(e));
     const addDevices = [...devices].filter((d) => !this.sent.devices.has(d));
     if (events.size && devices.size && (addEvents.length || addDevices.length)) {
-      this.send({ action: "subscribe", events: [...events], devices: [...devices] });
+      this.send({ action: "subscribe", events: [...events], devices: [...devices], batch: true });
       this.sent = { events, devices };
     }
   }

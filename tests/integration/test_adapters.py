@@ -390,6 +390,43 @@ def test_cli_accounts_list_and_dry_run(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("kind", SUPERVISED_STACKS)
+async def test_a_worker_meeting_a_registered_device_keeps_what_was_stored_of_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """A worker meets a mapped device registered before with more than this message
+    shows (another worker of the share group saw its relay; here the same worker, made
+    to forget the device as it does after a restart). Its info keeps the stored relay
+    and units instead of replacing them with what this one message says. Open mode on
+    purpose: the test is about the workers, not who may connect."""
+    async with run_stack(kind, tmp_path, mode="open") as stack:
+        tasmota = await stack.device("tasmota-kitchen")
+        for message in (fx.TASMOTA_LWT_ONLINE, fx.TASMOTA_INFO1, fx.TASMOTA_STATE):
+            tasmota.publish(*message)
+        tasmota.publish(*fx.TASMOTA_SENSOR)
+
+        async def stored() -> dict[str, Any] | None:
+            device = (await stack.http.get(f"/api/devices/{fx.TASMOTA_ID}")).json()
+            caps = device.get("capabilities", [])
+            has_relays = {"relay:POWER1", "relay:POWER2"} <= set(caps)
+            return device if has_relays and device.get("units") else None
+
+        before = await stack.wait_for(stored)
+        worker = stack.worker
+        worker.adapters.forget(fx.TASMOTA_ID)
+        worker.ingestor.forget(fx.TASMOTA_ID)
+        # A sensor report alone says nothing of the relays.
+        done = worker.adapters.handle(*fx.TASMOTA_SENSOR)
+        assert done is not None
+        await done
+        after = (await stack.http.get(f"/api/devices/{fx.TASMOTA_ID}")).json()
+        assert set(before["capabilities"]) <= set(after["capabilities"]), after
+        assert after["units"] == before["units"]
+        # What it reports later still arrives, in order.
+        tasmota.publish(*fx.TASMOTA_STATE)
+        assert await stack.wait_for(stored)
+
+
+@pytest.mark.parametrize("kind", SUPERVISED_STACKS)
 async def test_two_workers_ack_commands_whichever_sees_the_firmwares_report(
     tmp_path: Path, kind: str
 ) -> None:

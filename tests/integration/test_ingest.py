@@ -123,6 +123,16 @@ async def test_info_sets_type_and_capabilities_and_updates(stack: Stack) -> None
 
     await stack.wait_for(updated)
 
+    # A worker that has not met the device since it started (another worker of the share
+    # group registered it) applies the info it sees first: a reboot's new firmware is
+    # not lost because someone else created the row.
+    stack.worker.ingestor.forget(DEV)
+    info["firmware"] = "1.2.0"
+    done = stack.worker.ingestor.handle(f"devices/{DEV}/info", orjson.dumps(info))
+    assert done is not None
+    await done
+    assert (await stack.get(f"/api/devices/{DEV}"))["firmware_version"] == "1.2.0"
+
 
 BAD_INPUTS = [
     ("devices/bad!/data", b'{"t": 1}', "bad_device_id"),

@@ -100,6 +100,9 @@ class Binding:
     info_sent: bytes | None = None
     info_key: tuple[Any, ...] | None = None
     pending: deque[tuple[str, str, float]] = field(default_factory=deque)
+    # Met in a message, not read back from the database: what the platform stored of
+    # the device (another worker may have registered it, and seen more) is not in it yet.
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,34 @@ class AdapterEngine:
                 mapping, dict(values), capabilities=set(capabilities), units=dict(units or {})
             )
 
+    def fresh(self, device_id: str) -> bool:
+        binding = self.devices.get(device_id)
+        return binding is not None and binding.fresh
+
+    def seed(
+        self, device_id: str, capabilities: Iterable[str], units: dict[str, str] | None
+    ) -> None:
+        """What the platform stored of a device met fresh in a message joins what this
+        engine has seen, and the next info (``info_now``) is made of both. An info
+        replaces the stored capabilities, so one built only from this engine's messages
+        would drop a relay another worker saw."""
+        binding = self.devices.get(device_id)
+        if binding is None or not binding.fresh:
+            return
+        binding.fresh = False
+        binding.capabilities.update(capabilities)
+        for metric, unit in (units or {}).items():
+            binding.units.setdefault(metric, unit)
+        binding.info_key = binding.info_sent = None
+
+    def info_now(self, device_id: str) -> Native | None:
+        """The device's info if it differs from the last one given out."""
+        binding = self.devices.get(device_id)
+        mapping = self._mappings.get(binding.mapping) if binding is not None else None
+        if binding is None or mapping is None:
+            return None
+        return self._info(mapping, device_id, binding)
+
     def owner(self, device_id: str) -> str | None:
         binding = self.devices.get(device_id)
         return binding.mapping if binding is not None else None
@@ -374,7 +405,7 @@ class AdapterEngine:
             return binding
         if self.claimed is not None and self.claimed(device_id):
             raise MappingError("adapter_id_taken", f"{device_id} is a device of the platform's own")
-        binding = Binding(mapping.name, dict(captures))
+        binding = Binding(mapping.name, dict(captures), fresh=True)
         self.devices[device_id] = binding
         return binding
 

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from iotp.adapters import AdapterEngine, KeyReport, Mapping, MappingError
+from iotp.adapters import AdapterEngine, KeyReport, Mapping, MappingError, Translation
 from iotp.db.models import Device
+from iotp.protocol.topics import TOPIC_ROOT
 from iotp.services import adapters as adapter_service
 from iotp.settings import Settings
 from iotp.worker.ingest import Ingestor
@@ -54,6 +55,9 @@ class AdapterHook:
         # Mappings from the configuration and the database, which ``refresh`` keeps in
         # step; mappings added in code (``add``) are left alone by it.
         self._managed: set[str] = set()
+        # Devices met fresh whose messages wait for what the platform stored of them:
+        # the last waiting translation of each, which the next one waits for in turn.
+        self._seeding: dict[str, asyncio.Future[None]] = {}
         for mapping in adapter_service.configured(settings):
             self.engine.add(mapping)
             self._active[mapping.name] = mapping
@@ -170,6 +174,11 @@ class AdapterHook:
             self.counters["ignored"] += 1
             return None
         self.counters["translated"] += 1
+        if any(self.engine.fresh(d) or d in self._seeding for d in translation.device_ids):
+            return self._seeded(translation)
+        return self._ingest(translation)
+
+    def _ingest(self, translation: Translation) -> Awaitable[None] | None:
         pending = [
             p
             for p in (self.ingestor.handle(t, b) for t, b in translation.messages)
@@ -181,6 +190,50 @@ class AdapterHook:
         if len(pending) == 1:
             return pending[0]
         return _all(pending)
+
+    async def _seeded(self, translation: Translation) -> None:
+        """A device this worker has not met since it started (or since it was forgotten)
+        may have been registered by another worker, which saw more of it: its stored
+        capabilities and units join this worker's binding before any info of it goes
+        out, and its messages keep their order meanwhile."""
+        ids = translation.device_ids
+        before = {self._seeding[d] for d in ids if d in self._seeding}
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for device_id in ids:
+            self._seeding[device_id] = done
+        try:
+            if before:
+                await asyncio.wait(before)
+            fresh = [d for d in ids if self.engine.fresh(d)]
+            stored: dict[str, tuple[list[str], dict[str, str]]] = {}
+            if fresh:
+                try:
+                    async with self.sessions() as session:
+                        rows = await session.execute(
+                            select(Device.id, Device.capabilities, Device.units).where(
+                                Device.id.in_(fresh)
+                            )
+                        )
+                        for device_id, capabilities, units in rows:
+                            stored[device_id] = (capabilities or [], units or {})
+                except Exception as exc:  # noqa: BLE001 - what this worker saw goes ahead
+                    log.warning("stored capabilities of %s not read: %s", fresh, exc)
+                for device_id in fresh:
+                    self.engine.seed(device_id, *stored.get(device_id, ([], {})))
+            # Infos rendered before the seeding lack what was stored: render them again
+            # (none when the first waiting translation sent the same already).
+            infos = {f"{TOPIC_ROOT}/{d}/info" for d in ids}
+            rest = [m for m in translation.messages if m[0] not in infos]
+            fresh_infos = [i for i in (self.engine.info_now(d) for d in ids) if i is not None]
+            translation.messages = fresh_infos + rest
+            pending = self._ingest(translation)
+            if pending is not None:
+                await pending
+        finally:
+            for device_id in ids:
+                if self._seeding.get(device_id) is done:
+                    del self._seeding[device_id]
+            done.set_result(None)
 
     async def _settle(self, report: KeyReport) -> None:
         """A report of keys commands are acked by: the device's open commands it answers

@@ -257,7 +257,8 @@ class Ingestor:
                 new.append(job)
                 continue
             if new:
-                for r in await device_service.register_many(session, new):
+                created = await device_service.register_many(session, new)
+                for r in created:
                     payload: dict[str, Any] = {
                         "name": r.name,
                         "type": r.type,
@@ -266,6 +267,21 @@ class Ingestor:
                     if r.units is not None:  # the rule engine reads them (alert texts)
                         payload["units"] = r.units
                     events.append(("device_registered", r.device_id, payload, r.first_seen))
+                # Registered already (by another worker, or before this one forgot it): an
+                # info that came with the first sighting is applied like any other.
+                done = {r.device_id for r in created}
+                for n in new:
+                    if n.info is not None and n.device_id not in done:
+                        done.add(n.device_id)
+                        await device_service.apply_info(session, device_id=n.device_id, info=n.info)
+                        events.append(
+                            (
+                                "device_updated",
+                                n.device_id,
+                                n.info.model_dump(exclude_none=True),
+                                n.now,
+                            )
+                        )
                 new = []
             if job is not None:
                 events.extend(await job(session) or ())

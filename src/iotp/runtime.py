@@ -81,10 +81,11 @@ API_START_POLL_SECONDS = 0.02
 
 class Platform:
     """The platform in one process: database, broker (unless ``mqtt_url`` names an
-    external one), worker, provisioner (secure mode) and API (unless ``api_port`` is
-    None), started in that order and stopped in reverse. Each part is pushed on an
-    AsyncExitStack as soon as it has started, so a part that fails to start stops
-    everything before it. `iotp serve`, `iotp worker` and the test stacks use it."""
+    external one), worker and provisioner (secure mode; unless ``worker`` is False) and
+    API (unless ``api_port`` is None), started in that order and stopped in reverse.
+    Each part is pushed on an AsyncExitStack as soon as it has started, so a part that
+    fails to start stops everything before it. `iotp serve`, `iotp worker`, `iotp api`
+    and the test stacks use it."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class Platform:
         mqtt_url: str | None = None,
         api_host: str = "127.0.0.1",
         api_port: int | None,
+        worker: bool = True,
         stop: asyncio.Event | None = None,
         uvicorn_options: dict[str, Any] | None = None,
     ) -> None:
@@ -104,6 +106,7 @@ class Platform:
         self._mqtt_url = mqtt_url
         self.api_host = api_host
         self.api_port = api_port
+        self._run_worker = worker
         self.stop_event = stop if stop is not None else asyncio.Event()
         self._uvicorn_options = uvicorn_options or {}
         self._stack = contextlib.AsyncExitStack()
@@ -111,9 +114,9 @@ class Platform:
         self.broker: Broker | None = None
         self.device_url = ""  # where devices connect
         self.platform_url = ""  # where the platform's own processes connect
-        self.worker: Worker
+        self.worker: Worker  # set when the platform runs a worker
         self.provisioner: Provisioner | None = None
-        self.server: uvicorn.Server
+        self.server: uvicorn.Server  # set when the platform runs an API
 
     async def __aenter__(self) -> Platform:
         try:
@@ -139,6 +142,13 @@ class Platform:
         else:
             assert self._mqtt_url is not None
             self.device_url = self.platform_url = self._mqtt_url
+        if self._run_worker:
+            await self._start_worker()
+        if self.api_port is not None:
+            await self._start_api(self.api_port)
+
+    async def _start_worker(self) -> None:
+        settings = self.settings
         if settings.secure:
             await refuse_anonymous_broker(self.device_url)
         self.worker = Worker(settings, self.engine, self.platform_url)
@@ -149,15 +159,15 @@ class Platform:
         )
         if self.provisioner is not None:  # security
             self._stack.push_async_callback(self.provisioner.stop)
-        if self.api_port is not None:
-            await self._start_api(self.api_port)
 
     async def _start_api(self, port: int) -> None:
         app = create_app(
             self.settings,
             engine=self.engine,
             mqtt_default=self.platform_url,
-            device_mqtt_url=self.device_url,
+            # Where devices connect: the own broker's device listener; on an external
+            # broker IOTP_DEVICE_MQTT_URL when set, else the URL the platform connects to.
+            device_mqtt_url=self.device_url if self.broker is not None else "",
         )
         config = uvicorn.Config(
             app,
@@ -454,23 +464,26 @@ async def run_worker(settings: Settings) -> None:
 
 
 async def run_api(settings: Settings, host: str, port: int) -> None:
-    engine = await prepare_database(settings)
+    """The API alone (REST, WebSocket, dashboard) on an external broker."""
     ensure_secrets(settings)
-    app = create_app(settings, engine=engine)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
     tls = uvicorn_tls(settings)  # security: HTTPS when a certificate is configured
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        ws="websockets-sansio",
-        **tls,
-        **uvicorn_proxy(settings),
+    platform = Platform(
+        settings,
+        broker=None,
+        # The API connects to IOTP_MQTT_URL when set (Settings.mqtt), else this.
+        mqtt_url=settings.mqtt_url or DEFAULT_MQTT_URL,
+        api_host=host,
+        api_port=port,
+        worker=False,
+        stop=stop,
+        uvicorn_options={**tls, **uvicorn_proxy(settings)},
     )
-    scheme = "https" if tls else "http"
-    print(f"IoT Platform API on {scheme}://{host}:{port}/ (docs at /docs)", flush=True)
-    await uvicorn.Server(config).serve()
-    await engine.dispose()
+    async with platform:
+        scheme = "https" if tls else "http"
+        print(f"IoT Platform API on {scheme}://{host}:{port}/ (docs at /docs)", flush=True)
+        await stop.wait()
 
 
 async def run_broker(host: str, port: int, settings: Settings | None = None) -> None:

@@ -8,11 +8,12 @@ import contextlib
 import inspect
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv311
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iotp.api.security import uvicorn_proxy
+from iotp.api.security import uvicorn_proxy, uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.broker.supervisor import SupervisedMosquitto
+from iotp.db import migrate
+from iotp.db.engine import make_engine
 from iotp.netutil import free_port
 from iotp.runtime import Platform
 from iotp.settings import Settings
@@ -113,8 +116,36 @@ def start_mosquitto(persist: bool = False) -> MosquittoServer:
         MOSQUITTO_CONF.format(port=port, persist="true" if persist else "false", dir=workdir)
     )
     server = MosquittoServer(port, _spawn_mosquitto(conf), conf)
-    _wait_port(port)
+    try:
+        _wait_port(port)
+    except BaseException:
+        server.stop()
+        raise
     return server
+
+
+@contextlib.contextmanager
+def mosquitto_server(persist: bool = False) -> Iterator[MosquittoServer]:
+    """A plain Mosquitto of its own (open, on loopback), stopped on the way out."""
+    server = start_mosquitto(persist)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- amqtt ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def amqtt_broker() -> AsyncIterator[EmbeddedBroker]:
+    """The embedded amqtt broker, open, on loopback, in this process."""
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
 
 
 # ---- waiting for something to happen -----------------------------------------------
@@ -176,6 +207,27 @@ async def drop_pg_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def migrate_database(url: str) -> None:
+    """Brings the database at ``url`` (SQLite or PostgreSQL) to the current schema."""
+    engine = make_engine(Settings(database_url=url).effective_database_url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def pg_database(*, migrated: bool = False) -> AsyncIterator[str]:
+    """A PostgreSQL database of its own (its URL), dropped on the way out."""
+    url = await create_pg_database()
+    try:
+        if migrated:
+            await migrate_database(url)
+        yield url
+    finally:
+        await drop_pg_database(url)
 
 
 # ---- MQTT client for tests ---------------------------------------------------------
@@ -295,12 +347,14 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def run_stack(
-    kind: str, tmp_path: Path, *, mode: str, **overrides: Any
+    kind: str, tmp_path: Path, *, mode: str, ca_file: Path | None = None, **overrides: Any
 ) -> AsyncIterator[Stack]:
     """The platform on real parts. ``kind``: "embedded-sqlite" (the supervised Mosquitto
     + SQLite, what `iotp serve` runs), "mosquitto-postgres" (supervised Mosquitto +
     PostgreSQL) or "amqtt-sqlite" (the amqtt fallback). ``mode``: OPEN or PROVISIONED
-    (the broker enforces device credentials and topic ACLs; a provisioner runs)."""
+    (the broker enforces device credentials and topic ACLs; a provisioner runs).
+    ``overrides`` are settings; with ``tls_cert_file`` the API serves HTTPS, and
+    ``Stack.http`` trusts the CA in ``ca_file``."""
     if mode not in (OPEN, PROVISIONED):
         raise ValueError(f"mode must be OPEN or PROVISIONED, not {mode!r}")
     if kind not in (*SUPERVISED_KINDS, AMQTT_KIND):
@@ -337,12 +391,17 @@ async def run_stack(
         )
 
     port = free_port()
+    tls = uvicorn_tls(settings)  # HTTPS when a certificate is configured, as `iotp serve`
+    options = {**tls, **uvicorn_proxy(settings)}
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(ca_file))
     try:
         async with Platform(
-            settings, broker=make_broker, api_port=port, uvicorn_options=uvicorn_proxy(settings)
+            settings, broker=make_broker, api_port=port, uvicorn_options=options
         ) as platform:
-            api_url = f"http://127.0.0.1:{port}"
-            http = httpx.AsyncClient(base_url=api_url, timeout=10)
+            api_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+            http = httpx.AsyncClient(base_url=api_url, timeout=10, verify=verify)
             stack = Stack(
                 kind,
                 settings,
@@ -503,6 +562,16 @@ async def delete_rabbitmq_vhost(vhost: RabbitVhost) -> None:
 
     async with _management() as http:
         await http.delete(f"/vhosts/{quote(vhost.name, safe='')}")
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_vhost(prefix: str = "iotp_test") -> AsyncIterator[RabbitVhost]:
+    """A RabbitMQ vhost of its own, deleted (with its queues) on the way out."""
+    vhost = await create_rabbitmq_vhost(prefix)
+    try:
+        yield vhost
+    finally:
+        await delete_rabbitmq_vhost(vhost)
 
 
 async def rabbitmq_queue(vhost: RabbitVhost, queue: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import orjson
 import websockets
 
 from iotp.netutil import free_port
-from tests.support import MOSQUITTO, TEST_ADMIN_PASSWORD, _wait_port, need
+from tests.support import MOSQUITTO, TEST_ADMIN_PASSWORD, _wait_port, eventually, need
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,6 +97,74 @@ def worker(name: str, env: dict[str, str], logdir: Path, **extra: Any) -> Proc:
 def api(name: str, env: dict[str, str], logdir: Path) -> tuple[Proc, int]:
     port = free_port()
     return Proc(["api", "--port", str(port)], env, logdir / f"{name}.log"), port
+
+
+@dataclass
+class Cluster:
+    """Worker and API processes on one database and one broker."""
+
+    db_url: str
+    mqtt_url: str
+    workers: list[Proc]
+    apis: list[tuple[Proc, int]]  # the process and its HTTP port
+    metrics_ports: list[int]  # each worker's Prometheus port (when asked for)
+
+
+@contextlib.asynccontextmanager
+async def run_cluster(
+    name: str,
+    logdir: Path,
+    db_url: str,
+    mqtt_url: str,
+    *,
+    workers: int = 0,
+    apis: int = 0,
+    worker_metrics: bool = False,
+    ready_timeout: float = 60.0,
+    **env: Any,
+) -> AsyncIterator[Cluster]:
+    """``workers`` `iotp worker` and ``apis`` `iotp api` processes (each composes its
+    parts with `runtime.Platform`) on a migrated database and a running broker, as
+    production runs them. Returns once every worker has reported itself connected
+    (PostgreSQL: its stats row) and every API answers its health check. Whatever
+    started is stopped on the way out, in reverse, also when a later process fails
+    to start; then every process's log tail is printed."""
+    if workers and not db_url.startswith("postgresql"):
+        raise ValueError("workers report themselves connected in PostgreSQL")
+    base = platform_env(db_url, mqtt_url, **env)
+    metrics_ports = [free_port() for _ in range(workers)] if worker_metrics else []
+    metrics: list[dict[str, Any]] = [
+        {"metrics_port": port, "metrics_host": "127.0.0.1"} for port in metrics_ports
+    ] or [{}] * workers
+    worker_procs = [worker(f"{name}-w{i}", base, logdir, **metrics[i]) for i in range(workers)]
+    api_procs = [api(f"{name}-api{i}", base, logdir) for i in range(apis)]
+    procs = [*worker_procs, *(p for p, _ in api_procs)]
+    started: list[Proc] = []
+    since = time.time()
+    try:
+        for p in procs:
+            started.append(p.start())
+        if workers:
+
+            async def all_connected() -> bool:
+                return await workers_connected(db_url, since) == workers
+
+            await eventually(all_connected, timeout=ready_timeout, retry_on=STARTING)
+        for _, port in api_procs:
+            await eventually(
+                lambda port=port: api_healthy(port),
+                timeout=ready_timeout,
+                interval=0.1,
+                retry_on=STARTING,
+            )
+        yield Cluster(db_url, mqtt_url, worker_procs, api_procs, metrics_ports)
+    except BaseException:
+        for p in procs:
+            print(f"---- {p.log.name}\n{p.tail()}")
+        raise
+    finally:
+        for p in reversed(started):
+            p.stop()
 
 
 async def pg_value(dsn: str, sql: str, *args: Any) -> Any:

@@ -18,12 +18,8 @@ import pytest_asyncio
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from iotp.broker.embedded import EmbeddedBroker
-from iotp.db import migrate
-from iotp.db.engine import make_engine
-from iotp.netutil import free_port
-from tests.fault.procs import STARTING, Proc, api, api_healthy, platform_env
-from tests.support import TEST_ADMIN_PASSWORD, eventually, login
+from tests.fault.procs import STARTING, run_cluster
+from tests.support import TEST_ADMIN_PASSWORD, amqtt_broker, eventually, login, migrate_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -43,41 +39,27 @@ class Replicas:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
     tmp = tmp_path_factory.mktemp("replicas")
-    broker = EmbeddedBroker("127.0.0.1", free_port())
-    await broker.start()
     db_url = f"sqlite+aiosqlite:///{tmp / 'iotp.db'}"
-    engine = make_engine(db_url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    env = platform_env(
-        db_url,
-        broker.url,
-        secret_key="k" * 48,
-        login_max_failures=MAX_FAILURES,
-        login_window_seconds=300,
-    )
-    procs: list[tuple[Proc, int]] = [api(f"auth-api{i}", env, tmp) for i in range(2)]
-    try:
-        for p, _ in procs:
-            p.start()
-        for _, port in procs:
-            await eventually(
-                lambda port=port: api_healthy(port), timeout=60, interval=0.1, retry_on=STARTING
-            )
-        a, b = (f"http://127.0.0.1:{port}" for _, port in procs)
+    await migrate_database(db_url)
+    async with (
+        amqtt_broker() as broker,
+        run_cluster(
+            "auth",
+            tmp,
+            db_url,
+            broker.url,
+            apis=2,
+            secret_key="k" * 48,
+            login_max_failures=MAX_FAILURES,
+            login_window_seconds=300,
+        ) as cluster,
+    ):
+        a, b = (f"http://127.0.0.1:{port}" for _, port in cluster.apis)
         async with httpx.AsyncClient(base_url=a, timeout=10) as admin:
             admin.headers["Authorization"] = (
                 f"Bearer {await login(admin, 'admin', TEST_ADMIN_PASSWORD)}"
             )
             yield Replicas(a, b, admin)
-    except BaseException:
-        for p, _ in procs:
-            print(f"---- {p.log.name}\n{p.tail()}")
-        raise
-    finally:
-        for p, _ in procs:
-            p.stop()
-        await broker.stop()
 
 
 async def open_ws(base: str, token: str) -> Any:

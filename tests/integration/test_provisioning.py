@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,25 +17,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from iotp.api.security import uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
-from iotp.netutil import free_port
-from iotp.runtime import Platform
 from iotp.services import credentials as cred_service
 from iotp.settings import Settings
 from iotp.simulator import Fleet, firmware
 from iotp.simulator.fleet import SimDevice
 from iotp.worker.service import Worker
-from tests.integration.test_broker_acl import FLEET, secure_settings
-from tests.support import TEST_ADMIN_PASSWORD, eventually, login
+from tests.integration.test_broker_acl import FLEET
+from tests.support import AMQTT_KIND, PROVISIONED, eventually, run_stack
 
 
 @dataclass
 class SecureStack:
     settings: Settings
-    engine: AsyncEngine
     broker: EmbeddedBroker
     worker: Worker
     http: httpx.AsyncClient
@@ -82,35 +76,22 @@ class SecureStack:
 
 @contextlib.asynccontextmanager
 async def secure_stack(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureStack]:
-    """Broker + provisioner + worker + API in secure mode, as `iotp serve --secure`."""
-    extra.setdefault("admin_password", TEST_ADMIN_PASSWORD)
-    settings = secure_settings(
+    """Broker + provisioner + worker + API in secure mode, as `iotp serve --secure`, on
+    the amqtt broker (its credential and topic ACL plugins)."""
+    cert = extra.get("tls_cert_file")
+    async with run_stack(
+        AMQTT_KIND,
         tmp_path,
-        batch_max_delay_ms=20,
-        stats_flush_seconds=0.2,
-        offline_min_seconds=1.0,
-        mqtt_client_id=f"iotp-worker-{uuid.uuid4().hex[:6]}",
+        mode=PROVISIONED,
+        # the CA beside the certificate signed it (test_broker_acl_stack._make_ca_and_cert)
+        ca_file=cert.parent / "ca.crt" if cert is not None else None,
+        secret_key="s" * 48,
+        provisioning_secret=FLEET,
+        credentials_poll_seconds=0.2,
         **extra,
-    )
-
-    def make_broker(engine: AsyncEngine) -> EmbeddedBroker:
-        return EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
-
-    port = free_port()
-    async with Platform(
-        settings, broker=make_broker, api_port=port, uvicorn_options=uvicorn_tls(settings)
-    ) as platform:
-        assert isinstance(platform.broker, EmbeddedBroker)
-        scheme = "https" if uvicorn_tls(settings) else "http"
-        verify: Any = True
-        if settings.tls_cert_file is not None:
-            import ssl
-
-            ca = str(settings.tls_cert_file.parent / "ca.crt")
-            verify = ssl.create_default_context(cafile=ca)
-        http = httpx.AsyncClient(base_url=f"{scheme}://127.0.0.1:{port}", timeout=10, verify=verify)
-        http.headers["Authorization"] = f"Bearer {await login(http, 'admin', TEST_ADMIN_PASSWORD)}"
-        stack = SecureStack(settings, platform.engine, platform.broker, platform.worker, http)
+    ) as base:
+        assert isinstance(base.broker, EmbeddedBroker)
+        stack = SecureStack(base.settings, base.broker, base.worker, base.http)
         try:
             yield stack
         finally:
@@ -119,7 +100,6 @@ async def secure_stack(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureStac
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 20)
                 del fleet
-            await http.aclose()
 
 
 @pytest.fixture(autouse=True)

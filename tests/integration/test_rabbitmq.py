@@ -18,29 +18,8 @@ import pytest
 import pytest_asyncio
 
 from bench._harness import raw_publish
-from iotp.db import migrate
-from iotp.db.engine import make_engine
-from iotp.settings import Settings
-from tests.fault.procs import (
-    STARTING,
-    LiveClient,
-    Proc,
-    api,
-    api_healthy,
-    pg_value,
-    platform_env,
-    worker,
-    workers_connected,
-)
-from tests.support import (
-    RabbitVhost,
-    create_pg_database,
-    create_rabbitmq_vhost,
-    delete_rabbitmq_vhost,
-    drop_pg_database,
-    eventually,
-    rabbitmq_queue,
-)
+from tests.fault.procs import STARTING, LiveClient, Proc, pg_value, run_cluster, workers_connected
+from tests.support import RabbitVhost, eventually, pg_database, rabbitmq_queue, rabbitmq_vhost
 
 pytestmark = [
     pytest.mark.postgres,
@@ -76,40 +55,25 @@ class Cluster:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     tmp_path = tmp_path_factory.mktemp("rabbit")
-    vhost = await create_rabbitmq_vhost()
-    dsn = await create_pg_database()
-    engine = make_engine(Settings(database_url=dsn).effective_database_url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
     queue = f"iotp.telemetry.{uuid.uuid4().hex[:6]}"
-    env = platform_env(
-        dsn,
-        vhost.mqtt_url(),
-        worker_source="amqp",
-        amqp_url=vhost.amqp_url,
-        amqp_queue=queue,
-        offline_min_seconds=4,
-        default_report_interval=0.5,
-    )
-    workers = [worker(f"rabbit-w{i}", env, tmp_path) for i in range(2)]
-    the_api = api("rabbit-api", env, tmp_path)
-    procs = [*workers, the_api[0]]
-    started = time.time()
-    try:
-        for p in procs:
-            p.start()
-        await eventually(lambda: _connected(dsn, started), timeout=60, retry_on=STARTING)
-        await eventually(lambda: api_healthy(the_api[1]), timeout=60, retry_on=STARTING)
-        yield Cluster(dsn, vhost, queue, workers, the_api)
-    except BaseException:
-        for p in procs:
-            print(f"---- {p.log.name}\n{p.tail()}")
-        raise
-    finally:
-        for p in procs:
-            p.stop()
-        await delete_rabbitmq_vhost(vhost)
-        await drop_pg_database(dsn)
+    async with (
+        rabbitmq_vhost() as vhost,
+        pg_database(migrated=True) as dsn,
+        run_cluster(
+            "rabbit",
+            tmp_path,
+            dsn,
+            vhost.mqtt_url(),
+            workers=2,
+            apis=1,
+            worker_source="amqp",
+            amqp_url=vhost.amqp_url,
+            amqp_queue=queue,
+            offline_min_seconds=4,
+            default_report_interval=0.5,
+        ) as procs,
+    ):
+        yield Cluster(dsn, vhost, queue, procs.workers, procs.apis[0])
 
 
 async def _connected(dsn: str, since: float) -> bool:

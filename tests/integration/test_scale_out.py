@@ -6,37 +6,15 @@ and presence judged by one leader (not flapping, not recorded twice)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 import pytest_asyncio
 
 from bench._harness import raw_publish
-from iotp.db import migrate
-from iotp.db.engine import make_engine
-from iotp.netutil import free_port
-from iotp.settings import Settings
-from tests.fault.procs import (
-    STARTING,
-    LiveClient,
-    Proc,
-    api,
-    api_healthy,
-    pg_value,
-    platform_env,
-    worker,
-    workers_connected,
-)
-from tests.support import (
-    MqttTestClient,
-    create_pg_database,
-    drop_pg_database,
-    eventually,
-    start_mosquitto,
-)
+from tests.fault.procs import STARTING, Cluster, LiveClient, pg_value, run_cluster
+from tests.support import MqttTestClient, eventually, mosquitto_server, pg_database
 
 # One cluster for the module (starting 4 processes is the slow part); the test that kills
 # the leader runs last.
@@ -52,62 +30,31 @@ MESSAGES = 4000
 EVENTS = ["device_data", "device_registered", "device_status"]
 
 
-@dataclass
-class Cluster:
-    dsn: str
-    mqtt_url: str
-    workers: list[Proc]
-    metrics_ports: list[int]
-    apis: list[tuple[Proc, int]]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     tmp_path = tmp_path_factory.mktemp("scale")
-    mosq = start_mosquitto()
-    dsn = await create_pg_database()
-    engine = make_engine(Settings(database_url=dsn).effective_database_url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    env = platform_env(
-        dsn,
-        mosq.url,
-        mqtt_share_group="scale",
-        offline_min_seconds=4,
-        default_report_interval=0.5,
-        # The four WebSocket clients share this test process and read slower than the
-        # burst arrives; the API's per-client queue (default 1,000) would drop events for
-        # them by design ("dropped" notices). Room for the whole burst: counts stay exact.
-        ws_client_queue=MESSAGES * 2,
-    )
-    ports = [free_port(), free_port()]
-    workers = [
-        worker(f"scale-w{i}", env, tmp_path, metrics_port=ports[i], metrics_host="127.0.0.1")
-        for i in range(2)
-    ]
-    apis = [api(f"scale-api{i}", env, tmp_path) for i in range(2)]
-    started = time.time()
-    procs = [*workers, *(p for p, _ in apis)]
-    try:
-        for p in procs:
-            p.start()
-        await eventually(lambda: _connected(dsn, started), timeout=60, retry_on=STARTING)
-        for _, port in apis:
-            await eventually(lambda port=port: api_healthy(port), timeout=60, retry_on=STARTING)
-        yield Cluster(dsn, mosq.url, workers, ports, apis)
-    except BaseException:
-        for p in procs:
-            print(f"---- {p.log.name}\n{p.tail()}")
-        raise
-    finally:
-        for p in procs:
-            p.stop()
-        mosq.stop()
-        await drop_pg_database(dsn)
-
-
-async def _connected(dsn: str, since: float) -> bool:
-    return await workers_connected(dsn, since) == 2
+    with mosquitto_server() as mosq:
+        async with (
+            pg_database(migrated=True) as dsn,
+            run_cluster(
+                "scale",
+                tmp_path,
+                dsn,
+                mosq.url,
+                workers=2,
+                apis=2,
+                worker_metrics=True,
+                mqtt_share_group="scale",
+                offline_min_seconds=4,
+                default_report_interval=0.5,
+                # The four WebSocket clients share this test process and read slower than
+                # the burst arrives; the API's per-client queue (default 1,000) would drop
+                # events for them by design ("dropped" notices). Room for the whole
+                # burst: counts stay exact.
+                ws_client_queue=MESSAGES * 2,
+            ) as cluster,
+        ):
+            yield cluster
 
 
 async def metric(port: int, name: str) -> float | None:
@@ -136,7 +83,7 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
         await raw_publish(cluster.mqtt_url, devices=DEVICES, messages=MESSAGES, prefix="SCALE")
 
         async def stored() -> bool:
-            return await pg_value(cluster.dsn, "SELECT count(*) FROM telemetry") >= MESSAGES
+            return await pg_value(cluster.db_url, "SELECT count(*) FROM telemetry") >= MESSAGES
 
         await eventually(stored, timeout=60, retry_on=STARTING)
 
@@ -152,8 +99,8 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
             raise AssertionError(f"events seen by each client: {seen}") from None
         await asyncio.sleep(1.0)  # anything extra (a duplicate) would arrive by now
 
-        assert await pg_value(cluster.dsn, "SELECT count(*) FROM telemetry") == MESSAGES
-        assert await pg_value(cluster.dsn, "SELECT count(*) FROM devices") == DEVICES
+        assert await pg_value(cluster.db_url, "SELECT count(*) FROM telemetry") == MESSAGES
+        assert await pg_value(cluster.db_url, "SELECT count(*) FROM devices") == DEVICES
         for c in clients:
             assert c.count("dropped") == 0
             assert c.count("device_data") == MESSAGES
@@ -195,13 +142,13 @@ async def test_presence_with_shared_subscriptions(cluster: Cluster) -> None:
         await dev.close()
 
     async def offline() -> bool:
-        status = await pg_value(cluster.dsn, "SELECT status FROM devices WHERE id = 'PRESENCE1'")
+        status = await pg_value(cluster.db_url, "SELECT status FROM devices WHERE id = 'PRESENCE1'")
         return status == "offline"
 
     await eventually(offline, timeout=20, retry_on=STARTING)
     await asyncio.sleep(2.5)  # a second (wrong) transition from another worker would be here
     rows = await pg_value(
-        cluster.dsn,
+        cluster.db_url,
         "SELECT string_agg(data->>'status' || ':' || (data->>'reason'), ',' ORDER BY id) "
         "FROM device_events WHERE device_id = 'PRESENCE1' AND type = 'status'",
     )

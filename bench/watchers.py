@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -53,17 +54,8 @@ async def ws_watchers(
     ).decode()
     results: list[dict[str, Any]] = []
 
-    async def connect(stalls: bool = False) -> Any:
-        sock = None
-        if stalls:
-            # A small receive buffer: the kernel cannot absorb the stream for it, so the
-            # API meets a client that really stops reading.
-            host, port = api.split("://", 1)[1].rsplit(":", 1)
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        ws = await websockets.connect(url, max_queue=16, sock=sock)
+    async def connect() -> Any:
+        ws = await websockets.connect(url, max_queue=16)
         await ws.send(subscribe)
         while orjson.loads(await ws.recv()).get("type") != "subscribed":
             pass
@@ -91,7 +83,7 @@ async def ws_watchers(
                     out["dropped"] = event["count"]
 
     readers = [await connect() for _ in range(clients)]
-    sleepers = [await connect(stalls=True) for _ in range(stalled)]
+    sleepers = [await Stalled.connect(api, token, subscribe) for _ in range(stalled)]
     print("ready", flush=True)
     start_line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     until = float(start_line) + seconds + DRAIN_SECONDS
@@ -102,13 +94,89 @@ async def ws_watchers(
     results.extend(outs)
     # The stalled clients read nothing until the load is over; then they catch up, and
     # must be told how many events they lost.
-    for ws in sleepers:
-        out = {"latency": [], "received": 0, "dropped": 0, "frames": 0, "stalled": True}
-        await watch(ws, time.time() + DRAIN_SECONDS, out)
-        results.append(out)
-    for ws in readers + sleepers:
+    for stalled_client in sleepers:
+        results.append(await stalled_client.catch_up(DRAIN_SECONDS))
+    for ws in readers:
         await ws.close()
     return {"clients": results}
+
+
+class Stalled:
+    """A WebSocket client that stops reading altogether (a frozen browser tab): a raw
+    socket with a small receive buffer, which does not even answer pings, so neither
+    the kernel nor a client library absorbs the stream for it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, api: str, token: str, subscribe: str) -> Stalled:
+        host, port = api.split("://", 1)[1].rsplit(":", 1)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        # A small stream buffer too: asyncio reads ahead up to twice the limit.
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /api/ws?token={token} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"WebSocket refused: {head[:80]!r}")
+        payload = subscribe.encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert len(payload) < 126
+        writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        client = cls(reader, writer)
+        while True:
+            frame = await client._frame()
+            if frame is not None and b'"subscribed"' in frame:
+                return client
+
+    async def _frame(self) -> bytes | None:
+        """The next text frame's payload (None for a control frame)."""
+        head = await self.reader.readexactly(2)
+        size = head[1] & 0x7F
+        if size == 126:
+            size = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif size == 127:
+            size = int.from_bytes(await self.reader.readexactly(8), "big")
+        payload = await self.reader.readexactly(size)
+        return payload if head[0] & 0x0F == 0x1 else None
+
+    async def catch_up(self, seconds: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "latency": [], "received": 0, "dropped": 0, "frames": 0, "stalled": True,
+            "closed": False,
+        }  # fmt: skip
+        until = time.time() + seconds
+        try:
+            while (left := until - time.time()) > 0:
+                try:
+                    payload = await asyncio.wait_for(self._frame(), left)
+                except TimeoutError:
+                    break
+                if payload is None:
+                    continue
+                out["frames"] += 1
+                frame = orjson.loads(payload)
+                for event in frame if isinstance(frame, list) else (frame,):
+                    if event.get("type") == "device_data":
+                        out["received"] += 1
+                    elif event.get("type") == "dropped":
+                        out["dropped"] = event["count"]
+        except (asyncio.IncompleteReadError, ConnectionError):
+            out["closed"] = True  # the server gave up on it
+        self.writer.close()
+        return out
 
 
 async def mqtt_watchers(url: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -359,6 +427,7 @@ def main() -> None:
             print(
                 f"  a client that stopped reading: received {c['received']}, told it lost "
                 f"{c['dropped']} (sum {c['received'] + c['dropped']} of {ws_sent})"
+                + ("; the API closed its connection" if c.get("closed") else "")
             )
     frames = sum(c["frames"] for c in ws["clients"])
     print(

@@ -90,6 +90,17 @@ async def next_message(
         backlog.append((got_topic, payload))
 
 
+async def listening(observer: MqttTestClient, node_id: str) -> None:
+    """Returns once the device's "online" birth message has reached ``observer``
+    (subscribed to the device's topics; the message is retained, so one that came before
+    counts). On each connection the firmware sends its SUBSCRIBE before its birth
+    messages, and a broker handles one connection's packets in order: from now on the
+    device receives its commands. The message stays for later next_message calls."""
+    topic = f"devices/{node_id}/status"
+    payload = await next_message(observer, topic, match=lambda p: p == b"online")
+    observer.__dict__.setdefault("backlog", []).insert(0, (topic, payload))
+
+
 async def wait_until(probe: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

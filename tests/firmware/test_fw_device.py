@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.fwlink import Commander, next_message, run_broker, running_fleet, wait_until
+from tests.firmware.fwlink import (
+    Commander,
+    listening,
+    next_message,
+    run_broker,
+    running_fleet,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -20,7 +27,7 @@ async def device() -> AsyncIterator[tuple[Any, Commander]]:
         sim = fleet.devices[0]
         observer = await broker.observer()
         await observer.subscribe(f"devices/{sim.node_id}/#")
-        await asyncio.sleep(0.3)
+        await listening(observer, sim.node_id)
         try:
             yield sim, Commander(observer, sim.node_id)
         finally:

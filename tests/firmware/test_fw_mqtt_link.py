@@ -38,8 +38,9 @@ async def test_connect_birth_and_commands(broker: BrokerUnderTest) -> None:
     await observer.subscribe(STATUS)
     task = asyncio.create_task(client.run())
     try:
+        # The client sent its SUBSCRIBE before this birth message on the same connection,
+        # and a broker handles one connection's packets in order: it is subscribed now.
         assert await next_message(observer, STATUS) == b"online"
-        await asyncio.sleep(0.2)  # the SUBSCRIBE is on its way
         observer.publish(COMMANDS, b'{"id": "1"}', qos=1)
         await wait_until(lambda: received)
         assert received == [(COMMANDS, b'{"id": "1"}')]
@@ -81,12 +82,12 @@ async def test_qos1_retransmitted_after_dropped_connection(broker: BrokerUnderTe
     task = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.up.wait(), 5)
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: client.unacked() == 0)  # the birth message's PUBACK
         # the broker's PUBACK never reaches the device
         proxy.blackhole = True
         client.publish("devices/LINK01/data", b"first", 1)
         assert await next_message(observer, "devices/LINK01/data") == b"first"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # bounded: a PUBACK that got through would be here by now
         assert client.unacked() == 1
         proxy.refuse = True
         proxy.cut()

@@ -9,7 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.firmware.fwlink import Commander, next_message, run_broker, running_fleet, wait_until
+from tests.firmware.fwlink import (
+    Commander,
+    listening,
+    next_message,
+    run_broker,
+    running_fleet,
+    wait_until,
+)
 
 FLEET = "fleet-secret-for-the-link-test"
 
@@ -21,7 +28,7 @@ async def test_set_fleet_secret_then_provision_and_come_back_as_itself() -> None
         platform = await broker.observer()
         await platform.subscribe(f"devices/{node}/#")
         await platform.subscribe(f"provision/{node}/request")
-        await asyncio.sleep(0.3)
+        await listening(platform, node)
         try:
             assert sim.credential_mode == "open"
             ack = await Commander(platform, node).send("set_config", {"fleet_secret": FLEET})

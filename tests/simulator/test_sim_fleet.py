@@ -54,8 +54,12 @@ async def test_fleet_online_reporting_and_clean_shutdown() -> None:
 
         try:
             await asyncio.wait_for(ready.wait(), 15)
-            await asyncio.sleep(2)
-            drain()
+
+            def everyone_reported() -> bool:
+                drain()
+                return set(seqs) == ids and all(len(got) >= 2 for got in seqs.values())
+
+            await wait_until(everyone_reported, timeout=15)
             assert set(status) == ids
             assert set(status.values()) == {b"online"}
             assert set(seqs) == ids

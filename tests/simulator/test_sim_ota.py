@@ -5,7 +5,6 @@ of everything else: test_sim_signed_ota.py); the broker is open on purpose."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ import pytest
 from iotp.services.manifest import BundleFile, build, public_bytes
 from iotp.services.signing import device_key_file
 from tests.control_support import TEST_SIGNING_KEY
-from tests.firmware.fwlink import Commander, next_message, run_broker, running_fleet
+from tests.firmware.fwlink import Commander, listening, next_message, run_broker, running_fleet
 from tests.simulator.fleet_support import file_server
 
 OTA_KEY = device_key_file(public_bytes(TEST_SIGNING_KEY.public_key()))
@@ -51,7 +50,7 @@ async def test_ota_update_rollback_and_hash_mismatch(
         sim = fleet.devices[0]
         observer = await broker.observer()
         await observer.subscribe(f"devices/{sim.node_id}/#")
-        await asyncio.sleep(0.3)
+        await listening(observer, sim.node_id)
         cmd = Commander(observer, sim.node_id)
         try:
             # a wrong hash: refused, the old version keeps running

@@ -3,6 +3,18 @@
 # asserts and nothing CPython-only.
 
 
+async def until(probe, timeout=5.0, interval=0.02):
+    """Polls ``probe`` until it holds, failing after ``timeout`` seconds: the tests'
+    ``eventually()`` in plain asyncio, which MicroPython runs too."""
+    import asyncio
+
+    for _ in range(int(timeout / interval)):
+        if probe():
+            return
+        await asyncio.sleep(interval)
+    assert probe(), "condition not reached within %s s" % timeout
+
+
 def raises(exc_type, fn, *args, **kwargs):
     """Calls fn and returns the exception it raised; fails if it raised none."""
     try:

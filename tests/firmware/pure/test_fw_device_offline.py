@@ -3,7 +3,7 @@
 # Runs under pytest (asyncio) and inside MicroPython (top-level await).
 import asyncio
 
-from fwtest_helpers import MemoryStorage
+from fwtest_helpers import MemoryStorage, until
 from iotfw import handlers, jsonx
 from iotfw.device import Device
 
@@ -93,7 +93,7 @@ async def test_device_keeps_working_without_broker():
     hal = FakeHal()
     device = Device(hal)
     task = asyncio.create_task(device.run())
-    await asyncio.sleep(0.2)
+    await until(lambda: device.mqtt is not None and queued(device, "data") and hal.fed >= 1)
     assert device.node_id == "020000000001"
     assert not device.mqtt.connected
     data = queued(device, "data")
@@ -119,7 +119,7 @@ async def test_device_keeps_working_without_broker():
 
     # gas safety works offline
     hal.gas = 900
-    await asyncio.sleep(0.6)
+    await until(lambda: hal.relays.get("fan") is True)
     assert hal.relays["fan"] is True
     events = queued(device, "events")
     assert [e["event"] for e in events if e["event"] == "gas_alarm"] == ["gas_alarm"]
@@ -139,7 +139,7 @@ async def test_device_keeps_working_without_broker():
     }
     device.commands_running = 0
     device.take_command(b'{"id": "f", "command": "ping"}')
-    await asyncio.sleep(0.05)
+    await until(lambda: queued(device, "ack")[-1]["id"] == "f")
     assert queued(device, "ack")[-1]["id"] == "f"
     assert queued(device, "ack")[-1]["status"] == "ok"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -295,6 +295,7 @@ async def test_publisher_lost_after_its_claim_is_never_sent_and_is_resent(
     )
     cmd = r.json()
     assert cmd["status"] == "sending"
+    # Bounded: nothing is published while the claim is fresh (it goes stale at 1.5 s).
     await asyncio.sleep(0.8)
     now = await stack.get(f"/api/commands/{cmd['id']}")
     assert now["status"] == "sending"
@@ -360,13 +361,21 @@ async def test_ack_before_the_brokers_puback_is_accepted(
         await stack.http.post(f"/api/devices/{dev.id}/commands", json={"command": "ping"})
     ).json()
     sender = stack.worker.control.sender
-    real = sender._publish_confirmed
+    real, real_send = sender._publish_confirmed, sender.send
+    acked, recorded = asyncio.Event(), asyncio.Event()
 
-    async def slow_puback(topic: str, payload: bytes) -> None:
+    async def late_puback(topic: str, payload: bytes) -> None:
         await real(topic, payload)
-        await asyncio.sleep(1.0)
+        await acked.wait()  # the PUBACK reaches the sender only after the device's ack
 
-    monkeypatch.setattr(sender, "_publish_confirmed", slow_puback)
+    async def send(rows: Sequence[CommandRow]) -> list[CommandRow]:
+        try:
+            return await real_send(rows)
+        finally:
+            recorded.set()  # the sender has recorded what the PUBACK tells
+
+    monkeypatch.setattr(sender, "_publish_confirmed", late_puback)
+    monkeypatch.setattr(sender, "send", send)
     async with websockets.connect(stack.ws_url) as ws:
         await ws.send(
             orjson.dumps(
@@ -376,10 +385,12 @@ async def test_ack_before_the_brokers_puback_is_accepted(
         assert orjson.loads(await ws.recv())["type"] == "subscribed"
         await dev.start(wait_online=False)
         done = await command_status(stack, cmd["id"], "acked")
+        acked.set()
         assert done["sent_at"] is not None
         seen = await _statuses(ws, cmd["id"], until=("sent", "acked"))
         assert seen == ["sending", "sent", "acked"]
-    await asyncio.sleep(1.2)  # the late PUBACK changes nothing
+    await asyncio.wait_for(recorded.wait(), 10)
+    # The late PUBACK changed nothing.
     assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "acked"
 
 
@@ -465,7 +476,7 @@ async def test_wait_is_answered_by_the_devices_own_ack(
     cid = dev.received[0]["id"]
     await command_status(stack, cid, "sent")
     other.ack(cid, "ok", {"forged": True})  # not its command: does not end the wait
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # bounded: an answer it took for this one would be here by now
     assert not waiting.done()
     dev.ack(cid, "ok", {"uptime": 7})
     r = await asyncio.wait_for(waiting, 10)

@@ -12,6 +12,7 @@ from gmqtt.mqtt.constants import MQTTv311
 
 from iotp.broker.embedded import EmbeddedBroker
 from iotp.netutil import free_port
+from tests.support import MqttTestClient
 
 
 async def _client(port: int, client_id: str, *, clean: bool) -> tuple[Any, asyncio.Queue[Any]]:
@@ -34,12 +35,19 @@ async def test_offline_persistent_session_gets_its_qos1_messages_after_reconnect
     await broker.start()
     try:
         worker, _ = await _client(port, "iotp-worker-test", clean=False)
+        suback = asyncio.get_running_loop().create_future()
+        worker.on_subscribe = lambda *_: suback.done() or suback.set_result(None)
         worker.subscribe("devices/+/ack", qos=1)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(suback, 5)
         await worker.disconnect()  # the worker restarts...
+        # Subscribed after the worker, to the same filter: the broker hands a message to
+        # the worker's session (kept while it is away) before this observer's copy.
+        observer = await MqttTestClient(broker.url).connect()
+        await observer.subscribe("devices/+/ack")
         device, _ = await _client(port, "DEV000000001", clean=True)
         device.publish("devices/DEV000000001/ack", b'{"id": "c1", "status": "ok"}', qos=1)
-        await asyncio.sleep(0.5)
+        assert (await asyncio.wait_for(observer.messages.get(), 5))[0] == "devices/DEV000000001/ack"
+        await observer.close()
         worker, received = await _client(port, "iotp-worker-test", clean=False)
         topic, payload = await asyncio.wait_for(received.get(), 5)
         assert topic == "devices/DEV000000001/ack"

@@ -304,8 +304,8 @@ async def test_edits_are_live_and_a_deleted_device_registers_anew(stack: Stack) 
     assert (await stack.http.delete(f"/api/devices/{DEV}")).status_code == 204
     await _next_event(ws, "device_deleted")
     assert (await stack.http.get(f"/api/devices/{DEV}")).status_code == 404
-    # The worker forgot it: its next message registers it again (with the default name).
-    await asyncio.sleep(0.3)
+    # The worker forgets it: its next message registers it again (with the default name).
+    await stack.wait_for(lambda: DEV not in stack.worker.ingestor.known)
     device.publish(f"devices/{DEV}/data", b'{"t": 2}')
     again = await _next_event(ws, "device_registered")
     assert again["payload"]["name"] == "ESP32-B3C4D5"

@@ -76,7 +76,7 @@ async def test_gas_spike_fires_fan_and_alert_then_clears(stack: Stack) -> None:
     data = f"devices/{kitchen.id}/data"
     for value in (90, 120, 650, 700, 680):  # crosses once: one firing, not three
         kitchen.client.publish(data, orjson.dumps({"gas": value}))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # paced like a sensor's readings
 
     await stack.wait_for(lambda: _true(fan_commands(hall) == ["on"]))
 
@@ -113,7 +113,13 @@ async def test_gas_spike_fires_fan_and_alert_then_clears(stack: Stack) -> None:
 
     for value in (350, 320):  # inside the hysteresis band: still alarmed
         kitchen.client.publish(data, orjson.dumps({"gas": value}))
-    await asyncio.sleep(0.5)
+
+    async def both_taken() -> bool:
+        latest = await stack.get(f"/api/devices/{kitchen.id}/latest")
+        return bool(latest["metrics"].get("gas", {}).get("value") == 320)
+
+    await stack.wait_for(both_taken)
+    await asyncio.sleep(0.5)  # bounded: a wrong clear would be recorded by now
     assert (await stack.get("/api/alerts", status="active"))["count"] == 1
     kitchen.client.publish(data, orjson.dumps({"gas": 150}))
 

@@ -274,7 +274,7 @@ async def test_device_cannot_publish_as_or_subscribe_to_another(broker: SecureBr
     watcher.publish("iotp/events/device_data/B2", "{}")
     watcher.publish("devices/A1/commands", '{"id": "a"}')
     assert await a.next() == ("devices/A1/commands", b'{"id": "a"}')
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # bounded: another device's message, had it come, is here
     assert a.messages.empty()
 
 
@@ -312,7 +312,7 @@ async def test_last_will_must_be_the_devices_own(broker: SecureBroker) -> None:
         a = await broker.connect("A1", "A1", secret_a, will=will)
         a.client._connection._transport.close()  # die without DISCONNECT: will fires
         await asyncio.wait_for(a.disconnected.wait(), 5)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # bounded: a will the broker published would be here
         assert watcher.messages.empty()
         await a.client.disconnect()  # stop gmqtt's own reconnect attempts
     own = gmqtt.Message("devices/A1/status", "offline", qos=1, retain=True)

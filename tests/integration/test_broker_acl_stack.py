@@ -25,7 +25,7 @@ from iotp.db.engine import make_engine
 from iotp.netutil import free_port
 from iotp.worker.service import Worker
 from tests.integration.test_broker_acl import FLEET, embedded, secure_settings
-from tests.support import need
+from tests.support import eventually, need
 
 
 async def test_secure_stack_provision_then_data(tmp_path: Path) -> None:
@@ -45,10 +45,7 @@ async def test_secure_stack_provision_then_data(tmp_path: Path) -> None:
             dev.publish("devices/F6/data", '{"forged": 1}')
             dev.publish("devices/E5/data", '{"temperature": 21.5, "seq": 1}')
             counters = worker.ingestor.counters
-            for _ in range(200):
-                if counters.stored >= 1:
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: counters.stored >= 1, timeout=10, what="E5's data stored")
             assert counters.stored == 1
             assert worker.ingestor.known == {"E5"}  # F6 never reached the platform
         finally:
@@ -158,9 +155,8 @@ async def test_mqtts_with_pinned_ca_and_https_api(tmp_path: Path) -> None:
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not task.done()
-            await asyncio.sleep(0.02)
+        await eventually(lambda: server.started or task.done(), what="the API listens")
+        assert not task.done()
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(ca))) as http:
             r = await http.get(f"https://127.0.0.1:{port}/api/health")
             assert "strict-transport-security" in r.headers

@@ -6,21 +6,19 @@ as printed."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from iotp.netutil import free_port
 from iotp.simulator import node_ids
-from tests.support import need
+from tests.support import eventually, need
 
 PASSWORD = "serve-secure-Pass-1"
 # Only what the banner's example needs (the admin's password); every other secret is
@@ -69,16 +67,16 @@ class Serve:
 
 
 async def _healthy(http: httpx.AsyncClient, serve: Serve) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if (await http.get("/api/health")).status_code == 200 and "=====" in serve.output:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "iotp serve did not become healthy\n" + serve.output
+    async def healthy() -> bool:
         assert serve.proc.poll() is None, serve.output
-        await asyncio.sleep(0.2)
+        return (await http.get("/api/health")).status_code == 200 and "=====" in serve.output
+
+    try:
+        await eventually(
+            healthy, timeout=60, interval=0.2, what="healthy", retry_on=(httpx.TransportError,)
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{serve.output}") from None
 
 
 def _try_commands(output: str) -> str:
@@ -130,11 +128,14 @@ async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) ->
                         return False
                 return True
 
-            deadline = time.monotonic() + 45
-            while not await online_with_data():
-                assert time.monotonic() < deadline, "demo devices not online\n" + serve.output
+            async def demo_streaming() -> bool:
                 assert serve.proc.poll() is None, serve.output
-                await asyncio.sleep(0.5)
+                return await online_with_data()
+
+            try:
+                await eventually(demo_streaming, timeout=45, interval=0.5, what="demo online")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{serve.output}") from None
             creds = (await http.get("/api/credentials")).json()
             assert {c["device_id"] for c in creds["data"]} == demo_ids
             assert {c["status"] for c in creds["data"]} == {"approved"}
@@ -162,10 +163,11 @@ async def test_serve_secure_demo_devices_provision_and_stream(tmp_path: Path) ->
                 check=False,
             )
             assert done.returncode == 0, done.stdout + done.stderr + "\n" + script
-            deadline = time.monotonic() + 15
-            while (await http.get("/api/devices/A4CF12B3C4D5")).status_code != 200:
-                assert time.monotonic() < deadline, "the hint's message did not arrive"
-                await asyncio.sleep(0.2)
+
+            async def hint_arrived() -> bool:
+                return (await http.get("/api/devices/A4CF12B3C4D5")).status_code == 200
+
+            await eventually(hint_arrived, timeout=15, interval=0.2, what="the hint's message")
     finally:
         code = serve.stop()
     assert code == 0, serve.output

@@ -153,7 +153,7 @@ async def test_a_device_publishes_and_reads_only_its_own_topics(rabbit: Rabbit) 
     # Speaking for another device: refused, nothing reaches the platform.
     forger = await rabbit.connect(f"{A1}-forger", A1, a1)
     forger.publish(f"devices/{B2}/data", '{"forged": 1}')
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # bounded: what RabbitMQ would have routed arrives by now
     while not observer.messages.empty():
         topic, _ = observer.messages.get_nowait()
         assert topic != f"devices/{B2}/data"
@@ -361,7 +361,7 @@ async def test_a_foreign_clients_account_stays_on_its_mappings_topics(rabbit: Ra
         forger = await rabbit.connect(f"{user}-forger", user, secret)
         forger.publish(f"tele/{other}/SENSOR", '{"forged": 1}')
         forger.publish(f"devices/{A1}/data", '{"forged": 1}')
-        await asyncio.sleep(1.0)  # what RabbitMQ would have routed by now
+        await asyncio.sleep(1.0)  # bounded: what RabbitMQ would have routed arrives by now
         while not observer.messages.empty():
             topic, _ = observer.messages.get_nowait()
             assert topic not in (f"tele/{other}/SENSOR", f"devices/{A1}/data")

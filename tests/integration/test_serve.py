@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from iotp.netutil import free_port
-from tests.support import MqttTestClient
+from tests.support import MqttTestClient, eventually
 
 PASSWORD = "serve-test-Pass-1"
 
@@ -59,28 +57,30 @@ async def test_serve_ingests_and_flushes_pending_writes_on_shutdown(tmp_path: Pa
     try:
         api = f"http://127.0.0.1:{http_port}"
         async with httpx.AsyncClient(base_url=api, timeout=5) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await http.get("/api/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "iotp serve did not become healthy"
+
+            async def healthy() -> bool:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                await asyncio.sleep(0.2)
+                return (await http.get("/api/health")).status_code == 200
+
+            await eventually(
+                healthy,
+                timeout=60,
+                interval=0.2,
+                what="iotp serve healthy",
+                retry_on=(httpx.TransportError,),
+            )
             token = (
                 await http.post("/api/auth/token", data={"username": "admin", "password": PASSWORD})
             ).json()["access_token"]
             http.headers["Authorization"] = f"Bearer {token}"
             device = await MqttTestClient(f"mqtt://127.0.0.1:{mqtt_port}").connect()
             device.publish("devices/A4CF12B3C4D5/data", b'{"temperature": 21.5, "seq": 1}')
-            while True:
+
+            async def registered() -> httpx.Response | None:
                 r = await http.get("/api/devices/A4CF12B3C4D5")
-                if r.status_code == 200:
-                    break
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+                return r if r.status_code == 200 else None
+
+            r = await eventually(registered, timeout=30, what="the device registered")
             assert r.json()["name"] == "ESP32-B3C4D5"
             rows = sqlite3.connect(tmp_path / "iotp.db").execute("SELECT count(*) FROM telemetry")
             assert rows.fetchone()[0] == 0  # still pending in the batch

@@ -21,7 +21,7 @@ import uvicorn
 
 from iotp.netutil import free_port
 from tests.conftest import STACKS
-from tests.support import OPEN, Stack, run_stack
+from tests.support import OPEN, Stack, eventually, run_stack
 
 # Fast retries so the test sees several attempts within seconds.
 FAST_RETRIES: dict[str, Any] = {
@@ -105,11 +105,12 @@ class Receiver:
         config = uvicorn.Config(self, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-            await asyncio.sleep(0.02)
+        server = self._server
+        task = self._task = asyncio.create_task(server.serve())
+        await eventually(lambda: server.started or task.done(), what="the receiver listens")
+        if not server.started:
+            await task  # re-raises the start-up error
+            raise AssertionError("the receiver did not start")
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
@@ -246,7 +247,7 @@ async def test_test_button_rotate_secret_and_device_filter(stack: Stack) -> None
     device.publish("devices/NOTLISTED001/data", b'{"temperature": 20}')
     device.publish("devices/ONLYTHISONE1/data", b'{"temperature": 20}')
     await stack.wait_for(lambda: _true(receiver.of_type("device_registered")), timeout=15)
-    await asyncio.sleep(0.5)  # the other device's event would have come by now
+    await asyncio.sleep(0.5)  # bounded: the other device's event would have come by now
     devices = [r.json["device_id"] for r in receiver.of_type("device_registered")]
     assert devices == ["ONLYTHISONE1"]
     log = await _deliveries(stack, hook["id"])

@@ -64,7 +64,7 @@ async def test_new_device_appears_then_goes_offline_without_reload(
     )
     for i in range(3):
         device.publish("devices/E2EPLAIN0001/data", json.dumps({"temperature": 20 + i}))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # paced like a sensor's readings
     the_row = row(page, "E2EPLAIN0001")
     await the_row.wait_for(timeout=TIMEOUT_MS)
     await the_row.locator("text=online").wait_for(timeout=TIMEOUT_MS)
@@ -90,7 +90,7 @@ async def test_live_chart_moves_and_history_range_changes(e2e_stack: Stack, brow
     before = int(await chart.get_attribute("data-points") or 0)
     for i in range(4):
         device.publish("devices/E2EHIST0001/data", json.dumps({"temperature": 22.0 + i}))
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # paced like a sensor's readings: a point each
     await page.wait_for_function(
         """([before]) => {
             const el = document.querySelector('[data-testid="live-chart-temperature"]');

@@ -81,7 +81,7 @@ async def resilient_publish(
             if connack[3] != 0:
                 raise ConnectionError("refused")
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the broker is away: try again shortly, as a device does
             continue
         reconnects += 1
         try:
@@ -108,7 +108,7 @@ async def resilient_publish(
                 if data[0] == 0x40:
                     pending.pop(int.from_bytes(data[2:4], "big"), None)
         except (OSError, asyncio.IncompleteReadError, ConnectionError):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the link broke: reconnect shortly, as a device does
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -138,13 +138,13 @@ async def test_worker_killed_mid_stream_loses_nothing(
         w.kill()  # SIGKILL: no flush, no goodbye; unacknowledged messages stay with the broker
         killed_at = await stored(pg)
         assert killed_at < total
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the worker stays dead a moment while the stream goes on
         w.start()
         await publishing
         await eventually(
             lambda: _at_least(pg, total), timeout=STARTUP_SECONDS, interval=0.1, retry_on=STARTING
         )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # bounded: a duplicate would be stored by now
         assert await stored(pg) == total  # nothing lost, nothing stored twice
         # The platform's stored-messages figure counts the same rows, the ones stored
         # before the kill included (stats are published every 0.5 s here: give it 3 s).
@@ -199,12 +199,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
         )
         await eventually(lambda: _at_least(pg, 600), timeout=30, interval=0.1, retry_on=STARTING)
         mosquitto.stop()  # persistence: the worker's session and queue are saved
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the broker stays away a moment while devices retry
         mosquitto.start()
         reconnects = await asyncio.wait_for(publishing, 60)
         assert all(r >= 1 for r in reconnects), reconnects
         await eventually(lambda: _at_least(pg, total), timeout=30, interval=0.1, retry_on=STARTING)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # bounded: a duplicate would be stored by now
         assert await stored(pg) == total
         # The worker and the API reconnected by themselves.
         t1 = time.time()
@@ -298,12 +298,13 @@ async def test_postgres_unavailable_for_30_seconds(
                 return r.status_code == 503 and r.json()["database"] == "error"
 
             await eventually(degraded, timeout=20, interval=0.1, retry_on=STARTING)
+        # The database stays away for 30 s in all (the outage this test is about).
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - cut_at)))
         assert await stored(pg) == 100  # held, not stored, not dropped
         await proxy.start()  # the database is back
         await eventually(lambda: _at_least(pg, 1100), timeout=30, interval=0.1, retry_on=STARTING)
         await eventually(lambda: api_healthy(port), timeout=20, interval=0.1, retry_on=STARTING)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # bounded: a duplicate would be stored by now
         assert await stored(pg) == 1100
     except BaseException:
         print(w.tail(), a.tail())
@@ -345,7 +346,7 @@ async def test_api_restart_websocket_clients_reconnect_and_resubscribe(
         await eventually(lambda: api_healthy(port), timeout=40, interval=0.1, retry_on=STARTING)
         await asyncio.wait_for(client.subscribed.wait(), 30)
         assert client.connects >= 2
-        await asyncio.sleep(0.3)  # the API takes the data subscription for its client
+        # "subscribed" comes once the broker has acknowledged the API's data subscription.
         dev.publish("devices/WSDEV/data", '{"v": 2, "seq": 2}')
         await eventually(lambda: _received(client, 2), timeout=20, interval=0.1, retry_on=STARTING)
         assert [e["payload"]["seq"] for e in client.received] == [1, 2]

@@ -15,7 +15,7 @@ from amqtt.broker import Broker
 
 from iotp.netutil import free_port
 from iotp.simulator import firmware
-from tests.support import MosquittoServer, MqttTestClient, start_mosquitto
+from tests.support import MosquittoServer, MqttTestClient, eventually, start_mosquitto
 
 BROKERS = ["amqtt", "mosquitto"]
 
@@ -102,12 +102,8 @@ async def listening(observer: MqttTestClient, node_id: str) -> None:
 
 
 async def wait_until(probe: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not probe():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(interval)
+    """:func:`tests.support.eventually`, with the link tests' shorter timeout."""
+    await eventually(probe, timeout=timeout, interval=interval)
 
 
 class TcpProxy:

@@ -47,7 +47,7 @@ class LegacyDevice:
             self.client.publish(
                 f"devices/{self.mac}/data", orjson.dumps({"temperature": 21.5, "humidity": 40})
             )
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # its report interval
 
     def state(self, state: dict[str, Any]) -> None:
         assert self.client is not None

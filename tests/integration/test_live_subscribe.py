@@ -66,16 +66,16 @@ class DelayingRelay:
         async def release() -> None:
             while True:
                 due, chunk = await held.get()
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await asyncio.sleep(max(0.0, due - time.monotonic()))  # the link's delay
                 writer.write(chunk)
                 await writer.drain()
+                held.task_done()
 
         sender = asyncio.create_task(release())
         try:
             while chunk := await reader.read(65536):
                 held.put_nowait((time.monotonic() + delay, chunk))
-            while not held.empty():
-                await asyncio.sleep(0.01)
+            await held.join()  # what is on the way still arrives
         finally:
             sender.cancel()
 
@@ -130,7 +130,8 @@ async def test_data_published_right_after_subscribed_is_received(
                 event = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert event["type"] == "device_data"
                 assert event["payload"]["seq"] == i
-            # No client left: the API drops the data stream (through the slow link).
+            # No client left: the API drops the data stream (through the slow link). It
+            # tells no one when it has, so the next round waits out the link's delay.
             await asyncio.sleep(UPSTREAM_DELAY * 2 + 0.3)
     finally:
         with contextlib.suppress(Exception):

@@ -189,7 +189,7 @@ async def test_wrong_fleet_secret_is_refused_and_the_device_stops(tmp_path: Path
         # it stopped trying, and keeps working offline
         refused = stack.refused
         seq = sim.device.seq
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # bounded: another attempt would have come by now
         assert stack.refused == refused
         assert sim.device.seq > seq
         assert fleet.stats()["stopped"] == 1
@@ -209,7 +209,7 @@ async def test_revoked_device_is_disconnected_and_stops_trying(tmp_path: Path) -
         reason = sim.device.creds.reason
         assert "refused" in reason, reason
         refused = stack.refused
-        await asyncio.sleep(3)
+        await asyncio.sleep(3)  # bounded: another attempt would have come by now
         assert stack.refused == refused  # no more attempts
         assert not sim.connected
         assert (await stack.get(f"/api/credentials/{node}"))["status"] == "revoked"

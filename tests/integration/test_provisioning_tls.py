@@ -54,7 +54,7 @@ async def test_mqtts_with_pinned_ca_provisions_and_streams(tmp_path: Path) -> No
             return link is not None and "CERTIFICATE_VERIFY_FAILED" in (link.last_error or "")
 
         await eventually(failed_handshake, what="certificate refused")
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # bounded: a login that got through would show by now
         assert not stranger.connected
         assert mode(stranger) == "request"  # a TLS failure is not a refusal: it retries
         assert stack.refused == refused
@@ -74,7 +74,7 @@ async def test_provisioning_and_revocation_on_mosquitto(tmp_path: Path) -> None:
         async def keep_files_in_sync() -> None:  # what `iotp mosquitto sync` does
             while True:
                 await broker.apply()
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # its polling period
 
         syncer = asyncio.create_task(keep_files_in_sync())
         fleet = Fleet(

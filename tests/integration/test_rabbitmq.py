@@ -92,7 +92,7 @@ async def test_two_workers_share_the_queue_exactly_once(cluster: Cluster) -> Non
         return await cluster.stored() >= before + messages
 
     await eventually(all_stored, timeout=60, retry_on=STARTING)
-    await asyncio.sleep(1.5)  # a duplicate would land by now; stats are flushed
+    await asyncio.sleep(1.5)  # bounded: a duplicate would land by now; stats are flushed
     assert await cluster.stored() == before + messages
     count = await pg_value(cluster.dsn, "SELECT count(*) FROM devices WHERE id LIKE 'RMQA%'")
     assert count == devices
@@ -149,8 +149,9 @@ async def test_live_events_reach_websocket_clients(cluster: Cluster) -> None:
     port = cluster.api[1]
     client = LiveClient(port, ["device_registered", "device_status", "device_data"]).start()
     try:
+        # "subscribed" comes once the broker has acknowledged the API's on-demand data
+        # subscription: publishing right away loses nothing.
         await asyncio.wait_for(client.subscribed.wait(), 30)
-        await asyncio.sleep(1.0)  # the API takes its data subscription on demand
         await raw_publish(
             cluster.vhost.mqtt_url(), devices=devices, messages=messages, prefix="RMQLIVE"
         )
@@ -201,7 +202,7 @@ async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
         await eventually(underway, timeout=30, retry_on=STARTING)
         victim.kill()
         assert await cluster.stored() < before + total
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the worker stays dead a moment while the stream goes on
         restarted = time.time()
         victim.start()
         await asyncio.wait_for(publishing, 60)
@@ -210,7 +211,7 @@ async def test_worker_killed_mid_stream_loses_nothing(cluster: Cluster) -> None:
             return await cluster.stored() >= before + total
 
         await eventually(all_stored, timeout=60, retry_on=STARTING)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # bounded: a duplicate would land by now
         assert await cluster.stored() == before + total  # nothing lost, nothing twice
         await eventually(lambda: _connected(cluster.dsn, restarted), timeout=60, retry_on=STARTING)
     except BaseException:

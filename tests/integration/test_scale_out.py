@@ -97,7 +97,7 @@ async def test_two_workers_two_apis_exact_and_live(cluster: Cluster) -> None:
         except AssertionError:
             seen = [{t: c.count(t) for t in [*EVENTS, "dropped"]} for c in clients]
             raise AssertionError(f"events seen by each client: {seen}") from None
-        await asyncio.sleep(1.0)  # anything extra (a duplicate) would arrive by now
+        await asyncio.sleep(1.0)  # bounded: anything extra (a duplicate) would arrive by now
 
         assert await pg_value(cluster.db_url, "SELECT count(*) FROM telemetry") == MESSAGES
         assert await pg_value(cluster.db_url, "SELECT count(*) FROM devices") == DEVICES
@@ -137,7 +137,7 @@ async def test_presence_with_shared_subscriptions(cluster: Cluster) -> None:
     try:
         for i in range(16):  # 8 s at 2 Hz: longer than the 4 s timeout
             dev.publish("devices/PRESENCE1/data", f'{{"t": {i}, "seq": {i}}}')
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # paced: the device talks at 2 Hz
     finally:
         await dev.close()
 
@@ -146,7 +146,8 @@ async def test_presence_with_shared_subscriptions(cluster: Cluster) -> None:
         return status == "offline"
 
     await eventually(offline, timeout=20, retry_on=STARTING)
-    await asyncio.sleep(2.5)  # a second (wrong) transition from another worker would be here
+    # Bounded: a second (wrong) transition from another worker would be here by now.
+    await asyncio.sleep(2.5)
     rows = await pg_value(
         cluster.db_url,
         "SELECT string_agg(data->>'status' || ':' || (data->>'reason'), ',' ORDER BY id) "

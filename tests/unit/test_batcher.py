@@ -51,7 +51,7 @@ async def test_failed_store_is_retried_and_nothing_dropped() -> None:
     )
     runner = asyncio.create_task(batcher.run())
     done = batcher.add(_row(1))
-    await asyncio.sleep(0.005)
+    await asyncio.sleep(0.005)  # bounded: not stored (so not done) while the store fails
     assert not done.done()
     await asyncio.wait_for(done, 2)
     assert calls == 3

@@ -71,6 +71,7 @@ async def secure(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Secu
         "embedded-sqlite",
         tmp,
         mode=PROVISIONED,
+        ca_file=ca,  # the API serves HTTPS with the broker's certificate
         provisioning_secret=FLEET,
         tls_cert_file=cert,
         tls_key_file=key,

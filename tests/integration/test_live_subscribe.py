@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
 import pytest
 import websockets
 
-from iotp.db import migrate
-from iotp.db.engine import make_engine
-from tests.fault.procs import STARTING, api, api_healthy, platform_env, token
-from tests.support import MqttTestClient, eventually, start_mosquitto
+from tests.fault.procs import run_cluster, token
+from tests.support import MqttTestClient, eventually, migrate_database, mosquitto_server
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -30,15 +28,19 @@ UPSTREAM_DELAY = 0.5  # seconds the relay holds what the API sends to the broker
 ROUNDS = 3
 
 
+UNSUBSCRIBE = 0xA  # MQTT packet type
+
+
 class DelayingRelay:
     """TCP relay: client -> server bytes are held ``delay`` seconds (order kept), server ->
-    client bytes pass at once."""
+    client bytes pass at once. Counts the UNSUBSCRIBE packets the client sends."""
 
     def __init__(self, upstream_port: int, delay: float) -> None:
         self.upstream_port = upstream_port
         self.delay = delay
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.unsubscribes = 0
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -48,7 +50,7 @@ class DelayingRelay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         pumps = [
-            asyncio.create_task(self._pump(reader, up_writer, self.delay)),
+            asyncio.create_task(self._pump(reader, up_writer, self.delay, self._watch())),
             asyncio.create_task(self._pump(up_reader, writer, 0.0)),
         ]
         self.tasks.update(pumps)
@@ -58,8 +60,37 @@ class DelayingRelay:
         for w in (writer, up_writer):
             w.close()
 
+    def _watch(self) -> Callable[[bytes], None]:
+        """A reader of one connection's MQTT packets (fixed header: the type in the first
+        byte's high nibble, then the remaining length, 7 bits a byte)."""
+        pending = bytearray()
+
+        def feed(chunk: bytes) -> None:
+            pending.extend(chunk)
+            while len(pending) >= 2:
+                length, shift, at = 0, 0, 1
+                while True:
+                    if at >= len(pending):
+                        return
+                    byte = pending[at]
+                    length |= (byte & 0x7F) << shift
+                    shift, at = shift + 7, at + 1
+                    if not byte & 0x80:
+                        break
+                if len(pending) < at + length:
+                    return
+                if pending[0] >> 4 == UNSUBSCRIBE:
+                    self.unsubscribes += 1
+                del pending[: at + length]
+
+        return feed
+
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        delay: float,
+        watch: Callable[[bytes], None] | None = None,
     ) -> None:
         held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -74,6 +105,8 @@ class DelayingRelay:
         sender = asyncio.create_task(release())
         try:
             while chunk := await reader.read(65536):
+                if watch is not None:
+                    watch(chunk)
                 held.put_nowait((time.monotonic() + delay, chunk))
             await held.join()  # what is on the way still arrives
         finally:
@@ -87,35 +120,25 @@ class DelayingRelay:
 
 
 @pytest.fixture
-async def slow_api(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
-    """An API process whose link to Mosquitto is slow; yields (API port, broker URL)."""
-    mosq = start_mosquitto()
-    relay = DelayingRelay(mosq.port, UPSTREAM_DELAY)
-    relay_port = await relay.start()
+async def slow_api(tmp_path: Path) -> AsyncIterator[tuple[int, str, DelayingRelay]]:
+    """An API process whose link to Mosquitto is slow; yields (API port, broker URL, the
+    relay)."""
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'live.db'}"
-    engine = make_engine(db_url)
-    await migrate.upgrade(engine)
-    await engine.dispose()
-    proc, port = api(
-        "livesub-api", platform_env(db_url, f"mqtt://127.0.0.1:{relay_port}"), tmp_path
-    )
-    proc.start()
-    try:
-        await eventually(lambda: api_healthy(port), timeout=60, interval=0.1, retry_on=STARTING)
-        yield port, mosq.url
-    except BaseException:
-        print(proc.tail())
-        raise
-    finally:
-        proc.stop()
-        await relay.stop()
-        mosq.stop()
+    await migrate_database(db_url)
+    with mosquitto_server() as mosq:
+        relay = DelayingRelay(mosq.port, UPSTREAM_DELAY)
+        relay_url = f"mqtt://127.0.0.1:{await relay.start()}"
+        try:
+            async with run_cluster("livesub", tmp_path, db_url, relay_url, apis=1) as cluster:
+                yield cluster.apis[0][1], mosq.url, relay
+        finally:
+            await relay.stop()
 
 
 async def test_data_published_right_after_subscribed_is_received(
-    slow_api: tuple[int, str],
+    slow_api: tuple[int, str, DelayingRelay],
 ) -> None:
-    port, broker_url = slow_api
+    port, broker_url, relay = slow_api
     device = await MqttTestClient(broker_url, "LIVESUB1").connect()
     url = f"ws://127.0.0.1:{port}/api/ws?token={await token(port)}"
     try:
@@ -130,9 +153,9 @@ async def test_data_published_right_after_subscribed_is_received(
                 event = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert event["type"] == "device_data"
                 assert event["payload"]["seq"] == i
-            # No client left: the API drops the data stream (through the slow link). It
-            # tells no one when it has, so the next round waits out the link's delay.
-            await asyncio.sleep(UPSTREAM_DELAY * 2 + 0.3)
+            # No client left: the API drops the data stream, so the next round asks for it
+            # afresh.
+            await eventually(lambda i=i: relay.unsubscribes > i, what="the API unsubscribed")
     finally:
         with contextlib.suppress(Exception):
             await device.close()

@@ -11,46 +11,36 @@ import subprocess
 from pathlib import Path
 
 import gmqtt
-import httpx
 import orjson
-import uvicorn
 from gmqtt.mqtt.constants import MQTTv311
 
-from iotp.api.app import create_app
-from iotp.api.security import uvicorn_tls
 from iotp.broker.embedded import EmbeddedBroker
-from iotp.broker.provisioning import Provisioner
-from iotp.db import migrate
-from iotp.db.engine import make_engine
 from iotp.netutil import free_port
-from iotp.worker.service import Worker
-from tests.integration.test_broker_acl import FLEET, embedded, secure_settings
-from tests.support import eventually, need
+from iotp.runtime import Platform
+from tests.integration.test_broker_acl import FLEET, embedded
+from tests.support import AMQTT_KIND, PROVISIONED, eventually, need, run_stack
 
 
 async def test_secure_stack_provision_then_data(tmp_path: Path) -> None:
-    async with embedded(tmp_path, auto_approve=True, batch_max_delay_ms=20) as b:
-        worker = Worker(b.settings, b.engine, b.url)
-        await worker.start()
-        provisioner = Provisioner(b.settings, b.engine, b.url)
-        await provisioner.start()
-        try:
-            prov = await b.connect("E5", "provision", FLEET)
-            await prov.subscribe("provision/E5/response")
-            secret = "e5-made-this-secret-up-0123456789"
-            prov.publish("provision/E5/request", orjson.dumps({"secret": secret}))
-            assert orjson.loads((await prov.next())[1]) == {"status": "approved"}
-            await prov.close()
-            dev = await b.connect("E5", "E5", secret)
-            dev.publish("devices/F6/data", '{"forged": 1}')
-            dev.publish("devices/E5/data", '{"temperature": 21.5, "seq": 1}')
-            counters = worker.ingestor.counters
-            await eventually(lambda: counters.stored >= 1, timeout=10, what="E5's data stored")
-            assert counters.stored == 1
-            assert worker.ingestor.known == {"E5"}  # F6 never reached the platform
-        finally:
-            await provisioner.stop()
-            await worker.stop()
+    async with (
+        embedded(tmp_path, auto_approve=True, batch_max_delay_ms=20) as b,
+        # The worker and the provisioner, as `iotp worker` runs them on this broker.
+        Platform(b.settings, broker=None, mqtt_url=b.url, api_port=None) as platform,
+    ):
+        worker = platform.worker
+        prov = await b.connect("E5", "provision", FLEET)
+        await prov.subscribe("provision/E5/response")
+        secret = "e5-made-this-secret-up-0123456789"
+        prov.publish("provision/E5/request", orjson.dumps({"secret": secret}))
+        assert orjson.loads((await prov.next())[1]) == {"status": "approved"}
+        await prov.close()
+        dev = await b.connect("E5", "E5", secret)
+        dev.publish("devices/F6/data", '{"forged": 1}')
+        dev.publish("devices/E5/data", '{"temperature": 21.5, "seq": 1}')
+        counters = worker.ingestor.counters
+        await eventually(lambda: counters.stored >= 1, timeout=10, what="E5's data stored")
+        assert counters.stored == 1
+        assert worker.ingestor.known == {"E5"}  # F6 never reached the platform
 
 
 def _make_ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
@@ -111,14 +101,18 @@ def _make_ca_and_cert(d: Path) -> tuple[Path, Path, Path]:
 
 async def test_mqtts_with_pinned_ca_and_https_api(tmp_path: Path) -> None:
     ca, cert, key = _make_ca_and_cert(tmp_path)
-    settings = secure_settings(
-        tmp_path, tls_cert_file=cert, tls_key_file=key, mqtt_tls_port=free_port()
-    )
-    engine = make_engine(settings.effective_database_url)
-    await migrate.upgrade(engine)
-    broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
-    await broker.start()
-    try:
+    async with run_stack(
+        AMQTT_KIND,
+        tmp_path,
+        mode=PROVISIONED,
+        ca_file=ca,
+        provisioning_secret=FLEET,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        mqtt_tls_port=free_port(),
+    ) as stack:
+        settings, broker = stack.settings, stack.broker
+        assert isinstance(broker, EmbeddedBroker)
         assert broker.tls_url == f"mqtts://127.0.0.1:{settings.mqtt_tls_port}"
         pinned = ssl.create_default_context(cafile=str(ca))  # only our CA is trusted
         client = gmqtt.Client("svc-tls")
@@ -141,26 +135,8 @@ async def test_mqtts_with_pinned_ca_and_https_api(tmp_path: Path) -> None:
             raise AssertionError("connected without trusting the CA")
         except ssl.SSLError:
             pass
-    finally:
-        await broker.stop()
 
-    # The API over HTTPS with the same certificate.
-    app = create_app(settings, engine=engine, mqtt_default=broker.url)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_tls(settings)
-        )
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started or task.done(), what="the API listens")
-        assert not task.done()
-        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(ca))) as http:
-            r = await http.get(f"https://127.0.0.1:{port}/api/health")
-            assert "strict-transport-security" in r.headers
-    finally:
-        server.should_exit = True
-        await task
-        await engine.dispose()
+        # The API over HTTPS with the same certificate (Stack.http trusts only our CA).
+        assert stack.api_url.startswith("https://")
+        r = await stack.http.get("/api/health")
+        assert "strict-transport-security" in r.headers

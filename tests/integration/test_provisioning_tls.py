@@ -9,10 +9,9 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from iotp.broker.provisioning import Provisioner
 from iotp.netutil import free_port
+from iotp.runtime import Platform
 from iotp.simulator import Fleet
-from iotp.worker.service import Worker
 from tests.integration.test_broker_acl import FLEET, mosquitto
 from tests.integration.test_broker_acl_stack import _make_ca_and_cert
 from tests.integration.test_provisioning import (
@@ -65,11 +64,12 @@ async def test_mqtts_with_pinned_ca_provisions_and_streams(tmp_path: Path) -> No
 async def test_provisioning_and_revocation_on_mosquitto(tmp_path: Path) -> None:
     """Mosquitto with the files `iotp mosquitto sync` writes: it takes the fleet secret
     for any client id, so a revoked device hears `revoked` from the platform itself."""
-    async with mosquitto(tmp_path, auto_approve=True, batch_max_delay_ms=20) as broker:
-        worker = Worker(broker.settings, broker.engine, broker.url)
-        await worker.start()
-        provisioner = Provisioner(broker.settings, broker.engine, broker.url)
-        await provisioner.start()
+    async with (
+        mosquitto(tmp_path, auto_approve=True, batch_max_delay_ms=20) as broker,
+        # The worker and the provisioner, as `iotp worker` runs them on this broker.
+        Platform(broker.settings, broker=None, mqtt_url=broker.url, api_port=None) as platform,
+    ):
+        worker = platform.worker
 
         async def keep_files_in_sync() -> None:  # what `iotp mosquitto sync` does
             while True:
@@ -104,5 +104,3 @@ async def test_provisioning_and_revocation_on_mosquitto(tmp_path: Path) -> None:
             syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await syncer
-            await provisioner.stop()
-            await worker.stop()

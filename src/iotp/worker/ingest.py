@@ -326,7 +326,9 @@ class Ingestor:
                 if device_id not in self.known:
                     return self._data_from_new_device(device_id, row, now, msg.metrics, msg.ts)
                 self._seen(device_id, now)
-                if device_id in self._learning:
+                learned = self._learning.get(device_id)
+                # Mostly the same names as before: a set comparison in C, no new set.
+                if learned is not None and not msg.metrics.keys() <= learned:
                     self._learn(device_id, device_service.capabilities_in_data(msg.metrics), now)
                 if self.rules is not None:  # in-memory only
                     self.rules.on_data(device_id, msg.metrics, msg.ts)

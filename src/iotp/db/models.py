@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -89,12 +90,29 @@ class _RollupColumns:
     vcount: Mapped[int] = mapped_column(BigInteger)
 
 
+def _rollup_indexes(table: str) -> tuple[Any, ...]:
+    """The maintenance reads and expires rollups by bucket alone; charts read a device's
+    rollups from the primary key, which carries the values on PostgreSQL (migration 0018)."""
+    return (
+        PrimaryKeyConstraint(
+            "device_id",
+            "metric",
+            "bucket",
+            name=f"{table}_pkey",
+            postgresql_include=["vmin", "vmax", "vsum", "vcount"],
+        ),
+        Index(f"ix_{table}_bucket", "bucket"),
+    )
+
+
 class TelemetryRollupMinute(_RollupColumns, Base):
     __tablename__ = "telemetry_rollup_1m"
+    __table_args__ = _rollup_indexes("telemetry_rollup_1m")
 
 
 class TelemetryRollupHour(_RollupColumns, Base):
     __tablename__ = "telemetry_rollup_1h"
+    __table_args__ = _rollup_indexes("telemetry_rollup_1h")
 
 
 class StorageState(Base):

@@ -21,6 +21,11 @@ hour rollups older than the raw window come from the same model (mean, spread an
 of an hour's samples), since generating every sample of the year would cost the loader
 ~100 million evaluations for rows nobody keeps.
 
+Rows are loaded oldest first, in the order the platform writes them (raw rows by time,
+devices interleaved; rollups a bucket at a time for the whole fleet), so the tables'
+pages hold what they hold in a running system: one device's year is spread over
+thousands of pages, not packed together.
+
 Loading runs without the benchmark lock; the measurements take it (`--lock`), so they
 never overlap another benchmark. Everything is bounded (`--max-minutes`), runs on this
 machine only, and the databases are dropped at the end.
@@ -145,6 +150,7 @@ class Model:
         self.slots = slots
         self.cycle = [math.sin(2 * math.pi * (s / slots - 0.375)) for s in range(slots)]
         self.hour_cycle = [math.sin(2 * math.pi * ((hh + 0.5) / 24 - 0.375)) for hh in range(24)]
+        self.ids = [device_id(d) for d in range(devices)]
 
     @staticmethod
     def season(ts: float) -> float:
@@ -162,91 +168,104 @@ class Model:
 SIGMA = (0.3, 1.5, 4.0)
 
 
-def device_rows(
-    plan: Plan, model: Model, d: int
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """One device's raw rows, minute rollups and hour rollups, each in primary-key order
-    (so every table's index grows by appends)."""
-    dev = device_id(d)
-    interval = plan.interval
-    noise = model.noise
-    nn = len(noise)
-    phase = model.phases[d]
-    raw: list[tuple[Any, ...]] = []
-    minutes: list[list[tuple[Any, ...]]] = [[], [], []]
-    # hour bucket -> [min, max, sum, count] per metric, for the raw window
-    hour_acc: list[dict[float, list[float]]] = [{}, {}, {}]
-    first = math.ceil((plan.raw_start - phase) / interval)
-    last = math.floor((plan.now - phase) / interval)  # exclusive: ts < now
-    season_day = -1.0
-    season = 0.0
-    k = d * 7919
-    for s in range(first, last):
-        ts = s * interval + phase
-        day = ts // DAY
-        if day != season_day:
-            season_day, season = day, Model.season(ts)
-        means = model.means(d, model.cycle[int(ts % DAY) // interval], season)
-        t = round(means[0] + SIGMA[0] * noise[k % nn], 2)
-        hu = round(min(100.0, max(0.0, means[1] + SIGMA[1] * noise[(k + 1) % nn])), 1)
-        g = round(means[2] + SIGMA[2] * noise[(k + 2) % nn])
-        k += 3
-        ts = round(ts, 3)
-        raw.append((dev, ts, s, f'{{"temperature":{t},"humidity":{hu},"gas":{g}}}', None))
-        values = (t, hu, float(g))
-        if plan.minute_start <= ts < plan.mark_1m:
-            bucket = math.floor(ts / MINUTE) * MINUTE
-            for m in range(3):
-                v = values[m]
-                minutes[m].append((dev, METRICS[m], float(bucket), v, v, v, 1))
-        if ts < plan.mark_1h:
-            hb = float(math.floor(ts / HOUR) * HOUR)
-            for m in range(3):
-                v = values[m]
-                acc = hour_acc[m].get(hb)
-                if acc is None:
-                    hour_acc[m][hb] = [v, v, v, 1]
-                else:
-                    acc[0] = min(acc[0], v)
-                    acc[1] = max(acc[1], v)
-                    acc[2] += v
-                    acc[3] += 1
-    per_hour = HOUR // interval
-    hours: list[tuple[Any, ...]] = []
-    raw_hours_from = plan.raw_start  # hour-aligned: a day boundary
-    for m in range(3):
-        name = METRICS[m]
-        sigma = SIGMA[m]
-        hb = plan.hour_start
-        j = d * 104729 + m * 31
-        while hb < min(raw_hours_from, plan.mark_1h):
-            c = model.hour_cycle[int(hb % DAY) // HOUR]
-            mean = model.means(d, c, Model.season(hb))[m] + 0.3 * sigma * noise[j % nn]
-            lo = mean - sigma * (1.5 + abs(noise[(j + 1) % nn]))
-            hi = mean + sigma * (1.5 + abs(noise[(j + 2) % nn]))
-            hours.append(
-                (dev, name, hb, round(lo, 2), round(hi, 2), round(mean * per_hour, 2), per_hour)
-            )
-            hb += HOUR
-            j += 3
-        for bucket, (lo, hi, total, count) in sorted(hour_acc[m].items()):
-            hours.append((dev, name, bucket, lo, hi, total, int(count)))
-    return raw, [r for ms in minutes for r in ms], hours
-
-
 Rows = list[tuple[Any, ...]]
 
 
-def chunk_rows(plan: Plan, model: Model, lo: int, hi: int) -> tuple[Rows, Rows, Rows]:
+def window_rows(plan: Plan, model: Model, lo: float, hi: float) -> tuple[Rows, Rows, Rows]:
+    """Raw rows, minute rollups and hour rollups of every device for [lo, hi) of the raw
+    window, in the order the platform writes them: raw rows as they arrive (by time,
+    devices interleaved), rollups a bucket at a time for all devices (the maintenance's
+    rounds). So every table's heap is ordered by time as in a running system, and a
+    device's history is spread over many pages."""
+    interval = plan.interval
+    noise = model.noise
+    nn = len(noise)
+    season = Model.season(lo)
+    samples: list[tuple[float, int, int, float, float, float]] = []
+    for d in range(plan.devices):
+        phase = model.phases[d]
+        for s in range(math.ceil((lo - phase) / interval), math.ceil((hi - phase) / interval)):
+            ts = s * interval + phase
+            means = model.means(d, model.cycle[int(ts % DAY) // interval], season)
+            k = d * 7919 + s * 3
+            samples.append(
+                (
+                    round(ts, 3),
+                    d,
+                    s,
+                    round(means[0] + SIGMA[0] * noise[k % nn], 2),
+                    round(min(100.0, max(0.0, means[1] + SIGMA[1] * noise[(k + 1) % nn])), 1),
+                    float(round(means[2] + SIGMA[2] * noise[(k + 2) % nn])),
+                )
+            )
+    samples.sort()
+    ids = model.ids
     raw: Rows = []
     minute: Rows = []
+    # (hour bucket, device) -> [min, max, sum, count] per metric
+    hours: dict[tuple[float, int], list[list[float]]] = {}
+    for ts, d, s, t, hu, g in samples:
+        dev = ids[d]
+        raw.append((dev, ts, s, f'{{"temperature":{t},"humidity":{hu},"gas":{int(g)}}}', None))
+        values = (t, hu, g)
+        if plan.minute_start <= ts < plan.mark_1m:
+            bucket = float(math.floor(ts / MINUTE) * MINUTE)
+            for m in range(3):
+                v = values[m]
+                minute.append((dev, METRICS[m], bucket, v, v, v, 1))
+        if ts < plan.mark_1h:
+            key = (float(math.floor(ts / HOUR) * HOUR), d)
+            acc = hours.get(key)
+            if acc is None:
+                hours[key] = [[v, v, v, 1.0] for v in values]
+            else:
+                for m in range(3):
+                    a, v = acc[m], values[m]
+                    a[0] = min(a[0], v)
+                    a[1] = max(a[1], v)
+                    a[2] += v
+                    a[3] += 1
+    minute.sort(key=lambda r: r[2])  # a bucket at a time (stable: devices as they arrived)
     hour: Rows = []
-    for d in range(lo, hi):
-        r, m, hr = device_rows(plan, model, d)
-        raw += r
-        minute += m
-        hour += hr
+    for (bucket, d), accs in sorted(hours.items()):
+        for m in range(3):
+            lo_, hi_, total, count = accs[m]
+            hour.append((ids[d], METRICS[m], bucket, lo_, hi_, round(total, 6), int(count)))
     return raw, minute, hour
+
+
+def model_hours(plan: Plan, model: Model, lo: float, hi: float) -> tuple[Rows, Rows, Rows]:
+    """Hour rollups before the raw window, an hour at a time for all devices, from the
+    model: an hour's mean, spread and count of samples."""
+    noise = model.noise
+    nn = len(noise)
+    per_hour = HOUR // plan.interval
+    hour: Rows = []
+    hb = lo
+    while hb < hi:
+        c = model.hour_cycle[int(hb % DAY) // HOUR]
+        season = Model.season(hb)
+        n = int(hb // HOUR)
+        for d in range(plan.devices):
+            means = model.means(d, c, season)
+            dev = model.ids[d]
+            for m in range(3):
+                sigma = SIGMA[m]
+                j = d * 104729 + m * 31 + n * 3
+                mean = means[m] + 0.3 * sigma * noise[j % nn]
+                hour.append(
+                    (
+                        dev,
+                        METRICS[m],
+                        hb,
+                        round(mean - sigma * (1.5 + abs(noise[(j + 1) % nn])), 2),
+                        round(mean + sigma * (1.5 + abs(noise[(j + 2) % nn])), 2),
+                        round(mean * per_hour, 2),
+                        per_hour,
+                    )
+                )
+        hb += HOUR
+    return [], [], hour
 
 
 RAW_COLUMNS = ("device_id", "ts", "seq", "metrics", "attributes")
@@ -317,47 +336,54 @@ async def insert_devices(conn: asyncpg.Connection, plan: Plan, model: Model) -> 
     )
 
 
-async def load(dsn: str, plan: Plan, chunk: int) -> dict[str, int]:
-    """COPY everything, a chunk of devices at a time, the three tables over three
-    connections at once (PostgreSQL works on one while the next chunk is generated)."""
+async def load(dsn: str, plan: Plan, chunk_hours: int) -> dict[str, int]:
+    """COPY everything in time order, a window at a time, the three tables over three
+    connections at once (PostgreSQL works on one window while the next is generated)."""
     model = Model(plan.devices, plan.interval)
     conns = [await asyncpg.connect(dsn) for _ in range(3)]
     counts = {"raw": 0, "minute": 0, "hour": 0}
     try:
         await create_partitions(conns[0], plan)
         await insert_devices(conns[0], plan, model)
+        # Oldest first, as the tables grew: the model's hours before the raw window, then
+        # the raw window a day at a time with its rollups.
+        windows: list[tuple[Any, float, float]] = []
+        first_raw = min(plan.raw_start, plan.mark_1h)
+        step = max(1, chunk_hours) * HOUR
+        t = plan.hour_start
+        while t < first_raw:
+            windows.append((model_hours, t, min(t + step, first_raw)))
+            t += step
+        t = plan.raw_start
+        while t < plan.now:
+            windows.append((window_rows, t, min(t + DAY, plan.now)))
+            t += DAY
         pending: list[asyncio.Task[str]] = []
         started = time.monotonic()
-        for lo in range(0, plan.devices, chunk):
-            # Generated in a thread while the previous chunk's COPYs run on the loop.
+        for i, (make, lo, hi) in enumerate(windows):
+            # Generated in a thread while the previous window's COPYs run on the loop.
             raw, minute, hour = await asyncio.get_running_loop().run_in_executor(
-                None, chunk_rows, plan, model, lo, min(lo + chunk, plan.devices)
+                None, make, plan, model, lo, hi
             )
             await asyncio.gather(*pending)
             counts["raw"] += len(raw)
             counts["minute"] += len(minute)
             counts["hour"] += len(hour)
             pending = [
-                asyncio.create_task(
-                    conns[0].copy_records_to_table("telemetry", records=raw, columns=RAW_COLUMNS)
-                ),
-                asyncio.create_task(
-                    conns[1].copy_records_to_table(
-                        "telemetry_rollup_1m", records=minute, columns=ROLLUP_COLUMNS
-                    )
-                ),
-                asyncio.create_task(
-                    conns[2].copy_records_to_table(
-                        "telemetry_rollup_1h", records=hour, columns=ROLLUP_COLUMNS
-                    )
-                ),
+                asyncio.create_task(conn.copy_records_to_table(table, records=rows, columns=cols))
+                for conn, table, rows, cols in (
+                    (conns[0], "telemetry", raw, RAW_COLUMNS),
+                    (conns[1], "telemetry_rollup_1m", minute, ROLLUP_COLUMNS),
+                    (conns[2], "telemetry_rollup_1h", hour, ROLLUP_COLUMNS),
+                )
+                if rows
             ]
-            done = min(lo + chunk, plan.devices)
-            elapsed = time.monotonic() - started
-            print(
-                f"  {done:>5}/{plan.devices} devices, {elapsed:5.0f} s, load {loadavg()}",
-                flush=True,
-            )
+            if i % 5 == 4 or i == len(windows) - 1:
+                print(
+                    f"  {i + 1:>3}/{len(windows)} windows (up to {time.strftime('%Y-%m-%d', time.gmtime(hi))}),"
+                    f" {time.monotonic() - started:5.0f} s, load {loadavg()}",
+                    flush=True,
+                )
         await asyncio.gather(*pending)
         for name, value in (
             (retention.WATERMARK_1M, plan.mark_1m),
@@ -727,7 +753,9 @@ def main() -> None:
     parser.add_argument(
         "--days-hour", type=int, default=365, help="IOTP_ROLLUP_HOUR_RETENTION_DAYS"
     )
-    parser.add_argument("--chunk", type=int, default=20, help="devices per COPY")
+    parser.add_argument(
+        "--chunk-hours", type=int, default=240, help="hours per COPY before the raw window"
+    )
     parser.add_argument("--requests", type=int, default=50, help="timed requests per query")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of all devices' latest")
     parser.add_argument("--ingest-messages", type=int, default=100_000)
@@ -784,9 +812,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        print(f"load (COPY, {args.chunk} devices per COPY, load average {loadavg()}):", flush=True)
+        print(f"load (COPY, oldest first, load average {loadavg()}):", flush=True)
         started = time.monotonic()
-        counts = asyncio.run(load(dsn, plan, args.chunk))
+        counts = asyncio.run(load(dsn, plan, args.chunk_hours))
         copied = time.monotonic() - started
         asyncio.run(vacuum_analyze(dsn))
         loaded = time.monotonic() - started

@@ -590,7 +590,13 @@ async def explain(dsn: str, plan: Plan) -> None:
             rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
             lines = [r[0] for r in rows]
             print(f"  EXPLAIN {title}:")
-            for line in lines[:3] + [x for x in lines[3:] if "Time:" in x]:
+            # The top node, how the rows were found and what that read, and the timing.
+            keep = [lines[0]] + [
+                x
+                for x in lines[1:]
+                if any(k in x for k in ("Buffers:", "Scan", "Heap Fetches", "Time:"))
+            ]
+            for line in keep[:10]:
                 print(f"    {line}")
     finally:
         await conn.close()

@@ -71,6 +71,18 @@ async def test_declared_unit_in_table_alert_and_rule_builder(
     await alert_row.wait_for(timeout=TIMEOUT_MS)
     assert message in await alert_row.inner_text(), await alert_row.inner_text()
 
+    # A page opened after the device reported shows its stored readings at once, before
+    # any live one.
+    async def stored() -> bool:
+        fleet = await stack.get("/api/latest", devices=DEVICE)
+        return fleet["data"].get(DEVICE, {}).get("temperature", {}).get("value") == 91.5
+
+    await stack.wait_for(stored)
+    fresh = await open_logged_in(browser, stack, "/devices")
+    shown = fresh.locator(f"[data-device='{DEVICE}']").get_by_test_id("latest-readings")
+    await shown.get_by_text("temperature 91.5 °F").wait_for(timeout=TIMEOUT_MS)
+    await fresh.close()
+
     await navigate(page, "/automations")
     await (
         page.locator(".ant-table-row", has_text="Too warm")

@@ -134,6 +134,45 @@ async def test_info_sets_type_and_capabilities_and_updates(stack: Stack) -> None
     assert (await stack.get(f"/api/devices/{DEV}"))["firmware_version"] == "1.2.0"
 
 
+async def test_the_fleets_latest_values_in_one_request(stack: Stack) -> None:
+    device = await stack.device()
+    # Different metrics in different messages (a sensor report, then a Wi-Fi report).
+    device.publish("devices/FLEETA/data", b'{"temperature": 20.5, "humidity": 40, "ts": 1000}')
+    device.publish("devices/FLEETA/data", b'{"temperature": 21.5, "ts": 1010}')
+    device.publish("devices/FLEETA/data", b'{"rssi": -60, "ts": 1020}')
+    device.publish("devices/FLEETB/data", b'{"gas": 300}')
+    device.publish("devices/FLEETC/status", b"online")  # registered, never reported
+
+    async def all_stored() -> Any:
+        fleet = await stack.get("/api/latest")
+        a = fleet["data"].get("FLEETA", {})
+        return (
+            fleet
+            if {"temperature", "humidity", "rssi"} <= a.keys() and "FLEETB" in fleet["data"]
+            else None
+        )
+
+    fleet = await stack.wait_for(all_stored)
+    a = fleet["data"]["FLEETA"]
+    assert a["temperature"]["value"] == 21.5  # the newest of the two
+    assert a["humidity"]["value"] == 40
+    assert a["rssi"]["value"] == -60
+    assert fleet["data"]["FLEETB"]["gas"]["value"] == 300
+    assert "FLEETC" not in fleet["data"]
+    assert fleet["count"] == len(fleet["data"])
+    # The same as each device's own latest values.
+    one = await stack.get("/api/devices/FLEETA/latest")
+    assert {k: v["value"] for k, v in one["metrics"].items()} == {
+        k: v["value"] for k, v in a.items()
+    }
+    only = await stack.get("/api/latest", devices="FLEETB,NOSUCH")
+    assert set(only["data"]) == {"FLEETB"}
+    many = ",".join(f"D{i}" for i in range(1001))
+    r = await stack.http.get("/api/latest", params={"devices": many})
+    assert r.status_code == 422
+    assert "at most 1000" in r.text
+
+
 BAD_INPUTS = [
     ("devices/bad!/data", b'{"t": 1}', "bad_device_id"),
     ("devices/X1/nonsense", b'{"t": 1}', "bad_topic"),

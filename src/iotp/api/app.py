@@ -108,6 +108,7 @@ def create_app(
         app.include_router(router)
     app.include_router(system.router)
     app.include_router(devices.router)
+    app.include_router(devices.fleet_router)
     app.include_router(info.router)
     app.include_router(adapters.router)
     app.include_router(metrics_routes.router)  # operations: Prometheus /metrics

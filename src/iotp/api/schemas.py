@@ -98,6 +98,18 @@ class LatestPublic(BaseModel):
     metrics: dict[str, LatestValue]
 
 
+class FleetValue(BaseModel):
+    value: float
+    ts: datetime
+
+
+class FleetLatestPublic(BaseModel):
+    """Device id -> metric -> its latest value (devices that never reported are left out)."""
+
+    data: dict[str, dict[str, FleetValue]]
+    count: int
+
+
 class Point(BaseModel):
     ts: datetime
     value: float

@@ -152,6 +152,63 @@ async def latest_values(
     return latest
 
 
+# What the fleet's latest values are read from: each device's newest rows (a device's
+# messages may carry different metrics, e.g. a sensor report and a state report), no
+# older than this before the device was last seen, so PostgreSQL reads only the newest
+# partitions.
+FLEET_LATEST_ROWS = 5
+FLEET_LATEST_WINDOW_SECONDS = 86400.0
+
+
+async def latest_of_fleet(
+    conn: AsyncConnection, *, device_ids: Sequence[str] | None = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The latest value of each metric of every device (or of ``device_ids``), from
+    each device's newest rows: one query on PostgreSQL (an index range per device,
+    partitions pruned by the device's last sighting), one per device on SQLite."""
+    ids_filter = "" if device_ids is None else "AND d.id = ANY(:ids)"
+    params: dict[str, Any] = {"n": FLEET_LATEST_ROWS, "w": FLEET_LATEST_WINDOW_SECONDS}
+    if device_ids is not None:
+        params["ids"] = list(device_ids)
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(
+            text(
+                "SELECT d.id, t.ts, t.metrics FROM devices d CROSS JOIN LATERAL ("
+                " SELECT ts, metrics FROM telemetry"
+                " WHERE telemetry.device_id = d.id AND telemetry.ts >= d.last_seen - :w"
+                " ORDER BY ts DESC LIMIT :n) t"
+                f" WHERE d.last_seen IS NOT NULL {ids_filter}"
+            ),
+            params,
+        )
+        rows: list[tuple[str, float, Any]] = [(r[0], r[1], r[2]) for r in result]
+    else:
+        seen = await conn.execute(
+            text("SELECT id FROM devices WHERE last_seen IS NOT NULL ORDER BY id")
+        )
+        wanted = None if device_ids is None else set(device_ids)
+        rows = []
+        for (device_id,) in seen.all():
+            if wanted is not None and device_id not in wanted:
+                continue
+            newest = await conn.execute(
+                text(
+                    "SELECT ts, metrics FROM telemetry WHERE device_id = :d"
+                    " ORDER BY ts DESC LIMIT :n"
+                ),
+                {"d": device_id, "n": FLEET_LATEST_ROWS},
+            )
+            rows.extend((device_id, ts, metrics) for ts, metrics in newest)
+    fleet: dict[str, dict[str, dict[str, float]]] = {}
+    for device_id, ts, metrics in sorted(rows, key=lambda r: (r[0], -r[1])):
+        latest = fleet.setdefault(device_id, {})
+        values = orjson.loads(metrics) if isinstance(metrics, str | bytes) else metrics
+        for name, value in values.items():
+            if name not in latest:
+                latest[name] = {"value": value, "ts": ts}
+    return fleet
+
+
 async def metric_names(conn: AsyncConnection, *, device_id: str, scan: int = 200) -> list[str]:
     return sorted(await latest_values(conn, device_id=device_id, scan=scan))
 

@@ -437,6 +437,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/latest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Fleet Latest
+         * @description The latest value of each metric of every device at once (the device list's
+         *     "Latest" column): what ``/api/devices/{id}/latest`` gives one device, without units
+         *     (each device's ``units`` has them).
+         */
+        get: operations["fleet_latest_api_latest_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/info": {
         parameters: {
             query?: never;
@@ -2253,6 +2275,30 @@ export interface components {
             data: components["schemas"]["FirmwarePublic"][];
             /** Count */
             count: number;
+        };
+        /**
+         * FleetLatestPublic
+         * @description Device id -> metric -> its latest value (devices that never reported are left out).
+         */
+        FleetLatestPublic: {
+            /** Data */
+            data: {
+                [key: string]: {
+                    [key: string]: components["schemas"]["FleetValue"];
+                };
+            };
+            /** Count */
+            count: number;
+        };
+        /** FleetValue */
+        FleetValue: {
+            /** Value */
+            value: number;
+            /**
+             * Ts
+             * Format: date-time
+             */
+            ts: string;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -4437,6 +4483,38 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeviceEventsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    fleet_latest_api_latest_get: {
+        parameters: {
+            query?: {
+                /** @description comma-separated device ids (default: every device) */
+                devices?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FleetLatestPublic"];
                 };
             };
             /** @description Validation Error */

@@ -89,4 +89,36 @@ describe("DeviceStore", () => {
     expect(store.getSnapshot().map((d) => d.id)).toEqual(["A", "B"]);
     vi.useRealTimers();
   });
+
+  it("shows the stored latest values at once; live ones win", async () => {
+    vi.useFakeTimers();
+    const store = new DeviceStore(
+      async () => [device("A"), device("B")],
+      async () => null,
+      fakeSocket,
+      500,
+      async () => ({ A: { temperature: 20, humidity: 40 } }),
+    );
+    store.acquire();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(store.get("A")!.latest).toEqual({ temperature: 20, humidity: 40 });
+    expect(store.get("B")!.latest).toEqual({});
+    store.apply({ type: "device_data", device_id: "A", ts: 1_800_000_000, payload: { metrics: { temperature: 22 } } });
+    await store.reload();
+    expect(store.get("A")!.latest).toEqual({ temperature: 22, humidity: 40 });
+    vi.useRealTimers();
+  });
+
+  it("loads the list when the latest values cannot be read", async () => {
+    const store = new DeviceStore(
+      async () => [device("A")],
+      async () => null,
+      fakeSocket,
+      500,
+      async () => Promise.reject(new Error("down")),
+    );
+    await store.reload();
+    expect(store.status).toBe("ready");
+    expect(store.get("A")!.latest).toEqual({});
+  });
 });

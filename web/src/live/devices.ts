@@ -41,6 +41,9 @@ export class DeviceStore {
     private readonly loadOne: (id: string) => Promise<Device | null>,
     private readonly socket = live,
     interval = RENDER_INTERVAL_MS,
+    // The latest values of every device, so the list shows readings before the next
+    // live ones (a device reporting every few minutes would show none until then).
+    private readonly loadLatest: () => Promise<Record<string, Record<string, number>>> = async () => ({}),
   ) {
     this.notify = throttle(
       () => this.publish(),
@@ -88,9 +91,13 @@ export class DeviceStore {
     const seen: LiveEvent[] = [];
     this.duringLoad.add(seen);
     try {
-      const devices = await this.load();
+      // Readings are a nicety: the list loads without them.
+      const [devices, latest] = await Promise.all([this.load(), this.loadLatest().catch(() => ({}))]);
       const next = new Map<string, DeviceRow>();
-      for (const d of devices) next.set(d.id, { ...d, latest: this.byId.get(d.id)?.latest ?? {} });
+      for (const d of devices) {
+        const stored: Record<string, number> = (latest as Record<string, Record<string, number>>)[d.id] ?? {};
+        next.set(d.id, { ...d, latest: { ...stored, ...this.byId.get(d.id)?.latest } });
+      }
       this.byId = next;
       this.status = "ready";
       this.error = null;
@@ -181,6 +188,16 @@ export const devices = new DeviceStore(
     unwrap(api.GET("/api/devices/{device_id}", { params: { path: { device_id: id } } }), {
       quiet: true,
     }).catch(() => null),
+  live,
+  RENDER_INTERVAL_MS,
+  async () => {
+    const { data } = await unwrap(api.GET("/api/latest"), { quiet: true });
+    const out: Record<string, Record<string, number>> = {};
+    for (const [id, metrics] of Object.entries(data)) {
+      out[id] = Object.fromEntries(Object.entries(metrics).map(([name, v]) => [name, v.value]));
+    }
+    return out;
+  },
 );
 
 /** All devices, live. */

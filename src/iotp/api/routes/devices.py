@@ -18,12 +18,15 @@ from iotp.api.schemas import (
     DevicePublic,
     DevicesPublic,
     DeviceUpdate,
+    FleetLatestPublic,
+    FleetValue,
     LatestPublic,
     LatestValue,
     Point,
     TelemetryPublic,
     iso,
 )
+from iotp.errors import InvalidRequestError
 from iotp.protocol.events import EventType
 from iotp.protocol.payloads import NAME_RE
 from iotp.protocol.units import units_for
@@ -31,6 +34,9 @@ from iotp.services import devices as device_service
 from iotp.services import telemetry
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
+# Beside the devices, not under them: a device may be called "latest".
+fleet_router = APIRouter(tags=["devices"])
+MAX_LATEST_IDS = 1000
 
 # Query budgets: what one request may ask of the database (HTTP 422 beyond, naming the
 # limit). Raw points are counted over every series of the request together.
@@ -131,6 +137,34 @@ async def latest(session: SessionDep, device_id: str) -> LatestPublic:
             k: LatestValue(value=v["value"], ts=iso(v["ts"]), unit=units.get(k))
             for k, v in values.items()
         },
+    )
+
+
+@fleet_router.get("/api/latest", response_model=FleetLatestPublic)
+async def fleet_latest(
+    session: SessionDep,
+    devices: Annotated[
+        str | None,
+        Query(description="comma-separated device ids (default: every device)", max_length=70_000),
+    ] = None,
+) -> FleetLatestPublic:
+    """The latest value of each metric of every device at once (the device list's
+    "Latest" column): what ``/api/devices/{id}/latest`` gives one device, without units
+    (each device's ``units`` has them)."""
+    ids = None
+    if devices is not None:
+        ids = [d for d in devices.split(",") if d]
+        if len(ids) > MAX_LATEST_IDS:
+            raise InvalidRequestError(f"at most {MAX_LATEST_IDS} device ids")
+    fleet = await telemetry.latest_of_fleet(await session.connection(), device_ids=ids)
+    return FleetLatestPublic(
+        data={
+            device_id: {
+                name: FleetValue(value=v["value"], ts=iso(v["ts"])) for name, v in metrics.items()
+            }
+            for device_id, metrics in fleet.items()
+        },
+        count=len(fleet),
     )
 
 

@@ -320,6 +320,8 @@ class Stack:
     broker: SupervisedMosquitto | EmbeddedBroker | None = None
     # Where the platform's own processes connect (their own listener on Mosquitto).
     platform_url: str = ""
+    # Every worker of the share group (run_stack's ``workers``); the first is ``worker``.
+    workers: list[Worker] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -347,14 +349,21 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def run_stack(
-    kind: str, tmp_path: Path, *, mode: str, ca_file: Path | None = None, **overrides: Any
+    kind: str,
+    tmp_path: Path,
+    *,
+    mode: str,
+    workers: int = 1,
+    ca_file: Path | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
     """The platform on real parts. ``kind``: "embedded-sqlite" (the supervised Mosquitto
     + SQLite, what `iotp serve` runs), "mosquitto-postgres" (supervised Mosquitto +
     PostgreSQL) or "amqtt-sqlite" (the amqtt fallback). ``mode``: OPEN or PROVISIONED
     (the broker enforces device credentials and topic ACLs; a provisioner runs).
-    ``overrides`` are settings; with ``tls_cert_file`` the API serves HTTPS, and
-    ``Stack.http`` trusts the CA in ``ca_file``."""
+    ``workers`` > 1 adds workers as `iotp worker` runs them beside `iotp serve` (give
+    them a ``mqtt_share_group``). ``overrides`` are settings; with ``tls_cert_file`` the
+    API serves HTTPS, and ``Stack.http`` trusts the CA in ``ca_file``."""
     if mode not in (OPEN, PROVISIONED):
         raise ValueError(f"mode must be OPEN or PROVISIONED, not {mode!r}")
     if kind not in (*SUPERVISED_KINDS, AMQTT_KIND):
@@ -397,9 +406,19 @@ async def run_stack(
     if ca_file is not None:
         verify = ssl.create_default_context(cafile=str(ca_file))
     try:
-        async with Platform(
-            settings, broker=make_broker, api_port=port, uvicorn_options=options
-        ) as platform:
+        async with (
+            Platform(
+                settings, broker=make_broker, api_port=port, uvicorn_options=options
+            ) as platform,
+            contextlib.AsyncExitStack() as more,
+        ):
+            all_workers = [platform.worker]
+            for i in range(1, workers):
+                other = settings.model_copy(
+                    update={"mqtt_client_id": f"{settings.mqtt_client_id}.{i}"}
+                )
+                worker = Platform(other, broker=None, mqtt_url=platform.platform_url, api_port=None)
+                all_workers.append((await more.enter_async_context(worker)).worker)
             api_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
             http = httpx.AsyncClient(base_url=api_url, timeout=10, verify=verify)
             stack = Stack(
@@ -413,6 +432,7 @@ async def run_stack(
                 "",
                 platform.broker,
                 platform.platform_url,
+                all_workers,
             )
             try:
                 # The API's own MQTT link must be up before tests rely on live events.

@@ -435,17 +435,8 @@ async def test_two_workers_ack_commands_whichever_sees_the_firmwares_report(
     RESULT names the relay, the plug's state message carries "state"): the worker that
     translated a command holds that expectation in memory, yet the report may reach the
     other one. Every command ends acked all the same."""
-    from iotp.worker.service import Worker
-
-    async with run_stack(kind, tmp_path, mode="open", mqtt_share_group="acks") as stack:
-        second = Worker(
-            stack.settings.model_copy(update={"mqtt_client_id": "iotp.worker.second"}),
-            stack.worker.engine,
-            stack.platform_url,
-        )
-        await second.start()
-        stack.cleanup.append(second.stop)
-        workers = [stack.worker, second]
+    async with run_stack(kind, tmp_path, mode="open", workers=2, mqtt_share_group="acks") as stack:
+        workers = stack.workers
         tasmota = await stack.device("tasmota-kitchen")
         await tasmota.subscribe(f"cmnd/{fx.TASMOTA_TOPIC}/#")
         bridge = await stack.device("z2m-bridge")

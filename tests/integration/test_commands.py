@@ -191,6 +191,7 @@ async def test_state_survives_a_worker_restart(stack: Stack) -> None:
     assert (await stack.get(f"/api/commands/{cmd['id']}"))["status"] == "sent"
     worker = Worker(stack.settings, stack.worker.engine, stack.mqtt_url)
     await worker.start()
+    stack.cleanup.append(worker.stop)  # the stack stops the worker it started
     stack.worker = worker
     done = await command_status(stack, cmd["id"], "acked")
     assert done["result"] == {"uptime": 1}

@@ -500,19 +500,12 @@ async def test_two_workers_make_each_command_once(tmp_path: Path) -> None:
     """Two workers in one share group (open mode on purpose: this is about the workers,
     not who may connect): each Home Assistant command becomes one platform command, and
     the two bridges agree on the retained configs instead of publishing them in turn."""
-    from iotp.worker.service import Worker
     from tests.control_support import FakeDevice
 
     async with run_stack(
-        KIND, tmp_path, mode=OPEN, homeassistant_discovery=True, mqtt_share_group="ha"
+        KIND, tmp_path, mode=OPEN, workers=2, homeassistant_discovery=True, mqtt_share_group="ha"
     ) as stack:
-        second = Worker(
-            stack.settings.model_copy(update={"mqtt_client_id": "iotp.worker.second"}),
-            stack.worker.engine,
-            stack.platform_url,
-        )
-        await second.start()
-        stack.cleanup.append(second.stop)
+        second = stack.workers[1]
         bridges = [stack.worker.homeassistant, second.homeassistant]
         assert bridges[0] is not None
         assert bridges[1] is not None

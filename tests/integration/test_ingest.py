@@ -162,8 +162,8 @@ async def test_the_fleets_latest_values_in_one_request(stack: Stack) -> None:
     assert fleet["count"] == len(fleet["data"])
     # The same as each device's own latest values.
     one = await stack.get("/api/devices/FLEETA/latest")
-    assert {k: v["value"] for k, v in one["metrics"].items()} == {
-        k: v["value"] for k, v in a.items()
+    assert {k: (v["value"], v["ts"]) for k, v in one["metrics"].items()} == {
+        k: (v["value"], v["ts"]) for k, v in a.items()
     }
     only = await stack.get("/api/latest", devices="FLEETB,NOSUCH")
     assert set(only["data"]) == {"FLEETB"}

@@ -8,10 +8,12 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import gmqtt
+import orjson
 from gmqtt.mqtt.constants import MQTTv311
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,3 +363,47 @@ async def raw_publish(
     started = time.monotonic()
     await asyncio.gather(*(one(i, c) for i, c in enumerate(per_device) if c))
     return time.monotonic() - started
+
+
+# ---- the API of a benchmark's platform processes ------------------------------------
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    """The q-th percentile of durations in seconds, in milliseconds (NaN for < 10)."""
+    if len(values) <= 10:
+        return float("nan")
+    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``iotp db upgrade`` on the database the environment names."""
+    subprocess.run(
+        [PY, "-m", "iotp.cli", "db", "upgrade"],
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def login(api: str, password: str) -> str:
+    """An access token for ``admin``."""
+    req = urllib.request.Request(
+        api + "/api/auth/token",
+        data=f"username=admin&password={password}".encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return str(orjson.loads(r.read())["access_token"])
+
+
+def wait_health(api: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(api + "/api/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("API did not become healthy")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -97,42 +95,10 @@ async def mqtt_receiver(url: str, out: list[float], ready: asyncio.Event) -> Any
     return client
 
 
-def pct(values: list[float], q: float) -> float:
-    return (
-        statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
-        if len(values) > 10
-        else float("nan")
-    )
-
-
-def login(api: str) -> str:
-    body = f"username=admin&password={ADMIN_PASSWORD}".encode()
-    req = urllib.request.Request(
-        api + "/api/auth/token",
-        data=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return str(orjson.loads(r.read())["access_token"])
-
-
-def wait_health(api: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(api + "/api/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("API did not become healthy")
-
-
 async def measure(
     url: str, api: str, devices: int, seconds: float
 ) -> tuple[list[float], list[float], int]:
-    token = login(api)
+    token = h.login(api, ADMIN_PASSWORD)
     ws_lat: list[float] = []
     floor: list[float] = []
     stop = asyncio.Event()
@@ -165,14 +131,8 @@ def main() -> None:
             "IOTP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "IOTP_LOG_LEVEL": "WARNING",
         }
-        import subprocess
 
-        subprocess.run(
-            [h.PY, "-m", "iotp.cli", "db", "upgrade"],
-            env={**os.environ, **env},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        h.migrate(env)
         with (
             h.platform_process(
                 "worker", {**env, "IOTP_LOG_LEVEL": os.environ.get("WLOG", "WARNING")}
@@ -180,10 +140,10 @@ def main() -> None:
             h.platform_process("api", env, "--port", str(port)),
         ):
             api = f"http://127.0.0.1:{port}"
-            wait_health(api)
+            h.wait_health(api)
             ws_lat, floor, sent = asyncio.run(measure(url, api, args.devices, args.seconds))
-    p50, p99 = pct(ws_lat, 50), pct(ws_lat, 99)
-    f50, f99 = pct(floor, 50), pct(floor, 99)
+    p50, p99 = h.percentile_ms(ws_lat, 50), h.percentile_ms(ws_lat, 99)
+    f50, f99 = h.percentile_ms(floor, 50), h.percentile_ms(floor, 99)
     print(
         f"{args.devices} devices x 1 msg/s for {args.seconds:.0f} s: {sent} sent, {len(ws_lat)} received on the WebSocket\n"
         f"  publish -> WebSocket client: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(ws_lat) * 1000:.1f} ms "

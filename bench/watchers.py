@@ -21,12 +21,10 @@ import base64
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -271,36 +269,6 @@ async def publish(url: str, devices: int, rate: float, seconds: float) -> int:
     return sent
 
 
-def pct(values: list[float], q: float) -> float:
-    if len(values) < 10:
-        return float("nan")
-    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
-
-
-def login(api: str) -> str:
-    body = f"username=admin&password={ADMIN_PASSWORD}".encode()
-    req = urllib.request.Request(
-        api + "/api/auth/token",
-        data=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return str(orjson.loads(r.read())["access_token"])
-
-
-def wait_health(api: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(api + "/api/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("API did not become healthy")
-
-
 def phase(
     role_args: list[str], url: str, args: argparse.Namespace, api_pid: int | None
 ) -> tuple[dict[str, Any], int, float]:
@@ -336,7 +304,7 @@ def phase(
 def summary(name: str, result: dict[str, Any], sent: int) -> tuple[float, float, bool]:
     watching = [c for c in result["clients"] if not c["stalled"]]
     lat = [x for c in watching for x in c["latency"]]
-    p50, p99 = pct(lat, 50), pct(lat, 99)
+    p50, p99 = h.percentile_ms(lat, 50), h.percentile_ms(lat, 99)
     complete = all(c["received"] + c["dropped"] == sent for c in watching)
     got = [c["received"] for c in watching]
     print(
@@ -389,25 +357,20 @@ def main() -> None:
             "IOTP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "IOTP_LOG_LEVEL": "WARNING",
         }
-        subprocess.run(
-            [h.PY, "-m", "iotp.cli", "db", "upgrade"],
-            env={**os.environ, **env},
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        h.migrate(env)
         with (
             h.platform_process("worker", env),
             h.platform_process("api", env, "--port", str(port)) as api_proc,
         ):
             api = f"http://127.0.0.1:{port}"
-            wait_health(api)
+            h.wait_health(api)
             # Register the devices first, so both phases see the same steady state.
             asyncio.run(publish(url, args.devices, args.rate, args.devices / args.rate + 1))
             time.sleep(3)
             floor, floor_sent, _ = phase(
                 ["--role", "mqtt", "--url", url, "--clients", str(args.clients)], url, args, None
             )
-            token = login(api)
+            token = h.login(api, ADMIN_PASSWORD)
             ws, ws_sent, api_cpu = phase(
                 [
                     "--role", "ws", "--api", api, "--token", token,

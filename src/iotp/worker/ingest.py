@@ -25,6 +25,7 @@ from iotp.services import telemetry
 from iotp.services.devices import NewDevice
 from iotp.settings import Settings
 from iotp.worker.batcher import TelemetryBatcher
+from iotp.worker.leader import refresh_from_database  # operations
 from iotp.worker.presence import PresenceTracker, Transition
 
 if TYPE_CHECKING:
@@ -414,6 +415,12 @@ class Ingestor:
         if self.control is not None and t.new is Presence.ONLINE:  # device control
             self.control.on_online(t.device_id)
         return done
+
+    async def refresh_presence(self, now: float) -> None:
+        """Several workers share the fleet: take the sightings the others stored, so a
+        device heard elsewhere is not called offline here, and record who came back."""
+        for transition in await refresh_from_database(self.sessions, self.presence, now):
+            self._record_transition(transition)
 
     def expire(self, now: float | None = None) -> list[Transition]:
         if not self.ownership.owned:  # operations: another worker owns presence

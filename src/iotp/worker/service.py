@@ -29,7 +29,7 @@ from iotp.worker.amqp_source import AmqpSource
 from iotp.worker.automations import Automations
 from iotp.worker.control import ControlPlane
 from iotp.worker.ingest import IngestHooks, Ingestor, PresenceOwnership
-from iotp.worker.leader import Leadership, refresh_from_database  # operations
+from iotp.worker.leader import Leadership  # operations
 from iotp.worker.metrics import BatchMetrics, WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -254,14 +254,9 @@ class Worker:
             await asyncio.sleep(PRESENCE_SWEEP_SECONDS)
             if self.shared and self.presence_ownership.owned:  # operations: see leader.py
                 try:
-                    revived = await refresh_from_database(
-                        self.ingestor.sessions, self.ingestor.presence, time.time()
-                    )
+                    await self.ingestor.refresh_presence(time.time())
                 except Exception as exc:  # noqa: BLE001 - judge on local clocks meanwhile
                     log.warning("presence refresh failed: %s", exc)
-                else:
-                    for transition in revived:
-                        self.ingestor._record_transition(transition)
             self.ingestor.expire()
 
     # ---- leadership and storage maintenance ------------------------------------------

@@ -149,6 +149,12 @@ describe("LiveSocket", () => {
     again.push({ type: "subscribed", events: ["alert"], devices: ["*"] });
     expect(alerts).toHaveBeenCalledTimes(2);
     expect(one).toHaveBeenCalledTimes(2);
+    // Events dropped for this client: the pages load again; the same count again is
+    // no new loss.
+    again.push({ type: "dropped", count: 5 });
+    expect(alerts).toHaveBeenCalledTimes(3);
+    again.push({ type: "dropped", count: 5 });
+    expect(alerts).toHaveBeenCalledTimes(3);
     socket.stop();
     vi.useRealTimers();
   });

@@ -132,6 +132,7 @@ export class LiveSocket {
       this.attempt = 0;
       this.sent = { events: new Set(), devices: new Set() };
       this.confirmed = { events: new Set(), devices: new Set() };
+      this.dropped = 0; // the server counts per connection
       this.setState("open");
       this.sync();
       this.pinger = setInterval(() => this.send({ action: "ping" }), PING_INTERVAL_MS);
@@ -180,7 +181,11 @@ export class LiveSocket {
 
   private dispatchOne(message: Message): void {
     if (message.type === "dropped") {
+      const lost = (message.count ?? this.dropped) > this.dropped;
       this.dropped = message.count ?? this.dropped;
+      // The server dropped events this client was too slow for: what the pages hold
+      // may be stale, so those that load and follow load again.
+      if (lost) for (const i of this.interests) if (i.live) this.callLive(i);
       return;
     }
     if (message.type === "subscribed") {
@@ -213,11 +218,15 @@ export class LiveSocket {
         i.events.every((e) => events.has(e)) && (devices.has("*") || i.devices.every((d) => devices.has(d)));
       if (!covered) continue;
       i.live = true;
-      try {
-        i.onLive?.();
-      } catch (exc) {
-        console.error("live subscription handler failed", exc);
-      }
+      this.callLive(i);
+    }
+  }
+
+  private callLive(i: Interest): void {
+    try {
+      i.onLive?.();
+    } catch (exc) {
+      console.error("live subscription handler failed", exc);
     }
   }
 

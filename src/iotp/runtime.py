@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -195,6 +196,15 @@ class Platform:
             raise ConfigurationError(f"the API did not start on {self.api_host}:{port}")
 
 
+def settle_heap() -> None:
+    """Once a process has started: what it built to start (modules, the schema, the app's
+    routes) stays for its life, so the collector's full passes stop walking it. Those
+    passes held requests up: listing 1,000 devices had a p95 of 128-148 ms against a p50
+    of 30 ms, and 58 ms against 52 ms after (bench/history.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, opts: ServeOptions) -> None:
     """Broker (unless IOTP_MQTT_URL) + worker + API + dashboard in one process."""
     notes: list[str] = []
@@ -230,6 +240,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
         },
     )
     async with platform:
+        settle_heap()
         engine, broker, device_url = platform.engine, platform.broker, platform.device_url
         sim_task: asyncio.Task[Any] | None = None
         if opts.demo > 0:
@@ -456,6 +467,7 @@ async def run_worker(settings: Settings) -> None:
     )
     try:
         async with platform:
+            settle_heap()
             await stop.wait()
     except asyncio.CancelledError:
         # Stopped while still connecting: the platform has stopped what it started.
@@ -481,6 +493,7 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
         uvicorn_options={**tls, **uvicorn_proxy(settings)},
     )
     async with platform:
+        settle_heap()
         scheme = "https" if tls else "http"
         print(f"IoT Platform API on {scheme}://{host}:{port}/ (docs at /docs)", flush=True)
         await stop.wait()

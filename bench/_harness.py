@@ -407,3 +407,34 @@ def wait_health(api: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError("API did not become healthy")
+
+
+async def raw_devices(
+    url: str, prefix: str, count: int
+) -> tuple[list[tuple[asyncio.StreamWriter, str]], list[asyncio.Task[None]]]:
+    """``count`` devices connected with raw sockets (``{prefix}{i:06d}``, no credentials:
+    the benchmarks' brokers run in open mode on purpose), each with its data topic, and
+    the tasks that read away their PUBACKs (``close_raw_devices`` ends both)."""
+    host, port = split_url(url)
+    conns = []
+    for i in range(count):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(connect_packet(f"{prefix}{i:06d}"))
+        await reader.readexactly(4)
+        conns.append((reader, writer, f"devices/{prefix}{i:06d}/data"))
+
+    async def drain_acks(reader: asyncio.StreamReader) -> None:
+        while await reader.read(65536):
+            pass
+
+    drains = [asyncio.create_task(drain_acks(r)) for r, _, _ in conns]
+    return [(w, topic) for _, w, topic in conns], drains
+
+
+def close_raw_devices(
+    conns: list[tuple[asyncio.StreamWriter, str]], drains: list[asyncio.Task[None]]
+) -> None:
+    for writer, _ in conns:
+        writer.close()
+    for d in drains:
+        d.cancel()

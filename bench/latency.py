@@ -27,25 +27,13 @@ ADMIN_PASSWORD = "bench-latency-Pass-1"
 
 
 async def publisher(url: str, devices: int, seconds: float) -> int:
-    host, port = h.split_url(url)
-    conns = []
-    for i in range(devices):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(h.connect_packet(f"LAT{i:06d}"))
-        await reader.readexactly(4)
-        conns.append((reader, writer, f"devices/LAT{i:06d}/data"))
-
-    async def drain_acks(reader: asyncio.StreamReader) -> None:
-        while await reader.read(65536):
-            pass
-
-    drains = [asyncio.create_task(drain_acks(r)) for r, _, _ in conns]
+    conns, drains = await h.raw_devices(url, "LAT", devices)
     sent = 0
     start = time.monotonic()
     tick = 1.0 / devices
     seq = 0
     while time.monotonic() - start < seconds:
-        for i, (_, writer, topic) in enumerate(conns):
+        for i, (writer, topic) in enumerate(conns):
             target = start + seq + i * tick
             delay = target - time.monotonic()
             if delay > 0:
@@ -54,10 +42,7 @@ async def publisher(url: str, devices: int, seconds: float) -> int:
             writer.write(h.publish_packet(topic, payload, (seq % 65535) + 1))
             sent += 1
         seq += 1
-    for _, writer, _ in conns:
-        writer.close()
-    for d in drains:
-        d.cancel()
+    h.close_raw_devices(conns, drains)
     return sent
 
 

@@ -234,19 +234,7 @@ def child(args: argparse.Namespace) -> None:
 
 async def publish(url: str, devices: int, rate: float, seconds: float) -> int:
     """Each device publishes rate/devices messages per second, spread evenly."""
-    host, port = h.split_url(url)
-    conns = []
-    for i in range(devices):
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(h.connect_packet(f"{PREFIX}{i:06d}"))
-        await reader.readexactly(4)
-        conns.append((reader, writer, f"devices/{PREFIX}{i:06d}/data"))
-
-    async def drain_acks(reader: asyncio.StreamReader) -> None:
-        while await reader.read(65536):
-            pass
-
-    drains = [asyncio.create_task(drain_acks(r)) for r, _, _ in conns]
+    conns, drains = await h.raw_devices(url, PREFIX, devices)
     tick = 1.0 / rate
     start = time.monotonic()
     sent = 0
@@ -258,14 +246,11 @@ async def publish(url: str, devices: int, rate: float, seconds: float) -> int:
             await asyncio.sleep(delay)
         # Catch up in a burst if the loop fell behind, so the rate holds on average.
         while sent < total and start + sent * tick <= time.monotonic():
-            _, writer, topic = conns[sent % devices]
+            writer, topic = conns[sent % devices]
             payload = b'{"temperature":21.5,"ts":%.6f}' % time.time()
             writer.write(h.publish_packet(topic, payload, (sent % 65535) + 1))
             sent += 1
-    for _, writer, _ in conns:
-        writer.close()
-    for d in drains:
-        d.cancel()
+    h.close_raw_devices(conns, drains)
     return sent
 
 

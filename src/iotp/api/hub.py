@@ -100,7 +100,7 @@ class Hub:
                     items.append(queue.get_nowait())
                 text = "[" + ",".join(items) + "]"
             await client.ws.send_text(text)
-            if client.dropped != reported_drops and client.queue.empty():
+            if client.dropped != reported_drops and queue.empty():
                 reported_drops = client.dropped
                 await client.ws.send_text(
                     orjson.dumps({"type": "dropped", "count": client.dropped}).decode()
@@ -126,10 +126,10 @@ class Hub:
         if unknown:
             return _error(f"unknown event types: {sorted(unknown)}")
         batch = req.get("batch")
-        if batch is not None and not isinstance(batch, bool):
+        batch = client.batch if batch is None else batch
+        if not isinstance(batch, bool):
             return _error("batch must be true or false")
-        if batch is not None:
-            client.batch = batch
+        client.batch = batch
         if action == "subscribe":
             client.events |= set(events)
             client.devices |= set(devices)

@@ -226,14 +226,16 @@ class AdapterHook:
             rest = [m for m in translation.messages if m[0] not in infos]
             fresh_infos = [i for i in (self.engine.info_now(d) for d in ids) if i is not None]
             translation.messages = fresh_infos + rest
+            # Handed to the ingest path in order: the next message may go on now, without
+            # waiting for this one to be stored.
             pending = self._ingest(translation)
-            if pending is not None:
-                await pending
         finally:
             for device_id in ids:
                 if self._seeding.get(device_id) is done:
                     del self._seeding[device_id]
             done.set_result(None)
+        if pending is not None:
+            await pending
 
     async def _settle(self, report: KeyReport) -> None:
         """A report of keys commands are acked by: the device's open commands it answers

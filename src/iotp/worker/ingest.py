@@ -274,15 +274,7 @@ class Ingestor:
                 for n in new:
                     if n.info is not None and n.device_id not in done:
                         done.add(n.device_id)
-                        await device_service.apply_info(session, device_id=n.device_id, info=n.info)
-                        events.append(
-                            (
-                                "device_updated",
-                                n.device_id,
-                                n.info.model_dump(exclude_none=True),
-                                n.now,
-                            )
-                        )
+                        events.append(await _apply_info(session, n.device_id, n.info, n.now))
                 new = []
             if job is not None:
                 events.extend(await job(session) or ())
@@ -504,8 +496,7 @@ class Ingestor:
             return
 
         async def job(session: AsyncSession) -> list[Event]:
-            await device_service.apply_info(session, device_id=device_id, info=info)
-            return [("device_updated", device_id, info.model_dump(exclude_none=True), now)]
+            return [await _apply_info(session, device_id, info, now)]
 
         await self._submit(job)
         self._info_seen[device_id] = payload
@@ -583,3 +574,11 @@ class Ingestor:
 
 async def _noop(_session: AsyncSession) -> None:
     return None
+
+
+async def _apply_info(
+    session: AsyncSession, device_id: str, info: p.DeviceInfo, now: float
+) -> Event:
+    """Apply a device's info; the event that announces it."""
+    await device_service.apply_info(session, device_id=device_id, info=info)
+    return ("device_updated", device_id, info.model_dump(exclude_none=True), now)

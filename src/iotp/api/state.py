@@ -16,7 +16,7 @@ from iotp.api.waiters import CommandWaiters
 from iotp.mqtt import MqttLink
 from iotp.protocol import Kind, RejectedMessage, parse_topic
 from iotp.protocol.events import EventPublisher, EventType, event_subscription
-from iotp.protocol.payloads import parse_data
+from iotp.protocol.payloads import parse_ack, parse_data
 from iotp.protocol.topics import TopicError, subscription
 from iotp.services import stats as stats_service
 from iotp.services.auth import resolve_secret_key
@@ -118,7 +118,10 @@ class ApiState:
         try:
             device_id, kind = parse_topic(topic)
             if kind is Kind.ACK:
-                self.command_waiters.feed_ack(device_id, payload)
+                if self.command_waiters or self.command_sender.recording:
+                    ack = parse_ack(payload)
+                    self.command_waiters.feed_ack(device_id, ack)
+                    self.command_sender.answered(device_id, ack)
                 return
             if kind is not Kind.DATA:
                 return

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from iotp.protocol.payloads import RejectedMessage, parse_ack
+from iotp.protocol.payloads import Ack, RejectedMessage, parse_ack
 from iotp.services.commands import ack_ending, is_terminal
 from iotp.services.times import epoch, iso_time
 
@@ -71,15 +71,19 @@ class CommandWaiters:
         if fut is not None and not fut.done() and is_terminal(command.get("status", "")):
             fut.set_result(command)
 
-    def feed_ack(self, device_id: str, payload: bytes, now: float | None = None) -> bool:
-        """A device's ack as published on ``devices/{device_id}/ack``. Returns whether it
-        ended a wait. Bad acks are ignored here: the worker counts and logs them."""
+    def feed_ack(self, device_id: str, payload: bytes | Ack, now: float | None = None) -> bool:
+        """A device's ack as published on ``devices/{device_id}/ack`` (raw or parsed).
+        Returns whether it ended a wait. Bad acks are ignored here: the worker counts and
+        logs them."""
         if not self._futures:
             return False
-        try:
-            ack = parse_ack(payload)
-        except RejectedMessage:
-            return False
+        if isinstance(payload, Ack):
+            ack = payload
+        else:
+            try:
+                ack = parse_ack(payload)
+            except RejectedMessage:
+                return False
         if ack.id is None or ack.status == "progress":
             return False
         fut = self._futures.get(ack.id)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db.models import CommandRow
 from iotp.protocol.events import EventType, PublishEvent
+from iotp.protocol.payloads import Ack
 from iotp.protocol.topics import command_topic
 from iotp.services import commands as command_service
 
@@ -22,12 +23,21 @@ log = logging.getLogger(__name__)
 # QoS 1 publish; completes on the broker's PUBACK (iotp.mqtt.MqttLink.publish_confirmed).
 PublishConfirmed = Callable[[str, bytes], Awaitable[None]]
 
+# How long after the PUBACK `sent` is recorded. A device that answers at once has acked
+# by then, and its ack moves the command from `sending` to its end (the recorder of
+# acks announces `sent` first): one transaction per command instead of two, and none
+# on the path of a waiting request.
+RECORD_DELAY_SECONDS = 0.05
+
 
 class Sender:
     """Publishes commands its owner has claimed (``sending``, committed) and moves them
     on: ``sent`` once the broker has acknowledged the publish (PUBACK), back to
     ``queued`` when it has not within PUBLISH_CONFIRM_TIMEOUT (to be published again).
-    If this process dies in between, the claim goes stale and the sweep re-queues it."""
+    If this process dies in between, the claim goes stale and the sweep re-queues it.
+
+    ``sent`` is recorded RECORD_DELAY_SECONDS after the PUBACK, and not at all for a
+    command whose final ack this process has seen meanwhile (:meth:`answered`)."""
 
     def __init__(
         self,
@@ -46,12 +56,26 @@ class Sender:
         self._publish_event = publish_event
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.confirm_timeout = command_service.PUBLISH_CONFIRM_TIMEOUT
+        self.record_delay = RECORD_DELAY_SECONDS
+        # Published, `sent` not recorded yet: command id -> its device; and those of them
+        # a final ack from that device has answered.
+        self._unrecorded: dict[str, str] = {}
+        self._answered: set[str] = set()
 
-    async def send(self, rows: Sequence[CommandRow]) -> list[CommandRow]:
-        """Publish and record; returns the rows now ``sent`` (the others are queued
-        again, or were acked meanwhile)."""
-        if not rows:
-            return []
+    @property
+    def recording(self) -> bool:
+        """Whether some published command's `sent` is still to be recorded."""
+        return bool(self._unrecorded)
+
+    def answered(self, device_id: str, ack: Ack) -> None:
+        """A device's ack as this process received it. A final one, from the command's
+        own device, spares recording `sent`: the ack's recorder moves the command on."""
+        cid = ack.id
+        if cid is not None and ack.status != "progress" and self._unrecorded.get(cid) == device_id:
+            self._answered.add(cid)
+
+    async def _publish(self, rows: Sequence[CommandRow]) -> tuple[list[str], list[str]]:
+        """Publish; the ids the broker confirmed, and those it did not in time."""
         futures: dict[str, asyncio.Future[None]] = {}
         for row in rows:
             payload = orjson.dumps(command_service.wire_payload(row, self.box))
@@ -66,6 +90,28 @@ class Sender:
         for cid, fut in futures.items():
             ok = fut in done and not fut.cancelled() and fut.exception() is None
             (confirmed if ok else unconfirmed).append(cid)
+        return confirmed, unconfirmed
+
+    async def send(self, rows: Sequence[CommandRow]) -> list[CommandRow]:
+        """Publish and record; returns the rows now ``sent`` (the others are queued
+        again, or were acked meanwhile)."""
+        if not rows:
+            return []
+        # Tracked from before the publish: the ack can come in before the PUBACK is seen.
+        for row in rows:
+            self._unrecorded[row.id] = row.device_id
+        try:
+            confirmed, unconfirmed = await self._publish(rows)
+            if confirmed and self.record_delay > 0:
+                await asyncio.sleep(self.record_delay)
+        finally:
+            answered = {row.id for row in rows if row.id in self._answered}
+            for row in rows:
+                self._unrecorded.pop(row.id, None)
+                self._answered.discard(row.id)
+        confirmed = [cid for cid in confirmed if cid not in answered]
+        if not confirmed and not unconfirmed:
+            return []
         try:
             async with self.sessions.begin() as session:
                 now = time.time()

@@ -136,6 +136,7 @@ class ControlPlane:
 
     async def on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
         self.counters["acks"] += 1
+        self.sender.answered(device_id, ack)
         if ack.id is None:
             self.counters["acks_unparsed"] += 1  # the device could not read a command
             return

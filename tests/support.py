@@ -392,9 +392,10 @@ async def run_stack(
     if kind != AMQTT_KIND:
         need(os.path.exists(MOSQUITTO), "mosquitto binary")
 
-    def make_broker(engine: AsyncEngine) -> SupervisedMosquitto | EmbeddedBroker:
+    def make_broker(engine: AsyncEngine | None) -> SupervisedMosquitto | EmbeddedBroker:
         if kind == AMQTT_KIND:
             return EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
+        assert engine is not None  # the stack's platform always has its database
         return SupervisedMosquitto(
             settings, engine, host="127.0.0.1", port=free_port(), binary=MOSQUITTO
         )

@@ -1,4 +1,5 @@
-"""Process composition: `iotp serve` (everything in one process), `iotp worker`, `iotp api`."""
+"""Process composition: `iotp serve` (everything in one process), `iotp worker`, `iotp api`,
+`iotp broker`."""
 
 from __future__ import annotations
 
@@ -75,18 +76,19 @@ def _banner(lines: list[str]) -> None:
 
 
 Broker = SupervisedMosquitto | EmbeddedBroker
-# Builds the platform's own broker once the database is ready (it reads credentials).
-BrokerFactory = Callable[[AsyncEngine], Broker]
+# Builds the platform's own broker once the database is ready (it reads credentials);
+# None when the platform runs without a database (`iotp broker` in open mode).
+BrokerFactory = Callable[[AsyncEngine | None], Broker]
 API_START_POLL_SECONDS = 0.02
 
 
 class Platform:
-    """The platform in one process: database, broker (unless ``mqtt_url`` names an
-    external one), worker and provisioner (secure mode; unless ``worker`` is False) and
-    API (unless ``api_port`` is None), started in that order and stopped in reverse.
-    Each part is pushed on an AsyncExitStack as soon as it has started, so a part that
-    fails to start stops everything before it. `iotp serve`, `iotp worker`, `iotp api`
-    and the test stacks use it."""
+    """The platform in one process: database (unless ``database`` is False), broker
+    (unless ``mqtt_url`` names an external one), worker and provisioner (secure mode;
+    unless ``worker`` is False) and API (unless ``api_port`` is None), started in that
+    order and stopped in reverse. Each part is pushed on an AsyncExitStack as soon as it
+    has started, so a part that fails to start stops everything before it. `iotp serve`,
+    `iotp worker`, `iotp api`, `iotp broker` and the test stacks use it."""
 
     def __init__(
         self,
@@ -97,21 +99,25 @@ class Platform:
         api_host: str = "127.0.0.1",
         api_port: int | None,
         worker: bool = True,
+        database: bool = True,
         stop: asyncio.Event | None = None,
         uvicorn_options: dict[str, Any] | None = None,
     ) -> None:
         if (broker is None) == (mqtt_url is None):
             raise ValueError("either a broker of the platform's own or an mqtt_url")
+        if not database and (worker or api_port is not None):
+            raise ValueError("the worker and the API need the database")
         self.settings = settings
         self._make_broker = broker
         self._mqtt_url = mqtt_url
         self.api_host = api_host
         self.api_port = api_port
         self._run_worker = worker
+        self._database = database
         self.stop_event = stop if stop is not None else asyncio.Event()
         self._uvicorn_options = uvicorn_options or {}
         self._stack = contextlib.AsyncExitStack()
-        self.engine: AsyncEngine
+        self.engine: AsyncEngine  # set when the platform has a database
         self.broker: Broker | None = None
         self.device_url = ""  # where devices connect
         self.platform_url = ""  # where the platform's own processes connect
@@ -131,11 +137,12 @@ class Platform:
         await self._stack.aclose()
 
     async def _start(self) -> None:
-        settings = self.settings
-        self.engine = await prepare_database(settings)
-        self._stack.push_async_callback(self.engine.dispose)
+        engine: AsyncEngine | None = None
+        if self._database:
+            engine = self.engine = await prepare_database(self.settings)
+            self._stack.push_async_callback(engine.dispose)
         if self._make_broker is not None:
-            broker = self._make_broker(self.engine)
+            broker = self._make_broker(engine)
             await broker.start()
             self._stack.push_async_callback(broker.stop)
             self.broker = broker
@@ -222,7 +229,7 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
                 f"!! MQTT port {opts.mqtt_port} is taken (another broker?): using {mqtt_port}"
             )
 
-        def make_broker(engine: AsyncEngine) -> Broker:
+        def make_broker(engine: AsyncEngine | None) -> Broker:
             return own_broker(settings, engine, opts.mqtt_host, mqtt_port)
 
     stop = asyncio.Event()
@@ -278,13 +285,15 @@ async def serve(settings: Settings, opts: ServeOptions) -> None:
 
 
 def own_broker(
-    settings: Settings, engine: AsyncEngine, host: str, port: int
+    settings: Settings, engine: AsyncEngine | None, host: str, port: int
 ) -> SupervisedMosquitto | EmbeddedBroker:
     """Debian's Mosquitto, supervised; amqtt only where no mosquitto binary exists."""
     binary = find_mosquitto()
     if binary is None:
         log.warning("no mosquitto binary: falling back to the embedded amqtt broker")
         return EmbeddedBroker.for_settings(settings, engine, host, port)
+    if engine is None:  # it writes its password and ACL files from the database
+        raise ConfigurationError("the supervised Mosquitto needs the database")
     return SupervisedMosquitto(
         settings,
         engine,
@@ -499,19 +508,21 @@ async def run_api(settings: Settings, host: str, port: int) -> None:
         await stop.wait()
 
 
-async def run_broker(host: str, port: int, settings: Settings | None = None) -> None:
-    # security: secure mode reads device credentials from the database; TLS from settings
-    engine = await prepare_database(settings) if settings and settings.secure else None
-    if settings is not None:
-        ensure_secrets(settings)
-        broker = EmbeddedBroker.for_settings(settings, engine, host, port)
-    else:
-        broker = EmbeddedBroker(host, port)
-    await broker.start()
-    print(f"embedded MQTT broker on {broker.url}", flush=True)
+async def run_broker(host: str, port: int, settings: Settings) -> None:
+    """The embedded amqtt broker alone. In secure mode it reads device credentials from
+    the database, which it then opens (and migrates) first; in open mode it has none."""
+    ensure_secrets(settings)
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    await stop.wait()
-    await broker.stop()
-    if engine is not None:
-        await engine.dispose()
+    platform = Platform(
+        settings,
+        broker=lambda engine: EmbeddedBroker.for_settings(settings, engine, host, port),
+        api_port=None,
+        worker=False,
+        database=settings.secure,  # security: device credentials
+        stop=stop,
+    )
+    async with platform:
+        assert platform.broker is not None
+        print(f"embedded MQTT broker on {platform.broker.url}", flush=True)
+        await stop.wait()

@@ -452,6 +452,25 @@ async def run_stack(
             await drop_pg_database(pg_url)
 
 
+@contextlib.asynccontextmanager
+async def run_worker(
+    data_dir: Path, database_url: str, mqtt_url: str, **overrides: Any
+) -> AsyncIterator[Worker]:
+    """One worker as `iotp worker` runs it (the same `Platform`: no broker, no API) in
+    this process, with its own engine (connection pool) and MQTT link, on a database and
+    an open broker that already run. ``overrides`` are settings."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "mqtt_client_id": f"iotp.worker.{uuid.uuid4().hex[:6]}",
+        "secret_key": TEST_SECRET_KEY,
+        "secure": False,
+    }
+    settings = Settings(**{**values, **overrides})
+    async with Platform(settings, broker=None, mqtt_url=mqtt_url, api_port=None) as platform:
+        yield platform.worker
+
+
 async def _health_ok(http: httpx.AsyncClient) -> bool:
     response = await http.get("/api/health")
     return response.status_code == 200

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,15 @@ from iotp.db import migrate
 from iotp.db.engine import make_engine
 from iotp.services import devices as device_service
 from iotp.settings import Settings
-from iotp.worker.ingest import Event, Ingestor
-from tests.support import DATABASES, create_pg_database, drop_pg_database
+from iotp.worker.ingest import Event
+from iotp.worker.service import Worker as ServiceWorker
+from tests.support import (
+    DATABASES,
+    create_pg_database,
+    drop_pg_database,
+    mosquitto_server,
+    run_worker,
+)
 
 Published = list[tuple[str, str, dict[str, Any], float]]
 
@@ -43,26 +50,26 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             await drop_pg_database(url)
 
 
-class Worker:
-    """An ingest pipeline with its own engine (connection pool), as one worker process has,
-    recording what it announces."""
+@pytest.fixture
+def mqtt_url() -> Iterator[str]:
+    with mosquitto_server() as server:
+        yield server.url
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+
+class Announcing:
+    """A worker's ingest pipeline, recording what it announces (every event still goes
+    on to the worker's own publisher)."""
+
+    def __init__(self, worker: ServiceWorker) -> None:
+        self.ingestor = worker.ingestor
         self.published: Published = []
-        self.ingestor = Ingestor(
-            engine=self.engine,
-            settings=Settings(batch_max_delay_ms=20),
-            publish=lambda *event: self.published.append(event),
-        )
-        self.tasks: list[asyncio.Task[None]] = []
+        forward = self.ingestor.publish
 
-    def start(self) -> Worker:
-        self.tasks = [
-            asyncio.create_task(self.ingestor.batcher.run()),
-            asyncio.create_task(self.ingestor.run_jobs()),
-        ]
-        return self
+        def record(*event: Any) -> None:
+            self.published.append(event)
+            forward(*event)
+
+        self.ingestor.publish = record
 
     def data(self, device_id: str, seq: int) -> asyncio.Future[None] | None:
         result = self.ingestor.handle(f"devices/{device_id}/data", b'{"t": 1, "seq": %d}' % seq)
@@ -71,12 +78,12 @@ class Worker:
     def announced(self, event_type: str) -> Counter[str]:
         return Counter(d for t, d, _, _ in self.published if t == event_type)
 
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.engine.dispose()
+
+@contextlib.asynccontextmanager
+async def worker(tmp_path: Path, db_url: str, mqtt_url: str) -> AsyncIterator[Announcing]:
+    """A worker with its own engine (connection pool), as one worker process has."""
+    async with run_worker(tmp_path, db_url, mqtt_url, batch_max_delay_ms=20) as w:
+        yield Announcing(w)
 
 
 async def scalar(url: str, sql: str) -> Any:
@@ -88,13 +95,18 @@ async def scalar(url: str, sql: str) -> Any:
         await engine.dispose()
 
 
-async def test_two_workers_register_the_same_new_devices_once(db_url: str) -> None:
+@pytest.mark.mosquitto
+async def test_two_workers_register_the_same_new_devices_once(
+    db_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
     """Two workers see the first messages of the same 200 new devices at the same moment
     (a shared subscription splits a device's messages over workers): each device is
     created once, recorded once and announced once, by one of them."""
     devices = [f"TWIN{i:04d}" for i in range(200)]
-    a, b = Worker(db_url).start(), Worker(db_url).start()
-    try:
+    async with (
+        worker(tmp_path / "a", db_url, mqtt_url) as a,
+        worker(tmp_path / "b", db_url, mqtt_url) as b,
+    ):
         pending = [a.data(d, 1) for d in devices] + [b.data(d, 2) for d in reversed(devices)]
         await asyncio.wait_for(asyncio.gather(*(f for f in pending if f is not None)), 60)
         await a.ingestor.drain()
@@ -109,34 +121,38 @@ async def test_two_workers_register_the_same_new_devices_once(db_url: str) -> No
         # Both know every device now (the loser of a race too): nothing registers again.
         assert a.ingestor.known >= set(devices)
         assert b.ingestor.known >= set(devices)
-    finally:
-        await a.stop()
-        await b.stop()
 
 
-async def test_a_rolled_back_group_announces_nothing_twice(db_url: str) -> None:
+@pytest.mark.mosquitto
+async def test_a_rolled_back_group_announces_nothing_twice(
+    db_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
     """A grouped transaction fails because of one job: the group rolls back and each job
     runs again on its own. What the group had done before failing is announced once,
     after the replay commits, not once per attempt."""
-    w = Worker(db_url)
     attempts = 0
+    registered_in_group: Any = None
 
     async def flaky(session: AsyncSession) -> list[Event]:
-        nonlocal attempts
+        nonlocal attempts, registered_in_group
         attempts += 1
         if attempts == 1:
+            # The group's registrations, written in this same transaction.
+            count = "SELECT count(*) FROM devices WHERE id LIKE 'GROUP%'"
+            registered_in_group = await session.scalar(text(count))
             raise RuntimeError("conflict")  # like a serialization failure
         return [("device_event", "GROUP1", {"event": "ok"}, 1.0)]
 
-    try:
-        # Queue the registrations and the flaky job before the writer runs: one group.
+    async with worker(tmp_path, db_url, mqtt_url) as w:
+        # The registrations and the flaky job are queued before the writer next runs
+        # (nothing awaits in between once the registrations have queued): one group.
         pending = [w.data(f"GROUP{i}", 1) for i in range(1, 4)]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # each new device's handler queues its registration
         flaky_done = w.ingestor.submit(flaky)
-        w.start()
         await asyncio.wait_for(asyncio.gather(flaky_done, *(f for f in pending if f)), 30)
         await w.ingestor.drain()
 
+        assert registered_in_group == 3  # the flaky job ran in the registrations' group
         assert attempts == 2  # the group failed once, the job alone then went through
         assert w.announced("device_registered") == Counter(["GROUP1", "GROUP2", "GROUP3"])
         assert w.announced("device_event") == Counter(["GROUP1"])
@@ -146,8 +162,6 @@ async def test_a_rolled_back_group_announces_nothing_twice(db_url: str) -> None:
         assert sorted(online) == ["GROUP1", "GROUP2", "GROUP3"]
         events = "SELECT count(*) FROM device_events WHERE type = 'registered'"
         assert await scalar(db_url, events) == 3
-    finally:
-        await w.stop()
 
 
 async def test_registering_a_thousand_new_devices_is_one_bulk_insert(db_url: str) -> None:

@@ -29,7 +29,7 @@ from iotp.db.engine import make_engine
 from iotp.netutil import free_port
 from iotp.services import credentials as cred_service
 from iotp.settings import Settings
-from tests.support import MOSQUITTO, _wait_port, need
+from tests.support import MOSQUITTO, _wait_port, eventually, need
 
 FLEET = "fleet-provisioning-secret-for-tests"
 
@@ -150,6 +150,7 @@ async def embedded(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureBroker]:
     settings = secure_settings(tmp_path, **extra)
     engine = make_engine(settings.effective_database_url)
     await migrate.upgrade(engine)
+    before = asyncio.all_tasks()
     broker = EmbeddedBroker.for_settings(settings, engine, "127.0.0.1", free_port())
     await broker.start()
     assert broker.authority is not None
@@ -161,11 +162,22 @@ async def embedded(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureBroker]:
             await c.close()
         await broker.stop()
         await engine.dispose()
-        # amqtt can drop a connection's StreamWriter without closing it: let its tasks
-        # end, then finalise it while the event loop is still open (else: ResourceWarning
-        # in whichever test runs next).
-        await asyncio.sleep(0.2)
+        # amqtt can drop a connection's StreamWriter without closing it: once the tasks
+        # the broker and its clients started have ended, finalise it while the event loop
+        # is still open (else: ResourceWarning in whichever test runs next).
+        await eventually(lambda: not _started_since(before), what="the broker's tasks end")
         gc.collect()
+
+
+def _started_since(before: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    """The tasks started since ``before`` that still run, but for this one and the
+    clients' reconnect attempts after the broker dropped them (an hour's delay here:
+    the event loop cancels them when it closes)."""
+    return [
+        task
+        for task in asyncio.all_tasks() - before - {asyncio.current_task()}
+        if task.get_coro().__qualname__ != "Client.reconnect"
+    ]
 
 
 # `user root`: as root, Mosquitto would otherwise drop to `mosquitto`, which cannot read
@@ -213,11 +225,35 @@ async def mosquitto(tmp_path: Path, **extra: Any) -> AsyncIterator[SecureBroker]
         await engine.dispose()
         raise
 
-    async def apply() -> None:
-        if await sync.sync():
-            await asyncio.sleep(0.3)  # SIGHUP is asynchronous; no way to ask when it is done
+    url = f"mqtt://127.0.0.1:{port}"
 
-    sb = SecureBroker("mosquitto", f"mqtt://127.0.0.1:{port}", settings, engine, apply)
+    async def apply() -> None:
+        if await sync.sync(reload=False):  # the files changed: Mosquitto must reload them
+            await reload_and_wait()
+
+    async def reload_and_wait() -> None:
+        # SIGHUP is asynchronous and Mosquitto does not say when it has reloaded. A device
+        # issued for the purpose is written into the same files as the changes: once it is
+        # let in, a reload that read them has taken effect. It is forgotten again at once;
+        # the files lose it without a reload, so Mosquitto knows it until its next one.
+        probe = f"RELOAD-{uuid.uuid4().hex[:8]}"
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            _, secret = await cred_service.issue(session, device_id=probe)
+            await session.commit()
+        await sync.sync()
+
+        async def let_in() -> bool:
+            client = await Client(url, probe, probe, secret).connect()
+            await client.close()
+            return True
+
+        await eventually(let_in, what="Mosquitto reloaded its files", retry_on=(Refused,))
+        async with AsyncSession(engine) as session:
+            await cred_service.delete(session, device_id=probe)
+            await session.commit()
+        await sync.sync(reload=False)
+
+    sb = SecureBroker("mosquitto", url, settings, engine, apply)
     try:
         yield sb
     finally:

@@ -162,12 +162,26 @@ def pg_database() -> Iterator[str]:
 
 @contextmanager
 def platform_process(
-    command: str, env: dict[str, str], *args: str
+    command: str,
+    env: dict[str, str],
+    *args: str,
+    open_mode: bool = True,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    # The benchmarks' devices connect without credentials: open mode on purpose
-    # (bench/broker_auth.py measures what the accounts of secure mode cost).
-    full_env = {**os.environ, "IOTP_OPEN": "true", **env}
-    proc = subprocess.Popen([PY, "-m", "iotp.cli", command, *args], env=full_env)
+    """``iotp <command>``, stopped with SIGTERM at the end. Most benchmarks' devices
+    connect without credentials: open mode on purpose (bench/broker_auth.py measures what
+    the accounts of secure mode cost); ``open_mode=False`` keeps the secure default.
+    ``log``: where its output goes (default: this terminal)."""
+    full_env = {**os.environ, **({"IOTP_OPEN": "true"} if open_mode else {}), **env}
+    if not open_mode:
+        full_env.pop("IOTP_OPEN", None)
+    out = open(log, "ab") if log is not None else None  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [PY, "-m", "iotp.cli", command, *args],
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT if out is not None else None,
+    )
     try:
         yield proc
     finally:
@@ -178,6 +192,39 @@ def platform_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if out is not None:
+            out.close()
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB (0 once it has ended)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc)."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
+
+
+def open_file_limit(pid: int) -> int:
+    """A running process's soft RLIMIT_NOFILE (from /proc/<pid>/limits)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return -1 if soft == "unlimited" else int(soft)
+    return -1
 
 
 def split_url(url: str) -> tuple[str, int]:

@@ -25,13 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def count(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -160,7 +153,7 @@ def soak(args: argparse.Namespace) -> None:
                 done = publisher.poll() is not None
                 if now >= next_sample or done:
                     stored = asyncio.run(count(dsn))
-                    samples.append((now, stored, rss_mb(proc.pid)))
+                    samples.append((now, stored, h.rss_mb(proc.pid)))
                     print(
                         f"  t={now:6.0f} s  stored {stored:>10,}  worker RSS {samples[-1][2]:6.1f} MB",
                         flush=True,

@@ -177,6 +177,26 @@ def presence_reasons(dsn: str, ids: list[str], status: str, since: float) -> dic
     return {str(r["reason"]): int(r["n"]) for r in rows}
 
 
+def transition_span(dsn: str, ids: list[str], status: str, since: float) -> str:
+    """When the worker decided these transitions (their events' time), from ``since``:
+    the decision itself, apart from writing it and the API showing it."""
+    rows = asyncio.run(
+        _fetch(
+            dsn,
+            "SELECT min(ts) AS first, max(ts) AS last FROM device_events "
+            "WHERE type = 'status' AND data->>'status' = $1 AND ts >= $2 "
+            "AND device_id = ANY($3::text[])",
+            status,
+            since,
+            ids,
+        )
+    )
+    first, last = rows[0]["first"], rows[0]["last"]
+    if first is None:
+        return "no transitions recorded"
+    return f"decided {first - since:.1f} to {last - since:.1f} s after"
+
+
 # ---- credentials ----------------------------------------------------------------------
 
 
@@ -567,13 +587,15 @@ def measure(
         )
         registered, online_d, offline_d = api.counts()
         down_reasons = presence_reasons(dsn, drop_group.ids, "offline", stop_wall)
+        down_span = transition_span(dsn, drop_group.ids, "offline", stop_wall)
         others = presence_reasons(
             dsn, [i for g in groups[:-1] for i in g.ids], "offline", stop_wall
         )
         print(
             f"  {online_d:,} online, {offline_d:,} offline ({registered:,} registered) "
             f"{offline_s:.1f} s after the drop (first offline after {first_offline[0]:.1f} s); "
-            f"how: {down_reasons}; other devices gone offline: {sum(others.values())}",
+            f"how: {down_reasons}, {down_span}; other devices gone offline: "
+            f"{sum(others.values())}",
             flush=True,
         )
     finally:
@@ -587,8 +609,10 @@ def measure(
     back_s = wait_for(f"all {devices:,} online again", expiry + 60, returned, alive=alive)
     registered, online_r, offline_r = api.counts()
     up_reasons = presence_reasons(dsn, drop_group.ids, "online", back_wall)
+    up_span = transition_span(dsn, drop_group.ids, "online", back_wall)
     print(
-        f"  {online_r:,} online, {offline_r} offline {back_s:.1f} s after SIGCONT; how: {up_reasons}",
+        f"  {online_r:,} online, {offline_r} offline {back_s:.1f} s after SIGCONT; "
+        f"how: {up_reasons}, {up_span}",
         flush=True,
     )
     fired = (
@@ -639,12 +663,14 @@ def measure(
             f"drop of {drop:,} (SIGSTOP)",
             f"exactly {online_d:,} online / {offline_d:,} offline after {offline_s:.1f} s "
             f"(first after {first_offline[0]:.1f} s); timeout {timeout:.0f} s + sweep "
-            f"{PRESENCE_SWEEP_S:.0f} s, broker expiry {expiry:.0f} s; fired: {fired}; "
+            f"{PRESENCE_SWEEP_S:.0f} s, broker expiry {expiry:.0f} s; fired: {fired} "
+            f"({down_span} the drop); "
             f"others offline: {sum(others.values())}",
         ),
         (
             "return (SIGCONT)",
-            f"exactly {online_r:,} online / {offline_r} offline after {back_s:.1f} s ({up_reasons})",
+            f"exactly {online_r:,} online / {offline_r} offline after {back_s:.1f} s "
+            f"({up_reasons}, {up_span} SIGCONT)",
         ),
         (
             "load average (1 min)",

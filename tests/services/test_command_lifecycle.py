@@ -23,7 +23,7 @@ def _unheard(*_event: Any) -> None:
     """Events are tested in test_command_issue.py."""
 
 
-async def _device(session: AsyncSession, *, online: bool = True) -> None:
+async def _device(session: AsyncSession, *, online: bool = True, acks: bool = True) -> None:
     session.add(
         Device(
             id=DEVICE,
@@ -32,7 +32,7 @@ async def _device(session: AsyncSession, *, online: bool = True) -> None:
             firmware_version="1.0.0",
             status="online" if online else "offline",
             first_seen=NOW,
-            acks=True,
+            acks=acks,
         )
     )
     await session.commit()
@@ -108,6 +108,27 @@ async def test_a_final_ack_is_final(session: AsyncSession) -> None:
     assert await commands.sweep(session, now=NOW + 3600) == []
     await session.commit()
     assert await _status(session, row.id) == CommandStatus.ACKED
+
+
+@pytest.mark.parametrize("first", ["progress", "ok"])
+async def test_a_device_that_acks_once_is_treated_as_acking(
+    session: AsyncSession, first: str
+) -> None:
+    await _device(session, acks=False)  # never acked: its sent commands get no deadline
+    row = await _sent(session)
+    assert row.deadline is None
+    outcome, _ = await commands.apply_ack(
+        session,
+        device_id=DEVICE,
+        ack=Ack(id=row.id, status=first),
+        now=NOW + 1,  # type: ignore[arg-type]
+    )
+    await session.commit()
+    assert outcome is (AckOutcome.PROGRESS if first == "progress" else AckOutcome.FINAL)
+    device = await session.get(Device, DEVICE, populate_existing=True)
+    assert device is not None
+    assert device.acks
+    assert (await _sent(session)).deadline is not None  # its next command has one
 
 
 async def test_an_ack_before_the_puback_ends_the_command(session: AsyncSession) -> None:

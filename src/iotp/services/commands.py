@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.fernet import Fernet
@@ -662,9 +662,8 @@ async def apply_ack(
             .returning(CommandRow)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
-        row = (await session.scalars(stmt)).first()
+        row = await _record_ack(session, stmt, device_id)
         if row is not None:
-            await _acks(session, device_id)
             return AckOutcome.PROGRESS, row
     else:
         ending = ack_ending(ack)
@@ -675,9 +674,8 @@ async def apply_ack(
             sent_at=func.coalesce(CommandRow.sent_at, now),
             **ending,
         )
-        row = (await session.scalars(stmt)).first()
+        row = await _record_ack(session, stmt, device_id)
         if row is not None:
-            await _acks(session, device_id)
             return AckOutcome.FINAL, row
     existing = await session.get(CommandRow, ack.id)
     if existing is None or existing.device_id != device_id:
@@ -689,6 +687,22 @@ async def apply_ack(
         # The truth: the device did answer, after we gave up. Kept as a note.
         _note(existing, {"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
     return AckOutcome.LATE, existing
+
+
+async def _record_ack(
+    session: AsyncSession, stmt: ReturningUpdate[CommandRow], device_id: str
+) -> CommandRow | None:
+    """Run the UPDATE that records an ack; the device becomes acking if it was not. The
+    flag is read in the same statement: it is set once, so most acks write nothing more."""
+    acks = select(Device.acks).where(Device.id == CommandRow.device_id).scalar_subquery()
+    both = cast("ReturningUpdate[CommandRow, bool]", stmt.returning(acks))
+    found = (await session.execute(both)).first()
+    if found is None:
+        return None
+    row, acking = found
+    if not acking:
+        await _acks(session, device_id)
+    return row
 
 
 async def _acks(session: AsyncSession, device_id: str) -> None:

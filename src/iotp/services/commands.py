@@ -470,18 +470,16 @@ _COMMITTING = "iotp.commands.committing"
 
 
 def _announce_on_commit(session: AsyncSession, row: CommandRow, publish: PublishEvent) -> None:
-    info = session.sync_session.info
-    if _ISSUED not in info:
-        info[_ISSUED] = []
-        event.listen(session.sync_session, "before_commit", _snapshot_issued)
-        event.listen(session.sync_session, "after_commit", _announce_issued)
-    info[_ISSUED].append((row, publish))
+    session.sync_session.info.setdefault(_ISSUED, []).append((row, publish))
 
 
+# Listening on the class once, not on each session that issues: a listener added to one
+# session copies its event dispatch, which cost more than the rest of issuing a command.
+@event.listens_for(Session, "before_commit")
 def _snapshot_issued(sync_session: Session) -> None:
     # Savepoints commit too; only the outermost commit makes a command real. The
     # snapshot is taken here, not at issue, so the event shows the command as stored.
-    if sync_session.in_nested_transaction():
+    if not sync_session.info.get(_ISSUED) or sync_session.in_nested_transaction():
         return
     issued, sync_session.info[_ISSUED] = sync_session.info[_ISSUED], []
     sync_session.info[_COMMITTING] = [
@@ -492,8 +490,9 @@ def _snapshot_issued(sync_session: Session) -> None:
     ]
 
 
+@event.listens_for(Session, "after_commit")
 def _announce_issued(sync_session: Session) -> None:
-    if sync_session.in_nested_transaction():
+    if _COMMITTING not in sync_session.info or sync_session.in_nested_transaction():
         return
     for publish, device_id, data, ts in sync_session.info.pop(_COMMITTING, []):
         publish(EventType.COMMAND_UPDATE, device_id, data, ts)

@@ -135,3 +135,36 @@ async def test_a_later_info_changes_only_what_it_sends(session: AsyncSession) ->
         -60,
         "Kitchen",
     )
+
+
+async def test_a_page_of_devices_is_counted_and_paged_by_the_database(
+    session: AsyncSession,
+) -> None:
+    for i in range(7):
+        session.add(
+            Device(
+                id=f"ESP32-{i:04d}",
+                name=f"Sensor {i}" if i != 3 else "Kitchen hub",
+                type="esp32" if i % 2 else "bench",
+                status="online" if i < 4 else "offline",
+                tags=["kitchen", "north"] if i in (1, 3, 5) else (["north"] if i == 2 else []),
+                first_seen=NOW + i,
+            )
+        )
+    await session.commit()
+
+    async def page(**kwargs: object) -> tuple[list[str], int]:
+        rows, total = await devices.list_devices(session, **kwargs)  # type: ignore[arg-type]
+        return [d.id for d in rows], total
+
+    assert await page(limit=2) == (["ESP32-0000", "ESP32-0001"], 7)
+    assert await page(limit=2, offset=5) == (["ESP32-0005", "ESP32-0006"], 7)
+    assert await page(status="online", limit=1) == (["ESP32-0000"], 4)
+    assert await page(tag="kitchen") == (["ESP32-0001", "ESP32-0003", "ESP32-0005"], 3)
+    assert await page(tag="kitchen", status="online", limit=1, offset=1) == (["ESP32-0003"], 2)
+    assert await page(tag="kit") == ([], 0)  # a whole tag, not a part of one
+    assert await page(search="KITCHEN") == (["ESP32-0003"], 1)
+    assert await page(type_="esp32", tag="north") == (
+        ["ESP32-0001", "ESP32-0003", "ESP32-0005"],
+        3,
+    )

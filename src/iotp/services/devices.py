@@ -7,7 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -280,23 +293,31 @@ async def list_devices(
     limit: int | None = None,
     offset: int = 0,
 ) -> tuple[list[Device], int]:
-    query = select(Device)
+    """One page of the devices that match, oldest first, and how many match in all:
+    counted and paged by the database, so a page of a large fleet reads only that page."""
+    conditions: list[ColumnElement[bool]] = []
     if status:
-        query = query.where(Device.status == status)
+        conditions.append(Device.status == status)
     if type_:
-        query = query.where(Device.type == type_)
+        conditions.append(Device.type == type_)
     if search:
         like = f"%{search.lower()}%"
-        query = query.where(
-            or_(func.lower(Device.name).like(like), func.lower(Device.id).like(like))
-        )
-    devices = list((await session.scalars(query.order_by(Device.first_seen, Device.id))).all())
+        conditions.append(or_(func.lower(Device.name).like(like), func.lower(Device.id).like(like)))
     if tag:
-        # Tags are a small JSON list; filtering in Python keeps SQLite and PostgreSQL alike.
-        devices = [d for d in devices if tag in (d.tags or [])]
-    total = len(devices)
-    end = None if limit is None else offset + limit
-    return devices[offset:end], total
+        conditions.append(_has_tag(session, tag))
+    total = await session.scalar(select(func.count()).select_from(Device).where(*conditions))
+    query = select(Device).where(*conditions).order_by(Device.first_seen, Device.id).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return list((await session.scalars(query)).all()), int(total or 0)
+
+
+def _has_tag(session: AsyncSession, tag: str) -> ColumnElement[bool]:
+    """Whether a device's tags (a JSON list) hold ``tag``."""
+    if session.get_bind().dialect.name == "postgresql":
+        return type_coerce(Device.tags, JSONB).contains([tag])
+    each = func.json_each(Device.tags).table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
 
 
 async def update_device(

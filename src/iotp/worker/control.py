@@ -19,6 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db.models import CommandRow
@@ -150,19 +151,14 @@ class ControlPlane:
             self.counters["acks_dropped_flood"] += 1
             return
         try:
-            async with self._ack_slots, self.sessions.begin() as session:
-                outcome, row = await command_service.apply_ack(
-                    session, device_id=device_id, ack=ack, now=now
-                )
-                if (
-                    outcome is AckOutcome.FINAL
-                    and row is not None
-                    and row.source == "shadow"
-                    and row.status == CommandStatus.FAILED
-                ):
-                    await shadow_service.note_error(
-                        session, device_id=device_id, error=f"{row.command}: {row.error}"
-                    )
+            try:
+                outcome, row = await self._record_ack(device_id, ack, now)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The pooled connection had died (the database restarted): once more,
+                # on a new one, rather than lose the device's answer.
+                outcome, row = await self._record_ack(device_id, ack, now)
         except Exception:
             log.exception("recording an ack from %s failed", device_id)
             self.counters["acks_failed_to_record"] += 1
@@ -186,6 +182,24 @@ class ControlPlane:
                 self._rollout_wake.set()
         elif outcome is AckOutcome.PROGRESS and row.rollout_id is not None:
             self._rollout_wake.set()
+
+    async def _record_ack(
+        self, device_id: str, ack: p.Ack, now: float
+    ) -> tuple[AckOutcome, CommandRow | None]:
+        async with self._ack_slots, self.sessions.begin() as session:
+            outcome, row = await command_service.apply_ack(
+                session, device_id=device_id, ack=ack, now=now
+            )
+            if (
+                outcome is AckOutcome.FINAL
+                and row is not None
+                and row.source == "shadow"
+                and row.status == CommandStatus.FAILED
+            ):
+                await shadow_service.note_error(
+                    session, device_id=device_id, error=f"{row.command}: {row.error}"
+                )
+        return outcome, row
 
     # ---- loops ---------------------------------------------------------------------
 

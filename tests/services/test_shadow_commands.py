@@ -86,3 +86,17 @@ async def test_a_desired_state_the_device_cannot_take_is_the_shadows_error(
     assert row.last_error is not None
     assert "relay" in row.last_error
     assert "light" in row.last_error
+
+
+async def test_only_devices_whose_shadow_wants_something_are_reconciled(
+    session: AsyncSession,
+) -> None:
+    ids = [f"ESP32-{i:04d}" for i in range(1205)]  # more than one query's worth
+    for i, device_id in enumerate(ids):
+        session.add(Device(id=device_id, name=device_id, first_seen=NOW))
+        if i % 400 in (7, 8):  # wanting something, and wanting nothing
+            desired: dict[str, Any] = {"relays": {"x": True}} if i % 400 == 7 else {}
+            session.add(DeviceShadow(device_id=device_id, desired=desired, updated_at=NOW))
+    await session.commit()
+    wanting = await shadow.with_desired(session, [*ids, "ESP32-GHOST"])
+    assert wanting == {ids[i] for i in (7, 407, 807)}

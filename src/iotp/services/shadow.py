@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from iotp.services import commands as command_service
 SHADOW_KEYS = ("relays", "servo", "automation", "config")
 CONFIG_KEYS = ("interval",)  # the config keys a device reports back in its state
 MAX_ATTEMPTS = 3
+_IDS_PER_QUERY = 1000  # well under either database's limit on bound parameters
 SHADOW_COMMAND_TIMEOUT = 10.0
 SHADOW_COMMAND_TTL = 30.0
 
@@ -183,6 +185,21 @@ async def set_desired(
     shadow.last_error = None
     await session.flush()
     return view(device, shadow)
+
+
+async def with_desired(session: AsyncSession, device_ids: Sequence[str]) -> set[str]:
+    """Those of ``device_ids`` whose shadow wants something: the only ones a
+    reconciliation can act on (one query for a fleet coming online, not one each)."""
+    found: set[str] = set()
+    for i in range(0, len(device_ids), _IDS_PER_QUERY):
+        chunk = list(device_ids[i : i + _IDS_PER_QUERY])
+        rows = await session.execute(
+            select(DeviceShadow.device_id, DeviceShadow.desired).where(
+                DeviceShadow.device_id.in_(chunk)
+            )
+        )
+        found.update(device_id for device_id, desired in rows.all() if desired)
+    return found
 
 
 async def reconcile(

@@ -323,8 +323,16 @@ class ControlPlane:
             if self._stopping:
                 return
             todo, self._shadow_todo = self._shadow_todo, {}
+            try:
+                async with self.sessions() as session:
+                    wanting = await shadow_service.with_desired(session, list(todo))
+            except Exception:
+                log.exception("reading shadows failed; trying each device")
+                wanting = set(todo)
             now = time.time()
             for device_id, online in todo.items():
+                if device_id not in wanting:
+                    continue
                 try:
                     async with self.sessions.begin() as session:
                         rows = await shadow_service.reconcile(

@@ -192,7 +192,18 @@ class Automations:
 
     async def reload(self, now: float) -> None:
         async with self.sessions() as session:
-            if now - self._devices_at >= DEVICES_RELOAD_SECONDS:
+            version = await rule_service.version(session)
+            if version != self._rules_version:
+                rules = await rule_service.load_enabled(session)
+                if rules and not self.engine.rules:
+                    self._devices_at = 0.0  # the devices' names, tags and units, now
+                self.engine.load(rules)
+                self._rules_version = version
+                self.counters["rule_reloads"] += 1
+                log.info("automations: %d enabled rules", len(self.engine.rules))
+            # Only rules read the whole fleet's names, tags and units: without any, a large
+            # fleet is not read every DEVICES_RELOAD_SECONDS for nothing.
+            if self.engine.rules and now - self._devices_at >= DEVICES_RELOAD_SECONDS:
                 self._devices_at = now
                 rows = await session.execute(
                     select(Device.id, Device.name, Device.type, Device.tags, Device.units)
@@ -201,13 +212,6 @@ class Automations:
                     self.engine.set_device(
                         device_id, name=name, type_=type_, tags=tags or [], units=units
                     )
-            version = await rule_service.version(session)
-            if version != self._rules_version:
-                rules = await rule_service.load_enabled(session)
-                self.engine.load(rules)
-                self._rules_version = version
-                self.counters["rule_reloads"] += 1
-                log.info("automations: %d enabled rules", len(self.engine.rules))
             if not self._restored:
                 for rule_id, device_id in await alert_service.open_rule_alerts(session):
                     if rule_id in self.engine.rules:

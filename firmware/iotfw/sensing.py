@@ -18,9 +18,8 @@ class Sensing:
             now = clock.now_ms()
             if clock.diff_ms(now, next_report) >= 0:
                 self.tick()
-                next_report += int(self.cfg.get("interval") * 1000)
-                if clock.diff_ms(now, next_report) > 0:
-                    next_report = now  # fell behind: do not try to catch up
+                period = int(self.cfg.get("interval") * 1000)
+                next_report = clock.next_due(now, next_report, period)
             # the watchdog is fed only while every critical task is alive
             if self._healthy():
                 self.hal.wdt_feed()

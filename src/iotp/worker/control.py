@@ -137,7 +137,6 @@ class ControlPlane:
 
     async def on_ack(self, device_id: str, ack: p.Ack, now: float) -> None:
         self.counters["acks"] += 1
-        self.sender.answered(device_id, ack)
         if ack.id is None:
             self.counters["acks_unparsed"] += 1  # the device could not read a command
             return
@@ -150,6 +149,7 @@ class ControlPlane:
         if not bucket.take(now):
             self.counters["acks_dropped_flood"] += 1
             return
+        self.sender.answered(device_id, ack)  # recorded below: `sent` need not be
         try:
             try:
                 outcome, row = await self._record_ack(device_id, ack, now)

@@ -56,7 +56,6 @@ class Sender:
         self._publish_event = publish_event
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.confirm_timeout = command_service.PUBLISH_CONFIRM_TIMEOUT
-        self.record_delay = RECORD_DELAY_SECONDS
         # Published, `sent` not recorded yet: command id -> its device; and those of them
         # a final ack from that device has answered.
         self._unrecorded: dict[str, str] = {}
@@ -102,8 +101,8 @@ class Sender:
             self._unrecorded[row.id] = row.device_id
         try:
             confirmed, unconfirmed = await self._publish(rows)
-            if confirmed and self.record_delay > 0:
-                await asyncio.sleep(self.record_delay)
+            if confirmed:
+                await asyncio.sleep(RECORD_DELAY_SECONDS)
         finally:
             answered = {row.id for row in rows if row.id in self._answered}
             for row in rows:

@@ -20,15 +20,23 @@ MAX_TABS = 60
 # What the focused element is (its name as a user hears it) and whether anyone can see
 # that it has the focus: an outline, or a focus ring (box-shadow) on it or on the
 # Ant Design control that wraps it (inputs, selects and switches draw theirs there).
-FOCUS = """() => {
-  const el = document.activeElement;
-  if (!el || el === document.body) return {name: '', visible: false, tag: ''};
+# The name of an element as a user hears it.
+NAME_OF = """(el) => {
   const by = el.getAttribute('aria-labelledby');
   const labelled = by ? by.split(' ').map(id => document.getElementById(id))
     .filter(Boolean).map(e => e.innerText).join(' ') : '';
   const label = labelled || (el.labels && el.labels[0] ? el.labels[0].innerText : '');
-  const name = (el.getAttribute('aria-label') || label || el.innerText || el.placeholder
-                || el.getAttribute('title') || '').trim().slice(0, 80);
+  return (el.getAttribute('aria-label') || label || el.innerText || el.placeholder
+          || el.getAttribute('title') || '').trim().slice(0, 80);
+}"""
+
+FOCUS = (
+    """() => {
+  const nameOf = """
+    + NAME_OF
+    + """;
+  const el = document.activeElement;
+  if (!el || el === document.body) return {name: '', visible: false, tag: ''};
   const host = el.closest('.ant-input-affix-wrapper, .ant-input-outlined, .ant-select, '
                           + '.ant-input-number, .ant-switch, .ant-btn') || el;
   const shows = (e) => {
@@ -36,8 +44,22 @@ FOCUS = """() => {
     return (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0)
         || (s.boxShadow && s.boxShadow !== 'none');
   };
-  return {name, visible: shows(el) || shows(host), tag: el.tagName.toLowerCase()};
+  return {name: nameOf(el), visible: shows(el) || shows(host), tag: el.tagName.toLowerCase()};
 }"""
+)
+
+# Whether a control of that name is on the page yet (pages are loaded on first visit).
+RENDERED = (
+    """(pattern) => {
+  const nameOf = """
+    + NAME_OF
+    + """;
+  const re = new RegExp(pattern, 'i');
+  const controls = document.querySelectorAll(
+    'a[href], button, input, select, textarea, [tabindex]');
+  return Array.from(controls).some(el => re.test(nameOf(el)));
+}"""
+)
 
 
 async def _focus(page: Any) -> dict[str, Any]:
@@ -49,6 +71,8 @@ async def tab_to(page: Any, name: str, *, back: bool = False) -> dict[str, Any]:
     """Press Tab (or Shift+Tab) until the focus is on the control named ``name``; every
     control passed on the way must show its focus."""
     pattern = re.compile(name, re.IGNORECASE)
+    # Tabbing before the control exists would pass over a page still loading.
+    await page.wait_for_function(RENDERED, arg=name, timeout=TIMEOUT_MS)
     seen: list[str] = []
     for _ in range(MAX_TABS):
         await page.keyboard.press("Shift+Tab" if back else "Tab")

@@ -5,12 +5,20 @@ envelope keep epoch seconds."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 
 def iso_time(ts: float | None) -> str | None:
     if ts is None:
         return None
+    return _iso(ts)
+
+
+# The same few instants are formatted again and again: a bulk command's thousand rows
+# share their creation time, and a command is shown at each step of its life.
+@lru_cache(maxsize=4096)
+def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 

@@ -37,13 +37,25 @@ from typing import Any, cast
 
 import orjson
 from cryptography.fernet import Fernet
-from sqlalchemy import ColumnElement, case, event, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    String,
+    Text,
+    case,
+    column,
+    event,
+    func,
+    select,
+    update,
+    values,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from iotp.db.models import CommandRow, Device
+from iotp.db.models import CommandRow, Device, JsonType
 from iotp.errors import ConflictError, InvalidRequestError, NotFoundError
 from iotp.protocol import secrets
 from iotp.protocol.commands import BUILTIN_COMMANDS, COMMAND_PARAMS, ParamsError, parse_params
@@ -676,6 +688,15 @@ async def apply_ack(
         row = await _record_ack(session, stmt, device_id)
         if row is not None:
             return AckOutcome.FINAL, row
+    return await _unmatched_ack(session, device_id, ack, now)
+
+
+async def _unmatched_ack(
+    session: AsyncSession, device_id: str, ack: Ack, now: float
+) -> tuple[AckOutcome, CommandRow | None]:
+    """An ack that moved nothing: for a command that had already ended, or none of this
+    device's."""
+    assert ack.id is not None
     existing = await session.get(CommandRow, ack.id)
     if existing is None or existing.device_id != device_id:
         return AckOutcome.UNKNOWN, None
@@ -686,6 +707,98 @@ async def apply_ack(
         # The truth: the device did answer, after we gave up. Kept as a note.
         _note(existing, {"note": "late_ack", "ts": now, "status": ack.status, "error": ack.error})
     return AckOutcome.LATE, existing
+
+
+# Below this many final acks, :func:`apply_acks` records them one statement each.
+FEW_ACKS = 4
+
+
+async def apply_acks(
+    session: AsyncSession, acks: Sequence[tuple[str, Ack, float]]
+) -> list[tuple[AckOutcome, CommandRow | None]]:
+    """Record many acks (device id, ack, time received), each as :func:`apply_ack` would,
+    with the final acks of distinct commands in one UPDATE: a burst of answers (a bulk
+    command's thousand) costs one statement, not one each. The results are in the order
+    of ``acks``."""
+    firsts: dict[str, tuple[str, Ack, float]] = {}
+    for item in acks:
+        ack = item[1]
+        if ack.id is not None and ack.status != "progress":
+            firsts.setdefault(ack.id, item)
+    if len(firsts) < FEW_ACKS:
+        # The one-ack statement is compiled once and cached; the many-rows one is
+        # compiled for each call, which only pays off when it ends many commands.
+        return [
+            await apply_ack(session, device_id=device_id, ack=ack, now=now)
+            for device_id, ack, now in acks
+        ]
+    ended = await _end_many(session, list(firsts.values()))
+    out: list[tuple[AckOutcome, CommandRow | None]] = []
+    for item in acks:
+        device_id, ack, now = item
+        if ack.id is None or firsts.get(ack.id) is not item:
+            # Progress, or a second ack of a command in the same call: on its own, after
+            # the ones before it.
+            out.append(await apply_ack(session, device_id=device_id, ack=ack, now=now))
+            continue
+        hit = ended.get(ack.id)
+        if hit is None:
+            out.append(await _unmatched_ack(session, device_id, ack, now))
+            continue
+        row, acking = hit
+        if not acking:
+            await _acks(session, device_id)
+        out.append((AckOutcome.FINAL, row))
+    return out
+
+
+async def _end_many(
+    session: AsyncSession, acks: list[tuple[str, Ack, float]]
+) -> dict[str, tuple[CommandRow, bool]]:
+    """One UPDATE ending every command one of ``acks`` (final, distinct ids) ends: the
+    commands moved, each with whether its device was already known to acknowledge."""
+    if not acks:
+        return {}
+    endings = [(device_id, ack, now, ack_ending(ack)) for device_id, ack, now in acks]
+    rows = values(
+        column("id", String),
+        column("device_id", String),
+        column("status", String),
+        column("now", Float),
+        column("result", JsonType),
+        column("error", Text),
+        name="answers",
+    ).data(
+        [
+            (ack.id, device_id, ending["status"].value, now, ending["result"], ending["error"])
+            for device_id, ack, now, ending in endings
+        ]
+    )
+    # A CTE: SQLite cannot name the columns of a VALUES list in FROM, but can a CTE's.
+    answers = rows.cte("answers")
+    acking = select(Device.acks).where(Device.id == CommandRow.device_id).scalar_subquery()
+    # Acked and failed are entered from the same statuses: one condition serves both.
+    assert sources(CommandStatus.ACKED) == sources(CommandStatus.FAILED)
+    stmt = cast(
+        "ReturningUpdate[CommandRow, bool]",
+        update(CommandRow)
+        .where(
+            CommandRow.id == answers.c.id,
+            CommandRow.device_id == answers.c.device_id,
+            _may_become(CommandStatus.ACKED),
+        )
+        .values(
+            status=answers.c.status,
+            finished_at=answers.c.now,
+            secret_params=None,
+            sent_at=func.coalesce(CommandRow.sent_at, answers.c.now),
+            result=answers.c.result,
+            error=answers.c.error,
+        )
+        .returning(CommandRow, acking)
+        .execution_options(synchronize_session=False, populate_existing=True),
+    )
+    return {row.id: (row, flag) for row, flag in (await session.execute(stmt)).all()}
 
 
 async def _record_ack(
@@ -714,36 +827,57 @@ async def _acks(session: AsyncSession, device_id: str) -> None:
     )
 
 
+# Commands one sweep moves per kind at most; a sweep that hits it runs again at once.
+SWEEP_LIMIT = 5_000
+
+
+async def _lock_for_sweep(
+    session: AsyncSession, new: CommandStatus, *conditions: ColumnElement[bool]
+) -> list[str]:
+    """The ids of commands the sweep may move to ``new``, locked for this transaction.
+    Rows another transaction holds (an ack being recorded, a publish being confirmed) are
+    skipped, not waited for: they are changing anyway, and a later sweep sees them if they
+    still qualify. Waiting could deadlock: the sweep's one UPDATE and a batch of acks
+    would each lock many rows, in different orders. (SQLite locks the whole database
+    instead, and ignores the clause.)"""
+    stmt = (
+        select(CommandRow.id)
+        .where(_may_become(new), *conditions)
+        .order_by(CommandRow.id)
+        .limit(SWEEP_LIMIT)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
 async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
     """sent -> timed_out past the deadline; queued -> expired past the TTL; stale
     sending claims (their publisher died) -> queued, to be published again."""
-    stale_ids = list(
-        (
-            await session.scalars(
-                select(CommandRow.id).where(
-                    _may_become(CommandStatus.QUEUED),
-                    CommandRow.claimed_at < now - CLAIM_TIMEOUT,
-                )
-            )
-        ).all()
+    stale_ids = await _lock_for_sweep(
+        session, CommandStatus.QUEUED, CommandRow.claimed_at < now - CLAIM_TIMEOUT
     )
     stale = await release(
         session, command_ids=stale_ids, owner=None, now=now, reason="publisher lost"
     )
-    timed_out = _move(
-        CommandStatus.TIMED_OUT,
-        CommandRow.deadline < now,
-        now=now,
-        error="no final ack from the device before the timeout",
-    )
-    expired = _move(
-        CommandStatus.EXPIRED,
-        CommandRow.expires_at < now,
-        now=now,
-        error="device was not online before the command's ttl ran out",
-    )
-    rows = list((await session.scalars(timed_out)).all())
-    rows += list((await session.scalars(expired)).all())
+    rows: list[CommandRow] = []
+    late_ids = await _lock_for_sweep(session, CommandStatus.TIMED_OUT, CommandRow.deadline < now)
+    if late_ids:
+        timed_out = _move(
+            CommandStatus.TIMED_OUT,
+            CommandRow.id.in_(late_ids),
+            now=now,
+            error="no final ack from the device before the timeout",
+        )
+        rows += list((await session.scalars(timed_out)).all())
+    old_ids = await _lock_for_sweep(session, CommandStatus.EXPIRED, CommandRow.expires_at < now)
+    if old_ids:
+        expired = _move(
+            CommandStatus.EXPIRED,
+            CommandRow.id.in_(old_ids),
+            now=now,
+            error="device was not online before the command's ttl ran out",
+        )
+        rows += list((await session.scalars(expired)).all())
     return stale + rows
 
 

@@ -44,8 +44,12 @@ FINISHED_CACHE = 20_000
 # Per device: acks that need a database lookup, refilled per second up to a burst.
 ACK_RATE_PER_SECOND = 20.0
 ACK_BURST = 50.0
-# Ack writes in flight at once, so a flood cannot take every database connection.
-ACK_CONCURRENCY = 8
+# Transactions recording acks at once, so a flood cannot take every database connection.
+ACK_CONCURRENCY = 4
+# Acks recorded in one transaction at most. Under load (a bulk command's thousand answers)
+# the acks that arrive while a transaction runs share the next one: one BEGIN and COMMIT
+# (and one WAL flush) for many instead of one each. A lone ack goes at once, as before.
+ACK_BATCH = 100
 STOP_TIMEOUT_SECONDS = 5.0
 
 
@@ -63,6 +67,29 @@ class _Bucket:
             return False
         self.tokens -= 1
         return True
+
+
+class _PendingAck:
+    __slots__ = ("ack", "device_id", "done", "now")
+
+    def __init__(self, device_id: str, ack: p.Ack, now: float) -> None:
+        self.device_id = device_id
+        self.ack = ack
+        self.now = now
+        self.done: asyncio.Future[tuple[AckOutcome, CommandRow | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+
+def _settle(
+    pending: _PendingAck, outcome: tuple[AckOutcome, CommandRow | None] | Exception
+) -> None:
+    if pending.done.done():  # its caller is gone (the worker is stopping)
+        return
+    if isinstance(outcome, Exception):
+        pending.done.set_exception(outcome)
+    else:
+        pending.done.set_result(outcome)
 
 
 class ControlPlane:
@@ -100,7 +127,8 @@ class ControlPlane:
         self._next_sweep_at = 0.0
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._buckets: dict[str, _Bucket] = {}
-        self._ack_slots = asyncio.Semaphore(ACK_CONCURRENCY)
+        self._ack_queue: list[_PendingAck] = []
+        self._ack_writers: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
 
@@ -186,20 +214,84 @@ class ControlPlane:
     async def _record_ack(
         self, device_id: str, ack: p.Ack, now: float
     ) -> tuple[AckOutcome, CommandRow | None]:
-        async with self._ack_slots, self.sessions.begin() as session:
-            outcome, row = await command_service.apply_ack(
-                session, device_id=device_id, ack=ack, now=now
+        pending = _PendingAck(device_id, ack, now)
+        self._ack_queue.append(pending)
+        if len(self._ack_writers) < ACK_CONCURRENCY:
+            task = asyncio.create_task(self._write_acks())
+            self._ack_writers.add(task)
+            task.add_done_callback(self._ack_writers.discard)
+        return await pending.done
+
+    async def _write_acks(self) -> None:
+        while self._ack_queue:
+            batch = self._take_acks()
+            try:
+                results = await self._apply_acks(batch)
+            except asyncio.CancelledError:
+                for pending in batch:
+                    pending.done.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to each ack's caller
+                if len(batch) == 1:
+                    _settle(batch[0], exc)
+                else:
+                    # One ack's failure must not lose the others: each in its own
+                    # transaction, so only the one that fails is reported failed.
+                    for pending in batch:
+                        await self._write_alone(pending)
+                continue
+            for pending, result in zip(batch, results, strict=True):
+                _settle(pending, result)
+
+    def _take_acks(self) -> list[_PendingAck]:
+        """The next batch, taken in arrival order with one ack per command: a second ack
+        for the same command waits for the next batch, so each ack's answer shows the row
+        as its own statement left it."""
+        queue = self._ack_queue
+        batch: list[_PendingAck] = []
+        rest: list[_PendingAck] = []
+        ids: set[str | None] = set()
+        i = 0
+        while i < len(queue) and len(batch) < ACK_BATCH:
+            pending = queue[i]
+            if pending.ack.id in ids:
+                rest.append(pending)
+            else:
+                ids.add(pending.ack.id)
+                batch.append(pending)
+            i += 1
+        self._ack_queue = rest + queue[i:]
+        # In the order of their ids: two batches running at once lock the rows they share
+        # in the same order, so neither can hold a row the other waits for (a deadlock).
+        batch.sort(key=lambda pending: pending.ack.id or "")
+        return batch
+
+    async def _write_alone(self, pending: _PendingAck) -> None:
+        try:
+            (result,) = await self._apply_acks([pending])
+        except Exception as exc:  # noqa: BLE001 - handed to the ack's own caller
+            _settle(pending, exc)
+        else:
+            _settle(pending, result)
+
+    async def _apply_acks(
+        self, batch: list[_PendingAck]
+    ) -> list[tuple[AckOutcome, CommandRow | None]]:
+        async with self.sessions.begin() as session:
+            results = await command_service.apply_acks(
+                session, [(pending.device_id, pending.ack, pending.now) for pending in batch]
             )
-            if (
-                outcome is AckOutcome.FINAL
-                and row is not None
-                and row.source == "shadow"
-                and row.status == CommandStatus.FAILED
-            ):
-                await shadow_service.note_error(
-                    session, device_id=device_id, error=f"{row.command}: {row.error}"
-                )
-        return outcome, row
+            for outcome, row in results:
+                if (
+                    outcome is AckOutcome.FINAL
+                    and row is not None
+                    and row.source == "shadow"
+                    and row.status == CommandStatus.FAILED
+                ):
+                    await shadow_service.note_error(
+                        session, device_id=row.device_id, error=f"{row.command}: {row.error}"
+                    )
+        return results
 
     # ---- loops ---------------------------------------------------------------------
 

@@ -161,8 +161,43 @@ def cpu_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[s
     return {k: (after[k] - before[k]) * 1000 / n for k in before}
 
 
+async def pg_commits(dsn: str | None) -> int | None:
+    """Transactions committed in the platform's database so far (PostgreSQL only)."""
+    if dsn is None or not dsn.startswith("postgresql"):
+        return None
+    import asyncpg
+
+    await asyncio.sleep(1.5)  # backends report their statistics at most once a second
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        value = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(value)
+    finally:
+        await conn.close()
+
+
+async def recorded(http: httpx.AsyncClient) -> None:
+    """Until the worker has recorded every command's end: the API answers a bulk from
+    the devices' own acks, ahead of the worker."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        by_status = (await http.get("/api/commands/stats")).json()["by_status"]
+        if not by_status.get("sending") and not by_status.get("sent"):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def measure(
-    url: str, api: str, n_devices: int, n_commands: int, bulk_rounds: int, pids: dict[str, int]
+    url: str,
+    api: str,
+    n_devices: int,
+    n_commands: int,
+    bulk_rounds: int,
+    pids: dict[str, int],
+    dsn: str | None = None,
 ) -> dict[str, Any]:
     devices = [Device(url, f"RTT{i:06d}") for i in range(n_devices)]
     for i in range(0, n_devices, 100):
@@ -209,6 +244,9 @@ async def measure(
             if r.status_code != 201 or r.json()["status"] != "acked":
                 failures += 1
         cpu1 = cpu_snapshot(pids)
+        await recorded(http)
+        commits1 = await pg_commits(dsn)
+        cpu_bulk0 = cpu_snapshot(pids)
         bulks: list[dict[str, Any]] = []
         for _ in range(bulk_rounds):
             t0 = time.perf_counter()
@@ -224,7 +262,9 @@ async def measure(
                     "created": bulk.get("created", 0),
                 }
             )
+        await recorded(http)  # the bulk's cost includes the worker's recording
         cpu2 = cpu_snapshot(pids)
+        commits2 = await pg_commits(dsn)
     floor = await broker_floor(url, 500)
     for d in devices:
         await d.client.disconnect()
@@ -235,7 +275,12 @@ async def measure(
         "bulks": bulks,
         "floor": floor,
         "cpu_single": cpu_per(cpu0, cpu1, n_commands),
-        "cpu_bulk": cpu_per(cpu1, cpu2, n_devices * bulk_rounds),
+        "cpu_bulk": cpu_per(cpu_bulk0, cpu2, n_devices * bulk_rounds),
+        "commits_bulk": (
+            None
+            if commits1 is None or commits2 is None
+            else (commits2 - commits1) / (n_devices * bulk_rounds)
+        ),
     }
 
 
@@ -303,6 +348,7 @@ def main() -> None:
                         args.commands,
                         args.bulk_rounds,
                         {"api": api_proc.pid, "worker": worker.pid},
+                        dsn if database is not None else None,
                     )
                 )
     rtts, floor, legs = res["rtts"], res["floor"], res["legs"]
@@ -328,7 +374,13 @@ def main() -> None:
         f"  bulk to all, {len(rates)} rounds: best {rates[-1]:.0f}, median "
         f"{statistics.median(rates):.0f} commands/s (last: {last['created']} created, "
         f"{last['acked']} acked in {last['seconds']:.2f} s)\n"
-        f"    CPU ms per command: {cpu(res['cpu_bulk'])}\n"
+        f"    CPU ms per command: {cpu(res['cpu_bulk'])}"
+        + (
+            ""
+            if res["commits_bulk"] is None
+            else f"; PostgreSQL commits per command: {res['commits_bulk']:.3f}"
+        )
+        + "\n"
         f"  raw broker round trip (publish -> responder -> reply): p50 {ms(floor, 50):.2f} ms, "
         f"p99 {ms(floor, 99):.2f} ms\n"
         f"  load average at the end: {os.getloadavg()[0]:.1f} (2 cores)"

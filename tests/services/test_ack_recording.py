@@ -194,3 +194,26 @@ async def test_many_acks_in_one_call_each_get_what_one_alone_would(
     assert devices[a.device_id].acks
     assert devices[b.device_id].acks
     assert not devices[d.device_id].acks
+
+
+@pytest.mark.parametrize(
+    "sessions", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_the_sweep_passes_over_a_command_being_changed_instead_of_waiting(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A stale claim whose row another transaction holds (its ack being recorded) is left
+    to that transaction; the other stale claims are released at once. Waiting for the row
+    could deadlock with a batch of acks."""
+    held, *others = await _issue(sessions, per_device=1)
+    later = time.time() + commands.CLAIM_TIMEOUT + 1
+    async with sessions() as holder, sessions() as sweeper:
+        await holder.execute(select(CommandRow).where(CommandRow.id == held.id).with_for_update())
+        async with asyncio.timeout(5):
+            released = await commands.sweep(sweeper, now=later)
+            await sweeper.commit()
+        await holder.rollback()
+    assert sorted(row.id for row in released) == sorted(row.id for row in others)
+    statuses = await _statuses(sessions)
+    assert statuses[held.id] == CommandStatus.SENDING
+    assert {statuses[row.id] for row in others} == {CommandStatus.QUEUED}

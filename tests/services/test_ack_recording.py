@@ -217,3 +217,47 @@ async def test_the_sweep_passes_over_a_command_being_changed_instead_of_waiting(
     statuses = await _statuses(sessions)
     assert statuses[held.id] == CommandStatus.SENDING
     assert {statuses[row.id] for row in others} == {CommandStatus.QUEUED}
+
+
+async def test_a_burst_with_the_progress_and_the_end_of_one_command_keeps_their_order(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Among other answers from devices not yet known to acknowledge (each first ack
+    marks its device): the progress is recorded before the end, nothing deadlocks, no ack
+    is lost."""
+    rows = await _issue(sessions, per_device=2)
+    x = max(rows, key=lambda r: r.id)
+    others = [r for r in rows if r is not x]
+    events: list[dict[str, Any]] = []
+    control = _control(sessions, tmp_path, events)
+    now = time.time()
+    await asyncio.gather(
+        *(control.on_ack(r.device_id, Ack(id=r.id, status="ok"), now) for r in others),
+        control.on_ack(x.device_id, Ack(id=x.id, status="progress", result=50), now),
+        control.on_ack(x.device_id, Ack(id=x.id, status="ok"), now + 0.001),
+    )
+    assert control.counters["acks_failed_to_record"] == 0
+    assert control.counters["acks_progress"] == 1
+    assert control.counters["acks_final"] == len(rows)
+    assert set((await _statuses(sessions)).values()) == {CommandStatus.ACKED}
+    mine = [e for e in events if e["id"] == x.id]
+    assert mine[0]["progress"]["value"] == 50
+    assert mine[-1]["status"] == CommandStatus.ACKED
+
+
+async def test_one_call_with_a_commands_progress_then_its_end_records_both_in_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    x, *others = await _issue(sessions, per_device=1)
+    now = time.time()
+    acks = [
+        (x.device_id, Ack(id=x.id, status="progress", result=10), now),
+        (x.device_id, Ack(id=x.id, status="ok"), now),
+        *((r.device_id, Ack(id=r.id, status="ok"), now) for r in others),
+    ]
+    async with sessions.begin() as session:
+        results = await commands.apply_acks(session, acks)
+    assert [outcome for outcome, _ in results] == [
+        commands.AckOutcome.PROGRESS,
+        *[commands.AckOutcome.FINAL] * (1 + len(others)),
+    ]

@@ -31,6 +31,7 @@ import hmac
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, cast
@@ -660,6 +661,14 @@ async def apply_ack(
     An ack for a command still ``sending`` (the device answered before the publisher saw
     the broker's PUBACK) counts too: the ack proves the command was delivered. Such a
     row comes back with ``deadline`` None (it never was ``sent``)."""
+    return await _apply_one(session, device_id, ack, now, None)
+
+
+async def _apply_one(
+    session: AsyncSession, device_id: str, ack: Ack, now: float, acking: set[str] | None
+) -> tuple[AckOutcome, CommandRow | None]:
+    """:func:`apply_ack`; with ``acking``, the devices to mark as acknowledging are added
+    to it rather than marked here (:func:`apply_acks` marks them at the end)."""
     if ack.id is None:
         return AckOutcome.UNKNOWN, None
     mine = (CommandRow.id == ack.id, CommandRow.device_id == device_id)
@@ -673,7 +682,7 @@ async def apply_ack(
             .returning(CommandRow)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
-        row = await _record_ack(session, stmt, device_id)
+        row = await _record_ack(session, stmt, device_id, acking)
         if row is not None:
             return AckOutcome.PROGRESS, row
     else:
@@ -685,14 +694,14 @@ async def apply_ack(
             sent_at=func.coalesce(CommandRow.sent_at, now),
             **ending,
         )
-        row = await _record_ack(session, stmt, device_id)
+        row = await _record_ack(session, stmt, device_id, acking)
         if row is not None:
             return AckOutcome.FINAL, row
-    return await _unmatched_ack(session, device_id, ack, now)
+    return await _unmatched_ack(session, device_id, ack, now, acking)
 
 
 async def _unmatched_ack(
-    session: AsyncSession, device_id: str, ack: Ack, now: float
+    session: AsyncSession, device_id: str, ack: Ack, now: float, acking: set[str] | None
 ) -> tuple[AckOutcome, CommandRow | None]:
     """An ack that moved nothing: for a command that had already ended, or none of this
     device's."""
@@ -700,7 +709,7 @@ async def _unmatched_ack(
     existing = await session.get(CommandRow, ack.id)
     if existing is None or existing.device_id != device_id:
         return AckOutcome.UNKNOWN, None
-    await _acks(session, device_id)
+    await _mark_acking(session, device_id, acking)
     if existing.status in (CommandStatus.ACKED, CommandStatus.FAILED):
         return AckOutcome.DUPLICATE, existing
     if existing.status == CommandStatus.TIMED_OUT and ack.status != "progress":
@@ -720,35 +729,46 @@ async def apply_acks(
     with the final acks of distinct commands in one UPDATE: a burst of answers (a bulk
     command's thousand) costs one statement, not one each. The results are in the order
     of ``acks``."""
-    firsts: dict[str, tuple[str, Ack, float]] = {}
-    for item in acks:
-        ack = item[1]
-        if ack.id is not None and ack.status != "progress":
-            firsts.setdefault(ack.id, item)
-    if len(firsts) < FEW_ACKS:
+    seen = Counter(ack.id for _device, ack, _now in acks)
+    finals = {
+        item[1].id: item
+        for item in acks
+        if item[1].id is not None and item[1].status != "progress" and seen[item[1].id] == 1
+    }
+    if len(finals) < FEW_ACKS:
         # The one-ack statement is compiled once and cached; the many-rows one is
         # compiled for each call, which only pays off when it ends many commands.
         return [
             await apply_ack(session, device_id=device_id, ack=ack, now=now)
             for device_id, ack, now in acks
         ]
-    ended = await _end_many(session, list(firsts.values()))
+    # Devices marked acknowledging once, at the end, in one statement: marked one by one
+    # between the commands, two calls at once could lock a command and a device each in
+    # the other's order (a deadlock).
+    acking: set[str] = set()
+    ended = await _end_many(session, list(finals.values()))
     out: list[tuple[AckOutcome, CommandRow | None]] = []
-    for item in acks:
-        device_id, ack, now = item
-        if ack.id is None or firsts.get(ack.id) is not item:
-            # Progress, or a second ack of a command in the same call: on its own, after
-            # the ones before it.
-            out.append(await apply_ack(session, device_id=device_id, ack=ack, now=now))
+    for device_id, ack, now in acks:
+        if ack.id is None or ack.id not in finals:
+            # Progress, and every ack of a command the call holds more than once: one at
+            # a time, in order.
+            out.append(await _apply_one(session, device_id, ack, now, acking))
             continue
         hit = ended.get(ack.id)
         if hit is None:
-            out.append(await _unmatched_ack(session, device_id, ack, now))
+            out.append(await _unmatched_ack(session, device_id, ack, now, acking))
             continue
-        row, acking = hit
-        if not acking:
-            await _acks(session, device_id)
+        row, known = hit
+        if not known:
+            acking.add(device_id)
         out.append((AckOutcome.FINAL, row))
+    if acking:
+        await session.execute(
+            update(Device)
+            .where(Device.id.in_(sorted(acking)), Device.acks.is_(False))
+            .values(acks=True)
+            .execution_options(synchronize_session=False)
+        )
     return out
 
 
@@ -802,7 +822,10 @@ async def _end_many(
 
 
 async def _record_ack(
-    session: AsyncSession, stmt: ReturningUpdate[CommandRow], device_id: str
+    session: AsyncSession,
+    stmt: ReturningUpdate[CommandRow],
+    device_id: str,
+    acking: set[str] | None,
 ) -> CommandRow | None:
     """Run the UPDATE that records an ack; the device becomes acking if it was not. The
     flag is read in the same statement: it is set once, so most acks write nothing more."""
@@ -811,10 +834,17 @@ async def _record_ack(
     found = (await session.execute(both)).first()
     if found is None:
         return None
-    row, acking = found
-    if not acking:
-        await _acks(session, device_id)
+    row, known = found
+    if not known:
+        await _mark_acking(session, device_id, acking)
     return row
+
+
+async def _mark_acking(session: AsyncSession, device_id: str, acking: set[str] | None) -> None:
+    if acking is None:
+        await _acks(session, device_id)
+    else:
+        acking.add(device_id)
 
 
 async def _acks(session: AsyncSession, device_id: str) -> None:

@@ -129,6 +129,7 @@ class ControlPlane:
         self._buckets: dict[str, _Bucket] = {}
         self._ack_queue: list[_PendingAck] = []
         self._ack_writers: set[asyncio.Task[None]] = set()
+        self._acks_in_flight: set[str | None] = set()  # command ids a writer is recording
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
 
@@ -223,47 +224,63 @@ class ControlPlane:
         return await pending.done
 
     async def _write_acks(self) -> None:
-        while self._ack_queue:
-            batch = self._take_acks()
-            try:
-                results = await self._apply_acks(batch)
-            except asyncio.CancelledError:
-                for pending in batch:
-                    pending.done.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to each ack's caller
-                if len(batch) == 1:
-                    _settle(batch[0], exc)
-                else:
-                    # One ack's failure must not lose the others: each in its own
-                    # transaction, so only the one that fails is reported failed.
-                    for pending in batch:
-                        await self._write_alone(pending)
-                continue
-            for pending, result in zip(batch, results, strict=True):
-                _settle(pending, result)
+        me = asyncio.current_task()
+        try:
+            while self._ack_queue:
+                batch = self._take_acks()
+                if not batch:
+                    # What is left answers commands another writer is recording: that
+                    # writer takes it next, so the acks of a command go in order.
+                    return
+                try:
+                    await self._write_batch(batch)
+                finally:
+                    self._acks_in_flight.difference_update(p.ack.id for p in batch)
+        finally:
+            # Here, not in a done callback: an ack queued after the last look at the queue
+            # must find this writer gone and start another.
+            self._ack_writers.discard(me)
+
+    async def _write_batch(self, batch: list[_PendingAck]) -> None:
+        try:
+            results = await self._apply_acks(batch)
+        except asyncio.CancelledError:
+            for pending in batch:
+                pending.done.cancel()
+            raise
+        except Exception:  # noqa: BLE001 - each ack is tried again on its own
+            # Each alone: one ack's failure must not lose the others, and a transient one
+            # (a deadlock the database broke by failing this transaction) gets a second try.
+            for i, pending in enumerate(batch):
+                try:
+                    await self._write_alone(pending)
+                except asyncio.CancelledError:
+                    for rest in batch[i:]:
+                        rest.done.cancel()
+                    raise
+            return
+        for pending, result in zip(batch, results, strict=True):
+            _settle(pending, result)
 
     def _take_acks(self) -> list[_PendingAck]:
-        """The next batch, taken in arrival order with one ack per command: a second ack
-        for the same command waits for the next batch, so each ack's answer shows the row
-        as its own statement left it."""
+        """The next batch, taken in arrival order with one ack per command and none for a
+        command another writer is recording: a later ack of the same command waits, so
+        the acks of a command are recorded in the order they came and each one's answer
+        shows the row as its own statement left it."""
         queue = self._ack_queue
         batch: list[_PendingAck] = []
         rest: list[_PendingAck] = []
-        ids: set[str | None] = set()
+        busy = self._acks_in_flight
         i = 0
         while i < len(queue) and len(batch) < ACK_BATCH:
             pending = queue[i]
-            if pending.ack.id in ids:
+            if pending.ack.id in busy:
                 rest.append(pending)
             else:
-                ids.add(pending.ack.id)
+                busy.add(pending.ack.id)
                 batch.append(pending)
             i += 1
         self._ack_queue = rest + queue[i:]
-        # In the order of their ids: two batches running at once lock the rows they share
-        # in the same order, so neither can hold a row the other waits for (a deadlock).
-        batch.sort(key=lambda pending: pending.ack.id or "")
         return batch
 
     async def _write_alone(self, pending: _PendingAck) -> None:

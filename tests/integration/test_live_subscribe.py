@@ -159,3 +159,35 @@ async def test_data_published_right_after_subscribed_is_received(
     finally:
         with contextlib.suppress(Exception):
             await device.close()
+
+
+async def test_an_event_published_right_after_subscribed_is_received(
+    slow_api: tuple[int, str, DelayingRelay],
+) -> None:
+    """Event types too are taken from the broker only while a client here asks for them
+    (command updates always): the first status change published after "subscribed"
+    arrives. (This stack has no worker: the test publishes the event as one would.)"""
+    port, broker_url, relay = slow_api
+    device = await MqttTestClient(broker_url, "LIVESUB2").connect()
+    url = f"ws://127.0.0.1:{port}/api/ws?token={await token(port)}"
+    try:
+        for i in range(ROUNDS):
+            async with websockets.connect(url) as ws:
+                request = {"action": "subscribe", "events": ["device_status"], "devices": ["*"]}
+                await ws.send(orjson.dumps(request).decode())
+                reply = orjson.loads(await asyncio.wait_for(ws.recv(), 15))
+                assert reply["type"] == "subscribed"
+                status = "offline" if i % 2 else "online"
+                change = {
+                    "type": "device_status",
+                    "device_id": "LIVESUB2",
+                    "ts": time.time(),
+                    "payload": {"status": status, "previous": "unknown", "reason": "reported"},
+                }
+                device.publish("iotp/events/device_status/LIVESUB2", orjson.dumps(change))
+                event = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert event == change
+            await eventually(lambda i=i: relay.unsubscribes > i, what="the API unsubscribed")
+    finally:
+        with contextlib.suppress(Exception):
+            await device.close()

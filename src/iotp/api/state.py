@@ -55,7 +55,13 @@ class ApiState:
         self.link = MqttLink(
             settings.mqtt(mqtt_default, role="api"),
             client_id=f"iotp.{self.component_id.replace(':', '.')}",
-            subscriptions=[(event_subscription(self.events_prefix), 1), (ACK_SUBSCRIPTION, 0)],
+            # Command updates always (they end `?wait=true`); other event types only while
+            # a WebSocket client here asks for them (_sync_subscriptions): each one taken
+            # costs this process a message per event.
+            subscriptions=[
+                (event_subscription(self.events_prefix, EventType.COMMAND_UPDATE), 1),
+                (ACK_SUBSCRIPTION, 0),
+            ],
             handler=self._on_message,
             clean_session=True,
             ack_after_handler=False,
@@ -63,6 +69,7 @@ class ApiState:
         # To every API instance's WebSocket clients (through the broker).
         self.publish_event = EventPublisher(self.events_prefix, self.link.publish)
         self._data_subscribed = False
+        self._events_subscribed: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         # Device control: commands to online devices are published from here (the worker
         # handles the rest); sends awaiting the broker's PUBACK run in the background.
@@ -98,14 +105,22 @@ class ApiState:
         await self.link.until_subscribed()
 
     def _sync_subscriptions(self) -> None:
-        """Take the raw data stream from the broker only while some client wants it."""
-        want = EventType.DEVICE_DATA in self.hub.wanted_events()
+        """Take the raw data stream and each event type from the broker only while some
+        client wants it."""
+        wanted = self.hub.wanted_events()
+        want = EventType.DEVICE_DATA in wanted
         if want and not self._data_subscribed:
             self.link.subscribe(DATA_SUBSCRIPTION, qos=0)
             self._data_subscribed = True
         elif not want and self._data_subscribed:
             self.link.unsubscribe(DATA_SUBSCRIPTION)
             self._data_subscribed = False
+        types = wanted - {EventType.DEVICE_DATA, EventType.COMMAND_UPDATE}
+        for event_type in sorted(types - self._events_subscribed):
+            self.link.subscribe(event_subscription(self.events_prefix, event_type), qos=1)
+        for event_type in sorted(self._events_subscribed - types):
+            self.link.unsubscribe(event_subscription(self.events_prefix, event_type))
+        self._events_subscribed = set(types)
 
     def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if topic.startswith(self.events_prefix):

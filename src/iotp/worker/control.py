@@ -48,7 +48,7 @@ ACK_BURST = 50.0
 ACK_CONCURRENCY = 4
 # Acks recorded in one transaction at most. Under load (a bulk command's thousand answers)
 # the acks that arrive while a transaction runs share the next one: one BEGIN and COMMIT
-# (and one WAL flush) for many instead of one each. A lone ack goes at once, as before.
+# (and one WAL flush) for many instead of one each. A lone ack goes at once.
 ACK_BATCH = 100
 STOP_TIMEOUT_SECONDS = 5.0
 

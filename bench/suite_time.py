@@ -1,8 +1,8 @@
 """The test suite's duration against an older commit's, in a paired run: each commit is
 cloned fresh and runs its own `CI=true bash .ci/run` (what CI runs), one after the
 other, alternating for `--rounds`; pytest writes JUnit XML, and the two are compared on
-the tests both have (same file, same name), since a newer suite also holds tests the old
-one did not.
+the tests both have and both passed (same file, same name), since a newer suite also
+holds tests the old one did not.
 
     python bench/suite_time.py --base ac01b07                 # base, then HEAD
     python bench/suite_time.py --base ac01b07 --rounds 2      # base, HEAD, base, HEAD
@@ -48,8 +48,11 @@ def load(path: Path) -> dict[str, tuple[float, str]]:
 
 
 def compare(old: dict[str, tuple[float, str]], new: dict[str, tuple[float, str]]) -> float:
-    """Print the comparison; return the ratio new/old over the tests both have."""
-    common = sorted(set(old) & set(new))
+    """Print the comparison; return the ratio new/old over the tests both have and both
+    passed (a failure's time, often a timeout, says nothing about speed)."""
+    common = sorted(
+        k for k in set(old) & set(new) if old[k][1] == "passed" and new[k][1] == "passed"
+    )
     t_old = sum(old[k][0] for k in common)
     t_new = sum(new[k][0] for k in common)
     for name, tests in (("base", old), ("new", new)):
@@ -60,7 +63,7 @@ def compare(old: dict[str, tuple[float, str]], new: dict[str, tuple[float, str]]
         )
     ratio = t_new / t_old if t_old else float("nan")
     print(
-        f"  the {len(common)} tests both have: base {t_old:.0f} s, new {t_new:.0f} s, "
+        f"  the {len(common)} tests both have and both passed: base {t_old:.0f} s, new {t_new:.0f} s, "
         f"ratio {ratio:.3f}"
     )
     per_file_old: dict[str, float] = defaultdict(float)

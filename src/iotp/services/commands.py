@@ -890,24 +890,22 @@ async def sweep(session: AsyncSession, *, now: float) -> list[CommandRow]:
         session, command_ids=stale_ids, owner=None, now=now, reason="publisher lost"
     )
     rows: list[CommandRow] = []
-    late_ids = await _lock_for_sweep(session, CommandStatus.TIMED_OUT, CommandRow.deadline < now)
-    if late_ids:
-        timed_out = _move(
+    for new, overdue, error in (
+        (
             CommandStatus.TIMED_OUT,
-            CommandRow.id.in_(late_ids),
-            now=now,
-            error="no final ack from the device before the timeout",
-        )
-        rows += list((await session.scalars(timed_out)).all())
-    old_ids = await _lock_for_sweep(session, CommandStatus.EXPIRED, CommandRow.expires_at < now)
-    if old_ids:
-        expired = _move(
+            CommandRow.deadline < now,
+            "no final ack from the device before the timeout",
+        ),
+        (
             CommandStatus.EXPIRED,
-            CommandRow.id.in_(old_ids),
-            now=now,
-            error="device was not online before the command's ttl ran out",
-        )
-        rows += list((await session.scalars(expired)).all())
+            CommandRow.expires_at < now,
+            "device was not online before the command's ttl ran out",
+        ),
+    ):
+        ids = await _lock_for_sweep(session, new, overdue)
+        if ids:
+            moved = _move(new, CommandRow.id.in_(ids), now=now, error=error)
+            rows += list((await session.scalars(moved)).all())
     return stale + rows
 
 

@@ -19,7 +19,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db.models import CommandRow
@@ -180,14 +179,9 @@ class ControlPlane:
             return
         self.sender.answered(device_id, ack)  # recorded below: `sent` need not be
         try:
-            try:
-                outcome, row = await self._record_ack(device_id, ack, now)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-                # The pooled connection had died (the database restarted): once more,
-                # on a new one, rather than lose the device's answer.
-                outcome, row = await self._record_ack(device_id, ack, now)
+            # A failed write is tried once more on its own (_write_batch): a pooled
+            # connection that died with a database restart costs no device's answer.
+            outcome, row = await self._record_ack(device_id, ack, now)
         except Exception:
             log.exception("recording an ack from %s failed", device_id)
             self.counters["acks_failed_to_record"] += 1

@@ -1,5 +1,5 @@
-"""The firmware as real MicroPython processes (the unix port, 0.75 of an ESP32's heap
-equivalent) against the real platform: Mosquitto + PostgreSQL, worker and API. One
+"""The firmware as real MicroPython processes (the unix port, with the heap the suite
+needs: TEST_HEAP, 1.4 of an ESP32's equivalent; firmware/README.md, "Heap") against the real platform: Mosquitto + PostgreSQL, worker and API. One
 stack and one device are shared by the tests of this module, in order: registration
 and data, every command with its ack, on-device automation, presence with the last
 will, OTA (signature checked on the device, the heap watched while it downloads;
@@ -100,7 +100,7 @@ async def test_registers_streams_and_has_heap_to_spare(platform: Platform) -> No
     assert device["status"] == "online"
     info = json.loads(await next_message(p.observer, p.cmd.topic("info")))
     assert info["capabilities"]
-    # the firmware's heap after boot, on 0.75 of an ESP32's equivalent
+    # the firmware's heap after boot keeps the margin the device checks its health by
     await p.sim.send("mem")
     await until(p.sim, lambda: p.sim.mem, what="heap figures")
     assert heap_free(p.sim) >= fw("device").MIN_FREE_MEM

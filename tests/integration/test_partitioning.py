@@ -174,3 +174,75 @@ async def test_rows_in_the_default_partition_move_into_a_new_day(engine: AsyncEn
         assert await retention.ensure_partitions(conn, far, 0) == [retention.partition_name(far)]
     assert await count(engine, f"SELECT count(*) FROM {retention.DEFAULT_PARTITION}") == 0
     assert await count(engine, f"SELECT count(*) FROM {retention.partition_name(far)}") == 5
+
+
+async def test_several_metrics_read_together_equal_the_raw_samples(engine: AsyncEngine) -> None:
+    """A chart's metrics come from one query per source (rollups, raw edges); each
+    metric's buckets equal those computed from the samples, a sparse metric and
+    integer values included, whether the range is answered from rollups or raw rows."""
+    await migrate.upgrade(engine)
+    now = time.time()
+    settings = Settings(retention_days=5, rollup_minute_retention_days=30)
+    await register(engine, "MULTI")
+    start = now - 5 * 3600
+    samples: list[tuple[float, dict[str, float]]] = []
+    for i in range(5 * 60 - 1):
+        values: dict[str, float] = {"t": float(i % 10), "h": 50.0 + i % 3}
+        if i % 7 == 0:
+            values["g"] = i  # an integer, and only in some rows
+        samples.append((start + i * 60, values))
+    await telemetry.insert_rows(
+        engine, [telemetry.make_row("MULTI", ts, i, v, None) for i, (ts, v) in enumerate(samples)]
+    )
+    for _ in range(100):
+        report = await retention.maintain(engine, settings, now)
+        if engine.dialect.name != "postgresql":
+            break
+        if (report.rolled_up_to or 0) >= now - retention.LATE_SECONDS - 60:
+            break
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            assert await retention.get_state(conn, retention.WATERMARK_1M)  # rollups in use
+
+    def expected(metric: str, since: float, until: float, bucket: float) -> list[dict[str, float]]:
+        buckets: dict[float, list[float]] = {}
+        for ts, values in samples:
+            if since <= ts < until and metric in values:
+                buckets.setdefault(float(int(ts // bucket) * bucket), []).append(values[metric])
+        return [
+            {"ts": b, "avg": sum(v) / len(v), "min": min(v), "max": max(v), "count": len(v)}
+            for b, v in sorted(buckets.items())
+        ]
+
+    since = start + 90  # not on a bucket boundary: a partial first bucket
+    for bucket in (600.0, 3600.0, 45.0):
+        async with engine.connect() as conn:
+            got = await telemetry.query_buckets(
+                conn,
+                device_id="MULTI",
+                metrics=["t", "h", "g", "absent"],
+                since=since,
+                until=now,
+                bucket=bucket,
+            )
+        assert got["absent"] == []
+        for metric in ("t", "h", "g"):
+            want = expected(metric, since, now, bucket)
+            assert [p["ts"] for p in got[metric]] == [p["ts"] for p in want], (metric, bucket)
+            for a, b in zip(got[metric], want, strict=True):
+                assert a["count"] == b["count"]
+                assert a["avg"] == pytest.approx(b["avg"])
+                assert (a["min"], a["max"]) == (b["min"], b["max"])
+        # a limit bounds each metric's buckets
+        async with engine.connect() as conn:
+            few = await telemetry.query_buckets(
+                conn,
+                device_id="MULTI",
+                metrics=["t", "g"],
+                since=since,
+                until=now,
+                bucket=bucket,
+                limit=3,
+            )
+        assert [p["ts"] for p in few["t"]] == [p["ts"] for p in got["t"][:3]]
+        assert len(few["g"]) <= 3

@@ -6,7 +6,7 @@ PostgreSQL
     per hour (min/max/sum/count per device and metric, so averages compose), and drops
     whole raw partitions older than ``retention_days`` once they are rolled up: no
     DELETE, no vacuum debt. Rollups are kept longer (``rollup_*_retention_days``) and
-    answer long-range history queries (``services.telemetry.query_with_rollups``).
+    answer long-range history queries (``services.telemetry.query_buckets``).
 SQLite
     One table; a simple retention job deletes raw rows older than ``retention_days``,
     at most once an hour. No rollups: the single-user database answers from raw rows.

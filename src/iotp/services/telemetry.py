@@ -90,49 +90,151 @@ async def query_series(
     until: float,
     bucket: float | None,
     limit: int = 100_000,
-    raw_only: bool = False,
 ) -> list[dict[str, float | int]]:
     """One metric's history: ``{ts, value}`` samples, or with ``bucket`` (seconds) one
-    ``{ts, avg, min, max, count}`` per bucket, read from the rollups where they cover
-    the range (``raw_only``: never; the rollup path's own edges)."""
-    if bucket is not None and not raw_only:  # long ranges read the rollups
-        rolled = await query_with_rollups(
+    ``{ts, avg, min, max, count}`` per bucket (``query_buckets``)."""
+    if bucket is not None:
+        series = await query_buckets(
             conn,
             device_id=device_id,
-            metric=metric,
+            metrics=[metric],
             since=since,
             until=until,
             bucket=bucket,
             limit=limit,
         )
-        if rolled is not None:
-            return rolled
+        return series[metric]
+    expr = _metric_expr(conn.dialect.name, metric)
+    sql = (
+        f"SELECT ts, {expr} AS v FROM telemetry WHERE device_id = :d AND ts >= :s "
+        f"AND ts < :u AND {expr} IS NOT NULL ORDER BY ts LIMIT :lim"
+    )
+    result = await conn.execute(text(sql), {"d": device_id, "s": since, "u": until, "lim": limit})
+    return [{"ts": r[0], "value": r[1]} for r in result]
+
+
+# bucket start -> [sum, min, max, count] of one metric
+_Buckets = dict[float, list[float]]
+
+
+async def query_buckets(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metrics: Sequence[str],
+    since: float,
+    until: float,
+    bucket: float,
+    limit: int = 100_000,
+) -> dict[str, list[dict[str, float | int]]]:
+    """Several metrics' history, one ``{ts, avg, min, max, count}`` per bucket with data
+    (at most ``limit`` per metric): from the rollups where they cover the range, from
+    raw rows for the edges (the partial first rollup bucket, and everything after the
+    watermark) or the whole range where rollups cannot help (SQLite, buckets under a
+    minute or not whole minutes, no rollups yet). One query per source for all the
+    metrics: a chart of three metrics costs about what one metric did."""
+    merged: dict[str, _Buckets] = {m: {} for m in metrics}
+    raw_ranges = [(since, until)]
+    covered = await _rollup_range(conn, since, until, bucket)
+    if covered is not None:
+        step, start, edge = covered
+        await _read_rollups(conn, merged, device_id, step, start, edge, bucket)
+        raw_ranges = [(since, start), (edge, until)]
+    for lo, hi in raw_ranges:
+        if hi > lo:
+            await _read_raw_buckets(conn, merged, device_id, lo, hi, bucket, limit)
+    out: dict[str, list[dict[str, float | int]]] = {}
+    for metric, buckets in merged.items():
+        rows: list[dict[str, float | int]] = []
+        for bts in sorted(buckets)[:limit]:
+            vsum, vmin, vmax, count = buckets[bts]
+            rows.append(
+                {"ts": bts, "avg": vsum / count, "min": vmin, "max": vmax, "count": int(count)}
+            )
+        out[metric] = rows
+    return out
+
+
+async def _rollup_range(
+    conn: AsyncConnection, since: float, until: float, bucket: float
+) -> tuple[int, float, float] | None:
+    """(rollup step, first whole step in range, watermark or until) where a rollup
+    table answers part of the range, else None."""
+    minute, hour = retention.MINUTE, retention.HOUR
+    if conn.dialect.name != "postgresql" or bucket < minute or bucket % minute:
+        return None
+    step = hour if bucket % hour == 0 else minute
+    mark = await retention.get_state(
+        conn, retention.WATERMARK_1H if step == hour else retention.WATERMARK_1M
+    )
+    if mark is None:
+        return None
+    start = math.ceil(since / step) * step
+    edge = min(mark, until)
+    if edge <= start:
+        return None
+    return step, start, edge
+
+
+async def _read_rollups(
+    conn: AsyncConnection,
+    merged: dict[str, _Buckets],
+    device_id: str,
+    step: int,
+    start: float,
+    edge: float,
+    bucket: float,
+) -> None:
+    table = retention.ROLLUP_TABLES[step]  # one of two fixed names
+    rows = await conn.execute(
+        text(
+            # sum(bigint) is numeric, decoded as Decimal: the float8 cast saves that per row
+            f"SELECT metric, floor(bucket / :b) * :b AS bts, sum(vsum), min(vmin), max(vmax), "
+            f"sum(vcount)::float8 FROM {table} WHERE device_id = :d AND metric = ANY(:m) "
+            "AND bucket >= :s AND bucket < :e GROUP BY metric, bts"
+        ),
+        {"b": bucket, "d": device_id, "m": list(merged), "s": start, "e": edge},
+    )
+    for metric, bts, vsum, vmin, vmax, count in rows:
+        merged[metric][float(bts)] = [float(vsum), float(vmin), float(vmax), float(count)]
+
+
+async def _read_raw_buckets(
+    conn: AsyncConnection,
+    merged: dict[str, _Buckets],
+    device_id: str,
+    since: float,
+    until: float,
+    bucket: float,
+    limit: int,
+) -> None:
+    """Aggregates raw rows of [since, until) into ``merged``: each metric is read from
+    the JSON once per row (a subquery), and every metric from the same scan."""
     dialect = conn.dialect.name
-    expr = _metric_expr(dialect, metric)
-    params: dict[str, Any] = {"d": device_id, "s": since, "u": until, "lim": limit}
-    if bucket is None:
-        sql = (
-            f"SELECT ts, {expr} AS v FROM telemetry WHERE device_id = :d AND ts >= :s "
-            f"AND ts < :u AND {expr} IS NOT NULL ORDER BY ts LIMIT :lim"
-        )
-        result = await conn.execute(text(sql), params)
-        return [{"ts": r[0], "value": r[1]} for r in result]
-    params["b"] = bucket
+    names = list(merged)
+    values = ", ".join(f"{_metric_expr(dialect, m)} AS v{i}" for i, m in enumerate(names))
+    aggregates = ", ".join(
+        f"avg(v{i}), min(v{i}), max(v{i}), count(v{i})" for i in range(len(names))
+    )
     if dialect == "postgresql":
         bucket_expr = "floor(ts / :b) * :b"
     else:
         # SQLite has no floor() before 3.35 builds with math functions; ts is positive.
         bucket_expr = "CAST(ts / :b AS INTEGER) * :b"
-    sql = (
-        f"SELECT {bucket_expr} AS bts, avg({expr}), min({expr}), max({expr}), count({expr}) "
-        f"FROM telemetry WHERE device_id = :d AND ts >= :s AND ts < :u AND {expr} IS NOT NULL "
-        f"GROUP BY bts ORDER BY bts LIMIT :lim"
+    rows = await conn.execute(
+        text(
+            f"SELECT {bucket_expr} AS bts, {aggregates} FROM (SELECT ts, {values} FROM telemetry "
+            "WHERE device_id = :d AND ts >= :s AND ts < :u) AS r "
+            "GROUP BY bts ORDER BY bts LIMIT :lim"
+        ),
+        {"b": bucket, "d": device_id, "s": since, "u": until, "lim": limit},
     )
-    result = await conn.execute(text(sql), params)
-    return [
-        {"ts": float(r[0]), "avg": r[1], "min": r[2], "max": r[3], "count": int(r[4])}
-        for r in result
-    ]
+    for row in rows:
+        bts = float(row[0])
+        for i, name in enumerate(names):
+            count = row[4 + 4 * i]
+            if count:
+                _merge(merged[name], bts, row[1 + 4 * i], row[2 + 4 * i], row[3 + 4 * i], count)
 
 
 async def latest_values(
@@ -210,6 +312,16 @@ async def latest_of_fleet(
 
 
 async def metric_names(conn: AsyncConnection, *, device_id: str, scan: int = 200) -> list[str]:
+    """The metrics in the device's newest ``scan`` rows (the ones ``latest_values`` has)."""
+    if conn.dialect.name == "postgresql":  # the names only: no row's JSON decoded here
+        result = await conn.execute(
+            text(
+                "SELECT DISTINCT k FROM (SELECT metrics FROM telemetry WHERE device_id = :d "
+                "ORDER BY ts DESC LIMIT :n) AS r, jsonb_object_keys(r.metrics) AS k"
+            ),
+            {"d": device_id, "n": scan},
+        )
+        return sorted(r[0] for r in result)  # code point order, as below
     return sorted(await latest_values(conn, device_id=device_id, scan=scan))
 
 
@@ -228,75 +340,14 @@ async def delete_device_telemetry(conn: AsyncConnection, device_id: str) -> None
     await conn.execute(text("DELETE FROM telemetry WHERE device_id = :d"), {"d": device_id})
 
 
-async def query_with_rollups(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    since: float,
-    until: float,
-    bucket: float,
-    limit: int,
-) -> list[dict[str, float | int]] | None:
-    """Bucketed history from the rollups where they cover the range, raw rows for the
-    edges (the partial first rollup bucket, and everything after the watermark). None
-    when rollups cannot help (SQLite, buckets under a minute or not whole minutes, no
-    rollups yet): the caller then aggregates raw rows."""
-    minute, hour = retention.MINUTE, retention.HOUR
-    if conn.dialect.name != "postgresql" or bucket < minute or bucket % minute:
-        return None
-    step = hour if bucket % hour == 0 else minute
-    mark = await retention.get_state(
-        conn, retention.WATERMARK_1H if step == hour else retention.WATERMARK_1M
-    )
-    if mark is None:
-        return None
-    start = math.ceil(since / step) * step
-    edge = min(mark, until)
-    if edge <= start:
-        return None
-    table = retention.ROLLUP_TABLES[step]  # one of two fixed names
-    rows = await conn.execute(
-        text(
-            f"SELECT floor(bucket / :b) * :b AS bts, sum(vsum), min(vmin), max(vmax), "
-            f"sum(vcount) FROM {table} WHERE device_id = :d AND metric = :m "
-            "AND bucket >= :s AND bucket < :e GROUP BY bts ORDER BY bts"
-        ),
-        {"b": bucket, "d": device_id, "m": metric, "s": start, "e": edge},
-    )
-    merged: dict[float, list[float]] = {}  # bts -> [sum, min, max, count]
-    for bts, vsum, vmin, vmax, count in rows:
-        merged[float(bts)] = [float(vsum), float(vmin), float(vmax), float(count)]
-    for lo, hi in ((since, start), (edge, until)):
-        if hi <= lo:
-            continue
-        raw = await query_series(
-            conn,
-            device_id=device_id,
-            metric=metric,
-            since=lo,
-            until=hi,
-            bucket=bucket,
-            limit=limit,
-            raw_only=True,
-        )
-        for r in raw:
-            _merge(merged, float(r["ts"]), r)
-    out: list[dict[str, float | int]] = []
-    for bts in sorted(merged)[:limit]:
-        vsum, vmin, vmax, count = merged[bts]
-        out.append({"ts": bts, "avg": vsum / count, "min": vmin, "max": vmax, "count": int(count)})
-    return out
-
-
-def _merge(merged: dict[float, list[float]], bts: float, r: dict[str, Any]) -> None:
-    count = float(r["count"])
-    vsum = float(r["avg"]) * count
-    have = merged.get(bts)
+def _merge(buckets: _Buckets, bts: float, avg: float, vmin: float, vmax: float, n: int) -> None:
+    count = float(n)
+    vsum = float(avg) * count
+    have = buckets.get(bts)
     if have is None:
-        merged[bts] = [vsum, float(r["min"]), float(r["max"]), count]
+        buckets[bts] = [vsum, float(vmin), float(vmax), count]
     else:
         have[0] += vsum
-        have[1] = min(have[1], float(r["min"]))
-        have[2] = max(have[2], float(r["max"]))
+        have[1] = min(have[1], float(vmin))
+        have[2] = max(have[2], float(vmax))
         have[3] += count

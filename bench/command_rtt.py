@@ -157,6 +157,26 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def cpu_text(per: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in per.items())
+
+
+def bulk_lines(rates: list[float], res: dict[str, Any]) -> str:
+    """The bulk rounds' lines (none with --bulk-rounds 0)."""
+    if not rates:
+        return ""
+    last = res["bulks"][-1]
+    commits = res["commits_bulk"]
+    return (
+        f"  bulk to all, {len(rates)} rounds: best {rates[-1]:.0f}, median "
+        f"{statistics.median(rates):.0f} commands/s (last: {last['created']} created, "
+        f"{last['acked']} acked in {last['seconds']:.2f} s)\n"
+        f"    CPU ms per command: {cpu_text(res['cpu_bulk'])}"
+        + ("" if commits is None else f"; PostgreSQL commits per command: {commits:.3f}")
+        + "\n"
+    )
+
+
 def cpu_per(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
     return {k: (after[k] - before[k]) * 1000 / n for k in before}
 
@@ -275,10 +295,10 @@ async def measure(
         "bulks": bulks,
         "floor": floor,
         "cpu_single": cpu_per(cpu0, cpu1, n_commands),
-        "cpu_bulk": cpu_per(cpu_bulk0, cpu2, n_devices * bulk_rounds),
+        "cpu_bulk": cpu_per(cpu_bulk0, cpu2, n_devices * bulk_rounds) if bulk_rounds else {},
         "commits_bulk": (
             None
-            if commits1 is None or commits2 is None
+            if commits1 is None or commits2 is None or not bulk_rounds
             else (commits2 - commits1) / (n_devices * bulk_rounds)
         ),
     }
@@ -355,10 +375,6 @@ def main() -> None:
     to_device = [a for a, _ in legs]
     to_response = [b for _, b in legs]
     rates = sorted(b["acked"] / b["seconds"] for b in res["bulks"])
-    last = res["bulks"][-1]
-
-    def cpu(per: dict[str, float]) -> str:
-        return ", ".join(f"{k} {v:.2f}" for k, v in per.items())
 
     ms = h.percentile_ms
     print(
@@ -370,18 +386,9 @@ def main() -> None:
         f"max {max(rtts) * 1000:.1f} ms\n"
         f"    request -> device p50 {ms(to_device, 50):.1f} / p99 {ms(to_device, 99):.1f} ms; "
         f"device -> response p50 {ms(to_response, 50):.1f} / p99 {ms(to_response, 99):.1f} ms\n"
-        f"    CPU ms per command: {cpu(res['cpu_single'])}\n"
-        f"  bulk to all, {len(rates)} rounds: best {rates[-1]:.0f}, median "
-        f"{statistics.median(rates):.0f} commands/s (last: {last['created']} created, "
-        f"{last['acked']} acked in {last['seconds']:.2f} s)\n"
-        f"    CPU ms per command: {cpu(res['cpu_bulk'])}"
-        + (
-            ""
-            if res["commits_bulk"] is None
-            else f"; PostgreSQL commits per command: {res['commits_bulk']:.3f}"
-        )
-        + "\n"
-        f"  raw broker round trip (publish -> responder -> reply): p50 {ms(floor, 50):.2f} ms, "
+        f"    CPU ms per command: {cpu_text(res['cpu_single'])}\n"
+        + bulk_lines(rates, res)
+        + f"  raw broker round trip (publish -> responder -> reply): p50 {ms(floor, 50):.2f} ms, "
         f"p99 {ms(floor, 99):.2f} ms\n"
         f"  load average at the end: {os.getloadavg()[0]:.1f} (2 cores)"
     )

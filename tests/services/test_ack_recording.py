@@ -261,3 +261,36 @@ async def test_one_call_with_a_commands_progress_then_its_end_records_both_in_or
         commands.AckOutcome.PROGRESS,
         *[commands.AckOutcome.FINAL] * (1 + len(others)),
     ]
+
+
+async def test_a_batch_committed_though_its_answer_was_lost_still_announces_each_end(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops as the database commits: the batch raises though its acks are
+    stored. Tried again one by one, each command has already ended; its end is announced
+    then, or no client would ever hear of it."""
+    rows = await _issue(sessions, per_device=4)
+    events: list[dict[str, Any]] = []
+    control = _control(sessions, tmp_path, events)
+    real = control._apply_acks
+    lost = [0]
+
+    async def committed_then_lost(batch: Any) -> Any:
+        results = await real(batch)  # committed
+        if len(batch) > 1 and not lost[0]:
+            lost[0] += 1
+            raise ConnectionError("connection lost before the COMMIT's answer")
+        return results
+
+    monkeypatch.setattr(control, "_apply_acks", committed_then_lost)
+    now = time.time()
+    await asyncio.gather(
+        *(control.on_ack(row.device_id, Ack(id=row.id, status="ok"), now) for row in rows)
+    )
+    assert lost[0] == 1
+    assert set((await _statuses(sessions)).values()) == {CommandStatus.ACKED}
+    assert sorted(e["id"] for e in events if e["status"] == "acked") == sorted(
+        row.id for row in rows
+    )
+    assert control.counters["acks_final"] == len(rows)
+    assert control.counters["acks_failed_to_record"] == 0

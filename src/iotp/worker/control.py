@@ -278,12 +278,20 @@ class ControlPlane:
         return batch
 
     async def _write_alone(self, pending: _PendingAck) -> None:
+        """An ack of a batch that failed, tried again in a transaction of its own."""
         try:
             (result,) = await self._apply_acks([pending])
         except Exception as exc:  # noqa: BLE001 - handed to the ack's own caller
             _settle(pending, exc)
-        else:
-            _settle(pending, result)
+            return
+        outcome, row = result
+        if outcome is AckOutcome.DUPLICATE:
+            # The batch may have committed after all, its COMMIT's answer lost with the
+            # connection: then this ack ended the command there, and nobody announced
+            # it. Taken as the end it is; were it a true duplicate, its end is announced
+            # again, the same final state.
+            result = (AckOutcome.FINAL, row)
+        _settle(pending, result)
 
     async def _apply_acks(
         self, batch: list[_PendingAck]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotp.db.models import CommandRow, Device
@@ -294,3 +294,45 @@ async def test_a_batch_committed_though_its_answer_was_lost_still_announces_each
     )
     assert control.counters["acks_final"] == len(rows)
     assert control.counters["acks_failed_to_record"] == 0
+
+
+@pytest.mark.parametrize(
+    "sessions", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_due_command_held_by_another_transaction_is_swept_later_not_in_a_loop(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep skips a row another transaction holds; it comes back for it a little
+    later, not every few milliseconds while the row stays held, and moves it once free."""
+    held, *others = await _issue(sessions, per_device=1)
+    async with sessions.begin() as session:  # stale claims; offline: nothing to claim again
+        await session.execute(
+            update(CommandRow).values(claimed_at=CommandRow.claimed_at - commands.CLAIM_TIMEOUT - 5)
+        )
+        await session.execute(update(Device).values(status="offline"))
+    sweeps = [0]
+    real_sweep = control_module.command_service.sweep
+
+    async def counted(session: AsyncSession, *, now: float) -> list[CommandRow]:
+        sweeps[0] += 1
+        return await real_sweep(session, now=now)
+
+    monkeypatch.setattr(control_module.command_service, "sweep", counted)
+    events: list[dict[str, Any]] = []
+    control = _control(sessions, tmp_path, events)
+    async with sessions() as holder:
+        await holder.execute(select(CommandRow).where(CommandRow.id == held.id).with_for_update())
+        loop = asyncio.create_task(control._sweep_loop())
+        await asyncio.sleep(1.0)
+        assert sorted(e["id"] for e in events) == sorted(row.id for row in others)
+        assert sweeps[0] <= 1 / control_module.SWEEP_LOCKED_RETRY_SECONDS + 2
+        await holder.rollback()
+    try:
+        async with asyncio.timeout(2):
+            while held.id not in {e["id"] for e in events}:
+                await asyncio.sleep(0.02)
+    finally:
+        control._stopping = True
+        control._sweep_wake.set()
+        await asyncio.wait_for(loop, 5)
+    assert (await _statuses(sessions))[held.id] == CommandStatus.QUEUED

@@ -37,6 +37,9 @@ from iotp.tasks import run_together
 log = logging.getLogger(__name__)
 
 SWEEP_MAX_SECONDS = 1.0
+# How soon a sweep runs again when what is due is held by another transaction (an ack
+# being recorded, for milliseconds): a later moment, not a loop of empty sweeps.
+SWEEP_LOCKED_RETRY_SECONDS = 0.25
 ROLLOUT_TICK_SECONDS = 0.5
 RETRY_SECONDS = 0.5
 FINISHED_CACHE = 20_000
@@ -396,8 +399,9 @@ class ControlPlane:
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
-            now = time.time()
+            now = swept_at = time.time()
             delay = SWEEP_MAX_SECONDS
+            finished: list[CommandRow] = []
             try:
                 async with self.sessions.begin() as session:
                     finished = await command_service.sweep(session, now=now)
@@ -422,6 +426,10 @@ class ControlPlane:
             self._send(claimed, now)
             if upcoming is not None:
                 delay = min(delay, max(0.01, upcoming - time.time() + 0.005))
+                if upcoming < swept_at and len(finished) < command_service.SWEEP_LIMIT:
+                    # Due before this sweep and not moved by it: another transaction
+                    # holds the row (the sweep skips locked rows). Not again at once.
+                    delay = max(delay, SWEEP_LOCKED_RETRY_SECONDS)
             self._next_sweep_at = time.time() + delay
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sweep_wake.wait(), delay)

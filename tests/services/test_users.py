@@ -81,6 +81,14 @@ async def test_a_disabled_admin_does_not_count_as_one(session: AsyncSession) -> 
         await users.update(session, user_id=otto, role=Role.OPERATOR)
     await session.rollback()
     assert (await users.get(session, otto)).role == "admin"
+    # The disabled one is no admin that counts: it may be demoted or deleted.
+    await users.update(session, user_id=ada, role=Role.VIEWER)
+    await session.commit()
+    await users.update(session, user_id=ada, role=Role.ADMIN)
+    await session.commit()
+    await users.delete(session, user_id=ada)
+    await session.commit()
+    assert [u.username for u in await users.list_users(session)] == ["otto"]
 
 
 async def test_what_changes_a_token_signs_the_user_out_everywhere(session: AsyncSession) -> None:

@@ -69,6 +69,11 @@ async def list_users(session: AsyncSession) -> list[User]:
     return list((await session.scalars(select(User).order_by(User.id))).all())
 
 
+def _counts_as_admin(user: User) -> bool:
+    """An enabled admin: what must remain (a disabled one cannot sign in)."""
+    return user.role == Role.ADMIN.value and not user.disabled
+
+
 async def _admins(session: AsyncSession) -> int:
     count = await session.scalar(
         select(func.count())
@@ -88,7 +93,7 @@ async def update(
 ) -> User:
     user = await get(session, user_id)
     demoting = (role is not None and role is not Role.ADMIN) or disabled is True
-    if user.role == Role.ADMIN.value and demoting and await _admins(session) <= 1:
+    if _counts_as_admin(user) and demoting and await _admins(session) <= 1:
         raise InvalidRequestError("the last admin cannot be demoted or disabled")
     if role is not None:
         user.role = role.value
@@ -112,7 +117,7 @@ async def set_password(session: AsyncSession, *, username: str, password: str) -
 
 async def delete(session: AsyncSession, *, user_id: int) -> None:
     user = await get(session, user_id)
-    if user.role == Role.ADMIN.value and await _admins(session) <= 1:
+    if _counts_as_admin(user) and await _admins(session) <= 1:
         raise InvalidRequestError("the last admin cannot be deleted")
     await session.delete(user)
     await session.flush()

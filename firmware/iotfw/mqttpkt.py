@@ -156,7 +156,8 @@ def parse(first, body):
     Returns a dict with at least "type"; raises MQTTProtocolError if malformed.
     """
     ptype = first & 0xF0
-    body = bytes(body)
+    # body may be a memoryview of the receive buffer: read in place, and only a
+    # PUBLISH's topic and payload are copied out (the buffer is reused)
     if ptype == CONNACK:
         if len(body) != 2:
             raise MQTTProtocolError("bad CONNACK")
@@ -172,7 +173,7 @@ def parse(first, body):
         if len(body) < pos:
             raise MQTTProtocolError("bad PUBLISH topic")
         try:
-            topic = body[2:pos].decode()
+            topic = bytes(body[2:pos]).decode()
         except UnicodeError:
             raise MQTTProtocolError("topic not utf-8")
         pid = 0
@@ -181,7 +182,7 @@ def parse(first, body):
                 raise MQTTProtocolError("bad PUBLISH packet id")
             pid = (body[pos] << 8) | body[pos + 1]
             pos += 2
-        return {"type": PUBLISH, "topic": topic, "payload": body[pos:], "qos": qos,
+        return {"type": PUBLISH, "topic": topic, "payload": bytes(body[pos:]), "qos": qos,
                 "retain": bool(first & 1), "dup": bool(first & 8), "pid": pid}
     if ptype in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK):
         if len(body) != 2:

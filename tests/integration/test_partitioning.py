@@ -194,6 +194,14 @@ async def test_several_metrics_read_together_equal_the_raw_samples(engine: Async
     await telemetry.insert_rows(
         engine, [telemetry.make_row("MULTI", ts, i, v, None) for i, (ts, v) in enumerate(samples)]
     )
+    # rows with no metric at all (attributes only) between them, in buckets of their own
+    await telemetry.insert_rows(
+        engine,
+        [
+            telemetry.make_row("MULTI", start + i * 60 + 30, 10_000 + i, {}, {"fw": "x"})
+            for i in range(0, 5 * 60 - 1, 2)
+        ],
+    )
     for _ in range(100):
         report = await retention.maintain(engine, settings, now)
         if engine.dialect.name != "postgresql":
@@ -246,3 +254,21 @@ async def test_several_metrics_read_together_equal_the_raw_samples(engine: Async
             )
         assert [p["ts"] for p in few["t"]] == [p["ts"] for p in got["t"][:3]]
         assert len(few["g"]) <= 3
+        async with engine.connect() as conn:
+            # a sparse metric alone: the limit counts its own buckets, not other rows'
+            sparse = await telemetry.query_buckets(
+                conn,
+                device_id="MULTI",
+                metrics=["g"],
+                since=since,
+                until=now,
+                bucket=bucket,
+                limit=3,
+            )
+            assert sparse["g"] == got["g"][:3]
+            assert (
+                await telemetry.query_buckets(
+                    conn, device_id="MULTI", metrics=[], since=since, until=now, bucket=bucket
+                )
+                == {}
+            )

@@ -9,7 +9,7 @@ from sqlalchemy import insert
 
 from iotp.api.routes.devices import MAX_METRICS_PER_REQUEST, MAX_POINTS_PER_REQUEST
 from iotp.db.engine import make_engine
-from iotp.db.models import Telemetry
+from iotp.db.models import Device, Telemetry
 from tests.support import OPEN, run_stack
 
 
@@ -43,7 +43,23 @@ async def test_a_request_for_too_many_metrics_or_points_is_refused(tmp_path: Pat
         engine = make_engine(stack.settings.effective_database_url)
         async with engine.begin() as conn:
             await conn.execute(insert(Telemetry), rows)
+            # a device with no metric stored yet: its chart is empty, not an error
+            await conn.execute(
+                insert(Device).values(id="QUIET1", name="QUIET1", capabilities=[], first_seen=0.0)
+            )
+            await conn.execute(
+                insert(Telemetry).values(
+                    device_id="QUIET1", ts=1_000_000, seq=0, metrics={}, attributes={"fw": "x"}
+                )
+            )
         await engine.dispose()
+        for bucket in ("auto", "60"):
+            r = await stack.http.get(
+                "/api/devices/QUIET1/telemetry",
+                params={"since": "999000", "until": "1999000", "bucket": bucket},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["series"] == {}
         for fmt in ("json", "csv"):
             r = await stack.http.get(
                 "/api/devices/HEAVY1/telemetry",

@@ -133,6 +133,8 @@ async def query_buckets(
     watermark) or the whole range where rollups cannot help (SQLite, buckets under a
     minute or not whole minutes, no rollups yet). One query per source for all the
     metrics: a chart of three metrics costs about what one metric did."""
+    if not metrics:  # a device that has sent no metric yet
+        return {}
     merged: dict[str, _Buckets] = {m: {} for m in metrics}
     raw_ranges = [(since, until)]
     covered = await _rollup_range(conn, since, until, bucket)
@@ -208,14 +210,21 @@ async def _read_raw_buckets(
     bucket: float,
     limit: int,
 ) -> None:
-    """Aggregates raw rows of [since, until) into ``merged``: each metric is read from
-    the JSON once per row (a subquery), and every metric from the same scan."""
+    """Aggregates raw rows of [since, until) into ``merged``, every metric from the same
+    scan; ``limit``: the first buckets holding any of the metrics."""
     dialect = conn.dialect.name
     names = list(merged)
     values = ", ".join(f"{_metric_expr(dialect, m)} AS v{i}" for i, m in enumerate(names))
+    # Sums, not averages: merged with rollups and edges as sums, and the average made
+    # once (sum / count, as SQL's avg is), so a range read raw answers as it always did.
+    # SQLite's total() is its float sum (sum() of integers can overflow).
+    total = "sum" if dialect == "postgresql" else "total"
     aggregates = ", ".join(
-        f"avg(v{i}), min(v{i}), max(v{i}), count(v{i})" for i in range(len(names))
+        f"{total}(v{i}), min(v{i}), max(v{i}), count(v{i})" for i in range(len(names))
     )
+    # Rows without any of the metrics (attributes only, other metrics) make no bucket:
+    # the limit counts buckets that hold points.
+    some = " OR ".join(f"v{i} IS NOT NULL" for i in range(len(names)))
     if dialect == "postgresql":
         bucket_expr = "floor(ts / :b) * :b"
     else:
@@ -224,7 +233,7 @@ async def _read_raw_buckets(
     rows = await conn.execute(
         text(
             f"SELECT {bucket_expr} AS bts, {aggregates} FROM (SELECT ts, {values} FROM telemetry "
-            "WHERE device_id = :d AND ts >= :s AND ts < :u) AS r "
+            f"WHERE device_id = :d AND ts >= :s AND ts < :u) AS r WHERE {some} "
             "GROUP BY bts ORDER BY bts LIMIT :lim"
         ),
         {"b": bucket, "d": device_id, "s": since, "u": until, "lim": limit},
@@ -340,14 +349,12 @@ async def delete_device_telemetry(conn: AsyncConnection, device_id: str) -> None
     await conn.execute(text("DELETE FROM telemetry WHERE device_id = :d"), {"d": device_id})
 
 
-def _merge(buckets: _Buckets, bts: float, avg: float, vmin: float, vmax: float, n: int) -> None:
-    count = float(n)
-    vsum = float(avg) * count
+def _merge(buckets: _Buckets, bts: float, vsum: float, vmin: float, vmax: float, n: int) -> None:
     have = buckets.get(bts)
     if have is None:
-        buckets[bts] = [vsum, float(vmin), float(vmax), count]
+        buckets[bts] = [float(vsum), float(vmin), float(vmax), float(n)]
     else:
-        have[0] += vsum
+        have[0] += float(vsum)
         have[1] = min(have[1], float(vmin))
         have[2] = max(have[2], float(vmax))
-        have[3] += count
+        have[3] += float(n)

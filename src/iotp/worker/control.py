@@ -288,11 +288,10 @@ class ControlPlane:
             _settle(pending, exc)
             return
         outcome, row = result
-        if outcome is AckOutcome.DUPLICATE:
-            # The batch may have committed after all, its COMMIT's answer lost with the
-            # connection: then this ack ended the command there, and nobody announced
-            # it. Taken as the end it is; were it a true duplicate, its end is announced
-            # again, the same final state.
+        if outcome is AckOutcome.DUPLICATE and row is not None and row.finished_at == pending.now:
+            # The batch committed after all, its COMMIT's answer lost with the connection:
+            # this very ack ended the command there (its time is the command's end), and
+            # nobody announced it. Taken as the end it is.
             result = (AckOutcome.FINAL, row)
         _settle(pending, result)
 

@@ -44,6 +44,22 @@ def test_publish_encode_parse():
     raises(mqttpkt.MQTTProtocolError, mqttpkt.publish, "t", b"x", 1)
 
 
+def test_parse_reads_a_view_of_the_receive_buffer_and_copies_what_it_keeps():
+    # as the client parses: a memoryview into its buffer, at an offset
+    pkt = mqttpkt.publish("a/b", b"hello", qos=1, pid=7)
+    buf = bytearray(b"..") + bytearray(pkt) + bytearray(b"\x90\x03\x00\x05\x01")
+    view = memoryview(buf)
+    head, end = mqttpkt.frame(view[2:])
+    msg = mqttpkt.parse(view[2], view[2 + head:2 + end])
+    assert (msg["topic"], msg["payload"], msg["pid"]) == ("a/b", b"hello", 7)
+    buf[2:2 + end] = b"\x00" * end  # the buffer is reused for the next packet
+    assert (msg["topic"], msg["payload"]) == ("a/b", b"hello")
+    start = 2 + end
+    suback = mqttpkt.parse(view[start], view[start + 2:start + 5])
+    assert suback["pid"] == 5 and suback["granted"] == [1]
+    assert mqttpkt.parse(0x20, memoryview(bytearray(b"\x01\x00")))["session_present"]
+
+
 def test_large_publish_uses_multibyte_length():
     payload = b"x" * 300
     pkt = mqttpkt.publish("t", payload, qos=0)

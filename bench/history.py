@@ -920,13 +920,20 @@ def main() -> None:
                     ratio = top / best
                     pace = f"{rate:g} charts/s" if rate else "charts back to back"
                     during = charts[rate]
+                    # Each round's loaded run against that round's empty one: the
+                    # machine's drift between rounds shows as the spread.
+                    paired = sorted(
+                        lr / er for (lr, _), (er, _) in zip(loaded[rate], alone, strict=True)
+                    )
                     print(
                         f"  loaded database, {pace}, best of {args.ingest_rounds}:"
                         f" {top:>9,.0f} msg/s stored, worker"
                         f" {min(c for _, c in loaded[rate]):.0f} us/msg ({len(during)} charts,"
                         f" p50 {pct(during, 50):.0f} ms, p95 {pct(during, 95):.0f} ms);"
                         f" ratio {ratio:.2f} (target >= {TARGET_INGEST_RATIO}:"
-                        f" {'met' if ratio >= TARGET_INGEST_RATIO else 'NOT MET'})",
+                        f" {'met' if ratio >= TARGET_INGEST_RATIO else 'NOT MET'});"
+                        f" round by round {', '.join(f'{r:.2f}' for r in paired)},"
+                        f" median {statistics.median(paired):.2f}",
                         flush=True,
                     )
     signal.alarm(0)

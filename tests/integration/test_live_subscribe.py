@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -135,6 +136,14 @@ async def slow_api(tmp_path: Path) -> AsyncIterator[tuple[int, str, DelayingRela
             await relay.stop()
 
 
+async def subscribe(ws: Any, event: str) -> None:
+    """Asks for one event type from every device; returns once the API says subscribed."""
+    request = {"action": "subscribe", "events": [event], "devices": ["*"]}
+    await ws.send(orjson.dumps(request).decode())
+    reply = orjson.loads(await asyncio.wait_for(ws.recv(), 15))
+    assert reply["type"] == "subscribed"
+
+
 async def test_data_published_right_after_subscribed_is_received(
     slow_api: tuple[int, str, DelayingRelay],
 ) -> None:
@@ -145,10 +154,7 @@ async def test_data_published_right_after_subscribed_is_received(
         for i in range(ROUNDS):
             # Each round the API is asked for the data stream by its first client again.
             async with websockets.connect(url) as ws:
-                request = {"action": "subscribe", "events": ["device_data"], "devices": ["*"]}
-                await ws.send(orjson.dumps(request).decode())
-                reply = orjson.loads(await asyncio.wait_for(ws.recv(), 15))
-                assert reply["type"] == "subscribed"
+                await subscribe(ws, "device_data")
                 device.publish("devices/LIVESUB1/data", orjson.dumps({"t": i, "seq": i}))
                 event = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert event["type"] == "device_data"
@@ -173,10 +179,7 @@ async def test_an_event_published_right_after_subscribed_is_received(
     try:
         for i in range(ROUNDS):
             async with websockets.connect(url) as ws:
-                request = {"action": "subscribe", "events": ["device_status"], "devices": ["*"]}
-                await ws.send(orjson.dumps(request).decode())
-                reply = orjson.loads(await asyncio.wait_for(ws.recv(), 15))
-                assert reply["type"] == "subscribed"
+                await subscribe(ws, "device_status")
                 status = "offline" if i % 2 else "online"
                 change = {
                     "type": "device_status",

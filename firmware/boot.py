@@ -1,4 +1,5 @@
-# Runs first on every boot: selects the active firmware slot (see iotfw/ota.py).
+# Runs first on every boot: selects the active firmware slot (see iotfw/ota.py) and,
+# on a build with ROMFS, mounts that firmware's image so its modules run in place.
 import os
 import sys
 
@@ -7,14 +8,26 @@ try:
     from iotfw.flash import FileStorage
 
     _slot = ota.boot_select(FileStorage())
-    if _slot:
+    ota = FileStorage = None
+    try:
+        import romfs_map  # the port's ROMFS partition; absent on a build without ROMFS
+    except ImportError:
+        romfs_map = None
+    # every firmware keeps the image of its iotfw package next to its files (the
+    # factory one in the flash's root, an update's in its slot)
+    _image = (_slot + "/" if _slot else "") + "iotfw.rom"
+    if romfs_map is not None or _slot:
+        # what boot selection loaded comes again from the firmware selected
+        for _name in list(sys.modules):
+            if _name == "iotfw" or _name.startswith("iotfw."):
+                del sys.modules[_name]
+    if romfs_map is not None and romfs_map.mount(_image):
+        sys.path.insert(0, romfs_map.MOUNT)
+    elif _slot:
         # the slot's copy of the iotfw package shadows the factory one (the slots
         # sit next to config.json: in / on the ESP32, in the device's directory on
         # the unix port)
         _cwd = os.getcwd()
         sys.path.insert(0, ("" if _cwd == "/" else _cwd) + "/" + _slot)
-        for _name in list(sys.modules):
-            if _name == "iotfw" or _name.startswith("iotfw."):
-                del sys.modules[_name]
 except Exception as exc:  # noqa: BLE001 - never let boot selection brick the device
     print("boot: slot selection failed:", exc)

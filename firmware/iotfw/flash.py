@@ -89,6 +89,9 @@ class FileStorage:
     def open_read(self, path):
         return open(path, "rb")
 
+    def size(self, path):
+        return os.stat(path)[6]
+
     def remove(self, path):
         try:
             os.remove(path)

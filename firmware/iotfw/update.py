@@ -106,11 +106,17 @@ async def install(storage, state, command_id, params, progress, timeout=30):
         progress("installing", None)
         storage.remove_tree(slot)
         try:
-            bundle.unpack(stream, manifest, lambda path: storage.open_write(slot + "/" + path),
-                          payloads.micropython_version())
+            paths = bundle.unpack(stream, manifest,
+                                  lambda path: storage.open_write(slot + "/" + path),
+                                  payloads.micropython_version())
         except (bundle.BundleError, OSError) as exc:
             storage.remove_tree(slot)
             raise OTAError("bad bundle: %s" % (exc,))
+        try:
+            _pack_image(storage, slot, paths)
+        except OSError as exc:
+            storage.remove_tree(slot)
+            raise OTAError("cannot write the firmware image: %s" % (exc,))
     finally:
         stream.close()
         storage.remove(STAGING_FILE)
@@ -122,6 +128,25 @@ async def install(storage, state, command_id, params, progress, timeout=30):
     save(storage, state)
     progress("rebooting", None)
     return version
+
+
+def _pack_image(storage, slot, paths):
+    """On a build with ROMFS (this firmware runs from an image), the slot gets the
+    image of its iotfw package, built from the files just written and checked;
+    boot.py mounts it when it selects the slot."""
+    from iotfw import romfs
+
+    if not romfs.running_from_image():
+        return
+    files = romfs.board_files()
+    for path in paths:
+        full = slot + "/" + path
+        files.append((path, storage.size(full), lambda full=full: storage.open_read(full)))
+    out = storage.open_write(slot + "/" + romfs.IMAGE)
+    try:
+        romfs.pack(files, out, CHUNK)
+    finally:
+        out.close()
 
 
 def _check(storage, state, stream, params):

@@ -203,9 +203,17 @@ def simulate(
         int | None,
         typer.Option(
             help="micropython: heap bytes per device (default: what the firmware runs in, "
-            "1.4 of an ESP32's equivalent; see firmware/README.md)"
+            "1.2 of an ESP32's equivalent from a ROMFS image, 1.4 from files; see "
+            "firmware/README.md)"
         ),
     ] = None,
+    romfs: Annotated[
+        bool,
+        typer.Option(
+            help="micropython: devices built with ROMFS run the firmware in place from an "
+            "image in flash; --no-romfs: from files, as on the stock MicroPython build"
+        ),
+    ] = True,
 ) -> None:
     """Run N devices with the real firmware logic on simulated hardware."""
     from iotp.simulator import Fleet, SimulatorError
@@ -226,9 +234,9 @@ def simulate(
     fleet: Any
     try:
         if runtime is Runtime.micropython:
-            from iotp.simulator.mpy import RUN_HEAP_BYTES, MicroPythonFleet
+            from iotp.simulator.mpy import MicroPythonFleet
 
-            fleet = MicroPythonFleet(heap=heap or RUN_HEAP_BYTES, **options)
+            fleet = MicroPythonFleet(heap=heap, romfs=romfs, **options)
         else:
             fleet = Fleet(**options)
     except SimulatorError as exc:

@@ -59,6 +59,25 @@ def firmware_bundle(
     print(f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
+@firmware_app.command("image")
+def firmware_image(
+    out: Annotated[Path, typer.Argument(help="file to write, e.g. iotfw.rom")],
+    source: Annotated[Path | None, typer.Option(help="firmware folder (default: ours)")] = None,
+) -> None:
+    """Build the ROMFS image of the firmware, for boards built with ROMFS (the
+    modules run from flash: firmware/README.md, "Heap")."""
+    from iotp.simulator.fleet import SimulatorError
+    from iotp.simulator.mpy import ROMFS_PARTITION_BYTES, board_image
+
+    try:
+        size = board_image(out, source)
+    except (SimulatorError, OSError) as exc:
+        _fail(str(exc))
+    if size > ROMFS_PARTITION_BYTES:
+        _fail(f"{out}: {size} bytes, more than a {ROMFS_PARTITION_BYTES}-byte romfs partition")
+    print(f"{out}: {size} bytes, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+
+
 @firmware_app.command("keygen")
 def firmware_keygen(
     output: Annotated[

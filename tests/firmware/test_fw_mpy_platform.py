@@ -1,5 +1,6 @@
-"""The firmware as real MicroPython processes (the unix port, with the heap the suite
-needs: TEST_HEAP, 1.4 of an ESP32's equivalent; firmware/README.md, "Heap") against the real platform: Mosquitto + PostgreSQL, worker and API. One
+"""The firmware as real MicroPython processes (the unix port, built with ROMFS, with
+the heap the suite needs: TEST_HEAP, 1.2 of an ESP32's equivalent; firmware/README.md,
+"Heap") against the real platform: Mosquitto + PostgreSQL, worker and API. One
 stack and one device are shared by the tests of this module, in order: registration
 and data, every command with its ack, on-device automation, presence with the last
 will, OTA (signature checked on the device, the heap watched while it downloads;
@@ -27,7 +28,7 @@ from iotp.services.manifest import BundleFile, build, public_bytes
 from iotp.services.signing import device_key_file
 from iotp.simulator import firmware
 from iotp.simulator.bundle import build_firmware_bundle
-from iotp.simulator.mpy import MicroPythonFleet, MpyDevice
+from iotp.simulator.mpy import FILES_HEAP_BYTES, RUN_HEAP_BYTES, MicroPythonFleet, MpyDevice
 from tests.control_support import TEST_SIGNING_KEY
 from tests.firmware.fwlink import Commander, fw, next_message
 from tests.firmware.mpy_support import heap_free, mpy_fleet, need_micropython, until
@@ -269,7 +270,13 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
         return bool(device["firmware_version"] == "1.1.0")
 
     await p.stack.wait_for(reported, timeout=10)
-    # the new slot runs from source on the device's heap
+    # the device packed the new slot's image, and runs from it: the heap after boot is
+    # what it was from the factory image (from the slot's files it would be a third
+    # less)
+    state = json.loads((p.sim.flash / "ota.json").read_text())
+    assert (p.sim.flash / state["active"] / "iotfw.rom").is_file()
+    boot_lines = [line for line in p.sim.mem if line.startswith("mem boot")]
+    assert heap_free(p.sim, boot_lines[-1]) >= heap_free(p.sim, boot_lines[0]) - 2048, boot_lines
     await p.sim.send("mem")
     await until(p.sim, lambda: len(p.sim.mem) >= 2, what="heap after the update")
 
@@ -325,3 +332,25 @@ async def test_a_packet_over_the_limit_is_refused_and_the_link_starts_again(
     assert r.status_code == 201, r.text
     assert r.json()["status"] == "acked", r.json()
     assert r.json()["result"] == {"angle": 30}
+
+
+async def test_a_build_without_romfs_runs_the_firmware_from_its_files(
+    platform: Platform,
+) -> None:
+    """The stock MicroPython build (no ROMFS): the same firmware loads from files into
+    the heap, so it needs more of it (FILES_HEAP_BYTES), registers and acks commands."""
+    p = platform
+    async with mpy_fleet(
+        p.stack.mqtt_url, romfs=False, heap=FILES_HEAP_BYTES, id_prefix="FILES"
+    ) as fleet:
+        sim = fleet.devices[0]
+        assert not (sim.flash / "iotfw.rom").exists()
+        await p.observer.subscribe(f"devices/{sim.node_id}/#")
+        ack = await Commander(p.observer, sim.node_id).send("ping", timeout=15)
+        assert ack["status"] == "ok", ack
+        # from files the modules take the heap the image keeps for the device
+        rom_boot = next(line for line in p.sim.mem if line.startswith("mem boot"))
+        files_boot = next(line for line in sim.mem if line.startswith("mem boot"))
+        taken_rom = RUN_HEAP_BYTES - heap_free(p.sim, rom_boot)
+        taken_files = FILES_HEAP_BYTES - heap_free(sim, files_boot)
+        assert taken_files > taken_rom + 20_000, (taken_rom, taken_files)

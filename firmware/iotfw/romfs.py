@@ -1,0 +1,119 @@
+# ROMFS images: the firmware's modules in one read-only image that MicroPython
+# (1.25+, built with MICROPY_VFS_ROM) mounts with vfs.VfsRom and runs in place.
+# Imported from an image, a module's bytecode, names and string constants stay in
+# the image (flash on the ESP32) instead of being copied to the heap: the firmware
+# then needs about a third less heap (firmware/README.md, "Heap").
+#
+# The format is MicroPython's (extmod/vfs_rom.c): a header, then records, each a
+# kind and a length (unsigned base-128 numbers, most significant group first,
+# high bit set on all but the last) and a payload. A directory's payload is its
+# name and its records; a file's is its name and a data record.
+MOUNT = "/rom"  # where the ports mount the ROMFS partition
+IMAGE = "iotfw.rom"  # the image of a firmware, next to its files (factory or slot)
+
+_HEADER = b"\xd2\xcd\x31"
+_DATA = 2
+_DIRECTORY = 4
+_FILE = 5
+
+
+def _uint(n):
+    groups = [n & 0x7F]
+    n >>= 7
+    while n:
+        groups.append(0x80 | (n & 0x7F))
+        n >>= 7
+    groups.reverse()
+    return bytes(groups)
+
+
+def _head(kind, length):
+    return _uint(kind) + _uint(length)
+
+
+def pack(files, out, chunk=1024):
+    """Writes an image of files to out (write()): a list of (path, size, open),
+    path a name or "dir/name", open() the file to read (read(n), close()). The
+    files are streamed chunk bytes at a time: the image is never held in memory.
+    Returns the image's size."""
+    top = []  # (name, size, open) of a file, or (name, None, [files]) of a directory
+    dirs = {}
+    for path, size, opener in files:
+        cut = path.find("/")
+        if cut < 0:
+            top.append((path.encode(), size, opener))
+            continue
+        name = path[:cut].encode()
+        if name not in dirs:
+            dirs[name] = []
+            top.append((name, None, dirs[name]))
+        dirs[name].append((path[cut + 1:].encode(), size, opener))
+    body = _length(top)
+    head = _uint(body)
+    if (len(_HEADER) + len(head) + body) % 2:
+        head = b"\x80" + head  # the same number, one byte longer: the image is even
+    out.write(_HEADER + head)
+    return len(_HEADER) + len(head) + _write(top, out, chunk)
+
+
+def _payload(name, size, content):
+    """The length of a file's or a directory's payload."""
+    named = len(_uint(len(name))) + len(name)
+    if size is None:
+        return named + _length(content)
+    return named + len(_head(_DATA, size)) + size
+
+
+def _length(entries):
+    total = 0
+    for name, size, content in entries:
+        payload = _payload(name, size, content)
+        total += len(_head(_FILE if size is not None else _DIRECTORY, payload)) + payload
+    return total
+
+
+def _write(entries, out, chunk):
+    written = 0
+    for name, size, content in entries:
+        kind = _FILE if size is not None else _DIRECTORY
+        head = _head(kind, _payload(name, size, content)) + _uint(len(name)) + name
+        if size is None:
+            out.write(head)
+            written += len(head) + _write(content, out, chunk)
+            continue
+        head += _head(_DATA, size)
+        out.write(head)
+        written += len(head) + size
+        f = content()
+        try:
+            left = size
+            while left:
+                data = f.read(min(chunk, left))
+                if not data:
+                    raise OSError("%s is shorter than %d bytes" % (name.decode(), size))
+                out.write(data)
+                left -= len(data)
+        finally:
+            f.close()
+    return written
+
+
+def running_from_image():
+    """True when the firmware was imported from a mounted image (a ROMFS build)."""
+    import iotfw
+
+    return getattr(iotfw, "__file__", "").startswith(MOUNT + "/")
+
+
+def board_files():
+    """The files at the top of the running image: the board's own modules (the unix
+    port's HAL), which an update does not carry and its image keeps. On the ESP32
+    the image holds only iotfw (its HAL is iotfw/hal.py): none."""
+    import os
+
+    found = []
+    for entry in os.ilistdir(MOUNT):
+        if entry[1] == 0x8000:  # a file
+            path = MOUNT + "/" + entry[0]
+            found.append((entry[0], os.stat(path)[6], lambda path=path: open(path, "rb")))
+    return found

@@ -5,8 +5,12 @@
 # instead of being copied to the heap. The images themselves live on the file
 # system (the factory one in /, an update's in its slot); the partition is written
 # only when the selected image differs from what it holds (after an update or a
-# rollback), so a cut while writing it is repaired at the next boot.
+# rollback); boot.py has unmounted it before (release()), so nothing runs from it
+# while it is written, and a cut while writing it is written again at the next boot
+# (the partition then differs from the image). A boot whose image does not mount
+# runs the same firmware's files.
 import os
+import sys
 
 import esp32
 import vfs
@@ -19,6 +23,19 @@ _GET_SEGMENT = 2  # vfs.rom_ioctl: the partition, as a buffer mapped from flash
 def _partition():
     found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="romfs")
     return found[0] if found else None
+
+
+def release():
+    """Unmounts the partition the port mounted at start-up and takes it off
+    sys.path: boot selection runs from the factory files, and nothing runs from the
+    partition while it may be written."""
+    try:
+        vfs.umount(MOUNT)
+    except OSError:
+        pass
+    for entry in (MOUNT, MOUNT + "/lib"):
+        while entry in sys.path:
+            sys.path.remove(entry)
 
 
 def mount(path):
@@ -34,10 +51,6 @@ def mount(path):
     if length > part.ioctl(4, 0) * BLOCK:  # the partition's blocks
         print("romfs: %s does not fit the partition" % path)
         return False
-    try:
-        vfs.umount(MOUNT)  # the port mounted the partition at start-up
-    except OSError:
-        pass
     if not _holds(part, path, length):
         _write(part, path, length)
     vfs.mount(vfs.VfsRom(vfs.rom_ioctl(_GET_SEGMENT, 0)), MOUNT)

@@ -33,27 +33,36 @@ def _head(kind, length):
 
 def pack(files, out, chunk=1024):
     """Writes an image of files to out (write()): a list of (path, size, open),
-    path a name or "dir/name", open() the file to read (read(n), close()). The
-    files are streamed chunk bytes at a time: the image is never held in memory.
-    Returns the image's size."""
-    top = []  # (name, size, open) of a file, or (name, None, [files]) of a directory
-    dirs = {}
+    path '/'-separated, open() the file to read (read(n), close()); of two files
+    with the same path the later is kept. The files are streamed chunk bytes at a
+    time: the image is never held in memory. Returns the image's size."""
+    top = []  # [name, size, open] of a file, [name, None, [entries]] of a directory
     for path, size, opener in files:
-        cut = path.find("/")
-        if cut < 0:
-            top.append((path.encode(), size, opener))
-            continue
-        name = path[:cut].encode()
-        if name not in dirs:
-            dirs[name] = []
-            top.append((name, None, dirs[name]))
-        dirs[name].append((path[cut + 1:].encode(), size, opener))
+        parts = path.split("/")
+        level = top
+        for part in parts[:-1]:
+            level = _directory(level, part.encode())
+        name = parts[-1].encode()
+        for i in range(len(level)):
+            if level[i][0] == name and level[i][1] is not None:
+                level.pop(i)
+                break
+        level.append([name, size, opener])
     body = _length(top)
     head = _uint(body)
     if (len(_HEADER) + len(head) + body) % 2:
         head = b"\x80" + head  # the same number, one byte longer: the image is even
     out.write(_HEADER + head)
     return len(_HEADER) + len(head) + _write(top, out, chunk)
+
+
+def _directory(level, name):
+    for entry in level:
+        if entry[0] == name and entry[1] is None:
+            return entry[2]
+    entry = [name, None, []]
+    level.append(entry)
+    return entry[2]
 
 
 def _payload(name, size, content):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mpremote.romfs import VfsRomWriter
@@ -29,20 +30,27 @@ def _files(named: dict[str, bytes]) -> list[tuple[str, int, object]]:
 
 
 def _reference(named: dict[str, bytes]) -> bytes:
-    """The same tree written by mpremote: top-level files first, then each directory."""
-    writer = VfsRomWriter()
-    dirs: dict[str, dict[str, bytes]] = {}
+    """The same tree written by mpremote, in the order the paths first name each
+    file and directory."""
+    tree: dict[str, Any] = {}
     for path, data in named.items():
-        if "/" in path:
-            top, name = path.split("/", 1)
-            dirs.setdefault(top, {})[name] = data
-        else:
-            writer.mkfile(path, data)
-    for top, files in dirs.items():
-        writer.opendir(top)
-        for name, data in files.items():
-            writer.mkfile(name, data)
-        writer.closedir()
+        *dirs, name = path.split("/")
+        level = tree
+        for d in dirs:
+            level = level.setdefault(d + "/", {})
+        level[name] = data
+    writer = VfsRomWriter()
+
+    def write(level: dict[str, Any]) -> None:
+        for name, value in level.items():
+            if name.endswith("/"):
+                writer.opendir(name[:-1])
+                write(value)
+                writer.closedir()
+            else:
+                writer.mkfile(name, value)
+
+    write(tree)
     image: bytes = writer.finalise()
     return image
 
@@ -55,6 +63,8 @@ def _reference(named: dict[str, bytes]) -> bytes:
         # lengths either side of one and two bytes of length, and an odd total
         {"iotfw/big.mpy": bytes(range(256)) * 70, "iotfw/odd.mpy": b"\x00" * 16383},
         {"iotfw/even.mpy": b"\x01" * 16384, "other/x.py": b"pass\n"},
+        # nested packages
+        {"pkg/__init__.py": b"", "pkg/sub/__init__.py": b"x = 1\n", "pkg/sub/m.py": b"y\n"},
     ],
 )
 def test_the_image_is_byte_for_byte_micropythons(named: dict[str, bytes]) -> None:
@@ -64,6 +74,14 @@ def test_the_image_is_byte_for_byte_micropythons(named: dict[str, bytes]) -> Non
     assert out.getvalue() == _reference(named)
     assert size == len(out.getvalue())
     assert size % 2 == 0
+
+
+def test_of_two_files_with_one_path_the_later_is_kept() -> None:
+    romfs = fw("romfs")
+    out = io.BytesIO()
+    files = _files({"top.mpy": b"old"}) + _files({"iotfw/a.mpy": b"a", "top.mpy": b"new"})
+    romfs.pack(files, out)
+    assert out.getvalue() == _reference({"iotfw/a.mpy": b"a", "top.mpy": b"new"})
 
 
 def test_a_file_shorter_than_announced_is_an_error() -> None:

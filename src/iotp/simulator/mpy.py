@@ -55,7 +55,8 @@ RESET_EXIT = 75  # firmware/unix/unixhal.py RESET_EXIT: the device reset itself
 # (partitions-4MiB-romfs.csv). The unix port holds the partition in one block of its
 # heap (firmware/unix/romfs_map.py), so the process gets that block on top of the
 # device's heap: the bytes, their object's header (64) and the collector's tables
-# for them (1/80: 2 + 1 bits per 16-byte block, rounded up).
+# for them (3 bits per 32-byte block on this 64-bit port: 1/80 leaves a little over;
+# tests/firmware/test_fw_romfs.py holds it within 256 bytes).
 ROMFS_PARTITION_BYTES = 0x20000
 ROMFS_HEAP_BYTES = (ROMFS_PARTITION_BYTES + 64) * 81 // 80
 

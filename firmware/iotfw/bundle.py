@@ -9,6 +9,11 @@
 # The manifest is read and its signature checked before any file is written;
 # each file is then checked against the manifest's size and SHA-256 as it is
 # written. Paths are relative, '/'-separated, made of [A-Za-z0-9_.-] parts.
+#
+# The bundle is read from the file it was downloaded to, and the manifest is never
+# held whole: its signature is checked over its bytes read a chunk at a time, and
+# its "files" entries are parsed one at a time (a manifest of 32 files with their
+# .mpy is ~8 KB of text and ~25 KB of parsed objects on a device's heap).
 import binascii
 import hashlib
 
@@ -20,6 +25,7 @@ SIGNATURE_SIZE = 96
 MAX_MANIFEST = 16 * 1024
 MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
+MAX_ENTRY = 4096  # the text of one "files" entry
 
 
 class BundleError(ValueError):
@@ -61,8 +67,9 @@ def _check_blob(entry, where):
         raise BundleError("bad sha256 for %s" % where)
 
 
-def check_manifest(manifest):
-    """Raises BundleError unless manifest (parsed JSON) is well-formed."""
+def check_head(manifest):
+    """Raises BundleError unless the manifest's fields other than its files (parsed
+    JSON) are well-formed."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError("unknown manifest format")
     if not valid_version(manifest.get("version")):
@@ -73,33 +80,32 @@ def check_manifest(manifest):
     next_key = manifest.get("next_key")
     if next_key is not None and not _is_hex(next_key, 64):
         raise BundleError("bad next_key in manifest")
-    files = manifest.get("files")
-    if not isinstance(files, list) or not files or len(files) > MAX_FILES:
-        raise BundleError("manifest lists no files or too many")
-    seen = {}
-    for entry in files:
-        if not isinstance(entry, dict) or not valid_path(entry.get("path")):
-            raise BundleError("bad file entry in manifest")
-        path = entry["path"]
-        if path in seen:
-            raise BundleError("%s is listed twice" % path)
-        seen[path] = True
-        _check_blob(entry, path)
-        variants = entry.get("mpy", [])
-        if not isinstance(variants, list) or (variants and not path.endswith(".py")):
-            raise BundleError("bad mpy variants for %s" % path)
-        for variant in variants:
-            targets = variant.get("micropython") if isinstance(variant, dict) else None
-            if not isinstance(targets, list) or not targets:
-                raise BundleError("an mpy variant of %s names no MicroPython version" % path)
-            for target in targets:
-                if not isinstance(target, str) or not 0 < len(target) <= 16:
-                    raise BundleError("bad MicroPython version for %s" % path)
-            _check_blob(variant, path)
 
 
-def read_head(stream):
-    """Reads the head of a bundle: returns (manifest bytes, signature bytes)."""
+def check_entry(entry):
+    """Raises BundleError unless entry (one of the manifest's files, parsed JSON) is
+    well-formed. Returns its path."""
+    if not isinstance(entry, dict) or not valid_path(entry.get("path")):
+        raise BundleError("bad file entry in manifest")
+    path = entry["path"]
+    _check_blob(entry, path)
+    variants = entry.get("mpy", [])
+    if not isinstance(variants, list) or (variants and not path.endswith(".py")):
+        raise BundleError("bad mpy variants for %s" % path)
+    for variant in variants:
+        targets = variant.get("micropython") if isinstance(variant, dict) else None
+        if not isinstance(targets, list) or not targets:
+            raise BundleError("an mpy variant of %s names no MicroPython version" % path)
+        for target in targets:
+            if not isinstance(target, str) or not 0 < len(target) <= 16:
+                raise BundleError("bad MicroPython version for %s" % path)
+        _check_blob(variant, path)
+    return path
+
+
+def read_header(stream):
+    """Reads a bundle's first line: returns (manifest size, signature size), the
+    stream left at the manifest."""
     line = b""
     while line[-1:] != b"\n":
         byte = stream.read(1)
@@ -122,18 +128,154 @@ def read_head(stream):
         raise BundleError("manifest too large")
     if sig_size not in (0, SIGNATURE_SIZE):
         raise BundleError("bad signature size")
-    manifest = _read(stream, size)
-    signature = _read(stream, sig_size)
-    return manifest, signature
+    return size, sig_size
 
 
-def parse_manifest(data):
+class Bundle:
+    """A bundle in a seekable stream (the file it was downloaded to): the position
+    and size of its manifest, its signature and where its files' bytes begin."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        size, sig_size = read_header(stream)
+        self.start = stream.tell()
+        self.size = size
+        stream.seek(self.start + size)
+        self.signature = _read(stream, sig_size)
+        self.data_start = self.start + size + sig_size
+
+    def manifest_chunks(self, n=512):
+        """The manifest's bytes, n at a time (what its signature signs)."""
+        stream = self.stream
+        stream.seek(self.start)
+        left = self.size
+        while left:
+            data = stream.read(min(n, left))
+            if not data:
+                raise BundleError("truncated bundle")
+            left -= len(data)
+            yield data
+
+    def manifest(self):
+        """The manifest's fields but its files, after every entry of those was checked
+        (and the paths found distinct): with "count", the number of files."""
+        seen = {}
+
+        def check(entry):
+            path = check_entry(entry)
+            if path in seen:
+                raise BundleError("%s is listed twice" % path)
+            if len(seen) >= MAX_FILES:
+                raise BundleError("manifest lists no files or too many")
+            seen[path] = True
+
+        head = self._scan(check)
+        if not seen:
+            raise BundleError("manifest lists no files or too many")
+        head["count"] = len(seen)
+        return head
+
+    def unpack(self, data, sink, micropython=None, chunk=1024):
+        """Writes the files (their bytes read from data, a second stream on the same
+        bundle) through sink(path), which returns a writable file-like object (write,
+        close). Every written file is checked against the manifest. Returns the paths
+        written."""
+        data.seek(self.data_start)
+        paths = []
+
+        def install(entry):
+            check_entry(entry)
+            chosen, path = pick(entry, micropython)
+            blobs = [entry] + entry.get("mpy", [])
+            for i, blob in enumerate(blobs):
+                if i == chosen:
+                    _copy(data, blob, path, sink(path), chunk)
+                    paths.append(path)
+                else:
+                    _copy(data, blob, path, None, chunk)
+
+        self._scan(install)
+        if data.read(1):
+            raise BundleError("data after the last file")
+        return paths
+
+    def _scan(self, on_entry):
+        """Reads the manifest's JSON a chunk at a time: each entry of its "files" goes
+        to on_entry(parsed) as it ends; returns the rest, parsed, its files left out."""
+        head = bytearray()
+        entry = None  # the text of the entry being read
+        depth = 0
+        in_str = escaped = in_files = False
+        files_seen = 0
+        for data in self.manifest_chunks(256):
+            for c in data:
+                if entry is not None:
+                    entry.append(c)
+                    if len(entry) > MAX_ENTRY:
+                        raise BundleError("a file entry of the manifest is too long")
+                elif not in_files or depth != 2 or in_str:
+                    head.append(c)
+                if in_str:
+                    if escaped:
+                        escaped = False
+                    elif c == 0x5C:  # backslash
+                        escaped = True
+                    elif c == 0x22:  # quote
+                        in_str = False
+                    continue
+                if c == 0x22:
+                    in_str = True
+                elif c == 0x7B or c == 0x5B:  # { [
+                    if in_files and depth == 2:
+                        if c != 0x7B:
+                            raise BundleError("bad file entry in manifest")
+                        entry = bytearray(b"{")
+                    depth += 1
+                    if c == 0x5B and depth == 2 and _names_files(head):
+                        if files_seen:
+                            raise BundleError("the manifest lists its files twice")
+                        files_seen = in_files = True
+                elif c == 0x7D or c == 0x5D:  # } ]
+                    depth -= 1
+                    if entry is not None and depth == 2:
+                        on_entry(_parse(entry))
+                        entry = None
+                    elif in_files and depth == 1:
+                        in_files = False
+                        head.append(c)
+                elif in_files and depth == 2 and c not in _BETWEEN:
+                    raise BundleError("bad file entry in manifest")
+        if depth or in_str:
+            raise BundleError("manifest is not JSON")
+        manifest = _parse(head)
+        check_head(manifest)
+        if manifest.get("files") != [] or not files_seen:
+            raise BundleError("manifest lists no files or too many")
+        return manifest
+
+
+_BETWEEN = b" \t\r\n,"
+
+
+def _names_files(head):
+    """head (the manifest's text so far) ends with the key "files", a colon and the
+    bracket that opens its value."""
+    i = len(head) - 2
+    while i >= 0 and head[i] in _BETWEEN[:4]:
+        i -= 1
+    if i < 0 or head[i] != 0x3A:  # colon
+        return False
+    i -= 1
+    while i >= 0 and head[i] in _BETWEEN[:4]:
+        i -= 1
+    return i >= 6 and bytes(head[i - 6:i + 1]) == b'"files"'
+
+
+def _parse(text):
     try:
-        manifest = jsonx.loads(data)
+        return jsonx.loads(bytes(text))
     except ValueError:
         raise BundleError("manifest is not JSON")
-    check_manifest(manifest)
-    return manifest
 
 
 def _read(stream, size):
@@ -170,25 +312,6 @@ def pick(entry, micropython):
                 if micropython == target or micropython.startswith(target + "."):
                     return i + 1, entry["path"][:-3] + ".mpy"
     return 0, entry["path"]
-
-
-def unpack(stream, manifest, sink, micropython=None, chunk=1024):
-    """Writes the files of a bundle (its head already read) through sink(path),
-    which returns a writable file-like object (write, close). Every written file
-    is checked against the manifest. Returns the paths written."""
-    paths = []
-    for entry in manifest["files"]:
-        chosen, path = pick(entry, micropython)
-        blobs = [entry] + entry.get("mpy", [])
-        for i, blob in enumerate(blobs):
-            if i == chosen:
-                _copy(stream, blob, path, sink(path), chunk)
-                paths.append(path)
-            else:
-                _copy(stream, blob, path, None, chunk)
-    if stream.read(1):
-        raise BundleError("data after the last file")
-    return paths
 
 
 def _copy(stream, blob, path, out, chunk):

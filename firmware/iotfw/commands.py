@@ -42,6 +42,48 @@ def parse(payload):
     return {"id": cid, "command": name, "params": params}
 
 
+def find_id(payload):
+    """The top-level "id" of a command, read from its text without parsing the
+    rest (for a command too large to parse in the heap free), or None."""
+    depth = 0
+    in_str = escaped = False
+    start = 0
+    is_id = False  # the last top-level string was the key "id"
+    want = False  # ...and a colon followed: the next string is the id
+    for i in range(len(payload)):
+        c = payload[i]
+        if in_str:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # quote
+                in_str = False
+                if depth == 1:
+                    if want:
+                        if not 0 < i - start <= MAX_ID:
+                            return None
+                        try:
+                            return bytes(payload[start:i]).decode()
+                        except UnicodeError:
+                            return None
+                    is_id = i - start == 2 and payload[start] == 0x69 \
+                        and payload[start + 1] == 0x64  # "id"
+        elif c == 0x22:
+            in_str = True
+            start = i + 1
+        elif c == 0x7B or c == 0x5B:  # { [
+            depth += 1
+            want = False
+        elif c == 0x7D or c == 0x5D:  # } ]
+            depth -= 1
+        elif depth == 1 and c == 0x3A:  # colon
+            want = is_id
+        elif depth == 1 and c == 0x2C:  # comma
+            is_id = want = False
+    return None
+
+
 def _int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -148,7 +148,8 @@ def _straus(s, b_table, k, a_table):
 
 def verify(public_key, message, signature):
     """True when signature (64 bytes) is public_key's (32 bytes) Ed25519
-    signature of message (bytes)."""
+    signature of message: bytes, or an iterable of chunks of them (hashed as they
+    come: the message is never held whole)."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
     a = decode_point(public_key)
@@ -158,8 +159,17 @@ def verify(public_key, message, signature):
     if s >= L:
         return False
     r = signature[:32]
-    k = int.from_bytes(sha512.digest(r, public_key, message), "little") % L
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        message = (message,)
+    k = int.from_bytes(sha512.digest_all(_chain(r, public_key, message)), "little") % L
     neg_a = ((P - a[0]) % P, a[1], 1, (P - a[3]) % P)
     base = (_BX, _BY, 1, _BX * _BY % P)
     point = _straus(s, _table(base), k, _table(neg_a))
     return encode_point(point) == bytes(r)
+
+
+def _chain(r, public_key, chunks):
+    yield r
+    yield public_key
+    for chunk in chunks:
+        yield chunk

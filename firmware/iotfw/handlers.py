@@ -29,29 +29,49 @@ class Commands:
         return getattr(self, "_cmd_" + name)(cid, params)
 
     def take_command(self, payload):
-        """Runs one incoming command in its own task, up to MAX_RUNNING at once."""
-        if self.commands_running >= MAX_RUNNING:
+        """Runs one incoming command in its own task, up to MAX_RUNNING at once.
+        payload may be a view of the link's receive buffer: it is parsed now, before
+        the buffer is read into again."""
+        try:
+            cmd = commands.parse(payload)
+        except CommandError as exc:
+            cmd = exc
+        except MemoryError:
+            # no room for what it parses to (a large parameter wants one free block
+            # of its size): answered, with the id read from the text, and the link
+            # stays up
+            cmd = None
             try:
-                cid = commands.parse(payload)["id"]
-            except CommandError as exc:
-                cid = exc.command_id
+                cid = commands.find_id(payload)
+            except MemoryError:
+                cid = None
+            self.log("command of %d bytes: no heap to parse it" % len(payload))
+            self.publish("ack", payloads.ack_error(
+                cid, "out of memory: the command is larger than this device's free heap"))
+            return
+        if self.commands_running >= MAX_RUNNING:
+            cid = cmd.command_id if isinstance(cmd, CommandError) else cmd["id"]
             self.publish("ack", payloads.ack_error(cid, "busy: %d commands running"
                                                    % MAX_RUNNING))
             return
-        asyncio.create_task(self.handle_command(payload))
+        asyncio.create_task(self.handle_command(cmd))
 
-    async def handle_command(self, payload):
-        """Parses, runs and acknowledges one command. Never raises."""
+    async def handle_command(self, cmd):
+        """Runs and acknowledges one command: parsed (commands.parse), the
+        CommandError its parsing raised, or its payload. Never raises."""
         self.commands_running += 1
         try:
-            await self._handle_command(payload)
+            await self._handle_command(cmd)
         finally:
             self.commands_running -= 1
 
-    async def _handle_command(self, payload):
+    async def _handle_command(self, cmd):
         cid = None
         try:
-            cmd = commands.parse(payload)
+            if isinstance(cmd, CommandError):
+                raise cmd
+            if not isinstance(cmd, dict):
+                cmd = commands.parse(cmd)
             cid = cmd["id"]
             first = self.recent.begin(cid)
             if first is not None:  # delivered again: answer again, do not run again

@@ -10,6 +10,13 @@ def dumps(obj):
 
 
 def loads(data):
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, memoryview):
+        # MicroPython parses a view in place (its strings still checked as UTF-8):
+        # no copy of a message in the receive buffer; CPython's json takes no view
+        try:
+            return json.loads(data)
+        except TypeError:
+            data = bytes(data)
+    if isinstance(data, (bytes, bytearray)):
         data = bytes(data).decode()
     return json.loads(data)

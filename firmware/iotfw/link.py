@@ -67,7 +67,8 @@ class Link:
             self.node_id, host, port, user, password, keepalive=cfg["mqtt_keepalive"],
             will=(self._t["status"], b"offline", 1, True), ssl=self._tls(),
             on_connect=self._on_connect, on_message=self._on_message,
-            backoff=self._backoff(1.0), log=self.log, on_refused=self._on_refused)
+            backoff=self._backoff(1.0), log=self.log, on_refused=self._on_refused,
+            views=True)  # commands are parsed as they arrive (take_command)
         self.mqtt.subscribe(self._t["commands"], 1)
         self._refusal_backoff = self._backoff(REFUSAL_BACKOFF_BASE_S)
         self._spawn(self._link(), critical=True)

@@ -30,12 +30,25 @@ class MQTTRefused(MQTTError):
         self.rc = rc
 
 
+# The device's link's receive buffer, taken when this module loads at boot, while
+# the heap is in one piece: after a provisioning exchange over TLS has come and gone
+# the heap may hold no single free block of that size any more. The first client of
+# that size takes it; any other allocates its own.
+_reserved = [bytearray(MAX_PACKET)]
+
+
+def _receive_buffer(size):
+    if _reserved and size == MAX_PACKET:
+        return _reserved.pop()
+    return bytearray(size)
+
+
 class MQTTClient:
     def __init__(self, client_id, host, port=1883, user=None, password=None,
                  keepalive=60, will=None, ssl=False, clean_session=True,
                  on_connect=None, on_message=None, on_disconnect=None, backoff=None,
                  max_inflight=20, max_queue=100, ack_timeout=10.0, connect_timeout=10.0,
-                 log=None, on_refused=None, max_packet=MAX_PACKET):
+                 log=None, on_refused=None, max_packet=MAX_PACKET, views=False):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -47,6 +60,9 @@ class MQTTClient:
         self.clean_session = clean_session
         self.on_connect = on_connect  # called (not awaited) after CONNACK
         self.on_message = on_message  # on_message(topic, payload_bytes)
+        # views: on_message gets the payload as a view of the receive buffer, valid
+        # until it returns (no copy of each message: it parses or copies what it keeps)
+        self.views = views
         self.on_disconnect = on_disconnect
         # on_refused(rc) after a refused CONNACK; returning True ends run() (the owner
         # changes the login and calls run() again)
@@ -77,7 +93,7 @@ class MQTTClient:
         self._halt = False
         self._last_rx = 0
         self._last_tx = 0
-        self._rx = bytearray(max_packet)
+        self._rx = _receive_buffer(max_packet)
         self._rxv = memoryview(self._rx)
         self._rs = 0  # the unread bytes are self._rx[self._rs:self._re]
         self._re = 0
@@ -416,8 +432,11 @@ class MQTTClient:
             for flt, _ in self.subscriptions:
                 if mqttpkt.topic_matches(flt, topic):
                     if self.on_message:
+                        payload = packet["payload"]
+                        if not self.views:
+                            payload = bytes(payload)
                         try:
-                            self.on_message(topic, packet["payload"])
+                            self.on_message(topic, payload)
                         except Exception as exc:  # noqa: BLE001
                             self._log("on_message failed: %r" % (exc,))
                     return

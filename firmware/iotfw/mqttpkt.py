@@ -157,7 +157,8 @@ def parse(first, body):
     """
     ptype = first & 0xF0
     # body may be a memoryview of the receive buffer: read in place, and only a
-    # PUBLISH's topic and payload are copied out (the buffer is reused)
+    # PUBLISH's topic is copied out (its payload is left to the client: the buffer
+    # is reused)
     if ptype == CONNACK:
         if len(body) != 2:
             raise MQTTProtocolError("bad CONNACK")
@@ -182,7 +183,8 @@ def parse(first, body):
                 raise MQTTProtocolError("bad PUBLISH packet id")
             pid = (body[pos] << 8) | body[pos + 1]
             pos += 2
-        return {"type": PUBLISH, "topic": topic, "payload": bytes(body[pos:]), "qos": qos,
+        # the payload as body holds it: a view of the receive buffer stays a view
+        return {"type": PUBLISH, "topic": topic, "payload": body[pos:], "qos": qos,
                 "retain": bool(first & 1), "dup": bool(first & 8), "pid": pid}
     if ptype in (PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK):
         if len(body) != 2:

@@ -64,9 +64,13 @@ def _block(h, data, pos):
 
 
 def digest_pure(*parts):
-    """SHA-512 of the concatenation of parts (bytes), in plain Python. Whole blocks
-    are read in place; only a block that straddles two parts and the padded tail are
-    copied, so the heap never holds a second copy of a message."""
+    return digest_pure_all(parts)
+
+
+def digest_pure_all(parts):
+    """SHA-512 of the concatenation of parts (an iterable of bytes), in plain Python.
+    Whole blocks are read in place; only a block that straddles two parts and the
+    padded tail are copied, so the heap never holds a second copy of a message."""
     h = list(_H0)
     n = 0
     carry = b""
@@ -90,8 +94,13 @@ def digest_pure(*parts):
 
 
 def digest(*parts):
+    return digest_all(parts)
+
+
+def digest_all(parts):
+    """SHA-512 of the concatenation of parts (an iterable of bytes)."""
     if _native is None:
-        return digest_pure(*parts)
+        return digest_pure_all(parts)
     sha = _native()
     for part in parts:
         sha.update(part)

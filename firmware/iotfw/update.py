@@ -10,9 +10,10 @@ MAX_BUNDLE = 1024 * 1024
 CHUNK = 1024  # bytes read from the network and written to flash at a time
 
 
-def check_signature(storage, manifest_bytes, signature):
-    """Raises OTAError unless the manifest is signed with the trusted key (or
-    unsigned bundles are allowed on this device)."""
+def check_signature(storage, manifest, signature):
+    """Raises OTAError unless the manifest (its bytes, or an iterable of chunks of
+    them) is signed with the trusted key (or unsigned bundles are allowed on this
+    device)."""
     from iotfw import bundle
 
     key, allow_unsigned = trusted_key(storage)
@@ -33,7 +34,7 @@ def check_signature(storage, manifest_bytes, signature):
     from iotfw import ed25519
 
     gc.collect()  # what the download left behind: the verifier needs contiguous room
-    good = ed25519.verify(key, manifest_bytes, signature[32:])
+    good = ed25519.verify(key, manifest, signature[32:])
     ed25519 = None
     unload("ed25519")  # checked once per update: its tables go before the files are written
     unload("sha512")
@@ -100,14 +101,16 @@ async def install(storage, state, command_id, params, progress, timeout=30):
     from iotfw import payloads
 
     stream = storage.open_read(STAGING_FILE)
+    data = None
     slot = SLOTS[1] if state.get("active") == SLOTS[0] else SLOTS[0]
     try:
-        manifest = _check(storage, state, stream, params)
+        staged, manifest = _check(storage, state, stream, params)
         progress("installing", None)
         storage.remove_tree(slot)
         try:
-            paths = bundle.unpack(stream, manifest,
-                                  lambda path: storage.open_write(slot + "/" + path),
+            # the files' bytes through a second handle: the first reads the manifest
+            data = storage.open_read(STAGING_FILE)
+            paths = staged.unpack(data, lambda path: storage.open_write(slot + "/" + path),
                                   payloads.micropython_version())
         except (bundle.BundleError, OSError) as exc:
             storage.remove_tree(slot)
@@ -119,6 +122,8 @@ async def install(storage, state, command_id, params, progress, timeout=30):
             raise OTAError("cannot write the firmware image: %s" % (exc,))
     finally:
         stream.close()
+        if data is not None:
+            data.close()
         storage.remove(STAGING_FILE)
     version = manifest["version"]
     state["versions"][slot] = version
@@ -152,13 +157,14 @@ def _pack_image(storage, slot, paths):
 def _check(storage, state, stream, params):
     """Reads the bundle's head and refuses it unless it is signed with the trusted
     key, is the version the command names, and is not older than the running
-    version (unless allow_downgrade). Returns the manifest."""
+    version (unless allow_downgrade). Returns the bundle.Bundle and its manifest."""
     from iotfw import bundle
 
     try:
-        manifest_bytes, signature = bundle.read_head(stream)
-        check_signature(storage, manifest_bytes, signature)
-        manifest = bundle.parse_manifest(manifest_bytes)
+        staged = bundle.Bundle(stream)
+        signature = staged.signature
+        check_signature(storage, staged.manifest_chunks(), signature)
+        manifest = staged.manifest()
     except (bundle.BundleError, OSError) as exc:
         raise OTAError("bad bundle: %s" % (exc,))
     if signature and manifest["key_id"] != bundle.key_id(bytes(signature[:32])):
@@ -170,4 +176,4 @@ def _check(storage, state, stream, params):
     if bundle.older(version, running) and not params.get("allow_downgrade"):
         raise OTAError("downgrade from %s to %s refused (allow_downgrade not set)"
                        % (running, version))
-    return manifest
+    return staged, manifest

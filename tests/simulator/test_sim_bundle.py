@@ -44,12 +44,19 @@ class Storage:
         return Out()
 
 
-def check(data: bytes, storage: Storage, version: str, **params: Any) -> dict[str, Any]:
+def staged(
+    data: bytes, storage: Storage, version: str, **params: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The bundle as the device checks it: (bundle.Bundle, its manifest)."""
     state = fw("ota").load(storage)
-    manifest: dict[str, Any] = fw("update")._check(
+    got: tuple[Any, dict[str, Any]] = fw("update")._check(
         storage, state, io.BytesIO(data), {"version": version, **params}
     )
-    return manifest
+    return got
+
+
+def check(data: bytes, storage: Storage, version: str, **params: Any) -> dict[str, Any]:
+    return staged(data, storage, version, **params)[1]
 
 
 def refusal(data: bytes, storage: Storage, version: str, **params: Any) -> str:
@@ -60,12 +67,10 @@ def refusal(data: bytes, storage: Storage, version: str, **params: Any) -> str:
 
 def test_bundle_of_the_firmware_unpacks_with_the_new_version() -> None:
     data = build_firmware_bundle("2.0.0", key=TEST_SIGNING_KEY)
-    stream = io.BytesIO(data)
-    manifest = check(data, Storage({"ota_key.json": KEY_FILE}), "2.0.0")
-    stream = io.BytesIO(data)
-    fw("bundle").read_head(stream)
+    bundle, manifest = staged(data, Storage({"ota_key.json": KEY_FILE}), "2.0.0")
+    assert manifest["version"] == "2.0.0"
     storage = Storage()
-    paths = fw("bundle").unpack(stream, manifest, storage.open_write)
+    paths = bundle.unpack(io.BytesIO(data), storage.open_write)
     assert "iotfw/device.py" in paths
     assert "iotfw/ed25519.py" in paths
     assert b'VERSION = "2.0.0"' in storage.files["iotfw/__init__.py"]
@@ -135,15 +140,13 @@ def test_mpy_variants_from_the_platform_builder() -> None:
     ).sign(TEST_SIGNING_KEY)
     data = bundle.to_bytes()
     assert parse(data).manifest["files"][0]["mpy"][0]["micropython"] == ["1.24", "1.25"]
-    manifest = check(data, Storage({"ota_key.json": KEY_FILE}), "3.0.0")
+    checked, _ = staged(data, Storage({"ota_key.json": KEY_FILE}), "3.0.0")
     for version, expected in (
         ("1.25.2", {"iotfw/x.mpy": b"MPY"}),
         (None, {"iotfw/x.py": b"source"}),
     ):
-        stream = io.BytesIO(data)
-        fw("bundle").read_head(stream)
         storage = Storage()
-        fw("bundle").unpack(stream, manifest, storage.open_write, version)
+        checked.unpack(io.BytesIO(data), storage.open_write, version)
         assert storage.files == expected
 
 

@@ -40,11 +40,18 @@ class MemoryStorage:
 
 
 class Stream:
-    """Minimal binary stream with read(n) and readline() (io.BytesIO-like)."""
+    """Minimal binary stream with read(n), readline(), seek(pos) and tell()
+    (io.BytesIO-like)."""
 
     def __init__(self, data):
         self.data = data
         self.pos = 0
+
+    def seek(self, pos):
+        self.pos = pos
+
+    def tell(self):
+        return self.pos
 
     def read(self, n):
         out = self.data[self.pos : self.pos + n]

@@ -33,10 +33,27 @@ def make(version, files, key_id="", signature=b""):
     return head + manifest + signature + b"".join(body)
 
 
+class Staged:
+    """A bundle as the device reads it: the manifest through one stream, the files'
+    bytes through another."""
+
+    def __init__(self, data):
+        self.bundle = bundle.Bundle(Stream(data))
+        self.data = Stream(data)
+
+    def unpack(self, sink, micropython=None, chunk=1024):
+        return self.bundle.unpack(self.data, sink, micropython, chunk)
+
+
 def _open(data):
-    stream = Stream(data)
-    raw, sig = bundle.read_head(stream)
-    return stream, bundle.parse_manifest(raw), sig
+    staged = Staged(data)
+    return staged, staged.bundle.manifest(), staged.bundle.signature
+
+
+def _manifest(text):
+    """The checked head of a bundle whose manifest is text."""
+    head = ("IOTPFW2 %d 0\n" % len(text)).encode()
+    return bundle.Bundle(Stream(head + text)).manifest()
 
 
 def test_unpack_checks_every_file():
@@ -44,19 +61,20 @@ def test_unpack_checks_every_file():
         "1.1.0",
         [("iotfw/__init__.py", b'VERSION = "1.1.0"\n', None), ("main.py", b"x" * 3000, None)],
     )
-    stream, manifest, sig = _open(data)
+    staged, manifest, sig = _open(data)
     assert sig == b""
     assert manifest["version"] == "1.1.0"
+    assert manifest["count"] == 2
     sink = Sink()
-    assert bundle.unpack(stream, manifest, sink, chunk=512) == ["iotfw/__init__.py", "main.py"]
+    assert staged.unpack(sink, chunk=512) == ["iotfw/__init__.py", "main.py"]
     assert sink.files["main.py"] == b"x" * 3000
 
 
 def test_a_tampered_file_is_refused():
     data = make("1", [("a.py", b"good", None), ("b.py", b"more", None)])
     tampered = data[:-4] + b"evil"
-    stream, manifest, _ = _open(tampered)
-    exc = raises(bundle.BundleError, bundle.unpack, stream, manifest, Sink())
+    staged, _, _ = _open(tampered)
+    exc = raises(bundle.BundleError, staged.unpack, Sink())
     assert "b.py does not match" in str(exc)
 
 
@@ -76,9 +94,9 @@ def test_mpy_variant_chosen_by_micropython_version():
         ("1.240.0", "iotfw/x.py", b"py source"),
         (None, "iotfw/x.py", b"py source"),
     ):
-        stream, manifest, _ = _open(data)
+        staged, _, _ = _open(data)
         sink = Sink()
-        assert bundle.unpack(stream, manifest, sink, version) == [path, "main.py"]
+        assert staged.unpack(sink, version) == [path, "main.py"]
         assert sink.files == {path: content, "main.py": b"main"}
 
 
@@ -95,11 +113,11 @@ def test_bad_bundles_are_refused():
         b"x" * 100,
         good[:20],
     ):
-        raises(bundle.BundleError, bundle.read_head, Stream(data))
+        raises(bundle.BundleError, lambda: bundle.Bundle(Stream(data)).manifest())
     assert "unsupported bundle format IOTPFW1" in str(
-        raises(bundle.BundleError, bundle.read_head, Stream(b"IOTPFW1 2\n"))
+        raises(bundle.BundleError, bundle.Bundle, Stream(b"IOTPFW1 2\n"))
     )
-    assert bundle.parse_manifest(manifest_of)["version"] == "2"
+    assert _manifest(manifest_of)["version"] == "2"
     for manifest in (
         b"[]",
         b"not json",
@@ -116,10 +134,10 @@ def test_bad_bundles_are_refused():
         b'{"format": 2, "version": "1", "key_id": "", "files": [{"path": "a.py", "size": 1, '
         b'"sha256": "' + b"0" * 64 + b'", "mpy": [{"size": 1, "sha256": "' + b"0" * 64 + b'"}]}]}',
     ):
-        raises(bundle.BundleError, bundle.parse_manifest, manifest)
+        raises(bundle.BundleError, _manifest, manifest)
     # data after the last file
-    stream, manifest, _ = _open(good + b"!")
-    raises(bundle.BundleError, bundle.unpack, stream, manifest, Sink())
+    staged, _, _ = _open(good + b"!")
+    raises(bundle.BundleError, staged.unpack, Sink())
 
 
 def test_version_order():
@@ -147,3 +165,57 @@ def test_valid_path():
 def test_key_id():
     key = binascii.unhexlify("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
     assert bundle.key_id(key) == binascii.hexlify(hashlib.sha256(key).digest()[:8]).decode()
+
+
+def test_the_manifest_is_read_a_chunk_at_a_time_whatever_its_layout():
+    """Entries are found by the JSON's structure, not its spacing, and strings may
+    hold brackets and quotes."""
+    data = b"mpy data"
+    entry = {
+        "path": "iotfw/x.py",
+        "size": 3,
+        "sha256": _hex(b"abc"),
+        "mpy": [{"micropython": ['1.2]"{x'], "size": len(data), "sha256": _hex(data)}],
+    }
+    other = {"path": "b.py", "size": 1, "sha256": _hex(b"b")}
+    text = (
+        '{\n  "key_id" : "",\n  "files" :\t[\n    %s ,\r\n    %s\n  ] ,\n'
+        '  "format": 2, "version": "9", "note": {"files": ["not", "these"]}\n}\n'
+        % (json.dumps(entry), json.dumps(other))
+    ).encode()
+    raw = ("IOTPFW2 %d 0\n" % len(text)).encode() + text + b"abc" + data + b"b"
+
+    class Counting(Stream):
+        largest = 0
+
+        def read(self, n):
+            Counting.largest = max(Counting.largest, n)
+            return Stream.read(self, n)
+
+    staged = bundle.Bundle(Counting(raw))
+    manifest = staged.manifest()
+    assert manifest["version"] == "9"
+    assert manifest["count"] == 2
+    assert manifest["note"] == {"files": ["not", "these"]}
+    sink = Sink()
+    assert staged.unpack(Stream(raw), sink, '1.2]"{x') == ["iotfw/x.mpy", "b.py"]
+    assert sink.files == {"iotfw/x.mpy": data, "b.py": b"b"}
+    assert len(text) > 256
+    assert Counting.largest <= 256  # never the whole manifest
+
+
+def test_manifests_whose_files_are_not_a_list_of_entries_are_refused():
+    blob = '"size": 1, "sha256": "%s"' % _hex(b"x")
+    head = '"format": 2, "version": "1", "key_id": ""'
+    for files in (
+        '"files": {}',
+        '"files": ["a.py"]',
+        '"files": [{"path": "a.py", %s}, 7]' % blob,
+        '"files": [{"path": "a.py", %s}], "files": [{"path": "b.py", %s}]' % (blob, blob),
+        '"files": [{"path": "a.py", "pad": "%s", %s}]' % ("x" * 5000, blob),
+        '"files": [%s]' % ", ".join('{"path": "f%d.py", %s}' % (i, blob) for i in range(65)),
+        '"files": [{"path": "a.py", %s}' % blob,
+    ):
+        text = ("{%s, %s}" % (head, files)).encode()
+        raises(bundle.BundleError, _manifest, text)
+    assert _manifest(('{%s, "files": [{"path": "a.py", %s}]}' % (head, blob)).encode())

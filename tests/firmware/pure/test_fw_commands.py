@@ -103,3 +103,20 @@ def test_recent_is_bounded_and_forgets_the_oldest():
     assert len(recent) == 2
     assert recent.begin("a") is None  # forgotten: runs again
     assert recent.begin("c")["error"] == "e"
+
+
+def test_the_id_of_a_command_too_large_to_parse_is_found_in_its_text():
+    pad = "x" * 3000
+    for text, expected in (
+        ('{"id": "a1", "command": "ping"}', "a1"),
+        ('{"params": {"id": "inner", "pad": "%s"}, "id": "outer"}' % pad, "outer"),
+        ('{"command": "id", "note": "\\"id\\": \\"no\\"", "id" : "ok"}', "ok"),
+        ('{"pad": "%s", "id":"last"}' % pad, "last"),
+        ('{"id": 5, "command": "id"}', None),
+        ('{"id": {"x": "y"}}', None),
+        ('{"command": "ping"}', None),
+        ('{"id": "%s"}' % ("i" * 200), None),
+        ("not json at all", None),
+    ):
+        assert commands.find_id(text.encode()) == expected, text
+        assert commands.find_id(memoryview(bytearray(text.encode()))) == expected, text

@@ -4,7 +4,7 @@
 import asyncio
 
 from fwtest_helpers import MemoryStorage, until
-from iotfw import handlers, jsonx
+from iotfw import commands, handlers, jsonx
 from iotfw.device import Device
 
 
@@ -141,6 +141,27 @@ async def test_device_keeps_working_without_broker():
     device.take_command(b'{"id": "f", "command": "ping"}')
     await until(lambda: queued(device, "ack")[-1]["id"] == "f")
     assert queued(device, "ack")[-1]["id"] == "f"
+    assert queued(device, "ack")[-1]["status"] == "ok"
+
+    # a command the heap has no room to parse is answered, by the id in its text;
+    # a view of the receive buffer is parsed before take_command returns
+    parse = commands.parse
+
+    def no_room(payload):
+        raise MemoryError("memory allocation failed, allocating 3958 bytes")
+
+    commands.parse = no_room
+    try:
+        device.take_command(b'{"params": {"pad": "x"}, "id": "g", "command": "ping"}')
+    finally:
+        commands.parse = parse
+    ack = queued(device, "ack")[-1]
+    assert ack["id"] == "g"
+    assert ack["error"].startswith("out of memory")
+    buf = bytearray(b'{"id": "h", "command": "ping"}')
+    device.take_command(memoryview(buf))
+    buf[8] = 0x58  # the buffer is reused: the command was parsed already
+    await until(lambda: queued(device, "ack")[-1]["id"] == "h")
     assert queued(device, "ack")[-1]["status"] == "ok"
 
     device.request_reboot("shutdown")

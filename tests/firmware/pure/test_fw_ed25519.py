@@ -45,6 +45,16 @@ def test_rfc8032_vectors_verify():
         assert ed25519.verify(_b(pk), _b(msg), _b(sig))
 
 
+def test_a_message_given_in_chunks_verifies_as_a_whole():
+    pk, msg, sig = [_b(x) for x in RFC8032[3]]  # TEST SHA(abc): a 64-byte message
+    for size in (1, 7, 64):
+        chunks = (msg[i:i + size] for i in range(0, len(msg), size))
+        assert ed25519.verify(pk, chunks, sig)
+    assert not ed25519.verify(pk, iter([msg[:10], msg[11:]]), sig)  # a byte missing
+    assert sha512.digest_all(iter([b"ab", b"c"])) == sha512.digest(b"abc")
+    assert sha512.digest_pure_all(iter([b"ab", b"c"])) == sha512.digest(b"abc")
+
+
 def test_altered_signatures_fail():
     pk, msg, sig = [_b(x) for x in RFC8032[1]]
     for i in (0, 31, 32, 63):

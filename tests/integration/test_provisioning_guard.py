@@ -17,6 +17,7 @@ Mosquitto with the files the platform generates.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,25 @@ async def _ask(broker: SecureBroker, device_id: str, secret: str) -> dict[str, A
 async def _credential(broker: SecureBroker, device_id: str) -> Any:
     async with AsyncSession(broker.engine) as session:
         return await cred_service.get(session, device_id)
+
+
+async def test_a_request_and_its_repeat_at_the_same_moment_are_both_answered(
+    broker: SecureBroker,
+) -> None:
+    """A device sends its request again when it reconnects: the first and the repeat
+    may be handled at once, and the repeat must not lose the race for the new row."""
+    provisioner = await _provisioner(broker)
+    try:
+        payload = orjson.dumps({"secret": VICTIM_SECRET})
+        await asyncio.gather(
+            *(provisioner.handle("provision/R1/request", payload, 1, False) for _ in range(3))
+        )
+        assert provisioner.outcomes == {"pending": 3}
+        row = await _credential(broker, "R1")
+        assert row.status == CredentialStatus.PENDING
+        assert row.fingerprint == cred_service.fingerprint(VICTIM_SECRET)
+    finally:
+        await provisioner.stop()
 
 
 async def test_a_second_secret_for_a_pending_id_is_refused_counted_and_alerted(

@@ -23,6 +23,7 @@ from collections import Counter
 from typing import Protocol
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from iotp.broker.rabbitmq import store_device_secret
@@ -118,19 +119,12 @@ class Provisioner:
             return
         try:
             secret = _parse_request(payload)
-            async with self.sessions.begin() as session:
-                pairing_open = await pairing.open_until(session) is not None
-                status = await cred_service.request(
-                    session,
-                    device_id=device_id,
-                    secret=secret,
-                    auto_approve=self.settings.auto_approve or pairing_open,
-                    max_pending=self.settings.provisioning_max_pending,
-                    now=now,
-                )
-                if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
-                    approved = status is CredentialStatus.APPROVED
-                    await store_device_secret(self.settings, device_id, secret, approved=approved)
+            try:
+                status = await self._request(device_id, secret, now)
+            except IntegrityError:
+                # a repeat of this id's first request, handled at the same moment, made
+                # its row first: this one now finds it and is answered as a repeat
+                status = await self._request(device_id, secret, now)
         except ProvisioningConflict as exc:
             await self._alert(exc, now)
             self._refuse(device_id, "conflict", str(exc))
@@ -149,6 +143,22 @@ class Provisioner:
         self.outcomes[status.value] += 1
         log.info("provisioning request from %s: %s", device_id, status.value)
         publish_answer(self.link, device_id, status)
+
+    async def _request(self, device_id: str, secret: str, now: float) -> CredentialStatus:
+        async with self.sessions.begin() as session:
+            pairing_open = await pairing.open_until(session) is not None
+            status = await cred_service.request(
+                session,
+                device_id=device_id,
+                secret=secret,
+                auto_approve=self.settings.auto_approve or pairing_open,
+                max_pending=self.settings.provisioning_max_pending,
+                now=now,
+            )
+            if status is not CredentialStatus.REVOKED:  # RabbitMQ: its own password copy
+                approved = status is CredentialStatus.APPROVED
+                await store_device_secret(self.settings, device_id, secret, approved=approved)
+        return status
 
     def _refuse(self, device_id: str, outcome: str, reason: str) -> None:
         self.outcomes[outcome] += 1

@@ -26,7 +26,8 @@ class MQTTRefused(MQTTError):
     """The broker answered CONNACK with a refusal (rc 1..5)."""
 
     def __init__(self, rc):
-        MQTTError.__init__(self, "connection refused: " + mqttpkt.CONNACK_REASONS.get(rc, str(rc)))
+        # super(): MicroPython's exception classes have no __init__ to call by name
+        super().__init__("connection refused: " + mqttpkt.CONNACK_REASONS.get(rc, str(rc)))
         self.rc = rc
 
 
@@ -347,8 +348,8 @@ class MQTTClient:
             entry[5] = False
         self.up.set()
         self._wake.set()
-        sender = asyncio.create_task(self._sender())
-        pinger = asyncio.create_task(self._keepalive())
+        sender = asyncio.create_task(self._guarded(self._sender()))
+        pinger = asyncio.create_task(self._guarded(self._keepalive()))
         try:
             if self.on_connect:
                 # what on_connect publishes (birth, info) goes before older messages
@@ -367,6 +368,18 @@ class MQTTClient:
             self.up.clear()
             sender.cancel()
             pinger.cancel()
+
+    async def _guarded(self, task):
+        """Runs one of the link's tasks; if it fails (no heap for a packet, say) the
+        link ends and the run loop connects again: a task that died silently would
+        leave a link that looks up and sends nothing. Unsent messages stay in
+        flight and go again on the new connection."""
+        try:
+            await task
+        except Exception as exc:  # noqa: BLE001
+            self.last_error = repr(exc)
+            self._log("link task failed: %r" % (exc,))
+            self._abort()
 
     async def _sender(self):
         writer = self._writer

@@ -123,3 +123,13 @@ def test_a_packet_over_the_maximum_is_refused_from_its_header():
     first, _body, rest = mqttpkt.take(small, 4096)
     assert first >> 4 == 3
     assert rest == b""
+
+
+def test_a_refused_connection_is_an_mqtt_refusal_with_its_code():
+    # built with super(): MicroPython's exception classes have no __init__ to call
+    from iotfw.mqtt import MQTTError, MQTTRefused
+
+    exc = MQTTRefused(5)
+    assert isinstance(exc, MQTTError)
+    assert exc.rc == 5
+    assert "not authorized" in str(exc)

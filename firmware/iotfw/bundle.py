@@ -175,12 +175,13 @@ class Bundle:
         head["count"] = len(seen)
         return head
 
-    def unpack(self, data, sink, micropython=None, chunk=1024):
+    def unpack(self, data, sink, micropython=None, buf=None):
         """Writes the files (their bytes read from data, a second stream on the same
         bundle) through sink(path), which returns a writable file-like object (write,
-        close). Every written file is checked against the manifest. Returns the paths
-        written."""
+        close). Every written file is checked against the manifest. buf: the buffer
+        to read through (1 KB when not given). Returns the paths written."""
         data.seek(self.data_start)
+        view = memoryview(buf if buf is not None else bytearray(1024))
         paths = []
 
         def install(entry):
@@ -189,10 +190,10 @@ class Bundle:
             blobs = [entry] + entry.get("mpy", [])
             for i, blob in enumerate(blobs):
                 if i == chosen:
-                    _copy(data, blob, path, sink(path), chunk)
+                    _copy(data, blob, path, sink(path), view)
                     paths.append(path)
                 else:
-                    _copy(data, blob, path, None, chunk)
+                    _copy(data, blob, path, None, view)
 
         self._scan(install)
         if data.read(1):
@@ -314,18 +315,20 @@ def pick(entry, micropython):
     return 0, entry["path"]
 
 
-def _copy(stream, blob, path, out, chunk):
+def _copy(stream, blob, path, out, view):
+    """Copies one blob to out (None: skips it) through view, a memoryview of the
+    one buffer an unpack reads into (no allocation per chunk to fragment the heap)."""
     sha = hashlib.sha256() if out is not None else None
     try:
         left = blob["size"]
         while left:
-            data = stream.read(min(chunk, left))
-            if not data:
+            got = stream.readinto(view[:min(len(view), left)])
+            if not got:
                 raise BundleError("truncated bundle")
             if out is not None:
-                sha.update(data)
-                out.write(data)
-            left -= len(data)
+                sha.update(view[:got])
+                out.write(view[:got])
+            left -= got
     finally:
         if out is not None:
             out.close()

@@ -102,10 +102,13 @@ async def request(method, url, body=None, headers=None, timeout=15, max_body=409
         await close(writer)
 
 
-async def download(url, write, progress=None, timeout=30, chunk=1024, max_size=None):
+async def download(url, write, progress=None, timeout=30, chunk=1024, max_size=None,
+                   buf=None):
     """Streams a GET response body into write(bytes); returns the size.
 
-    progress(done, total_or_None) is called after each chunk.
+    progress(done, total_or_None) is called after each chunk. buf: a buffer to read
+    into, when the stream can (MicroPython's): write() then gets views of it, and
+    the download allocates nothing per chunk.
     """
     status, headers, reader, writer = await open_request("GET", url, timeout=timeout)
     try:
@@ -116,8 +119,14 @@ async def download(url, write, progress=None, timeout=30, chunk=1024, max_size=N
         if max_size is not None and total is not None and total > max_size:
             raise HTTPError("download too large")
         done = 0
+        readinto = getattr(reader, "readinto", None) if buf is not None else None
+        view = memoryview(buf) if readinto is not None else None
         while True:
-            data = await asyncio.wait_for(reader.read(chunk), timeout)
+            if view is not None:
+                got = await asyncio.wait_for(readinto(view), timeout)
+                data = view[:got]
+            else:  # CPython's StreamReader has no readinto
+                data = await asyncio.wait_for(reader.read(chunk), timeout)
             if not data:
                 break
             done += len(data)

@@ -31,11 +31,11 @@ def _head(kind, length):
     return _uint(kind) + _uint(length)
 
 
-def pack(files, out, chunk=1024):
+def pack(files, out, buf=None):
     """Writes an image of files to out (write()): a list of (path, size, open),
-    path '/'-separated, open() the file to read (read(n), close()); of two files
-    with the same path the later is kept. The files are streamed chunk bytes at a
-    time: the image is never held in memory. Returns the image's size."""
+    path '/'-separated, open() the file to read (readinto(b), close()); of two files
+    with the same path the later is kept. The files are streamed through buf (1 KB
+    when not given): the image is never held in memory. Returns the image's size."""
     top = []  # [name, size, open] of a file, [name, None, [entries]] of a directory
     for path, size, opener in files:
         parts = path.split("/")
@@ -53,7 +53,8 @@ def pack(files, out, chunk=1024):
     if (len(_HEADER) + len(head) + body) % 2:
         head = b"\x80" + head  # the same number, one byte longer: the image is even
     out.write(_HEADER + head)
-    return len(_HEADER) + len(head) + _write(top, out, chunk)
+    view = memoryview(buf if buf is not None else bytearray(1024))
+    return len(_HEADER) + len(head) + _write(top, out, view)
 
 
 def _directory(level, name):
@@ -81,14 +82,14 @@ def _length(entries):
     return total
 
 
-def _write(entries, out, chunk):
+def _write(entries, out, view):
     written = 0
     for name, size, content in entries:
         kind = _FILE if size is not None else _DIRECTORY
         head = _head(kind, _payload(name, size, content)) + _uint(len(name)) + name
         if size is None:
             out.write(head)
-            written += len(head) + _write(content, out, chunk)
+            written += len(head) + _write(content, out, view)
             continue
         head += _head(_DATA, size)
         out.write(head)
@@ -97,11 +98,11 @@ def _write(entries, out, chunk):
         try:
             left = size
             while left:
-                data = f.read(min(chunk, left))
-                if not data:
+                got = f.readinto(view[:min(len(view), left)])
+                if not got:
                     raise OSError("%s is shorter than %d bytes" % (name.decode(), size))
-                out.write(data)
-                left -= len(data)
+                out.write(view[:got])
+                left -= got
         finally:
             f.close()
     return written

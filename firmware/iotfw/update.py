@@ -64,6 +64,9 @@ async def install(storage, state, command_id, params, progress, timeout=30):
     """
     from iotfw import bundle, httpc
 
+    # one buffer for every chunk of the update (download, files, image): allocated
+    # once, before the heap is cut up, and nothing allocated per chunk after
+    buf = bytearray(CHUNK)
     progress("downloading", 0)
     out = storage.open_write(STAGING_FILE)
     hasher = _Hasher(out)
@@ -79,7 +82,7 @@ async def install(storage, state, command_id, params, progress, timeout=30):
     try:
         # streamed: one chunk at a time goes through the hash into the staging file
         await httpc.download(params["url"], hasher, on_chunk, timeout=timeout,
-                             chunk=CHUNK, max_size=MAX_BUNDLE)
+                             chunk=CHUNK, max_size=MAX_BUNDLE, buf=buf)
     except (OSError, httpc.HTTPError) as exc:
         out.close()
         storage.remove(STAGING_FILE)
@@ -111,12 +114,12 @@ async def install(storage, state, command_id, params, progress, timeout=30):
             # the files' bytes through a second handle: the first reads the manifest
             data = storage.open_read(STAGING_FILE)
             paths = staged.unpack(data, lambda path: storage.open_write(slot + "/" + path),
-                                  payloads.micropython_version())
+                                  payloads.micropython_version(), buf)
         except (bundle.BundleError, OSError) as exc:
             storage.remove_tree(slot)
             raise OTAError("bad bundle: %s" % (exc,))
         try:
-            _pack_image(storage, slot, paths)
+            _pack_image(storage, slot, paths, buf)
         except OSError as exc:
             storage.remove_tree(slot)
             raise OTAError("cannot write the firmware image: %s" % (exc,))
@@ -135,7 +138,7 @@ async def install(storage, state, command_id, params, progress, timeout=30):
     return version
 
 
-def _pack_image(storage, slot, paths):
+def _pack_image(storage, slot, paths, buf):
     """On a build with ROMFS (this firmware runs from an image), the slot gets the
     image of its iotfw package, built from the files just written and checked;
     boot.py mounts it when it selects the slot."""
@@ -149,7 +152,7 @@ def _pack_image(storage, slot, paths):
         files.append((path, storage.size(full), lambda full=full: storage.open_read(full)))
     out = storage.open_write(slot + "/" + romfs.IMAGE)
     try:
-        romfs.pack(files, out, CHUNK)
+        romfs.pack(files, out, buf)
     finally:
         out.close()
 

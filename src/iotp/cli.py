@@ -203,7 +203,7 @@ def simulate(
         int | None,
         typer.Option(
             help="micropython: heap bytes per device (default: what the firmware runs in, "
-            "1.2 of an ESP32's equivalent from a ROMFS image, 1.4 from files; see "
+            "an ESP32's equivalent from a ROMFS image, 1.4 of it from files; see "
             "firmware/README.md)"
         ),
     ] = None,

@@ -1,5 +1,5 @@
 """The firmware as real MicroPython processes (the unix port, built with ROMFS, with
-the heap the suite needs: TEST_HEAP, 1.2 of an ESP32's equivalent; firmware/README.md,
+the heap the suite needs: TEST_HEAP, an ESP32's equivalent; firmware/README.md,
 "Heap") against the real platform: Mosquitto + PostgreSQL, worker and API. One
 stack and one device are shared by the tests of this module, in order: registration
 and data, every command with its ack, on-device automation, presence with the last
@@ -289,11 +289,13 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
     )
     assert info["firmware"] == "1.1.0"
 
-    # an image that does not mount: the same firmware runs, from its slot's files
+    # an image that does not mount: the same firmware runs, from its slot's files (with
+    # the heap a build without ROMFS needs for them)
     state = json.loads((p.sim.flash / "ota.json").read_text())
     image = p.sim.flash / state["active"] / "iotfw.rom"
     good_image = image.read_bytes()
     image.write_bytes(b"not an image")
+    heap, p.fleet.heap = p.fleet.heap, FILES_HEAP_BYTES
     try:
         boots = p.sim.boots
         assert (await cmd.send("reboot", {"delay": 0}))["status"] == "ok"
@@ -305,6 +307,7 @@ async def test_ota_switches_and_rolls_back_a_firmware_that_does_not_start(
         assert info["firmware"] == "1.1.0"
     finally:
         image.write_bytes(good_image)
+        p.fleet.heap = heap
     boots = p.sim.boots
     assert (await cmd.send("reboot", {"delay": 0}))["status"] == "ok"
     await until(p.sim, lambda: p.sim.boots == boots + 1 and p.sim.connected, what="rebooted")

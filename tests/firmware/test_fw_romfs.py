@@ -70,7 +70,7 @@ def _reference(named: dict[str, bytes]) -> bytes:
 def test_the_image_is_byte_for_byte_micropythons(named: dict[str, bytes]) -> None:
     romfs = fw("romfs")
     out = io.BytesIO()
-    size = romfs.pack(_files(named), out, 100)
+    size = romfs.pack(_files(named), out, bytearray(100))
     assert out.getvalue() == _reference(named)
     assert size == len(out.getvalue())
     assert size % 2 == 0

@@ -45,9 +45,9 @@ ESP32_HEAP_BYTES = 111 * 1024
 ESP32_FACTOR = 1.25
 HEAP_BYTES = int(ESP32_HEAP_BYTES * ESP32_FACTOR)
 # What the firmware runs in today, signed OTA updates included (firmware/README.md,
-# "Heap"): from a ROMFS image, 1.2 of that equivalent; from files (a build without
-# ROMFS), 1.4. The defaults until the firmware fits.
-RUN_HEAP_BYTES = int(HEAP_BYTES * 1.2)
+# "Heap"): from a ROMFS image, the ESP32's equivalent itself; from files (a build
+# without ROMFS), 1.4 of it.
+RUN_HEAP_BYTES = HEAP_BYTES
 FILES_HEAP_BYTES = int(HEAP_BYTES * 1.4)
 RESET_EXIT = 75  # firmware/unix/unixhal.py RESET_EXIT: the device reset itself
 # A build with ROMFS runs the firmware's modules in place from an image in a flash
@@ -300,21 +300,21 @@ class MicroPythonFleet:
         assert self.build is not None
         env = dict(os.environ)
         env["MICROPYPATH"] = f"{self.build}:.frozen"
-        heap = self.heap
         env.pop("IOTP_ROMFS_PARTITION", None)
         if self.romfs:
             env["IOTP_ROMFS_PARTITION"] = str(ROMFS_PARTITION_BYTES)
-            heap += ROMFS_HEAP_BYTES
-        cmd = [
-            self._micropython,
-            "-X",
-            f"heapsize={heap}",
-            str(self.build / "unix" / "main.py"),
-            sim.mac.hex(),
-            str(sim.portal_port),
-            str(self.gas_events_per_hour),
-        ]
         while not sim.stopping:
+            # read at each start: a test may give the next boot another heap
+            heap = self.heap + (ROMFS_HEAP_BYTES if self.romfs else 0)
+            cmd = [
+                self._micropython,
+                "-X",
+                f"heapsize={heap}",
+                str(self.build / "unix" / "main.py"),
+                sim.mac.hex(),
+                str(sim.portal_port),
+                str(self.gas_events_per_hour),
+            ]
             sim.status = None
             sim.proc = await asyncio.create_subprocess_exec(
                 *cmd,

@@ -58,6 +58,11 @@ class Stream:
         self.pos += len(out)
         return out
 
+    def readinto(self, buf):
+        out = self.read(len(buf))
+        buf[: len(out)] = out
+        return len(out)
+
     def readline(self):
         end = self.data.find(b"\n", self.pos)
         end = len(self.data) if end < 0 else end + 1

@@ -41,8 +41,8 @@ class Staged:
         self.bundle = bundle.Bundle(Stream(data))
         self.data = Stream(data)
 
-    def unpack(self, sink, micropython=None, chunk=1024):
-        return self.bundle.unpack(self.data, sink, micropython, chunk)
+    def unpack(self, sink, micropython=None, buf=None):
+        return self.bundle.unpack(self.data, sink, micropython, buf)
 
 
 def _open(data):
@@ -66,7 +66,7 @@ def test_unpack_checks_every_file():
     assert manifest["version"] == "1.1.0"
     assert manifest["count"] == 2
     sink = Sink()
-    assert staged.unpack(sink, chunk=512) == ["iotfw/__init__.py", "main.py"]
+    assert staged.unpack(sink, buf=bytearray(512)) == ["iotfw/__init__.py", "main.py"]
     assert sink.files["main.py"] == b"x" * 3000
 
 

@@ -23,7 +23,7 @@ def test_a_tree_of_a_file_and_a_directory():
         ("hal.mpy", 3, lambda: io.BytesIO(b"hhh")),
         ("iotfw/a.mpy", 130, lambda: io.BytesIO(b"a" * 130)),
     ]
-    size = romfs.pack(files, out, 64)
+    size = romfs.pack(files, out, bytearray(64))
     image = b"".join(out.parts)
     assert size == len(image) == 172
     assert image == (

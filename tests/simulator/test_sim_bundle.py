@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from iotp.services.manifest import BundleFile, BundleFormatError, build, parse, public_bytes
+from iotp.services.manifest import (
+    MAX_ENTRY,
+    BundleFile,
+    BundleFormatError,
+    build,
+    parse,
+    public_bytes,
+)
 from iotp.services.signing import device_key_file
 from iotp.simulator.bundle import build_firmware_bundle
 from tests.control_support import TEST_SIGNING_KEY
@@ -165,3 +172,13 @@ def test_platform_parse_refuses_what_the_device_would() -> None:
     ):
         with pytest.raises(BundleFormatError, match=reason):
             parse(data)
+
+
+def test_an_entry_longer_than_a_device_reads_is_refused() -> None:
+    """The device parses one file entry at a time, each at most MAX_ENTRY bytes of
+    text: the platform builds and accepts no bundle with a longer one."""
+    variants = [([f"1.{i}"], b"M%d" % i) for i in range(40)]
+    with pytest.raises(BundleFormatError, match="longer than 4096"):
+        build("1.0.0", [BundleFile("iotfw/x.py", b"src", mpy=variants)])
+    assert build("1.0.0", [BundleFile("iotfw/x.py", b"src", mpy=variants[:20])])
+    assert fw("bundle").MAX_ENTRY == MAX_ENTRY

@@ -32,6 +32,9 @@ SIGNATURE_SIZE = 96
 MAX_MANIFEST = 16 * 1024
 MAX_FILES = 64
 MAX_FILE_SIZE = 512 * 1024
+# A device reads the manifest's file entries one at a time (firmware/iotfw/bundle.py
+# MAX_ENTRY): the text of one, canonical, is at most this long.
+MAX_ENTRY = 4096
 _HEAD_RE = re.compile(rb"^IOTPFW2 (\d{1,6}) (\d{1,3})\n")
 _PATH_PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -182,6 +185,10 @@ def _check_manifest(manifest: Any) -> None:
             ):
                 raise BundleFormatError(f"an mpy variant of {path} names no MicroPython version")
             _check_blob(variant, path)
+        if len(canonical(entry)) > MAX_ENTRY:
+            raise BundleFormatError(
+                f"the manifest's entry for {path} is longer than {MAX_ENTRY} bytes"
+            )
 
 
 def blobs(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -19,10 +19,6 @@ try:
 
     _slot = ota.boot_select(FileStorage())
     ota = FileStorage = None
-    # what boot selection loaded comes again from the firmware selected
-    for _name in list(sys.modules):
-        if _name == "iotfw" or _name.startswith("iotfw."):
-            del sys.modules[_name]
     _mounted = False
     if romfs_map is not None:
         # every firmware keeps the image of its iotfw package next to its files (the
@@ -39,5 +35,10 @@ try:
         # the unix port)
         _cwd = os.getcwd()
         sys.path.insert(0, ("" if _cwd == "/" else _cwd) + "/" + _slot)
+    # what boot selection and mounting loaded (from the factory files) comes again
+    # from the firmware selected
+    for _name in list(sys.modules):
+        if _name == "iotfw" or _name.startswith("iotfw."):
+            del sys.modules[_name]
 except Exception as exc:  # noqa: BLE001 - never let boot selection brick the device
     print("boot: slot selection failed:", exc)

@@ -9,9 +9,6 @@
 # while it is written, and a cut while writing it is written again at the next boot
 # (the partition then differs from the image). A boot whose image does not mount
 # runs the same firmware's files.
-import os
-import sys
-
 import esp32
 import vfs
 
@@ -29,27 +26,21 @@ def release():
     """Unmounts the partition the port mounted at start-up and takes it off
     sys.path: boot selection runs from the factory files, and nothing runs from the
     partition while it may be written."""
-    try:
-        vfs.umount(MOUNT)
-    except OSError:
-        pass
-    for entry in (MOUNT, MOUNT + "/lib"):
-        while entry in sys.path:
-            sys.path.remove(entry)
+    from iotfw import romfs
+
+    romfs.unmount()
 
 
 def mount(path):
     """Mounts the image at path on MOUNT, writing it into the partition first when
     it holds another; False when there is no partition or no image."""
+    from iotfw import romfs
+
     part = _partition()
     if part is None:
         return False
-    try:
-        length = os.stat(path)[6]
-    except OSError:
-        return False
-    if length > part.ioctl(4, 0) * BLOCK:  # the partition's blocks
-        print("romfs: %s does not fit the partition" % path)
+    length = romfs.fits(path, part.ioctl(4, 0) * BLOCK)  # the partition's blocks
+    if length is None:
         return False
     if not _holds(part, path, length):
         _write(part, path, length)

@@ -108,6 +108,37 @@ def _write(entries, out, view):
     return written
 
 
+def fits(path, room):
+    """The size of the image at path when there is one and it fits in room bytes
+    (the partition), else None."""
+    import os
+
+    try:
+        length = os.stat(path)[6]
+    except OSError:
+        return None
+    if length > room:
+        print("romfs: %s is %d bytes, more than the partition (%d)" % (path, length, room))
+        return None
+    return length
+
+
+def unmount():
+    """Unmounts MOUNT and takes it off sys.path (the ports' romfs_map release it so
+    before boot selection)."""
+    import sys
+
+    import vfs
+
+    try:
+        vfs.umount(MOUNT)
+    except OSError:
+        pass
+    for entry in (MOUNT, MOUNT + "/lib"):
+        while entry in sys.path:
+            sys.path.remove(entry)
+
+
 def running_from_image():
     """True when the firmware was imported from a mounted image (a ROMFS build)."""
     import iotfw

@@ -7,7 +7,6 @@
 # the partition's size in bytes; without it the device is a build without ROMFS
 # (modules load from files).
 import os
-import sys
 
 MOUNT = "/rom"
 _region = None
@@ -17,7 +16,9 @@ def release():
     """Nothing mounted from the partition, and nothing on sys.path from it (as the
     ESP32's romfs_map leaves it); the partition's block taken."""
     global _region
-    _unmount()
+    from iotfw import romfs
+
+    romfs.unmount()
     size = int(os.getenv("IOTP_ROMFS_PARTITION") or 0)
     if size and _region is None:
         import gc
@@ -28,14 +29,9 @@ def release():
 
 def mount(path):
     """Mounts the image at path on MOUNT; False when there is none to mount."""
-    if _region is None:
-        return False
-    try:
-        length = os.stat(path)[6]
-    except OSError:
-        return False
-    if length > len(_region):
-        print("romfs: %s is %d bytes, more than the partition (%d)" % (path, length, len(_region)))
+    from iotfw import romfs
+
+    if _region is None or romfs.fits(path, len(_region)) is None:
         return False
     import vfs
 
@@ -43,15 +39,3 @@ def mount(path):
         f.readinto(_region)
     vfs.mount(vfs.VfsRom(_region), MOUNT)
     return True
-
-
-def _unmount():
-    import vfs
-
-    try:
-        vfs.umount(MOUNT)
-    except OSError:
-        pass
-    for entry in (MOUNT, MOUNT + "/lib"):
-        while entry in sys.path:
-            sys.path.remove(entry)

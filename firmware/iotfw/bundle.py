@@ -161,18 +161,26 @@ class Bundle:
         (and the paths found distinct): with "count", the number of files."""
         seen = {}
 
+        count = [0]
+
         def check(entry):
             path = check_entry(entry)
-            if path in seen:
-                raise BundleError("%s is listed twice" % path)
-            if len(seen) >= MAX_FILES:
+            # a .py with .mpy variants may be installed as its .mpy: both names are its
+            names = [path]
+            if entry.get("mpy"):
+                names.append(path[:-3] + ".mpy")
+            for name in names:
+                if name in seen:
+                    raise BundleError("%s is listed twice" % name)
+                seen[name] = True
+            count[0] += 1
+            if count[0] > MAX_FILES:
                 raise BundleError("manifest lists no files or too many")
-            seen[path] = True
 
         head = self._scan(check)
-        if not seen:
+        if not count[0]:
             raise BundleError("manifest lists no files or too many")
-        head["count"] = len(seen)
+        head["count"] = count[0]
         return head
 
     def unpack(self, data, sink, micropython=None, buf=None):
@@ -202,51 +210,89 @@ class Bundle:
 
     def _scan(self, on_entry):
         """Reads the manifest's JSON a chunk at a time: each entry of its "files" goes
-        to on_entry(parsed) as it ends; returns the rest, parsed, its files left out."""
+        to on_entry(parsed) as it ends; returns the rest, parsed, its files left out.
+        Between entries only "," and whitespace are taken, and the key is "files"
+        only as written so: anything else is refused or left to the JSON parser of
+        the rest, which then finds no "files" to be empty."""
         head = bytearray()
         entry = None  # the text of the entry being read
         depth = 0
-        in_str = escaped = in_files = False
-        files_seen = 0
+        in_str = escaped = False
+        in_files = files_seen = False
+        expect = b""  # in the files array, between entries: what may come next
+        key_start = 0  # where the last top-level string began in head
+        key = None  # that string's text, as written
+        files_key = False  # it was "files", and its colon followed
         for data in self.manifest_chunks(256):
             for c in data:
                 if entry is not None:
                     entry.append(c)
                     if len(entry) > MAX_ENTRY:
                         raise BundleError("a file entry of the manifest is too long")
-                elif not in_files or depth != 2 or in_str:
-                    head.append(c)
+                    if in_str:
+                        if escaped:
+                            escaped = False
+                        elif c == 0x5C:  # backslash
+                            escaped = True
+                        elif c == 0x22:  # quote
+                            in_str = False
+                    elif c == 0x22:
+                        in_str = True
+                    elif c == 0x7B or c == 0x5B:  # { [
+                        depth += 1
+                    elif c == 0x7D or c == 0x5D:  # } ]
+                        depth -= 1
+                        if depth == 2:
+                            on_entry(_parse(entry))
+                            entry = None
+                            expect = b",]"
+                    continue
+                if in_files:
+                    if c in _SPACE:
+                        continue
+                    if c not in expect:
+                        raise BundleError("bad file entry in manifest")
+                    if c == 0x7B:
+                        entry = bytearray(b"{")
+                        depth = 3
+                    elif c == 0x2C:  # comma
+                        expect = b"{"
+                    else:  # the closing bracket
+                        in_files = False
+                        depth = 1
+                        head.append(c)
+                    continue
+                head.append(c)
                 if in_str:
                     if escaped:
                         escaped = False
-                    elif c == 0x5C:  # backslash
+                    elif c == 0x5C:
                         escaped = True
-                    elif c == 0x22:  # quote
+                    elif c == 0x22:
                         in_str = False
+                        if depth == 1:
+                            key = bytes(head[key_start:])
                     continue
                 if c == 0x22:
                     in_str = True
-                elif c == 0x7B or c == 0x5B:  # { [
-                    if in_files and depth == 2:
-                        if c != 0x7B:
-                            raise BundleError("bad file entry in manifest")
-                        entry = bytearray(b"{")
+                    if depth == 1:
+                        key_start = len(head) - 1
+                elif depth == 1 and c == 0x3A:  # colon
+                    files_key = key == b'"files"'
+                elif depth == 1 and c == 0x2C:
+                    files_key = False
+                    key = None
+                elif c == 0x7B or c == 0x5B:
                     depth += 1
-                    if c == 0x5B and depth == 2 and _names_files(head):
+                    if depth == 2 and c == 0x5B and files_key:
                         if files_seen:
                             raise BundleError("the manifest lists its files twice")
                         files_seen = in_files = True
-                elif c == 0x7D or c == 0x5D:  # } ]
+                        expect = b"{]"
+                    files_key = False
+                elif c == 0x7D or c == 0x5D:
                     depth -= 1
-                    if entry is not None and depth == 2:
-                        on_entry(_parse(entry))
-                        entry = None
-                    elif in_files and depth == 1:
-                        in_files = False
-                        head.append(c)
-                elif in_files and depth == 2 and c not in _BETWEEN:
-                    raise BundleError("bad file entry in manifest")
-        if depth or in_str:
+        if depth or in_str or entry is not None or in_files:
             raise BundleError("manifest is not JSON")
         manifest = _parse(head)
         check_head(manifest)
@@ -255,21 +301,7 @@ class Bundle:
         return manifest
 
 
-_BETWEEN = b" \t\r\n,"
-
-
-def _names_files(head):
-    """head (the manifest's text so far) ends with the key "files", a colon and the
-    bracket that opens its value."""
-    i = len(head) - 2
-    while i >= 0 and head[i] in _BETWEEN[:4]:
-        i -= 1
-    if i < 0 or head[i] != 0x3A:  # colon
-        return False
-    i -= 1
-    while i >= 0 and head[i] in _BETWEEN[:4]:
-        i -= 1
-    return i >= 6 and bytes(head[i - 6:i + 1]) == b'"files"'
+_SPACE = b" \t\r\n"
 
 
 def _parse(text):

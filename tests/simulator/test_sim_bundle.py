@@ -182,3 +182,13 @@ def test_an_entry_longer_than_a_device_reads_is_refused() -> None:
         build("1.0.0", [BundleFile("iotfw/x.py", b"src", mpy=variants)])
     assert build("1.0.0", [BundleFile("iotfw/x.py", b"src", mpy=variants[:20])])
     assert fw("bundle").MAX_ENTRY == MAX_ENTRY
+
+
+def test_a_file_and_the_mpy_of_another_may_not_share_a_name() -> None:
+    """a.py with a variant is installed as a.mpy on a device of that version: a
+    separate a.mpy would be written over it."""
+    with pytest.raises(BundleFormatError, match=r"a\.mpy is listed twice"):
+        build(
+            "1.0.0",
+            [BundleFile("a.py", b"src", mpy=[(["1.29"], b"M")]), BundleFile("a.mpy", b"M2")],
+        )

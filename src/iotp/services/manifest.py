@@ -169,13 +169,15 @@ def _check_manifest(manifest: Any) -> None:
         if not isinstance(entry, dict) or not _valid_path(entry.get("path")):
             raise BundleFormatError("bad file entry in the manifest")
         path = entry["path"]
-        if path in paths:
-            raise BundleFormatError(f"{path} is listed twice")
-        paths.add(path)
         _check_blob(entry, path)
         variants = entry.get("mpy", [])
         if not isinstance(variants, list) or (variants and not path.endswith(".py")):
             raise BundleFormatError(f"bad mpy variants for {path}")
+        # a .py with variants may be installed as its .mpy: both names are its
+        for name in [path, path[:-3] + ".mpy"] if variants else [path]:
+            if name in paths:
+                raise BundleFormatError(f"{name} is listed twice")
+            paths.add(name)
         for variant in variants:
             targets = variant.get("micropython") if isinstance(variant, dict) else None
             if (

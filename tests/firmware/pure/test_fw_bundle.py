@@ -219,3 +219,37 @@ def test_manifests_whose_files_are_not_a_list_of_entries_are_refused():
         text = ("{%s, %s}" % (head, files)).encode()
         raises(bundle.BundleError, _manifest, text)
     assert _manifest(('{%s, "files": [{"path": "a.py", %s}]}' % (head, blob)).encode())
+
+
+def test_a_manifest_read_otherwise_than_json_reads_it_is_refused():
+    """What the device takes from the manifest is what a JSON parser takes from it:
+    strings or stray commas among the entries, and keys that only look like "files"
+    once escapes are read, are refused."""
+    blob = '"size": 1, "sha256": "%s"' % _hex(b"x")
+    a = '{"path": "a.py", %s}' % blob
+    b = '{"path": "b.py", %s}' % blob
+    head = '"format": 2, "key_id": "", "version": "1.0"'
+    for files in (
+        # a string among the entries would put its text in the rest of the manifest
+        '"files": [%s, "],", "version", ":", "9.9.9", ",", "z", ":["]' % a,
+        '"files": [,%s]' % a,
+        '"files": [%s,]' % a,
+        '"files": [%s,,%s]' % (a, b),
+        '"files": [%s %s]' % (a, b),
+        # "a\"files" is not "files", and "fil\u0065s" is "files" only to JSON
+        '"a\\"files": [%s], "fil\\u0065s": []' % a,
+        '"fil\\u0065s": [%s]' % a,
+    ):
+        text = ("{%s, %s}" % (files, head)).encode()
+        raises(bundle.BundleError, _manifest, text)
+    assert _manifest(("{%s, %s}" % ('"files": [ %s ,\n %s ]' % (a, b), head)).encode())
+
+
+def test_a_file_and_the_mpy_of_another_may_not_share_a_name():
+    blob = '"size": 1, "sha256": "%s"' % _hex(b"x")
+    variant = '{"micropython": ["1.29"], %s}' % blob
+    text = (
+        '{"format": 2, "key_id": "", "version": "1", "files": ['
+        '{"path": "a.py", %s, "mpy": [%s]}, {"path": "a.mpy", %s}]}' % (blob, variant, blob)
+    ).encode()
+    assert "a.mpy is listed twice" in str(raises(bundle.BundleError, _manifest, text))

@@ -121,12 +121,18 @@ async def download(url, write, progress=None, timeout=30, chunk=1024, max_size=N
         done = 0
         readinto = getattr(reader, "readinto", None) if buf is not None else None
         view = memoryview(buf) if readinto is not None else None
-        while True:
+        # with a Content-Length the body ends there: no waiting for the server to close
+        # (a TLS server may take its time over that)
+        while total is None or done < total:
+            want = chunk if total is None else min(chunk, total - done)
             if view is not None:
-                got = await asyncio.wait_for(readinto(view), timeout)
-                data = view[:got]
+                room = view[:min(len(view), want)]
+                got = await asyncio.wait_for(readinto(room), timeout)
+                while got is None:  # TLS: a record not whole yet (readinto does not wait)
+                    got = await asyncio.wait_for(readinto(room), timeout)
+                data = room[:got]
             else:  # CPython's StreamReader has no readinto
-                data = await asyncio.wait_for(reader.read(chunk), timeout)
+                data = await asyncio.wait_for(reader.read(want), timeout)
             if not data:
                 break
             done += len(data)

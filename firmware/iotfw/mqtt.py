@@ -330,6 +330,8 @@ class MQTTClient:
         readinto = getattr(self._reader, "readinto", None)
         if readinto is not None:  # MicroPython's streams: straight into the buffer
             got = await readinto(room)
+            while got is None:  # TLS: a record not whole yet (readinto does not wait)
+                got = await readinto(room)
         else:  # CPython's StreamReader has no readinto
             data = await self._reader.read(len(room))
             got = len(data)

@@ -36,18 +36,20 @@ class Commands:
             cmd = commands.parse(payload)
         except CommandError as exc:
             cmd = exc
-        except MemoryError:
-            # no room for what it parses to (a large parameter wants one free block
-            # of its size): answered, with the id read from the text, and the link
-            # stays up
-            cmd = None
+        except Exception as exc:  # noqa: BLE001 - a command never crashes the device
+            # MemoryError: no room for what it parses to (a large parameter wants one
+            # free block of its size); or nesting too deep for the parser. Answered,
+            # with the id read from the text, and the link stays up.
             try:
                 cid = commands.find_id(payload)
             except MemoryError:
                 cid = None
-            self.log("command of %d bytes: no heap to parse it" % len(payload))
-            self.publish("ack", payloads.ack_error(
-                cid, "out of memory: the command is larger than this device's free heap"))
+            if isinstance(exc, MemoryError):
+                self.log("command of %d bytes: no heap to parse it" % len(payload))
+                error = "out of memory: the command is larger than this device's free heap"
+            else:
+                error = "malformed command: %r" % (exc,)
+            self.publish("ack", payloads.ack_error(cid, error))
             return
         if self.commands_running >= MAX_RUNNING:
             cid = cmd.command_id if isinstance(cmd, CommandError) else cmd["id"]

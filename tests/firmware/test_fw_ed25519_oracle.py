@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from iotp.services.manifest import public_bytes
 from iotp.simulator import firmware
+from iotp.simulator.mpy import compile_mpy
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 L = 2**252 + 27742317777372353535851937790883648493
@@ -136,3 +137,68 @@ def test_verifier_agrees_with_cryptography_on_micropython(tmp_path: Path) -> Non
     )
     assert out["verify"] == [ok for *_, ok in checked]
     assert out["sha512"] == [hashlib.sha512(m).hexdigest() for m in messages]
+
+
+HEAP_SCRIPT = """
+import sys, gc
+sys.path.insert(0, {lib!r})
+from iotfw import ed25519, sha512
+with open({path!r}, "rb") as f:
+    public, signature, size = f.read(32), f.read(64), int(f.read())
+def chunks():
+    # the manifest as an update reads it: 1 KB at a time from its file
+    buf = bytearray(1024)
+    for n in range(0, size, 1024):
+        yield memoryview(buf)[: min(1024, size - n)]
+gc.collect()
+if {what!r} == "hash":
+    sha512.digest_all(chunks())
+elif {what!r} == "verify":
+    ed25519.verify(public, chunks(), signature)
+"""
+
+
+def _smallest_heap(tmp_path: Path, what: str, size: int) -> int:
+    """The smallest -X heapsize (to 256 bytes) the script runs in."""
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "in.bin").write_bytes(
+        public_bytes(key.public_key()) + key.sign(b"x") + str(size).encode()
+    )
+    script = tmp_path / f"{what}.py"
+    # precompiled, as a device runs them: compiling the source would take more heap
+    # than what is measured
+    lib = tmp_path / "lib"
+    if not lib.exists():
+        (lib / "iotfw").mkdir(parents=True)
+        for name in ("__init__", "ed25519", "sha512"):
+            compile_mpy(FIRMWARE_DIR / "iotfw" / f"{name}.py", lib / "iotfw" / f"{name}.mpy")
+    script.write_text(HEAP_SCRIPT.format(lib=str(lib), path=str(tmp_path / "in.bin"), what=what))
+
+    def runs(heap: int) -> bool:
+        proc = subprocess.run(
+            [micropython(), "-X", f"heapsize={heap}", str(script)],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    lo, hi = 4096, 256 * 1024
+    assert runs(hi)
+    while hi - lo > 256:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    return hi
+
+
+def test_verifying_an_update_takes_little_heap_on_micropython(tmp_path: Path) -> None:
+    # the heap a device has the least of is while an update verifies: hashing a long
+    # manifest must need no more than hashing a short one (nothing kept per block that
+    # fragments the heap), and the whole verification must fit in what an ESP32 has
+    # left then (on this 64-bit port, up to twice an ESP32's bytes)
+    imported = _smallest_heap(tmp_path, "import", 0)
+    short = _smallest_heap(tmp_path, "hash", 100)
+    long = _smallest_heap(tmp_path, "hash", 12 * 1024)
+    verify = _smallest_heap(tmp_path, "verify", 12 * 1024)
+    assert long - short <= 2048, (short, long)
+    assert verify - imported <= 12 * 1024, (imported, verify)

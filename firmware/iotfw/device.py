@@ -178,6 +178,12 @@ class Device(Link, Commands, Sensing):
                 pass
 
     def _spawn(self, coro, critical=False):
+        # a finished task goes from the list: it holds its coroutine, and that what the
+        # coroutine last referred to (an update's buffers, until the next update)
+        tasks = self._tasks
+        for i in range(len(tasks) - 1, -1, -1):
+            if tasks[i].done() and tasks[i] not in self._critical:
+                tasks.pop(i)
         task = asyncio.create_task(coro)
         self._tasks.append(task)
         if critical:

@@ -211,3 +211,19 @@ async def test_webhook_posts_chosen_events(device: tuple[Any, Commander]) -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_finished_task_is_let_go(device: tuple[Any, Commander]) -> None:
+    """A task the device started and that has finished is not kept: it would hold what
+    its coroutine last referred to (an update's buffers) until the next reboot."""
+    sim, cmd = device
+    before = len(sim.device._tasks)
+    for n in range(4):
+        ack = await cmd.send(
+            "ota",
+            {"url": "http://127.0.0.1:9/fw.bin", "sha256": "0" * 64, "version": f"9.9.{n}"},
+        )
+        assert ack["status"] == "error"
+        assert ack["error"].startswith("download failed"), ack
+    # each refused update ran as a task of its own: the last one may not be gone yet
+    assert len(sim.device._tasks) <= before + 1, sim.device._tasks

@@ -43,6 +43,10 @@ class Device(Link, Commands, Sensing):
         self.webhook = None
         self.ota_state = None
         self.ota_busy = False
+        # an update's download buffer, taken as the device starts while the heap is
+        # whole: after hours of messages the heap may hold 10 KB free and no 1 KB in
+        # one piece
+        self.ota_buf = bytearray(1024)
         self.loops = 0
         self.commands_handled = 0
         self.commands_running = 0

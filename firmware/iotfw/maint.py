@@ -65,9 +65,10 @@ async def run_ota(dev, cid, opts):
 
     from iotfw import update
 
-    gc.collect()  # the manifest and the verifier want contiguous room
+    gc.collect()
     try:
-        await update.install(hal, dev.ota_state, cid, opts, progress)
+        # downloaded and staged now; installed by the next boot, before the firmware starts
+        await update.download(hal, dev.ota_state, cid, opts, progress, buf=dev.ota_buf)
     except ota.OTAError as exc:
         failed = str(exc)
     except Exception as exc:  # noqa: BLE001
@@ -77,7 +78,7 @@ async def run_ota(dev, cid, opts):
         dev.request_reboot("ota")
         return
     update = None
-    for name in ("update", "bundle", "httpc", "ed25519", "sha512"):
+    for name in ("update", "httpc"):
         unload(name)  # a refused update leaves the heap as it found it
     gc.collect()
     dev.ota_busy = False

@@ -1,8 +1,10 @@
 # Over-the-air update with A/B slots on flash and rollback.
 #
-# The factory firmware lives in /iotfw. An update is a bundle (see bundle.py)
-# unpacked into slot_a or slot_b; ota.json says which slot is active. boot.py
-# puts the active slot first on sys.path. A new slot boots on trial: it must
+# The factory firmware lives in /iotfw. An update is a bundle (see bundle.py),
+# downloaded while the device runs and staged ("staged" in ota.json), then
+# unpacked into slot_a or slot_b at the next boot, before the firmware starts;
+# ota.json says which slot is active. boot.py puts the active slot first on
+# sys.path. A new slot boots on trial: it must
 # reach the broker within ota_confirm_timeout seconds (and within MAX_TRIAL_BOOTS
 # boots), else the device switches back and reports "rolled_back".
 #
@@ -43,6 +45,7 @@ def load(storage):
     state.setdefault("versions", {})
     state.setdefault("trial", None)
     state.setdefault("results", [])
+    state.setdefault("staged", None)
     if state["active"] and state["active"] not in SLOTS:
         state["active"] = ""
     return state

@@ -10,13 +10,18 @@
 # when the device resets (the parent starts it again) and 0 after "stop".
 import sys
 
-import boot  # noqa: F401 - selects the OTA slot before iotfw is imported
+import boot  # selects the OTA slot before iotfw is imported
 
 import asyncio
 import binascii
 import gc
 
 import unixhal
+
+if boot.restart:
+    # boot installed an update: this port has no machine.reset(), the parent starts
+    # the process again
+    sys.exit(unixhal.RESET_EXIT)
 
 
 async def _control(device, hal):

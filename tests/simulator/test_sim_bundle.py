@@ -1,5 +1,5 @@
 """The platform's bundle builder (iotp.services.manifest) produces what the firmware's
-side (firmware/iotfw/bundle.py, ota.py, update.py) reads, checks and unpacks; signatures made with
+side (firmware/iotfw/bundle.py, ota.py, install.py) reads, checks and unpacks; signatures made with
 `cryptography` verify with the firmware's own Ed25519; a tampered bundle, a foreign key,
 a missing key file and a downgrade are refused, and a rotation changes the trusted key
 only once the new version is confirmed."""
@@ -37,8 +37,8 @@ class Storage:
     def read_file(self, path: str) -> bytes | None:
         return self.files.get(path)
 
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files[path] = bytes(data)
+    def write_file(self, path: str, data: bytes | list[bytes]) -> None:
+        self.files[path] = b"".join(data) if isinstance(data, list) else bytes(data)
 
     def open_write(self, path: str) -> Any:
         files = self.files
@@ -56,7 +56,7 @@ def staged(
 ) -> tuple[Any, dict[str, Any]]:
     """The bundle as the device checks it: (bundle.Bundle, its manifest)."""
     state = fw("ota").load(storage)
-    got: tuple[Any, dict[str, Any]] = fw("update")._check(
+    got: tuple[Any, dict[str, Any]] = fw("install")._check(
         storage, state, io.BytesIO(data), {"version": version, **params}
     )
     return got
@@ -192,3 +192,75 @@ def test_a_file_and_the_mpy_of_another_may_not_share_a_name() -> None:
             "1.0.0",
             [BundleFile("a.py", b"src", mpy=[(["1.29"], b"M")]), BundleFile("a.mpy", b"M2")],
         )
+
+
+class Flash(Storage):
+    """Storage with what installing at boot also uses."""
+
+    def open_read(self, path: str) -> io.BytesIO:
+        data = self.files.get(path)
+        if data is None:
+            raise OSError(2, path)
+        return io.BytesIO(data)
+
+    def size(self, path: str) -> int:
+        return len(self.files[path])
+
+    def remove(self, path: str) -> None:
+        self.files.pop(path, None)
+
+    def remove_tree(self, path: str) -> None:
+        for name in [n for n in self.files if n.startswith(path + "/")]:
+            del self.files[name]
+
+
+def _staged(data: bytes, tries: int = 0) -> Flash:
+    """A device that downloaded data and rebooted to install it."""
+    flash = Flash({"ota_key.json": KEY_FILE, "ota.tmp": data})
+    ota = fw("ota")
+    state = ota.load(flash)
+    state["staged"] = {"id": "c-1", "version": "2.0.0", "allow_downgrade": False, "tries": tries}
+    ota.save(flash, state)
+    return flash
+
+
+def test_a_staged_update_installs_at_boot_and_goes_on_trial() -> None:
+    flash = _staged(build_firmware_bundle("2.0.0", key=TEST_SIGNING_KEY))
+    lines: list[str] = []
+    assert fw("install").install_staged(flash, log=lines.append) is True
+    state = fw("ota").load(flash)
+    assert state["active"] == "slot_a"
+    assert state["versions"]["slot_a"] == "2.0.0"
+    assert state["trial"]["id"] == "c-1"
+    assert state["staged"] is None
+    assert "ota.tmp" not in flash.files
+    assert "slot_a/iotfw/__init__.py" in flash.files
+    assert fw("install").install_staged(flash, log=lines.append) is False  # nothing staged
+
+
+def test_a_staged_update_refused_at_boot_is_reported_and_changes_nothing() -> None:
+    good = build_firmware_bundle("2.0.0", key=TEST_SIGNING_KEY)
+    forged = good.replace(b'"version":"2.0.0"', b'"version":"2.0.1"', 1)
+    flash = _staged(forged)
+    flash.files["ota.json"] = flash.files["ota.json"].replace(b'"2.0.0"', b'"2.0.1"')
+    assert fw("install").install_staged(flash, log=lambda line: None) is False
+    state = fw("ota").load(flash)
+    assert state["active"] == ""
+    assert state["staged"] is None
+    assert state["results"] == [
+        {"id": "c-1", "status": "error", "version": "2.0.1", "error": state["results"][0]["error"]}
+    ]
+    assert state["results"][0]["error"].startswith("bad signature")
+    assert "ota.tmp" not in flash.files
+    assert not [name for name in flash.files if name.startswith("slot_")]
+
+
+def test_an_install_cut_off_at_every_boot_is_given_up() -> None:
+    # each boot counts its try before installing: a power cut or a crash while
+    # installing leaves the count, and after three such boots the next gives it up
+    flash = _staged(build_firmware_bundle("2.0.0", key=TEST_SIGNING_KEY), tries=3)
+    assert fw("install").install_staged(flash, log=lambda line: None) is False
+    state = fw("ota").load(flash)
+    assert state["active"] == ""
+    assert state["results"][0]["error"] == "installing did not finish in 3 boots"
+    assert "ota.tmp" not in flash.files

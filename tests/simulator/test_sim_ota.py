@@ -90,10 +90,9 @@ async def test_ota_update_rollback_and_hash_mismatch(
                     break
                 stages.append(ack["result"]["stage"])
             assert ack == {"id": ack["id"], "status": "ok", "result": {"version": "1.1.0"}}
+            # online it downloads and checks what it got; it installs as it boots
             assert stages[0] == "downloading"
-            assert stages[-1] == "rebooting"
-            assert "verifying" in stages
-            assert "installing" in stages
+            assert stages[-2:] == ["verifying", "rebooting"], stages
             info = json.loads(
                 await next_message(observer, cmd.topic("info"), match=lambda p: b'"1.1.0"' in p)
             )

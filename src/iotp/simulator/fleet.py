@@ -193,6 +193,7 @@ class Fleet:
                 raise SimulatorError(f"cannot read the CA file {ca_file}: {exc}") from exc
         self._fw_device = firmware.module("device")
         self._fw_ota = firmware.module("ota")
+        self._fw_install = firmware.module("install")
         self._builtin_version = firmware.builtin_version()
         base_seed = DEFAULT_SEED if seed is None else seed
         self.devices: list[SimDevice] = []
@@ -285,7 +286,11 @@ class Fleet:
         ota = self._fw_ota
         broker = self.broker
         while not sim.stopping:
-            ota.boot_select(hal)  # what boot.py does on the ESP32
+            # what boot.py does on the chip: select the slot, install a staged update,
+            # and select the slot it switched to
+            ota.boot_select(hal)
+            if ota.load(hal).get("staged") and self._fw_install.install_staged(hal, log=hal.log):
+                ota.boot_select(hal)
             hal.power_on()
             version = ota.running_version(ota.load(hal), self._builtin_version)
             address: tuple[str, int] = (broker.host, broker.port)

@@ -79,9 +79,13 @@ class Device(Link, Commands, Sensing):
         self.cfg.load()
         for err in self.cfg.load_errors:
             self.log("config: " + err)
+        cfg = self.cfg.data
+        if cfg["mqtt_tls"]:
+            # the TLS context (~3 KB in one piece on MicroPython) is taken first, while
+            # the heap still has room in one piece; it serves every connection after
+            self._tls()
         self.ota_state = ota.load(self.hal)
         self.version = ota.running_version(self.ota_state, VERSION)
-        cfg = self.cfg.data
         self.hal.setup(cfg)
         self.relays = {}
         for name in cfg["relays"]:

@@ -75,7 +75,7 @@ async def _session(dev):
         node, host, port, user, fleet, keepalive=dev.cfg.get("mqtt_keepalive"),
         ssl=dev._tls(), on_connect=on_connect, on_message=on_message,
         on_refused=on_refused, max_queue=2, backoff=dev._backoff(1.0), log=dev.log,
-        max_packet=PROVISION_MAX_PACKET)
+        max_packet=PROVISION_MAX_PACKET, rx=_lent(dev))
     link.subscribe(provision.response_topic(node), 1)
     dev.prov_link = link
     runner = asyncio.create_task(link.run())
@@ -105,3 +105,11 @@ async def _session(dev):
             await runner
         except Exception:  # noqa: BLE001, S110 - it never raises; be sure
             pass
+
+
+def _lent(dev):
+    # the link's own receive buffer: its client does not run while the device
+    # provisions, and a new one may find no room in one piece after a few exchanges
+    if dev.mqtt is None:
+        return None
+    return dev.mqtt.receive_buffer[:PROVISION_MAX_PACKET]

@@ -79,8 +79,10 @@ class FileStorage:
         return data
 
     def write_file(self, path, data):
+        """data: bytes, or a list of bytes written one after the other."""
         w = AtomicWriter(path)
-        w.write(data)
+        for part in data if isinstance(data, list) else (data,):
+            w.write(part)
         w.close()
 
     def open_write(self, path):

@@ -3,8 +3,9 @@
 # the simulator (src/iotp/simulator/hal.py) implements the same methods.
 #
 # Interface (both implementations):
-#   files:    read_file(path) -> bytes|None, write_file(path, data), open_write(path),
-#             open_read(path), remove(path), remove_tree(path)
+#   files:    read_file(path) -> bytes|None, write_file(path, data) (data: bytes or a
+#             list of bytes), open_write(path), open_read(path), remove(path),
+#             remove_tree(path)
 #   identity: mac() -> 6 bytes
 #   pins:     setup(cfg), read_climate() -> (temp C, humidity %), read_gas() -> int,
 #             set_relay(name, on), set_servo(angle), sensors() -> metric names

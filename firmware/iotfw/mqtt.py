@@ -49,7 +49,7 @@ class MQTTClient:
                  keepalive=60, will=None, ssl=False, clean_session=True,
                  on_connect=None, on_message=None, on_disconnect=None, backoff=None,
                  max_inflight=20, max_queue=100, ack_timeout=10.0, connect_timeout=10.0,
-                 log=None, on_refused=None, max_packet=MAX_PACKET, views=False):
+                 log=None, on_refused=None, max_packet=MAX_PACKET, views=False, rx=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -94,12 +94,19 @@ class MQTTClient:
         self._halt = False
         self._last_rx = 0
         self._last_tx = 0
-        self._rx = _receive_buffer(max_packet)
+        # rx: a buffer of max_packet bytes lent by an owner that does not use it
+        # meanwhile (the device's link lends its own to the provisioning exchange)
+        self._rx = rx if rx is not None else _receive_buffer(max_packet)
         self._rxv = memoryview(self._rx)
         self._rs = 0  # the unread bytes are self._rx[self._rs:self._re]
         self._re = 0
 
     # -- public API ---------------------------------------------------------
+
+    @property
+    def receive_buffer(self):
+        """What the client reads into; unused while it does not run."""
+        return self._rxv
 
     @property
     def connected(self):

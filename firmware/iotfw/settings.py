@@ -134,7 +134,7 @@ class Config:
         return self.data
 
     def save(self):
-        self.storage.write_file(CONFIG_FILE, jsonx.dumps(self.data).encode())
+        self.storage.write_file(CONFIG_FILE, _pieces(self.data))
 
     def update(self, updates):
         """Validates, applies and persists updates; returns the changed keys."""
@@ -148,3 +148,26 @@ class Config:
 
     def provisioned(self):
         return bool(self.data.get("wifi_ssid")) and bool(self.data.get("mqtt_host"))
+
+
+def _pieces(data):
+    """The config's JSON as a list of short bytes: the whole text in one piece (~2 KB
+    with a CA certificate, as text and then as bytes) may find no room in one piece
+    of the heap; a long string is cut into pieces of its escaped text."""
+    out = []
+    sep = "{"
+    for key in data:
+        value = data[key]
+        out.append((sep + jsonx.dumps(key) + ":").encode())
+        if isinstance(value, str) and len(value) > 128:
+            out.append(b'"')
+            for i in range(0, len(value), 128):
+                out.append(jsonx.dumps(value[i:i + 128])[1:-1].encode())
+            out.append(b'"')
+        else:
+            out.append(jsonx.dumps(value).encode())
+        sep = ","
+    if sep == "{":
+        out.append(b"{")
+    out.append(b"}")
+    return out

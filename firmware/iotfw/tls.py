@@ -17,34 +17,59 @@ class TLSError(ValueError):
 
 def pem_certificates(pem):
     """PEM text -> list of DER certificates (bytes). Raises TLSError."""
-    if isinstance(pem, (bytes, bytearray)):
-        pem = bytes(pem).decode()
-    out = []
-    rest = pem
-    while True:
-        start = rest.find(PEM_BEGIN)
-        if start < 0:
-            break
-        end = rest.find(PEM_END, start)
-        if end < 0:
-            raise TLSError("certificate without its END line")
-        body = "".join(rest[start + len(PEM_BEGIN):end].split())
-        try:
-            der = binascii.a2b_base64(body.encode())
-        except Exception as exc:  # noqa: BLE001 - binascii.Error is CPython's; MicroPython raises others
-            raise TLSError("certificate is not valid base64: %s" % exc)
-        if len(der) < 64 or der[0] != 0x30:
-            raise TLSError("not a DER certificate")
-        out.append(der)
-        rest = rest[end + len(PEM_END):]
-    if not out:
-        raise TLSError("no PEM certificate found")
-    return out
+    return _walk(pem, True)
 
 
 def check_pem(pem):
     """Raises TLSError unless pem holds at least one certificate."""
-    pem_certificates(pem)
+    _walk(pem, False)
+
+
+def _walk(pem, keep):
+    # a line at a time, in place: the config is checked at every boot and the
+    # certificate decoded at every connect, when a PEM's copies (~3 KB in one piece)
+    # may not fit the heap; a DER is filled in once its size is known
+    if isinstance(pem, (bytes, bytearray)):
+        pem = bytes(pem).decode()
+    out = []
+    start = pem.find(PEM_BEGIN)
+    if start < 0:
+        raise TLSError("no PEM certificate found")
+    while start >= 0:
+        end = pem.find(PEM_END, start)
+        if end < 0:
+            raise TLSError("certificate without its END line")
+        size = _decode(pem, start + len(PEM_BEGIN), end, None)
+        if size < 64:
+            raise TLSError("not a DER certificate")
+        if keep:
+            der = bytearray(size)
+            _decode(pem, start + len(PEM_BEGIN), end, der)
+            out.append(bytes(der))  # what ssl takes as cadata
+        start = pem.find(PEM_BEGIN, end)
+    return out
+
+
+def _decode(pem, pos, end, into):
+    """The size of the DER between pos and end, copied into `into` when given."""
+    size = 0
+    while pos < end:
+        stop = pem.find("\n", pos, end)
+        stop = end if stop < 0 else stop
+        line = pem[pos:stop].strip()
+        pos = stop + 1
+        if not line:
+            continue
+        try:
+            der = binascii.a2b_base64(line.encode())
+        except Exception as exc:  # noqa: BLE001 - binascii.Error is CPython's; MicroPython raises others
+            raise TLSError("certificate is not valid base64: %s" % exc)
+        if size == 0 and der and der[0] != 0x30:
+            raise TLSError("not a DER certificate")
+        if into is not None:
+            into[size:size + len(der)] = der
+        size += len(der)
+    return size
 
 
 def client_context(ca_pem=None):
@@ -56,6 +81,7 @@ def client_context(ca_pem=None):
 
     if hasattr(ssl, "create_default_context"):  # CPython
         return ssl.create_default_context(cadata=ca_pem)
+    # the context first: its ~3 KB in one piece is the larger need
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=pem_certificates(ca_pem)[0])

@@ -242,8 +242,10 @@ class SimHal:
     def read_file(self, path: str) -> bytes | None:
         return self.files.get(path)
 
-    def write_file(self, path: str, data: bytes) -> None:
-        self.files[path] = bytes(data)
+    def write_file(self, path: str, data: bytes | list[bytes]) -> None:
+        """data: bytes, or a list of bytes (the firmware's config comes in pieces)."""
+        data = b"".join(data) if isinstance(data, list) else bytes(data)
+        self.files[path] = data
         if path == CONFIG_FILE and self.state_file is not None:
             self._persist(self.state_file, data)
 

@@ -36,7 +36,7 @@ class MemoryStorage:
 
     def write_file(self, path, data):
         self.writes += 1
-        self.files[path] = bytes(data)
+        self.files[path] = b"".join(data) if isinstance(data, list) else bytes(data)
 
 
 class Stream:

@@ -234,3 +234,36 @@ def test_pem_to_der():
     raises(tls.TLSError, tls.pem_certificates, tls.PEM_BEGIN + "\nAAAA\n")
     raises(tls.TLSError, tls.pem_certificates, tls.PEM_BEGIN + "\n!!!!\n" + tls.PEM_END)
     assert tls.client_context("") is True
+
+
+def test_check_pem_accepts_what_decodes():
+    # the check at every config load decodes a line at a time: the same verdicts
+    tls.check_pem(CA_PEM)
+    tls.check_pem(CA_PEM + CA_PEM)
+    tls.check_pem(CA_PEM.encode())
+    tls.check_pem(CA_PEM.replace("\n", "\r\n"))
+    for bad in ("hello", "", tls.PEM_BEGIN + "\nAAAA\n",
+                tls.PEM_BEGIN + "\n!!!!\n" + tls.PEM_END,
+                tls.PEM_BEGIN + "\nAAAA\n" + tls.PEM_END,
+                CA_PEM.replace("MII", "NII", 1), CA_PEM + tls.PEM_BEGIN + "\nAAAA\n"):
+        raises(tls.TLSError, tls.check_pem, bad)
+
+
+def test_the_config_is_written_in_short_pieces_and_reads_back():
+    class Pieces(MemoryStorage):
+        def write_file(self, path, data):
+            self.longest = max(len(part) for part in data)
+            MemoryStorage.write_file(self, path, data)
+
+    storage = Pieces()
+    cfg = settings.Config(storage)
+    cfg.load()
+    ca = CA_PEM
+    cfg.update({"mqtt_ca": ca, "name": "Küche \"2\"", "mqtt_tls": True})
+    assert storage.longest <= 300  # the CA alone is over 500 characters
+    again = settings.Config(storage)
+    data = again.load()
+    assert again.load_errors == []
+    assert data["mqtt_ca"] == ca
+    assert data["name"] == "Küche \"2\""
+    assert jsonx.loads(storage.files[settings.CONFIG_FILE]) == cfg.data

@@ -7,9 +7,9 @@ package (OpenSSL) as the raw limit, in the same run.
 
 The manifest is the one of a bundle of our whole firmware (what a device checks on
 every OTA update), signed with a fresh key. Heap: the smallest `-X heapsize` (to 1 KiB)
-with which MicroPython imports the verifier, reads the manifest and verifies, against the
-smallest with which it only imports and reads; the difference is the room verification
-needs.
+with which MicroPython imports the verifier (precompiled with mpy-cross, as a device
+runs it), reads the manifest and verifies, against the smallest with which it only
+imports and reads; the difference is the room verification needs.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from iotp.services.manifest import parse, public_bytes
 from iotp.simulator import firmware
 from iotp.simulator.bundle import build_firmware_bundle
+from iotp.simulator.mpy import compile_mpy
 
 FIRMWARE_DIR = firmware.firmware_dir()
 
@@ -97,7 +98,11 @@ def main() -> None:
     message, signature = bundle.manifest_bytes, bundle.signature[32:]
     public = public_bytes(key.public_key())
     with tempfile.TemporaryDirectory() as tmp:
-        fields = {"fw": str(FIRMWARE_DIR), "tmp": tmp}
+        lib = Path(tmp) / "lib"
+        (lib / "iotfw").mkdir(parents=True)
+        for name in ("__init__", "ed25519", "sha512"):
+            compile_mpy(FIRMWARE_DIR / "iotfw" / f"{name}.py", lib / "iotfw" / f"{name}.mpy")
+        fields = {"fw": str(lib), "tmp": tmp}
         for name, data in (("public", public), ("message", message), ("signature", signature)):
             (Path(tmp) / name).write_bytes(data)
         timed = Path(tmp) / "timed.py"

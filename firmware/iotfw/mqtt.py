@@ -161,7 +161,7 @@ class MQTTClient:
 
     async def run(self):
         """Connects and keeps the link up until close() (or until on_refused asks to
-        stop, or halt()); never raises. A closed client stays closed."""
+        stop, or halt()); never raises. A closed client stays closed until reopen()."""
         self._halt = False
         self._stop = asyncio.Event()
         while not self._closing and not self._halt:
@@ -202,6 +202,14 @@ class MQTTClient:
                 pass
         self._abort()
         self._stop.set()
+
+    def reopen(self):
+        """After close() and once run() has returned: run() may be called again, with
+        nothing left of what was queued before."""
+        self._closing = False
+        self.inflight = []
+        self.pending = []
+        self._raw = []
 
     def kill(self):
         """Drops the TCP connection without DISCONNECT (the broker sends the will)."""

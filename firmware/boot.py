@@ -70,6 +70,18 @@ def _install():
     install.install_staged(FileStorage())
 
 
+def _give_up(failed):
+    # reported, and not tried again: a device restarts after each try
+    try:
+        from iotfw import ota
+        from iotfw.flash import FileStorage
+
+        storage = FileStorage()
+        ota.refuse_staged(storage, ota.load(storage), failed)
+    except Exception as exc:  # noqa: BLE001
+        print("boot: cannot give the staged update up:", exc)
+
+
 restart = False  # the port's main.py restarts where machine.reset() is missing (unix)
 try:
     _select()
@@ -77,8 +89,9 @@ try:
     if restart:
         try:
             _install()
-        except Exception as exc:  # noqa: BLE001 - counted: a few tries, then given up
+        except Exception as exc:  # noqa: BLE001 - an installer that does not even start
             print("boot: installing the staged update failed:", exc)
+            _give_up("update failed: %r" % (exc,))
     _forget_firmware()
     if restart:
         # installed or refused: the firmware starts on a heap the installer has not
@@ -91,4 +104,4 @@ try:
 except Exception as exc:  # noqa: BLE001 - never let boot selection brick the device
     print("boot: slot selection failed:", exc)
 # the firmware's globals start empty (on the ESP32 boot.py's are main.py's)
-_select = _staged = _install = _forget_firmware = None
+_select = _staged = _install = _give_up = _forget_firmware = None

@@ -5,8 +5,9 @@
 # has the slots, the trial and the trusted key). A refusal goes into the OTA
 # state's results, sent as the command's error ack once the device is online.
 from iotfw import VERSION, unload
-from iotfw.ota import KEY_FILE, SLOTS, OTAError, load, running_version, save, trusted_key
-from iotfw.update import CHUNK, STAGING_FILE
+from iotfw.ota import (KEY_FILE, SLOTS, STAGING_FILE, OTAError, load, refuse_staged,
+                       running_version, save, trusted_key)
+from iotfw.update import CHUNK
 
 MAX_INSTALL_TRIES = 3  # boots that began installing a staged bundle and did not finish
 
@@ -45,11 +46,11 @@ def check_signature(storage, manifest, signature):
 
 
 def install_staged(storage, log=print):
-    """At boot: installs the bundle update.download() staged, if there is one. Returns True
-    when the device switched to a new slot (boot then selects again). A refusal
-    goes into the OTA state's results, sent as the command's error ack once the
-    device is online; a boot that began installing and did not finish counts, and
-    after MAX_INSTALL_TRIES of them the update is given up."""
+    """At boot: installs the bundle update.download() staged, if there is one.
+    Returns True when the device switched to a new slot. A refusal goes into the OTA
+    state's results, sent as the command's error ack once the device is online; a
+    boot that began installing and did not finish counts, and after
+    MAX_INSTALL_TRIES of them the update is given up."""
     state = load(storage)
     job = state.get("staged")
     if not job:
@@ -65,13 +66,9 @@ def install_staged(storage, log=print):
     except Exception as exc:  # noqa: BLE001 - never keep a device from booting
         failed = "update failed: %r" % (exc,)
     else:
-        return True
-    finally:
         storage.remove(STAGING_FILE)
-    state["staged"] = None
-    state["results"].append({"id": job.get("id"), "status": "error", "error": failed,
-                             "version": job.get("version")})
-    save(storage, state)
+        return True
+    refuse_staged(storage, state, failed)
     log("update %s refused: %s" % (job.get("version"), failed))
     return False
 

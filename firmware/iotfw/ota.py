@@ -4,9 +4,9 @@
 # downloaded while the device runs and staged ("staged" in ota.json), then
 # unpacked into slot_a or slot_b at the next boot, before the firmware starts;
 # ota.json says which slot is active. boot.py puts the active slot first on
-# sys.path. A new slot boots on trial: it must
-# reach the broker within ota_confirm_timeout seconds (and within MAX_TRIAL_BOOTS
-# boots), else the device switches back and reports "rolled_back".
+# sys.path. A new slot boots on trial: it must reach the broker within
+# ota_confirm_timeout seconds (and within MAX_TRIAL_BOOTS boots), else the device
+# switches back and reports "rolled_back".
 #
 # Only bundles signed with the key in KEY_FILE (written at flash time, see
 # firmware/README.md) are installed: the signature of the manifest is checked
@@ -18,10 +18,12 @@ import binascii
 
 from iotfw import VERSION, jsonx
 
-# Downloading and installing an update is update.py's, loaded only while one runs:
-# this module is what every boot needs (the slots, the trial, the trusted key).
+# Downloading an update is update.py's, installing it install.py's, each loaded only
+# while it runs: this module is what every boot needs (the slots, the trial, the
+# trusted key).
 
 STATE_FILE = "ota.json"
+STAGING_FILE = "ota.tmp"  # a downloaded bundle, until the next boot installs it
 KEY_FILE = "ota_key.json"
 SLOTS = ("slot_a", "slot_b")
 MAX_TRIAL_BOOTS = 3
@@ -119,6 +121,17 @@ def confirm(state):
     if trial.get("next_key"):
         state["rotate"] = trial["next_key"]
     state["trial"] = None
+
+
+def refuse_staged(storage, state, failed):
+    """The staged update will not be installed: reported as its command's error ack
+    once the device is online (take_results)."""
+    job = state.get("staged") or {}
+    state["staged"] = None
+    state["results"].append({"id": job.get("id"), "status": "error", "error": failed,
+                             "version": job.get("version")})
+    storage.remove(STAGING_FILE)
+    save(storage, state)
 
 
 def take_results(storage, state):

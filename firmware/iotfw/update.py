@@ -9,9 +9,8 @@
 import binascii
 
 from iotfw import unload
-from iotfw.ota import OTAError, save
+from iotfw.ota import STAGING_FILE, OTAError, save
 
-STAGING_FILE = "ota.tmp"
 MAX_BUNDLE = 1024 * 1024
 CHUNK = 1024  # bytes read from the network and written to flash at a time
 

@@ -182,7 +182,10 @@ class MQTTClient:
                 await self._session()
             except Exception as exc:  # noqa: BLE001
                 self.last_error = repr(exc)
-                self._log("link lost: %r" % (exc,))
+                if not self._closing and not self._halt:
+                    # (closing, the reader fails on its own socket closed under it:
+                    # with TLS as MBEDTLS_ERR_SSL_BAD_INPUT_DATA; nothing was lost)
+                    self._log("link lost: %r" % (exc,))
             await self._drop()
             if not self._closing and not self._halt:
                 await self._pause(self.backoff.next_delay())

@@ -289,7 +289,7 @@ class Fleet:
             # what boot.py does on the chip: select the slot, install a staged update,
             # and select the slot it switched to
             ota.boot_select(hal)
-            if ota.load(hal).get("staged") and self._fw_install.install_staged(hal, log=hal.log):
+            if self._fw_install.install_staged(hal, log=hal.log):
                 ota.boot_select(hal)
             hal.power_on()
             version = ota.running_version(ota.load(hal), self._builtin_version)
